@@ -1,0 +1,35 @@
+// One error class for everything ferry refuses or fails at, with a stable code per kind of failure.
+// Codes never change meaning; docs/errors.md lists them and a test keeps the two in step.
+
+/** Every code ferry can raise, with the one-line meaning documented in docs/errors.md. */
+export const ERROR_CODES = {
+  FERRY_USAGE: 'the command line or an option is malformed',
+  FERRY_NO_SUCH_PROCESS: 'no process has this PID',
+  FERRY_PROCESS_EXITED: 'the process exited while ferry was working on it',
+  FERRY_ZOMBIE: 'the process is a zombie: it has exited and holds no memory',
+  FERRY_KERNEL_THREAD: 'the PID names a kernel thread, which has no user address space',
+  FERRY_PERMISSION: 'ferry lacks the privilege to read or trace the process',
+  FERRY_BAD_VMA_SPEC: 'a VMA selection term is malformed or unknown',
+  FERRY_PARSE: 'a /proc file or other kernel output did not have the expected form',
+  FERRY_SYSCALL: 'a system call failed; the error names the call, its arguments and the errno',
+  FERRY_TRACE: 'the traced process did not stop or resume as ptrace promised',
+  FERRY_UNSUPPORTED: 'this kernel or machine lacks a feature the operation needs',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The base of every error ferry throws on purpose; `code` is stable, `message` is for people. */
+export class FerryError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FerryError';
+    this.code = code;
+  }
+}
+
+/** True when `err` is a FerryError with one of the given codes. */
+export function isFerryError(err: unknown, ...codes: ErrorCode[]): err is FerryError {
+  return err instanceof FerryError && (codes.length === 0 || codes.includes(err.code));
+}

@@ -1,0 +1,16 @@
+// ioctl(2) and the _IOC request encoding.
+import { syscall, type SysArg } from './libc.js';
+import { NR } from './nr.js';
+
+const IOC_WRITE = 1;
+const IOC_READ = 2;
+
+/** _IOWR(type, nr, size): a request that passes a struct both ways. */
+export function iowr(type: number, nr: number, size: number): number {
+  return (((IOC_READ | IOC_WRITE) << 30) | (size << 16) | (type << 8) | nr) >>> 0;
+}
+
+/** ioctl(fd, request, arg); `name` is the request's symbolic name for error messages. */
+export function ioctl(fd: number, request: number, name: string, arg: SysArg): number {
+  return syscall(NR.ioctl, 'ioctl', () => [String(fd), name], fd, request, arg);
+}

@@ -1,0 +1,52 @@
+// The only module that loads libc through koffi: a raw syscall entry point and the few libc functions
+// (posix_spawn family) that have no syscall of their own. Everything else in src/sys builds on these.
+import koffi from 'koffi';
+import { SysError } from './errno.js';
+
+const libc = koffi.load('libc.so.6');
+
+/** A syscall argument: a number, a bigint (addresses, 64-bit masks) or a buffer passed by address. */
+export type SysArg = number | bigint | ArrayBufferView | null;
+
+const rawSyscall = libc.func('long syscall(long, long, long, long, long, long, long)') as (
+  ...args: (number | bigint)[]
+) => number;
+
+/** Kernel address of a buffer's first byte (Node never moves a buffer's backing store). */
+export function addressOf(buf: ArrayBufferView): bigint {
+  return koffi.address(buf);
+}
+
+function toWord(arg: SysArg): number | bigint {
+  if (arg === null) return 0;
+  if (typeof arg === 'number' || typeof arg === 'bigint') return arg;
+  return addressOf(arg);
+}
+
+/** Raw syscall: returns the kernel's result, or `-errno` on failure; never throws. */
+export function trySyscall(nr: number, ...args: SysArg[]): number {
+  const words = args.map(toWord);
+  while (words.length < 6) words.push(0);
+  const ret = rawSyscall(nr, ...words);
+  return ret === -1 ? -koffi.errno() : ret;
+}
+
+/**
+ * Syscall that throws a SysError naming the call and its arguments on failure.
+ * `describe` renders the arguments for the message, e.g. `['SEIZE', '1234']`.
+ */
+export function syscall(nr: number, name: string, describe: () => string[], ...args: SysArg[]): number {
+  const ret = trySyscall(nr, ...args);
+  if (ret < 0 && ret >= -4095) throw new SysError(name, describe(), -ret);
+  return ret;
+}
+
+/** libc functions by C prototype, for the calls (posix_spawn) that are library code, not syscalls. */
+export function libcFunction<T extends (...args: never[]) => unknown>(prototype: string): T {
+  return libc.func(prototype) as unknown as T;
+}
+
+/** errno left by the last libc call. */
+export function lastErrno(): number {
+  return koffi.errno();
+}

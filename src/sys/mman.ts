@@ -1,0 +1,33 @@
+// mmap/munmap in this process: used by feature probes that need a fresh mapping of their own.
+import { syscall } from './libc.js';
+import { NR } from './nr.js';
+
+export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
+export const MAP = {
+  SHARED: 0x01,
+  PRIVATE: 0x02,
+  FIXED: 0x10,
+  ANONYMOUS: 0x20,
+  GROWSDOWN: 0x100,
+  NORESERVE: 0x4000,
+  FIXED_NOREPLACE: 0x100000,
+} as const;
+
+export function mmap(addr: bigint, length: number, prot: number, flags: number, fd = -1, offset = 0): bigint {
+  const ret = syscall(
+    NR.mmap,
+    'mmap',
+    () => [`0x${addr.toString(16)}`, String(length)],
+    addr,
+    length,
+    prot,
+    flags,
+    fd,
+    offset,
+  );
+  return BigInt(ret);
+}
+
+export function munmap(addr: bigint, length: number): void {
+  syscall(NR.munmap, 'munmap', () => [`0x${addr.toString(16)}`, String(length)], addr, length);
+}

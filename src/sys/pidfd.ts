@@ -1,0 +1,24 @@
+// pidfd_open and pidfd_getfd: a stable handle on a process, and a copy of one of its descriptors.
+import { syscall } from './libc.js';
+import { NR } from './nr.js';
+
+export function pidfdOpen(pid: number, flags = 0): number {
+  return syscall(NR.pidfd_open, 'pidfd_open', () => [String(pid)], pid, flags);
+}
+
+/** Duplicate descriptor `targetFd` of the process behind `pidfd` into this process. */
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  return syscall(NR.pidfd_getfd, 'pidfd_getfd', () => [String(pidfd), String(targetFd)], pidfd, targetFd, 0);
+}
+
+export function pidfdSendSignal(pidfd: number, signal: number): void {
+  syscall(
+    NR.pidfd_send_signal,
+    'pidfd_send_signal',
+    () => [String(pidfd), String(signal)],
+    pidfd,
+    signal,
+    0,
+    0,
+  );
+}

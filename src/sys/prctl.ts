@@ -1,0 +1,22 @@
+// prctl(2) options ferry uses.
+import { syscall, type SysArg } from './libc.js';
+import { NR } from './nr.js';
+
+export const PR = {
+  SET_NAME: 15,
+  GET_NAME: 16,
+  GET_DUMPABLE: 3,
+  SET_DUMPABLE: 4,
+  SET_MM: 35,
+  GET_TID_ADDRESS: 40,
+  GET_NO_NEW_PRIVS: 39,
+  GET_CHILD_SUBREAPER: 37,
+  SET_CHILD_SUBREAPER: 36,
+} as const;
+
+/** PR_SET_MM sub-options. */
+export const PR_SET_MM = { MAP: 14, MAP_SIZE: 15 } as const;
+
+export function prctl(option: number, name: string, ...args: SysArg[]): number {
+  return syscall(NR.prctl, 'prctl', () => [name], option, ...args);
+}

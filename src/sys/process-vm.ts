@@ -1,0 +1,60 @@
+// process_vm_readv/writev: copy between a buffer here and many ranges of another process.
+import { addressOf, syscall } from './libc.js';
+import { NR } from './nr.js';
+
+/** A range of the other process's address space. */
+export interface RemoteRange {
+  addr: bigint;
+  len: number;
+}
+
+/** The kernel's limit on iovecs per call (UIO_MAXIOV). */
+export const IOV_MAX = 1024;
+
+function encodeIovecs(ranges: readonly RemoteRange[]): Buffer {
+  const iov = Buffer.alloc(ranges.length * 16);
+  ranges.forEach((r, i) => {
+    iov.writeBigUInt64LE(r.addr, i * 16);
+    iov.writeBigUInt64LE(BigInt(r.len), i * 16 + 8);
+  });
+  return iov;
+}
+
+function transfer(
+  nr: number,
+  name: string,
+  pid: number,
+  local: Buffer,
+  ranges: readonly RemoteRange[],
+): number {
+  if (ranges.length > IOV_MAX) throw new RangeError(`${name}: at most ${IOV_MAX} ranges per call`);
+  const localIov = Buffer.alloc(16);
+  localIov.writeBigUInt64LE(addressOf(local), 0);
+  localIov.writeBigUInt64LE(BigInt(local.length), 8);
+  const remote = encodeIovecs(ranges);
+  const first = ranges[0];
+  return syscall(
+    nr,
+    name,
+    () => [String(pid), first ? `0x${first.addr.toString(16)}` : '-', `${ranges.length} ranges`],
+    pid,
+    localIov,
+    1,
+    remote,
+    ranges.length,
+    0,
+  );
+}
+
+/**
+ * Read the ranges, in order, into `local`; returns the bytes read, which stops short at the first
+ * range that cannot be read (partial transfer), as the kernel does.
+ */
+export function processVmReadv(pid: number, local: Buffer, ranges: readonly RemoteRange[]): number {
+  return transfer(NR.process_vm_readv, 'process_vm_readv', pid, local, ranges);
+}
+
+/** Write `local`, in order, over the ranges; returns the bytes written. */
+export function processVmWritev(pid: number, local: Buffer, ranges: readonly RemoteRange[]): number {
+  return transfer(NR.process_vm_writev, 'process_vm_writev', pid, local, ranges);
+}

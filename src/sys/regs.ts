@@ -1,0 +1,61 @@
+// x86_64 `struct user_regs_struct` (NT_PRSTATUS): the general registers of one thread.
+
+/** Register names in the kernel's layout order; each is a 64-bit slot. */
+export const REG_NAMES = [
+  'r15',
+  'r14',
+  'r13',
+  'r12',
+  'rbp',
+  'rbx',
+  'r11',
+  'r10',
+  'r9',
+  'r8',
+  'rax',
+  'rcx',
+  'rdx',
+  'rsi',
+  'rdi',
+  'orig_rax',
+  'rip',
+  'cs',
+  'eflags',
+  'rsp',
+  'ss',
+  'fs_base',
+  'gs_base',
+  'ds',
+  'es',
+  'fs',
+  'gs',
+] as const;
+
+export type RegName = (typeof REG_NAMES)[number];
+
+/** General registers, each as an unsigned 64-bit value. */
+export type Regs = Record<RegName, bigint>;
+
+/** Size of user_regs_struct in bytes. */
+export const USER_REGS_SIZE = REG_NAMES.length * 8;
+
+export function decodeRegs(buf: Buffer): Regs {
+  const regs = {} as Regs;
+  REG_NAMES.forEach((name, i) => {
+    regs[name] = buf.readBigUInt64LE(i * 8);
+  });
+  return regs;
+}
+
+export function encodeRegs(regs: Regs): Buffer {
+  const buf = Buffer.alloc(USER_REGS_SIZE);
+  REG_NAMES.forEach((name, i) => {
+    buf.writeBigUInt64LE(BigInt.asUintN(64, regs[name]), i * 8);
+  });
+  return buf;
+}
+
+/** A register value read as a signed 64-bit integer (syscall results, orig_rax). */
+export function signed(value: bigint): bigint {
+  return BigInt.asIntN(64, value);
+}

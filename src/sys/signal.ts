@@ -1,0 +1,55 @@
+// Signals: numbers and names, kill and tgkill.
+import { syscall } from './libc.js';
+import { NR } from './nr.js';
+
+export const SIG = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGILL: 4,
+  SIGTRAP: 5,
+  SIGABRT: 6,
+  SIGBUS: 7,
+  SIGFPE: 8,
+  SIGKILL: 9,
+  SIGUSR1: 10,
+  SIGSEGV: 11,
+  SIGUSR2: 12,
+  SIGPIPE: 13,
+  SIGALRM: 14,
+  SIGTERM: 15,
+  SIGSTKFLT: 16,
+  SIGCHLD: 17,
+  SIGCONT: 18,
+  SIGSTOP: 19,
+  SIGTSTP: 20,
+  SIGTTIN: 21,
+  SIGTTOU: 22,
+  SIGURG: 23,
+  SIGXCPU: 24,
+  SIGXFSZ: 25,
+  SIGVTALRM: 26,
+  SIGPROF: 27,
+  SIGWINCH: 28,
+  SIGIO: 29,
+  SIGPWR: 30,
+  SIGSYS: 31,
+} as const;
+
+/** The kernel's highest signal number (SIGRTMAX). */
+export const NSIG = 64;
+
+const names = new Map<number, string>(Object.entries(SIG).map(([name, nr]) => [nr, name]));
+
+/** 'SIGUSR1' for 10, 'SIGRT5' for 37 (SIGRTMIN is 32 in the kernel's numbering). */
+export function signalName(signal: number): string {
+  return names.get(signal) ?? (signal >= 32 && signal <= NSIG ? `SIGRT${signal - 32}` : `signal ${signal}`);
+}
+
+export function kill(pid: number, signal: number): void {
+  syscall(NR.kill, 'kill', () => [String(pid), signalName(signal)], pid, signal);
+}
+
+export function tgkill(tgid: number, tid: number, signal: number): void {
+  syscall(NR.tgkill, 'tgkill', () => [String(tgid), String(tid), signalName(signal)], tgid, tid, signal);
+}

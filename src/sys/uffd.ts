@@ -1,0 +1,54 @@
+// userfaultfd(2): constants, the UFFDIO_API handshake, and the structs ferry passes to its ioctls.
+import { closeSync } from 'node:fs';
+import { ioctl, iowr } from './ioctl.js';
+import { syscall } from './libc.js';
+import { NR } from './nr.js';
+
+const UFFDIO = 0xaa;
+export const UFFD_API = 0xaan;
+
+/** UFFD_FEATURE_* bits negotiated with UFFDIO_API. */
+export const UFFD_FEATURE = {
+  PAGEFAULT_FLAG_WP: 1n << 0n,
+  EVENT_FORK: 1n << 1n,
+  EVENT_REMAP: 1n << 2n,
+  EVENT_REMOVE: 1n << 3n,
+  EVENT_UNMAP: 1n << 6n,
+  MISSING_SHMEM: 1n << 5n,
+  THREAD_ID: 1n << 8n,
+  WP_UNPOPULATED: 1n << 13n,
+  WP_ASYNC: 1n << 15n,
+} as const;
+
+export const UFFDIO_API = iowr(UFFDIO, 0x3f, 24);
+
+export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
+
+/** Create a userfaultfd in this process. */
+export function userfaultfd(flags: number): number {
+  return syscall(NR.userfaultfd, 'userfaultfd', () => [`0x${flags.toString(16)}`], flags);
+}
+
+/** Encode struct uffdio_api { u64 api; u64 features; u64 ioctls; }. */
+export function encodeUffdioApi(features: bigint): Buffer {
+  const buf = Buffer.alloc(24);
+  buf.writeBigUInt64LE(UFFD_API, 0);
+  buf.writeBigUInt64LE(features, 8);
+  return buf;
+}
+
+/**
+ * The features this kernel's userfaultfd offers: a real UFFDIO_API handshake on a fresh descriptor,
+ * asking for `wanted` (the kernel refuses a handshake that asks for more than it has).
+ */
+export function probeUffdFeatures(wanted: bigint): bigint {
+  const fd = userfaultfd(O_CLOEXEC | O_NONBLOCK);
+  try {
+    const api = encodeUffdioApi(wanted);
+    ioctl(fd, UFFDIO_API, 'UFFDIO_API', api);
+    return api.readBigUInt64LE(8);
+  } finally {
+    closeSync(fd);
+  }
+}
