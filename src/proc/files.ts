@@ -1,0 +1,74 @@
+// Reading /proc/PID/* with errors a user understands: a missing PID, a process that went away,
+// or a file ferry may not read, each as a FerryError naming the PID and the file.
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+
+function systemCode(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err ? String(err.code) : undefined;
+}
+
+/** Map a failed /proc access to a FerryError, or rethrow what it is not. */
+export function procError(pid: number, file: string, err: unknown): never {
+  const code = systemCode(err);
+  if (code === 'ENOENT' || code === 'ESRCH') {
+    throw new FerryError(
+      'FERRY_NO_SUCH_PROCESS',
+      `no process with PID ${pid} (reading /proc/${pid}/${file})`,
+      {
+        cause: err,
+      },
+    );
+  }
+  if (code === 'EACCES' || code === 'EPERM') {
+    throw new FerryError(
+      'FERRY_PERMISSION',
+      `no permission to read /proc/${pid}/${file}: run ferry as root or with CAP_SYS_PTRACE`,
+      { cause: err },
+    );
+  }
+  throw err;
+}
+
+function attempt<T>(pid: number, file: string, read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    return procError(pid, file, err);
+  }
+}
+
+export function procPath(pid: number, file: string): string {
+  return `/proc/${pid}/${file}`;
+}
+
+export function readProcText(pid: number, file: string): string {
+  return attempt(pid, file, () => readFileSync(procPath(pid, file), 'latin1'));
+}
+
+export function readProcBytes(pid: number, file: string): Buffer {
+  return attempt(pid, file, () => readFileSync(procPath(pid, file)));
+}
+
+export function readProcLink(pid: number, file: string): string {
+  return attempt(pid, file, () => readlinkSync(procPath(pid, file)));
+}
+
+export function listProcDir(pid: number, dir: string): string[] {
+  return attempt(pid, dir, () => readdirSync(procPath(pid, dir)));
+}
+
+/** Open a /proc file for reading; the caller closes it with closeProcFile. */
+export function openProcFile(pid: number, file: string): number {
+  return attempt(pid, file, () => openSync(procPath(pid, file), 'r'));
+}
+
+export function closeProcFile(fd: number): void {
+  closeSync(fd);
+}
+
+/** Thread IDs of a process, ascending. */
+export function listThreads(pid: number): number[] {
+  return listProcDir(pid, 'task')
+    .map(Number)
+    .sort((a, b) => a - b);
+}
