@@ -1,0 +1,223 @@
+// A process frozen under ptrace: every thread seized and held in a ptrace stop until released.
+// Whatever happens, `release()` (resume) or `kill()` must end a Tracee's life: a process is never
+// left stopped or traced.
+import { FerryError } from '../errors.js';
+import { listThreads, readProcText } from '../proc/files.js';
+import { parseStat, PF_KTHREAD } from '../proc/stat.js';
+import { isErrno } from '../sys/errno.js';
+import {
+  PTRACE_EVENT,
+  PTRACE_O,
+  ptraceCont,
+  ptraceDetach,
+  ptraceGetRegs,
+  ptraceInterrupt,
+  ptraceSeize,
+  ptraceSetRegs,
+} from '../sys/ptrace.js';
+import type { Regs } from '../sys/regs.js';
+import { kill, SIG } from '../sys/signal.js';
+import { sleepMs } from '../sys/time.js';
+import { waitpid, WNOHANG, type WaitStatus } from '../sys/wait.js';
+
+/** Signals that put a whole process into group-stop. */
+const STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
+
+export interface FreezeOptions {
+  /** Give up if the threads have not all stopped by then (a thread in uninterruptible sleep). */
+  timeoutMs?: number;
+}
+
+interface ThreadState {
+  tid: number;
+  /** Registers as found when the thread stopped: what it gets back on release. */
+  regs: Regs;
+  /** Registers were changed (remote syscalls) and must be put back. */
+  dirty: boolean;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+export class Tracee {
+  private readonly threads = new Map<number, ThreadState>();
+  private released = false;
+  /** The process was in group-stop (SIGSTOP) when seized; it stays stopped on release. */
+  groupStopped = false;
+
+  private constructor(readonly pid: number) {}
+
+  /**
+   * Seize and stop every thread of `pid`. Threads created while this runs are found by listing
+   * /proc/PID/task again until the list holds still. On failure nothing stays traced.
+   */
+  static freeze(pid: number, options: FreezeOptions = {}): Tracee {
+    const tracee = new Tracee(pid);
+    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    const seized = new Set<number>();
+    try {
+      for (;;) {
+        const fresh = listThreads(pid).filter((tid) => !seized.has(tid));
+        if (fresh.length === 0) break;
+        for (const tid of fresh) if (tracee.seizeThread(tid)) seized.add(tid);
+        for (const tid of fresh) if (seized.has(tid)) tracee.awaitStop(tid, deadline);
+      }
+      if (tracee.threads.size === 0) throw exited(pid);
+      return tracee;
+    } catch (err) {
+      tracee.detachAll(seized);
+      throw mapExit(pid, err);
+    }
+  }
+
+  /** Thread IDs, the thread-group leader first. */
+  get tids(): number[] {
+    return [...this.threads.keys()].sort((a, b) => (a === this.pid ? -1 : b === this.pid ? 1 : a - b));
+  }
+
+  /** The registers a thread had when frozen. */
+  savedRegs(tid: number): Regs {
+    return this.thread(tid).regs;
+  }
+
+  /** Set a thread's live registers; they are put back to the saved ones on release. */
+  setRegs(tid: number, regs: Regs): void {
+    this.thread(tid).dirty = true;
+    ptraceSetRegs(tid, regs);
+  }
+
+  /** Put a thread's saved registers back now (after remote syscalls). */
+  restoreRegs(tid: number): void {
+    const t = this.thread(tid);
+    if (t.dirty) ptraceSetRegs(tid, t.regs);
+    t.dirty = false;
+  }
+
+  /** Resume every thread where it was and stop tracing. Safe to call more than once. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    let first: Error | undefined;
+    for (const tid of this.tids) {
+      try {
+        this.restoreRegs(tid);
+        ptraceDetach(tid, 0);
+      } catch (err) {
+        // A thread that exited meanwhile needs no release; anything else is reported after the rest.
+        if (!isErrno(err, 'ESRCH')) first ??= err instanceof Error ? err : new Error(String(err));
+      }
+    }
+    if (first) throw first;
+  }
+
+  /** Kill the process (all threads) and stop tracing it. */
+  kill(): void {
+    if (this.released) return;
+    this.released = true;
+    try {
+      kill(this.pid, SIG.SIGKILL);
+    } catch (err) {
+      if (!isErrno(err, 'ESRCH')) throw err;
+    }
+    for (const tid of this.tids) {
+      try {
+        waitpid(tid, 0);
+      } catch (err) {
+        if (!isErrno(err, 'ECHILD', 'ESRCH')) throw err;
+      }
+    }
+  }
+
+  private thread(tid: number): ThreadState {
+    const t = this.threads.get(tid);
+    if (!t) throw new FerryError('FERRY_TRACE', `thread ${tid} of process ${this.pid} is not frozen`);
+    return t;
+  }
+
+  /** Seize one thread and ask it to stop; false when it is already gone. */
+  private seizeThread(tid: number): boolean {
+    try {
+      ptraceSeize(tid, PTRACE_O.TRACESYSGOOD);
+      ptraceInterrupt(tid);
+      return true;
+    } catch (err) {
+      if (isErrno(err, 'ESRCH')) return false;
+      if (isErrno(err, 'EPERM')) throw permissionError(this.pid, err);
+      throw err;
+    }
+  }
+
+  /**
+   * Wait until `tid` reports the stop PTRACE_INTERRUPT asked for. A signal that arrives first is
+   * delivered (as it would have been) and the interrupt asked again.
+   */
+  private awaitStop(tid: number, deadline: number): void {
+    for (;;) {
+      const status = waitWithDeadline(tid, deadline, this.pid);
+      if (status.kind !== 'stopped') return; // the thread exited: not ours to resume
+      if (status.event === PTRACE_EVENT.STOP) {
+        if (STOP_SIGNALS.has(status.signal)) this.groupStopped = true;
+        this.threads.set(tid, { tid, regs: ptraceGetRegs(tid), dirty: false });
+        return;
+      }
+      const deliver = status.event === 0 ? status.signal : 0;
+      ptraceCont(tid, deliver);
+      ptraceInterrupt(tid);
+    }
+  }
+
+  /** Best-effort release of threads seized before a failure: stopped ones are detached at once. */
+  private detachAll(seized: Set<number>): void {
+    for (const tid of seized) {
+      try {
+        if (!this.threads.has(tid)) {
+          ptraceInterrupt(tid);
+          waitWithDeadline(tid, Date.now() + 1000, this.pid);
+        }
+        ptraceDetach(tid, 0);
+      } catch {
+        // Gone already, or still running: the kernel detaches it when this process exits.
+      }
+    }
+    this.released = true;
+  }
+}
+
+/** waitpid on one thread, polling so that a thread stuck in the kernel cannot hang ferry. */
+function waitWithDeadline(tid: number, deadline: number, pid: number): WaitStatus {
+  for (let pause = 0.05; ; pause = Math.min(pause * 2, 5)) {
+    const status = waitpid(tid, WNOHANG);
+    if (status) return status;
+    if (Date.now() > deadline) {
+      throw new FerryError(
+        'FERRY_TRACE',
+        `thread ${tid} of process ${pid} did not stop in time (it may be in uninterruptible sleep, state D)`,
+      );
+    }
+    sleepMs(pause);
+  }
+}
+
+function exited(pid: number): FerryError {
+  return new FerryError('FERRY_PROCESS_EXITED', `process ${pid} exited while ferry was freezing it`);
+}
+
+function permissionError(pid: number, cause: unknown): FerryError {
+  let detail = '';
+  try {
+    const stat = parseStat(readProcText(pid, 'stat'));
+    if (stat.flags & PF_KTHREAD) detail = ': it is a kernel thread';
+  } catch {
+    // the reason stays generic
+  }
+  return new FerryError(
+    'FERRY_PERMISSION',
+    `may not trace process ${pid}${detail || ' (run as root or with CAP_SYS_PTRACE; it may be traced already)'}`,
+    { cause },
+  );
+}
+
+/** A thread that vanished mid-freeze means the process is exiting. */
+function mapExit(pid: number, err: unknown): unknown {
+  if (isErrno(err, 'ESRCH', 'ECHILD')) return exited(pid);
+  return err;
+}
