@@ -1,0 +1,357 @@
+// `ferry check`: what this kernel and these privileges offer. Every feature is probed for real (a
+// call that succeeds or fails), on a stub process spawned for the purpose, never guessed from the
+// kernel version.
+import { closeSync, openSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+import { release } from 'node:os';
+import { FerryError } from './errors.js';
+import { readProcText } from './proc/files.js';
+import { parseMaps } from './proc/maps.js';
+import { PM } from './proc/pagemap.js';
+import { parseStat } from './proc/stat.js';
+import { parseStatus } from './proc/status.js';
+import { spawnStub, STUB_BASE } from './stub/stub.js';
+import { errnoName } from './sys/errno.js';
+import { addressOf } from './sys/libc.js';
+import { NR } from './sys/nr.js';
+import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan } from './sys/pagemap-scan.js';
+import { PR, PR_SET_MM } from './sys/prctl.js';
+import { processVmReadv } from './sys/process-vm.js';
+import { PROCMAP_QUERY_COVERING_OR_NEXT_VMA, procmapQuery } from './sys/procmap-query.js';
+import { ptraceGetRseqConfiguration } from './sys/ptrace.js';
+import { kill, SIG } from './sys/signal.js';
+import { probeUffdFeatures, UFFD_FEATURE } from './sys/uffd.js';
+import { waitpid } from './sys/wait.js';
+import { RemoteSyscalls } from './tracee/remote.js';
+import { Tracee } from './tracee/tracee.js';
+
+/** Capability bit numbers (linux/capability.h). */
+export const CAP = { SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40 } as const;
+
+export interface FeatureReport {
+  id: string;
+  /** Present and usable by this process. */
+  available: boolean;
+  /** What the probe saw: a value, or why it failed. */
+  detail: string;
+  usedFor: string;
+  /** What degrades, or what cannot work, without it. */
+  without: string;
+  /** Checkpoint/restore cannot work here without it. */
+  required: boolean;
+}
+
+export type DirtyTracking = 'uffd-wp-async' | 'soft-dirty' | 'page-hashes';
+
+export interface CheckReport {
+  kernel: string;
+  features: FeatureReport[];
+  /** How pre-copy migration and incremental dumps find written pages on this host. */
+  dirtyTracking: DirtyTracking;
+  /** Every required feature is available. */
+  ok: boolean;
+}
+
+interface ProbeContext {
+  stubPid: number;
+  tracee?: Tracee;
+  remote?: RemoteSyscalls;
+  capEffective: bigint;
+}
+
+type ProbeResult = { ok: boolean; detail: string };
+
+interface Probe {
+  id: string;
+  usedFor: string;
+  without: string;
+  required: boolean;
+  run(ctx: ProbeContext): ProbeResult;
+}
+
+const ok = (detail: string): ProbeResult => ({ ok: true, detail });
+const no = (detail: string): ProbeResult => ({ ok: false, detail });
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function remoteOf(ctx: ProbeContext): RemoteSyscalls {
+  if (!ctx.remote) throw new FerryError('FERRY_UNSUPPORTED', 'needs ptrace seize, which failed');
+  return ctx.remote;
+}
+
+function capability(bit: number, name: string, usedFor: string, without: string, required: boolean): Probe {
+  return {
+    id: `CAP_${name}`,
+    usedFor,
+    without,
+    required,
+    run: (ctx) => ((ctx.capEffective >> BigInt(bit)) & 1n ? ok('held') : no('not in the effective set')),
+  };
+}
+
+const PROBES: Probe[] = [
+  {
+    id: 'ptrace-seize',
+    usedFor: 'freezing a process: PTRACE_SEIZE and PTRACE_INTERRUPT on every thread',
+    without: 'nothing can be checkpointed or restored',
+    required: true,
+    run(ctx) {
+      ctx.tracee = Tracee.freeze(ctx.stubPid);
+      ctx.remote = RemoteSyscalls.open(ctx.tracee);
+      const pid = ctx.remote.call(NR.getpid);
+      return pid === BigInt(ctx.stubPid)
+        ? ok('seized, interrupted, ran a remote syscall')
+        : no(`getpid gave ${pid}`);
+    },
+  },
+  {
+    id: 'process_vm_readv',
+    usedFor: 'reading a frozen process memory in large batches',
+    without: 'memory is read through /proc/PID/mem, more slowly',
+    required: false,
+    run(ctx) {
+      const buf = Buffer.alloc(4);
+      processVmReadv(ctx.stubPid, buf, [{ addr: STUB_BASE, len: 4 }]);
+      return buf.toString('latin1') === '\x7fELF' ? ok('read the stub code') : no('read the wrong bytes');
+    },
+  },
+  {
+    id: 'map_files',
+    usedFor: 'opening the exact file behind a mapping, deleted files and memfds included',
+    without: 'mappings of deleted files and memfds cannot be saved',
+    required: false,
+    run(ctx) {
+      const code = parseMaps(readProcText(ctx.stubPid, 'maps')).find((m) => m.start === STUB_BASE)!;
+      const link = readlinkSync(
+        `/proc/${ctx.stubPid}/map_files/${code.start.toString(16)}-${code.end.toString(16)}`,
+      );
+      return ok(`resolved ${link}`);
+    },
+  },
+  {
+    id: 'PAGEMAP_SCAN',
+    usedFor: 'finding present, swapped and written pages of a whole address space in a few ioctls',
+    without: 'pagemap is read 8 bytes per page (1 MiB per read), and uffd-wp dirty tracking is off',
+    required: false,
+    run(ctx) {
+      const fd = openSync(`/proc/${ctx.stubPid}/pagemap`, 'r');
+      try {
+        const vec = Buffer.alloc(16 * PAGE_REGION_SIZE);
+        const { regions } = pagemapScan(
+          fd,
+          {
+            start: STUB_BASE,
+            end: STUB_BASE + 0x1000n,
+            categoryAnyof: PAGE_IS.PRESENT,
+            returnMask: PAGE_IS.PRESENT,
+          },
+          vec,
+        );
+        return ok(`${regions.length} region(s) of present pages in the stub code`);
+      } finally {
+        closeSync(fd);
+      }
+    },
+  },
+  {
+    id: 'uffd-wp-async',
+    usedFor: 'dirty-page tracking for pre-copy migration and incremental dumps (with PAGEMAP_SCAN)',
+    without: 'dirty tracking falls back to soft-dirty, else to page hashes',
+    required: false,
+    run() {
+      const wanted = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;
+      const got = probeUffdFeatures(wanted);
+      return (got & wanted) === wanted
+        ? ok('UFFD_FEATURE_WP_ASYNC and WP_UNPOPULATED')
+        : no('features missing');
+    },
+  },
+  {
+    id: 'soft-dirty',
+    usedFor: 'dirty-page tracking where userfaultfd write-protection is missing',
+    without: 'dirty tracking falls back to page hashes',
+    required: false,
+    run() {
+      // A page just written carries the soft-dirty bit in pagemap when the kernel tracks it at all.
+      const page = Buffer.alloc(8192);
+      page.fill(1);
+      const fd = openSync('/proc/self/pagemap', 'r');
+      try {
+        const addr = (addressOf(page) + 4095n) & ~4095n;
+        const entry = Buffer.alloc(8);
+        readSync(fd, entry, 0, 8, Number((addr >> 12n) * 8n));
+        const bits = entry.readBigUInt64LE(0);
+        if (!(bits & PM.PRESENT)) return no('the probe page was not present');
+        return bits & PM.SOFT_DIRTY
+          ? ok('written page carries the soft-dirty bit')
+          : no('CONFIG_MEM_SOFT_DIRTY is off');
+      } finally {
+        closeSync(fd);
+      }
+    },
+  },
+  {
+    id: 'PROCMAP_QUERY',
+    usedFor: 'looking up one VMA by address without reading the whole maps file',
+    without: 'none: ferry reads and parses /proc/PID/maps (the only method it uses today)',
+    required: false,
+    run(ctx) {
+      const fd = openSync(`/proc/${ctx.stubPid}/maps`, 'r');
+      try {
+        const vma = procmapQuery(fd, STUB_BASE, PROCMAP_QUERY_COVERING_OR_NEXT_VMA);
+        return ok(`found 0x${vma.start.toString(16)}-0x${vma.end.toString(16)}`);
+      } finally {
+        closeSync(fd);
+      }
+    },
+  },
+  {
+    id: 'clone3-set_tid',
+    usedFor: 'restoring a process under its original PID',
+    without: 'the PID is chosen through ns_last_pid when writable, else a new PID is used',
+    required: false,
+    run(ctx) {
+      // Ask for the stub's own PID, which is taken: EEXIST proves the kernel would honour set_tid.
+      const remote = remoteOf(ctx);
+      const ret = remote.withScratch(4096, (addr) => {
+        const args = Buffer.alloc(88);
+        args.writeBigUInt64LE(BigInt(SIG.SIGCHLD), 32); // exit_signal
+        args.writeBigUInt64LE(addr + 128n, 64); // set_tid
+        args.writeBigUInt64LE(1n, 72); // set_tid_size
+        const tid = Buffer.alloc(4);
+        tid.writeInt32LE(ctx.stubPid);
+        remote.write(addr, args);
+        remote.write(addr + 128n, tid);
+        return remote.call(NR.clone3, addr, args.length);
+      });
+      if (ret === -17n) return ok('set_tid honoured (EEXIST for a PID in use)');
+      if (ret > 0n) {
+        kill(Number(ret), SIG.SIGKILL);
+        return ok(`created PID ${ret}`);
+      }
+      return no(`clone3 failed with ${errnoName(Number(-ret))}`);
+    },
+  },
+  {
+    id: 'PTRACE_GET_RSEQ_CONFIGURATION',
+    usedFor: "saving each thread's restartable-sequences registration",
+    without: 'rseq registrations are not restored (glibc then reads a stale CPU number)',
+    required: false,
+    run(ctx) {
+      const rseq = ptraceGetRseqConfiguration(ctx.stubPid);
+      return ok(rseq.abiPointer === 0n ? 'answered (the stub has no rseq area)' : 'answered');
+    },
+  },
+  {
+    id: 'PR_SET_MM_MAP',
+    usedFor: 'restoring the mm layout: code, data, brk, stack, arguments, environment, auxv',
+    without: 'restored processes have the stub layout: brk, /proc/PID/cmdline and environ break',
+    required: true,
+    run(ctx) {
+      // Set the stub's layout to what it already is: the kernel validates and applies it.
+      const remote = remoteOf(ctx);
+      const stat = parseStat(readProcText(ctx.stubPid, 'stat'));
+      const brk = remote.call(NR.brk, 0);
+      const map = Buffer.alloc(104);
+      const fields = [
+        stat.startCode,
+        stat.endCode,
+        stat.startData,
+        stat.endData,
+        stat.startBrk,
+        brk,
+        stat.startStack,
+        stat.argStart,
+        stat.argEnd,
+        stat.envStart,
+        stat.envEnd,
+      ];
+      fields.forEach((v, i) => map.writeBigUInt64LE(v, i * 8));
+      map.writeUInt32LE(0xffffffff, 100); // exe_fd: unchanged
+      const ret = remote.withScratch(map.length, (addr) => {
+        remote.write(addr, map);
+        return remote.call(NR.prctl, PR.SET_MM, PR_SET_MM.MAP, addr, map.length, 0);
+      });
+      return ret === 0n ? ok('applied the stub layout') : no(`prctl failed with ${errnoName(Number(-ret))}`);
+    },
+  },
+  capability(
+    CAP.SYS_PTRACE,
+    'SYS_PTRACE',
+    'tracing and reading processes of other users',
+    'only processes of the same user, not set-uid, can be checkpointed',
+    false,
+  ),
+  capability(
+    CAP.CHECKPOINT_RESTORE,
+    'CHECKPOINT_RESTORE',
+    'clone3 set_tid, /proc/PID/map_files, setting /proc/PID/exe on restore',
+    'PIDs and /proc/PID/exe of restored processes differ',
+    false,
+  ),
+  capability(
+    CAP.SYS_ADMIN,
+    'SYS_ADMIN',
+    'page frame numbers in pagemap (zero-page detection without PAGEMAP_SCAN), and the above',
+    'pages mapped to the zero page may be stored when PAGEMAP_SCAN is missing',
+    false,
+  ),
+  capability(
+    CAP.SYS_RESOURCE,
+    'SYS_RESOURCE',
+    'setting rlimits of processes of other users',
+    'none: ferry reads limits from /proc/PID/limits and sets them from inside the process',
+    false,
+  ),
+];
+
+/** Probe everything; the stub used for it is always killed and reaped. */
+export function check(): CheckReport {
+  const capEffective = parseStatus(readFileSync('/proc/self/status', 'latin1')).capEffective;
+  const ctx: ProbeContext = { stubPid: spawnStub('ferry-check'), capEffective };
+  const features: FeatureReport[] = [];
+  try {
+    for (const probe of PROBES) {
+      let result: ProbeResult;
+      try {
+        result = probe.run(ctx);
+      } catch (err) {
+        result = no(describe(err));
+      }
+      features.push({
+        id: probe.id,
+        available: result.ok,
+        detail: result.detail,
+        usedFor: probe.usedFor,
+        without: probe.without,
+        required: probe.required,
+      });
+    }
+  } finally {
+    endStub(ctx);
+  }
+  const has = (id: string): boolean => features.some((f) => f.id === id && f.available);
+  const dirtyTracking: DirtyTracking =
+    has('uffd-wp-async') && has('PAGEMAP_SCAN')
+      ? 'uffd-wp-async'
+      : has('soft-dirty')
+        ? 'soft-dirty'
+        : 'page-hashes';
+  return {
+    kernel: release(),
+    features,
+    dirtyTracking,
+    ok: features.every((f) => f.available || !f.required),
+  };
+}
+
+function endStub(ctx: ProbeContext): void {
+  try {
+    ctx.remote?.close();
+  } finally {
+    ctx.tracee?.release();
+    kill(ctx.stubPid, SIG.SIGKILL);
+    waitpid(ctx.stubPid, 0);
+  }
+}
