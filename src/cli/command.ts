@@ -1,0 +1,33 @@
+// What every CLI command declares: its name, usage, options, and a run() over parsed arguments.
+import type { ParseArgsConfig } from 'node:util';
+
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
+
+export interface ParsedArgs {
+  values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  positionals: string[];
+}
+
+export interface Command {
+  name: string;
+  summary: string;
+  /** One line per form, e.g. `ferry inspect <pid> [--json] [--vmas <spec>]`. */
+  usage: string;
+  options: OptionSpec;
+  /** How many positional arguments it takes. */
+  positionals: { min: number; max: number };
+  /** Returns the exit code. */
+  run(args: ParsedArgs): Promise<number> | number;
+}
+
+/** Print a value as JSON on stdout. */
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Options every command accepts. */
+export const COMMON_OPTIONS: OptionSpec = {
+  json: { type: 'boolean' },
+  debug: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};

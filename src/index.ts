@@ -1,0 +1,15 @@
+// The ferry library: everything the CLI does, typed, for Node programs that embed it.
+export { check, CAP, type CheckReport, type DirtyTracking, type FeatureReport } from './check.js';
+export { ERROR_CODES, FerryError, isFerryError, type ErrorCode } from './errors.js';
+export {
+  inspect,
+  inspectResultToJson,
+  type InspectOptions,
+  type InspectResult,
+  type VmaReport,
+} from './inspect.js';
+export { isErrno, SysError } from './sys/errno.js';
+export { parseVmaSelection, VMA_GROUPS, type VmaSelection } from './vma/select.js';
+export type { PageCounts } from './vma/usage.js';
+export { VMA_KIND_DESCRIPTIONS, VMA_KINDS, type Vma, type VmaKind } from './vma/vma.js';
+export type { ScanMethod } from './vma/pages.js';

@@ -1,0 +1,117 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { after, before, test } from 'node:test';
+import { runCli } from '../helpers/cli.js';
+import { fixture } from '../helpers/fixtures.js';
+import { startProcess, type Started } from '../helpers/processes.js';
+
+let scratch: string;
+let target: Started;
+
+before(async () => {
+  scratch = mkdtempSync(`${tmpdir()}/ferry-cli-`);
+  target = await startProcess(fixture('vmas'), [scratch]);
+});
+
+after(async () => {
+  await target.stop();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+test('--help lists every command; --version prints the version', async () => {
+  const help = await runCli(['--help']);
+  assert.equal(help.code, 0);
+  for (const c of ['check', 'inspect']) assert.match(help.stdout, new RegExp(`^  ${c} `, 'm'));
+  const version = await runCli(['--version']);
+  assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  const commandHelp = await runCli(['inspect', '--help']);
+  assert.match(commandHelp.stdout, /^usage: ferry inspect <pid>/);
+});
+
+test('usage errors: one line, exit 2, no stack trace', async () => {
+  for (const args of [
+    ['frobnicate'],
+    ['inspect'],
+    ['inspect', 'abc'],
+    ['inspect', '1', '--bogus'],
+    ['inspect', '1', '--scan', 'x'],
+  ]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.match(r.stderr, /^ferry: /);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+});
+
+test('inspect: a table on stdout', async () => {
+  const r = await runCli(['inspect', String(target.pid)]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^START\s+END\s+SIZE\s+PERM\s+OFFSET\s+KIND\s+RSS\s+SWAP\s+ANON\s+FILE\s+HUGE\s+DUMP\s+NAME$/m,
+  );
+  assert.match(r.stdout, /64\.0 MiB\s+rw-p\s+0\s+anon\s+8192\s+0\s+8192\s+0\s+0\s+8192\s*$/m);
+  assert.match(r.stdout, /a checkpoint would write \d+ pages/);
+});
+
+test('inspect --json follows the schema in docs/inspect.schema.json', async () => {
+  const r = await runCli(['inspect', String(target.pid), '--json', '--vmas', 'heap,stack']);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as {
+    version: number;
+    vmas: { kind: string; start: string; pages: { dump: number } }[];
+    selection: string;
+  };
+  assert.equal(out.version, 1);
+  assert.equal(out.selection, 'heap,stack');
+  assert.deepEqual([...new Set(out.vmas.map((v) => v.kind))].sort(), ['heap', 'stack']);
+  assert.match(out.vmas[0]!.start, /^0x[0-9a-f]+$/);
+  const { validateAgainstSchema } = await import('../helpers/schema.js');
+  validateAgainstSchema('inspect.schema.json', out);
+});
+
+test('errors: one line each, exit 1, and JSON errors with --json', async () => {
+  const cases: [string[], RegExp][] = [
+    [['inspect', '4194304'], /no process with PID 4194304/],
+    [['inspect', '2'], /kernel thread/],
+    [['inspect', String(target.pid), '--vmas', 'heap,bogus'], /bad VMA selection term "bogus"/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runCli(args);
+    assert.equal(r.code, 1, args.join(' '));
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+  const json = await runCli(['inspect', '4194304', '--json']);
+  assert.equal(json.code, 1);
+  assert.deepEqual(JSON.parse(json.stdout), {
+    error: {
+      code: 'FERRY_NO_SUCH_PROCESS',
+      message: 'no process with PID 4194304 (reading /proc/4194304/stat)',
+    },
+  });
+});
+
+test("no permission: root without CAP_SYS_PTRACE inspecting another user's process", async () => {
+  const other = await startProcess('setpriv', [
+    '--reuid=65534',
+    '--regid=65534',
+    '--clear-groups',
+    'sh',
+    '-c',
+    'echo READY; exec sleep 600',
+  ]);
+  try {
+    const r = await runCli(['inspect', String(other.pid)], {
+      wrap: ['setpriv', '--bounding-set=-sys_ptrace,-sys_admin,-perfmon', '--inh-caps=-all'],
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /^ferry: no permission to read \/proc\/\d+\/smaps: run ferry as root or with CAP_SYS_PTRACE\n$/,
+    );
+  } finally {
+    await other.stop();
+  }
+});
