@@ -1,5 +1,6 @@
 // The VMA model: one virtual memory area, its kind, and the names used by inspect, the selection
 // language and the checkpoint.
+import type { MapsEntry } from '../proc/maps.js';
 
 /** What a VMA holds, as far as maps, smaps and the mm layout tell. */
 export const VMA_KINDS = [
@@ -40,16 +41,8 @@ export const VMA_KIND_DESCRIPTIONS: Record<VmaKind, string> = {
   vsyscall: 'the legacy vsyscall page ([vsyscall])',
 };
 
-export interface Vma {
-  start: bigint;
-  end: bigint;
-  /** maps-style permissions, e.g. 'rw-p'. */
-  perms: string;
-  offset: bigint;
-  dev: string;
-  inode: bigint;
-  /** Path or pseudo-name as maps shows it, without a ' (deleted)' suffix; '' for anonymous. */
-  name: string;
+/** A VMA as maps shows it, classified; `name` has no ' (deleted)' suffix (see `deleted`). */
+export interface Vma extends MapsEntry {
   /** The mapped file has been deleted (maps shows ' (deleted)'). */
   deleted: boolean;
   kind: VmaKind;
