@@ -83,6 +83,20 @@ test('errors: one line each, exit 1, and JSON errors with --json', async () => {
     assert.match(r.stderr, message);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   }
+  const parent = await startProcess('/usr/bin/python3', [
+    '-c',
+    'import os,sys\npid = os.fork()\nif pid == 0: os._exit(0)\nprint(pid, flush=True)\nsys.stdin.read()',
+  ]);
+  try {
+    const zombie = await runCli(['inspect', parent.readyLine]);
+    assert.equal(zombie.code, 1);
+    assert.match(
+      zombie.stderr,
+      /^ferry: process \d+ \(python3\) is a zombie: it has exited and holds no memory\n$/,
+    );
+  } finally {
+    await parent.stop();
+  }
   const json = await runCli(['inspect', '4194304', '--json']);
   assert.equal(json.code, 1);
   assert.deepEqual(JSON.parse(json.stdout), {
