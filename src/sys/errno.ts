@@ -1,17 +1,20 @@
 // errno numbers to names and the typed error every failing system call throws.
-import { getSystemErrorMap } from 'node:util';
+import { constants } from 'node:os';
 import { FerryError } from '../errors.js';
+import { strerror } from './libc.js';
 
-const systemErrors = getSystemErrorMap();
+const names = new Map<number, string>();
+for (const [name, value] of Object.entries(constants.errno)) if (!names.has(value)) names.set(value, name);
 
 /** The symbolic name of an errno value, e.g. 1 -> 'EPERM'. */
 export function errnoName(errno: number): string {
-  return systemErrors.get(-errno)?.[0] ?? `errno ${errno}`;
+  return names.get(errno) ?? `errno ${errno}`;
 }
 
-/** The C library's description of an errno value. */
+/** The C library's description of an errno value, starting lower-case: 'operation not permitted'. */
 export function errnoMessage(errno: number): string {
-  return systemErrors.get(-errno)?.[1] ?? 'unknown error';
+  const text = strerror(errno);
+  return text.charAt(0).toLowerCase() + text.slice(1);
 }
 
 /** A system call failed: `ptrace(SEIZE, 1234): EPERM (operation not permitted)`. */

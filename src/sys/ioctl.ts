@@ -1,5 +1,6 @@
 // ioctl(2) and the _IOC request encoding.
-import { syscall, type SysArg } from './libc.js';
+import { syscall } from './call.js';
+import type { SysArg } from './libc.js';
 import { NR } from './nr.js';
 
 const IOC_WRITE = 1;

@@ -1,7 +1,6 @@
 // The only module that loads libc through koffi: a raw syscall entry point and the few libc functions
 // (posix_spawn family) that have no syscall of their own. Everything else in src/sys builds on these.
 import koffi from 'koffi';
-import { SysError } from './errno.js';
 
 const libc = koffi.load('libc.so.6');
 
@@ -31,19 +30,16 @@ export function trySyscall(nr: number, ...args: SysArg[]): number {
   return ret === -1 ? -koffi.errno() : ret;
 }
 
-/**
- * Syscall that throws a SysError naming the call and its arguments on failure.
- * `describe` renders the arguments for the message, e.g. `['SEIZE', '1234']`.
- */
-export function syscall(nr: number, name: string, describe: () => string[], ...args: SysArg[]): number {
-  const ret = trySyscall(nr, ...args);
-  if (ret < 0 && ret >= -4095) throw new SysError(name, describe(), -ret);
-  return ret;
-}
-
 /** libc functions by C prototype, for the calls (posix_spawn) that are library code, not syscalls. */
 export function libcFunction<T extends (...args: never[]) => unknown>(prototype: string): T {
   return libc.func(prototype) as unknown as T;
+}
+
+const strerrorRaw = libc.func('const char *strerror(int errnum)') as (errnum: number) => string;
+
+/** The C library's description of an errno value. */
+export function strerror(errno: number): string {
+  return strerrorRaw(errno);
 }
 
 /** errno left by the last libc call. */

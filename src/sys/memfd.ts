@@ -1,5 +1,6 @@
 // memfd_create(2): an anonymous file, used to hand the restore stub to exec without touching disk.
-import { syscall } from './libc.js';
+import { syscall } from './call.js';
+
 import { NR } from './nr.js';
 
 export const MFD_CLOEXEC = 1;

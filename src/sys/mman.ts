@@ -1,5 +1,6 @@
 // mmap/munmap in this process: used by feature probes that need a fresh mapping of their own.
-import { syscall } from './libc.js';
+import { syscall } from './call.js';
+
 import { NR } from './nr.js';
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;

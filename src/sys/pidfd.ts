@@ -1,5 +1,6 @@
 // pidfd_open and pidfd_getfd: a stable handle on a process, and a copy of one of its descriptors.
-import { syscall } from './libc.js';
+import { syscall } from './call.js';
+
 import { NR } from './nr.js';
 
 export function pidfdOpen(pid: number, flags = 0): number {

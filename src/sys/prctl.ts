@@ -1,5 +1,6 @@
 // prctl(2) options ferry uses.
-import { syscall, type SysArg } from './libc.js';
+import { syscall } from './call.js';
+import type { SysArg } from './libc.js';
 import { NR } from './nr.js';
 
 export const PR = {

@@ -1,5 +1,6 @@
 // process_vm_readv/writev: copy between a buffer here and many ranges of another process.
-import { addressOf, syscall } from './libc.js';
+import { syscall } from './call.js';
+import { addressOf } from './libc.js';
 import { NR } from './nr.js';
 
 /** A range of the other process's address space. */

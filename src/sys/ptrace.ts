@@ -1,6 +1,7 @@
 // ptrace(2): requests, options and events, and one typed wrapper per request ferry uses.
 // Every call is synchronous on the calling thread, which must be the one that seized the tracee.
-import { addressOf, syscall } from './libc.js';
+import { syscall } from './call.js';
+import { addressOf } from './libc.js';
 import { NR } from './nr.js';
 import { decodeRegs, encodeRegs, USER_REGS_SIZE, type Regs } from './regs.js';
 

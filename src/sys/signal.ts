@@ -1,5 +1,6 @@
 // Signals: numbers and names, kill and tgkill.
-import { syscall } from './libc.js';
+import { syscall } from './call.js';
+
 import { NR } from './nr.js';
 
 export const SIG = {

@@ -1,7 +1,8 @@
 // userfaultfd(2): constants, the UFFDIO_API handshake, and the structs ferry passes to its ioctls.
 import { closeSync } from 'node:fs';
 import { ioctl, iowr } from './ioctl.js';
-import { syscall } from './libc.js';
+import { syscall } from './call.js';
+
 import { NR } from './nr.js';
 
 const UFFDIO = 0xaa;

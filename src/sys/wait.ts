@@ -1,5 +1,6 @@
 // wait4(2) with __WALL, its status decoded into what happened to the child or tracee.
-import { syscall } from './libc.js';
+import { syscall } from './call.js';
+
 import { NR } from './nr.js';
 
 export const WNOHANG = 1;
