@@ -41,6 +41,8 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 export class Tracee {
   private readonly threads = new Map<number, ThreadState>();
   private released = false;
+  /** Undo steps of those who changed the process (remote syscall channels), run before release. */
+  private readonly releaseHooks: (() => void)[] = [];
   /** The process was in group-stop (SIGSTOP) when seized; it stays stopped on release. */
   groupStopped = false;
 
@@ -69,6 +71,22 @@ export class Tracee {
     }
   }
 
+  /**
+   * Take over a process ptrace attached to us by itself (the child of a traced fork): wait for its
+   * first stop and hold it there.
+   */
+  static adopt(pid: number, options: FreezeOptions = {}): Tracee {
+    const tracee = new Tracee(pid);
+    try {
+      tracee.awaitStop(pid, Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
+      if (tracee.threads.size === 0) throw exited(pid);
+      return tracee;
+    } catch (err) {
+      tracee.detachAll(new Set([pid]));
+      throw mapExit(pid, err);
+    }
+  }
+
   /** Thread IDs, the thread-group leader first. */
   get tids(): number[] {
     return [...this.threads.keys()].sort((a, b) => (a === this.pid ? -1 : b === this.pid ? 1 : a - b));
@@ -85,6 +103,13 @@ export class Tracee {
     ptraceSetRegs(tid, regs);
   }
 
+  /** Registers the thread gets on release, instead of those it had when frozen (a restore). */
+  replaceSavedRegs(tid: number, regs: Regs): void {
+    const t = this.thread(tid);
+    t.regs = regs;
+    t.dirty = true;
+  }
+
   /** Put a thread's saved registers back now (after remote syscalls). */
   restoreRegs(tid: number): void {
     const t = this.thread(tid);
@@ -92,11 +117,26 @@ export class Tracee {
     t.dirty = false;
   }
 
-  /** Resume every thread where it was and stop tracing. Safe to call more than once. */
+  /** Run `hook` before release, to undo what was done to the process. */
+  onRelease(hook: () => void): void {
+    this.releaseHooks.push(hook);
+  }
+
+  /**
+   * Undo what was done inside the process (release hooks), then resume every thread where it was
+   * and stop tracing. Safe to call more than once.
+   */
   release(): void {
     if (this.released) return;
     this.released = true;
     let first: Error | undefined;
+    for (const hook of this.releaseHooks.reverse()) {
+      try {
+        hook();
+      } catch (err) {
+        first ??= err instanceof Error ? err : new Error(String(err));
+      }
+    }
     for (const tid of this.tids) {
       try {
         this.restoreRegs(tid);
