@@ -14,6 +14,16 @@ export const ERROR_CODES = {
   FERRY_SYSCALL: 'a system call failed; the error names the call, its arguments and the errno',
   FERRY_TRACE: 'the traced process did not stop or resume as ptrace promised',
   FERRY_UNSUPPORTED: 'this kernel or machine lacks a feature the operation needs',
+  FERRY_UNSUPPORTED_STATE:
+    'the process holds state ferry cannot checkpoint; the message names it and its kind',
+  FERRY_IMAGE_INVALID: 'the directory holds no ferry image, or its manifest does not fit the schema',
+  FERRY_IMAGE_CORRUPT: 'an image part is missing, truncated, or does not match its checksum',
+  FERRY_IMAGE_INCOMPATIBLE: 'the image was made on a kernel or CPU this host cannot restore it on',
+  FERRY_IMAGE_WRITE: 'writing the image failed (disk full, I/O error, no permission)',
+  FERRY_PID_TAKEN: 'the original PID is in use and --same-pid require was given',
+  FERRY_NO_TERMINAL: 'the image had a terminal and this restore has none to give it',
+  FERRY_RESTORE_FAILED: 'the restore failed midway; its stub was killed and nothing was left behind',
+  FERRY_INTERNAL: 'an internal check failed: a bug in ferry',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,82 @@
+// manifest.json: the envelope every image has (format, version, the host it was made on, each
+// part's size and checksum) around the process state, and a checksum over all of it.
+import { FerryError } from '../errors.js';
+import { hashBytes } from './hash.js';
+import { serialize } from './json.js';
+import { hex64, integer, literal, object, record, string, type Schema } from './schema.js';
+import { PART_NAME } from './sink.js';
+
+export const IMAGE_FORMAT = 'ferry-image';
+export const IMAGE_VERSION = 1;
+
+const CHECKSUM = /^xxh64:[0-9a-f]{16}$/;
+export const partRecord = object({
+  size: integer(0, Number.MAX_SAFE_INTEGER),
+  checksum: string({ pattern: CHECKSUM }),
+});
+
+export const hostRecord = object({
+  kernel: string({ max: 256, description: 'uname -r of the host the image was made on' }),
+  hostname: string({ max: 256 }),
+  xfeatures: hex64,
+});
+
+export function manifestSchema<S>(state: Schema<S>) {
+  return object({
+    format: literal(IMAGE_FORMAT),
+    version: literal(IMAGE_VERSION),
+    ferry: string({ max: 64 }),
+    created: string({ max: 64 }),
+    host: hostRecord,
+    parts: record(PART_NAME, partRecord, 1 << 20),
+    state,
+    checksum: string({
+      pattern: CHECKSUM,
+      description: 'xxh64 of this manifest without its checksum, as ferry writes it',
+    }),
+  });
+}
+
+/** Add the checksum to a manifest's content and give the text to write. */
+export function sealManifest(content: Record<string, unknown>): string {
+  return serialize({ ...content, checksum: hashBytes(Buffer.from(serialize(content))) });
+}
+
+/**
+ * Parse a manifest: the format and version first (a newer image is refused as such), then the
+ * checksum (any edit shows), then the schema.
+ */
+export function openManifest<M>(text: string, schema: Schema<M>, location: string): M {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new FerryError(
+      'FERRY_IMAGE_INVALID',
+      `${location}/manifest.json is not JSON: the image is damaged`,
+    );
+  }
+  if (
+    typeof value !== 'object' ||
+    value === null ||
+    (value as { format?: unknown }).format !== IMAGE_FORMAT
+  ) {
+    throw new FerryError('FERRY_IMAGE_INVALID', `${location} is not a ferry image`);
+  }
+  const { checksum, ...content } = value as { version?: unknown; checksum?: unknown };
+  const version = content.version;
+  if (typeof version === 'number' && version > IMAGE_VERSION) {
+    throw new FerryError(
+      'FERRY_IMAGE_INCOMPATIBLE',
+      `${location} is an image of format version ${version}; this ferry reads version ${IMAGE_VERSION}: upgrade ferry`,
+    );
+  }
+  const expected = hashBytes(Buffer.from(serialize(content)));
+  if (checksum !== expected) {
+    throw new FerryError(
+      'FERRY_IMAGE_CORRUPT',
+      `${location}/manifest.json does not match its checksum: it was edited or damaged`,
+    );
+  }
+  return schema.check(value, 'manifest');
+}

@@ -1,0 +1,238 @@
+// Where an image goes and where it comes from. A directory is one backend; a network stream to
+// another host (migration) is another, behind the same two interfaces.
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { FerryError } from '../errors.js';
+import { createHasher } from './hash.js';
+
+export interface PartSummary {
+  size: number;
+  checksum: string;
+}
+
+export interface PartWriter {
+  write(data: Uint8Array): void;
+  close(): PartSummary;
+}
+
+export interface ImageSink {
+  /** Where the image goes, for messages. */
+  readonly location: string;
+  openPart(name: string): PartWriter;
+  /** Make the image visible with its sealed manifest; only then is it complete. */
+  commit(manifest: string): void;
+  /** Forget everything written so far. */
+  abort(): void;
+}
+
+export interface PartReader {
+  /** The next `length` bytes, fewer only at the end of the part. */
+  read(length: number): Buffer;
+  close(): void;
+}
+
+export interface ImageSource {
+  readonly location: string;
+  readManifest(): string;
+  partSize(name: string): number;
+  openPart(name: string): PartReader;
+}
+
+/** Names of image parts: top-level files and saved file contents under files/. */
+export const PART_NAME = /^(?:[a-z][a-z0-9-]*\.img|files\/[0-9]+)$/;
+export const MANIFEST = 'manifest.json';
+
+function writeError(path: string, err: unknown): FerryError {
+  const code = err instanceof Error && 'code' in err ? String(err.code) : '';
+  const why =
+    code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : String(err);
+  return new FerryError('FERRY_IMAGE_WRITE', `cannot write ${path}: ${why}`, { cause: err });
+}
+
+function writeAll(fd: number, data: Uint8Array, path: string): void {
+  try {
+    for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off);
+  } catch (err) {
+    throw writeError(path, err);
+  }
+}
+
+/**
+ * Writes an image into a directory: parts go to a hidden partial directory inside it and move into
+ * place on commit, manifest last, so a crash or a full disk never leaves a half-written image.
+ */
+export class DirSink implements ImageSink {
+  private readonly partial: string;
+  private readonly written: string[] = [];
+  /** Descriptors of parts still being written, closed by abort(). */
+  private readonly open = new Set<number>();
+  private done = false;
+
+  constructor(readonly location: string) {
+    try {
+      mkdirSync(location, { recursive: true });
+    } catch (err) {
+      throw writeError(location, err);
+    }
+    const present = readdirSync(location).filter((f) => !f.startsWith('.ferry-partial-'));
+    if (present.length > 0 && !present.includes(MANIFEST)) {
+      throw new FerryError(
+        'FERRY_USAGE',
+        `${location} is not empty and holds no ferry image: choose an empty directory`,
+      );
+    }
+    this.partial = join(location, `.ferry-partial-${process.pid}-${randomBytes(4).toString('hex')}`);
+    try {
+      mkdirSync(this.partial);
+    } catch (err) {
+      throw writeError(this.partial, err);
+    }
+  }
+
+  openPart(name: string): PartWriter {
+    if (!PART_NAME.test(name)) throw new FerryError('FERRY_INTERNAL', `bad image part name ${name}`);
+    this.written.push(name);
+    return this.createFile(name);
+  }
+
+  private createFile(name: string): PartWriter {
+    const path = join(this.partial, name);
+    let fd: number;
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+      fd = openSync(path, 'w', 0o600);
+    } catch (err) {
+      throw writeError(path, err);
+    }
+    this.open.add(fd);
+    const open = this.open;
+    const hasher = createHasher();
+    let size = 0;
+    return {
+      write(data) {
+        writeAll(fd, data, path);
+        hasher.update(data);
+        size += data.length;
+      },
+      close() {
+        try {
+          fsyncSync(fd);
+        } catch (err) {
+          throw writeError(path, err);
+        } finally {
+          open.delete(fd);
+          closeSync(fd);
+        }
+        return { size, checksum: hasher.digest() };
+      },
+    };
+  }
+
+  commit(manifest: string): void {
+    const part = this.createFile(MANIFEST);
+    part.write(Buffer.from(manifest));
+    part.close();
+    try {
+      // An older image in the directory is replaced: its files go first, the new manifest last.
+      for (const f of readdirSync(this.location)) {
+        if (!f.startsWith('.ferry-partial-'))
+          rmSync(join(this.location, f), { recursive: true, force: true });
+      }
+      for (const name of [...this.written, MANIFEST]) {
+        mkdirSync(dirname(join(this.location, name)), { recursive: true });
+        renameSync(join(this.partial, name), join(this.location, name));
+      }
+      rmSync(this.partial, { recursive: true, force: true });
+      const dirFd = openSync(this.location, 'r');
+      try {
+        fsyncSync(dirFd);
+      } finally {
+        closeSync(dirFd);
+      }
+    } catch (err) {
+      throw writeError(this.location, err);
+    }
+    this.done = true;
+  }
+
+  abort(): void {
+    for (const fd of this.open) closeSync(fd);
+    this.open.clear();
+    if (!this.done) rmSync(this.partial, { recursive: true, force: true });
+    this.done = true;
+  }
+}
+
+function readError(path: string, err: unknown): FerryError {
+  const code = err instanceof Error && 'code' in err ? String(err.code) : '';
+  if (code === 'ENOENT') return new FerryError('FERRY_IMAGE_CORRUPT', `${path} is missing`, { cause: err });
+  return new FerryError('FERRY_IMAGE_CORRUPT', `cannot read ${path}: ${String(err)}`, { cause: err });
+}
+
+/** Reads an image from a directory. */
+export class DirSource implements ImageSource {
+  constructor(readonly location: string) {}
+
+  readManifest(): string {
+    const path = join(this.location, MANIFEST);
+    if (!existsSync(path)) {
+      const what = existsSync(this.location) ? 'holds no ferry image (no manifest.json)' : 'does not exist';
+      throw new FerryError('FERRY_IMAGE_INVALID', `${this.location} ${what}`);
+    }
+    const reader = this.openPart(MANIFEST);
+    try {
+      return reader.read(this.partSize(MANIFEST)).toString('utf8');
+    } finally {
+      reader.close();
+    }
+  }
+
+  partSize(name: string): number {
+    const path = join(this.location, name);
+    try {
+      return statSync(path).size;
+    } catch (err) {
+      throw readError(path, err);
+    }
+  }
+
+  openPart(name: string): PartReader {
+    const path = join(this.location, name);
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      throw readError(path, err);
+    }
+    return {
+      read(length) {
+        const buf = Buffer.allocUnsafe(length);
+        let got = 0;
+        try {
+          while (got < length) {
+            const n = readSync(fd, buf, got, length - got, null);
+            if (n === 0) break;
+            got += n;
+          }
+        } catch (err) {
+          throw readError(path, err);
+        }
+        return got === length ? buf : buf.subarray(0, got);
+      },
+      close: () => closeSync(fd),
+    };
+  }
+}
