@@ -24,6 +24,8 @@ import { waitpid } from './sys/wait.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 
+const SCRATCH_SIZE = 1 << 16;
+
 /** Capability bit numbers (linux/capability.h). */
 export const CAP = { SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40 } as const;
 
@@ -99,6 +101,7 @@ const PROBES: Probe[] = [
     run(ctx) {
       ctx.tracee = Tracee.freeze(ctx.stubPid);
       ctx.remote = RemoteSyscalls.open(ctx.tracee);
+      ctx.remote.installScratch({ size: SCRATCH_SIZE });
       const pid = ctx.remote.call(NR.getpid);
       return pid === BigInt(ctx.stubPid)
         ? ok('seized, interrupted, ran a remote syscall')
@@ -214,17 +217,13 @@ const PROBES: Probe[] = [
     run(ctx) {
       // Ask for the stub's own PID, which is taken: EEXIST proves the kernel would honour set_tid.
       const remote = remoteOf(ctx);
-      const ret = remote.withScratch(4096, (addr) => {
-        const args = Buffer.alloc(88);
-        args.writeBigUInt64LE(BigInt(SIG.SIGCHLD), 32); // exit_signal
-        args.writeBigUInt64LE(addr + 128n, 64); // set_tid
-        args.writeBigUInt64LE(1n, 72); // set_tid_size
-        const tid = Buffer.alloc(4);
-        tid.writeInt32LE(ctx.stubPid);
-        remote.write(addr, args);
-        remote.write(addr + 128n, tid);
-        return remote.call(NR.clone3, addr, args.length);
-      });
+      const tid = Buffer.alloc(4);
+      tid.writeInt32LE(ctx.stubPid);
+      const args = Buffer.alloc(88);
+      args.writeBigUInt64LE(BigInt(SIG.SIGCHLD), 32); // exit_signal
+      args.writeBigUInt64LE(remote.put(tid), 64); // set_tid
+      args.writeBigUInt64LE(1n, 72); // set_tid_size
+      const ret = remote.call(NR.clone3, remote.put(args), args.length);
       if (ret === -17n) return ok('set_tid honoured (EEXIST for a PID in use)');
       if (ret > 0n) {
         kill(Number(ret), SIG.SIGKILL);
@@ -269,10 +268,7 @@ const PROBES: Probe[] = [
       ];
       fields.forEach((v, i) => map.writeBigUInt64LE(v, i * 8));
       map.writeUInt32LE(0xffffffff, 100); // exe_fd: unchanged
-      const ret = remote.withScratch(map.length, (addr) => {
-        remote.write(addr, map);
-        return remote.call(NR.prctl, PR.SET_MM, PR_SET_MM.MAP, addr, map.length, 0);
-      });
+      const ret = remote.call(NR.prctl, PR.SET_MM, PR_SET_MM.MAP, remote.put(map), map.length, 0);
       return ret === 0n ? ok('applied the stub layout') : no(`prctl failed with ${errnoName(Number(-ret))}`);
     },
   },

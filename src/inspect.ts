@@ -4,7 +4,8 @@ import { FerryError, isFerryError } from './errors.js';
 import { listThreads, readProcLink, readProcText } from './proc/files.js';
 import { PAGE_SIZE } from './proc/pagemap.js';
 import { parseSmaps, type SmapsEntry } from './proc/smaps.js';
-import { parseStat, PF_KTHREAD, type ProcStat } from './proc/stat.js';
+import { userProcessStat } from './proc/process.js';
+import type { ProcStat } from './proc/stat.js';
 import { parseTaskSyscall } from './proc/task-syscall.js';
 import { classifyVmas } from './vma/classify.js';
 import { openPageScanner, type ScanMethod } from './vma/pages.js';
@@ -48,24 +49,6 @@ function processGone(pid: number): FerryError {
   return new FerryError('FERRY_PROCESS_EXITED', `process ${pid} exited while it was being inspected`);
 }
 
-/** Refuse what has no user address space to inspect; return the process's stat. */
-function checkInspectable(pid: number): ProcStat {
-  const stat = parseStat(readProcText(pid, 'stat'), `/proc/${pid}/stat`);
-  if (stat.flags & PF_KTHREAD) {
-    throw new FerryError(
-      'FERRY_KERNEL_THREAD',
-      `PID ${pid} (${stat.comm}) is a kernel thread: it has no user memory`,
-    );
-  }
-  if (stat.state === 'Z' || stat.state === 'X') {
-    throw new FerryError(
-      'FERRY_ZOMBIE',
-      `process ${pid} (${stat.comm}) is a zombie: it has exited and holds no memory`,
-    );
-  }
-  return stat;
-}
-
 /** Stack pointers of threads blocked in the kernel or stopped: their stacks are 'stack' VMAs. */
 function threadStackPointers(pid: number): bigint[] {
   const sps: bigint[] = [];
@@ -94,7 +77,7 @@ function hugeBytes(entry: SmapsEntry | undefined): number {
 function readLayout(pid: number, stat: ProcStat): { smaps: SmapsEntry[]; vmas: Vma[] } {
   const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
   if (smaps.length === 0) {
-    checkInspectable(pid);
+    userProcessStat(pid);
     throw processGone(pid);
   }
   return { smaps, vmas: classifyVmas(smaps, stat, threadStackPointers(pid)) };
@@ -102,9 +85,8 @@ function readLayout(pid: number, stat: ProcStat): { smaps: SmapsEntry[]; vmas: V
 
 /** Inspect the address space of process `pid`. */
 export function inspect(pid: number, options: InspectOptions = {}): InspectResult {
-  if (!Number.isInteger(pid) || pid <= 0) throw new FerryError('FERRY_USAGE', `not a PID: ${pid}`);
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
-  const stat = checkInspectable(pid);
+  const stat = userProcessStat(pid);
   try {
     const { smaps, vmas: all } = readLayout(pid, stat);
     const bySmaps = new Map(smaps.map((e) => [e.start, e]));
@@ -124,7 +106,7 @@ export function inspect(pid: number, options: InspectOptions = {}): InspectResul
       scanner.close();
     }
     // A process that died mid-scan leaves an empty pagemap behind: make sure the counts are real.
-    checkInspectable(pid);
+    userProcessStat(pid);
     const countsByStart = new Map(scannable.map((v, i) => [v.start, counts[i]!]));
     const reports = vmas.map((v) => ({ ...v, pages: countsByStart.get(v.start) ?? emptyCounts() }));
     const totals = sumCounts(reports.map((r) => r.pages));

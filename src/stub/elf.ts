@@ -11,6 +11,9 @@ const PF_R = 4;
 const ET_EXEC = 2;
 const EM_X86_64 = 62;
 
+/** Where the code starts in the file, after the ELF header and the two program headers. */
+export const ELF_CODE_OFFSET = EHDR_SIZE + 2 * PHDR_SIZE;
+
 export interface ElfImage {
   /** The executable's bytes. */
   bytes: Buffer;
@@ -20,7 +23,7 @@ export interface ElfImage {
 
 /** Build an executable loaded at `base` (page-aligned) whose entry point is the start of `code`. */
 export function buildElf(code: Buffer, base: bigint): ElfImage {
-  const headers = EHDR_SIZE + 2 * PHDR_SIZE;
+  const headers = ELF_CODE_OFFSET;
   const bytes = Buffer.alloc(headers + code.length);
   const entry = base + BigInt(headers);
   // e_ident: magic, 64-bit, little-endian, version 1, System V ABI.

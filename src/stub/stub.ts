@@ -4,12 +4,13 @@
 import { closeSync, writeSync } from 'node:fs';
 import { memfdCreate, MFD_CLOEXEC } from '../sys/memfd.js';
 import { posixSpawn } from '../sys/spawn.js';
-import { buildElf } from './elf.js';
+import { buildElf, ELF_CODE_OFFSET } from './elf.js';
 
 /** Where the stub's code is loaded: low, so it rarely overlaps what an image wants to map. */
 export const STUB_BASE = 0x10000n;
 
 const NAME_OFFSET = 28;
+const SYSCALL_OFFSET = 24n;
 
 /**
  * The stub's code: name itself (exec names a process after the basename of the path, here a
@@ -30,6 +31,9 @@ function stubCode(name: string): Buffer {
   ]);
   return Buffer.concat([head, Buffer.from(`${name.slice(0, 15)}\0`, 'latin1')]);
 }
+
+/** Address of the stub's `syscall` instruction (in its pause loop). */
+export const STUB_SYSCALL_ADDRESS = STUB_BASE + BigInt(ELF_CODE_OFFSET) + SYSCALL_OFFSET;
 
 /**
  * Start a stub in a new session, with no descriptors and default signal dispositions. Returns its

@@ -1,0 +1,59 @@
+// What the state modules get to work with: on dump, the frozen process; on restore, the stub that
+// becomes the restored process.
+import { FerryError } from '../errors.js';
+import { listProcDir } from '../proc/files.js';
+import type { ProcStat } from '../proc/stat.js';
+import type { ProcStatus } from '../proc/status.js';
+import type { RemoteSyscalls } from '../tracee/remote.js';
+import type { Tracee } from '../tracee/tracee.js';
+import type { ImageSink, ImageSource } from '../image/sink.js';
+
+export interface DumpContext {
+  pid: number;
+  tracee: Tracee;
+  /** Runs syscalls inside the process (its first thread), with a scratch region installed. */
+  remote: RemoteSyscalls;
+  stat: ProcStat;
+  status: ProcStatus;
+  sink: ImageSink;
+  /** Write a whole image part (a saved file's content) and record it in the manifest. */
+  writePart(name: string, data: Buffer): void;
+  /** Say something the user should know (the CLI prints it; --json collects it). */
+  warn(message: string): void;
+}
+
+export interface RestoreContext {
+  /** PID of the restored process (the stub), and the PID it had when dumped. */
+  pid: number;
+  originalPid: number;
+  stub: Tracee;
+  /** Runs syscalls inside the stub, with the control region (scratch) installed. */
+  remote: RemoteSyscalls;
+  source: ImageSource;
+  /** Run after the restore, successful or not (temporary files to remove). */
+  cleanup: (() => void)[];
+  warn(message: string): void;
+}
+
+/** The descriptor open() will return next in process `pid`: its lowest free one. */
+export function lowestFreeFd(pid: number): number {
+  const used = new Set(listProcDir(pid, 'fd').map(Number));
+  let fd = 0;
+  while (used.has(fd)) fd++;
+  return fd;
+}
+
+/** Check that a descriptor-returning call gave the descriptor that was predicted. */
+export function expectFd(got: bigint | undefined, predicted: number, what: string): void {
+  if (got !== BigInt(predicted)) {
+    throw new FerryError(
+      'FERRY_INTERNAL',
+      `${what} returned descriptor ${String(got)}, not the predicted ${predicted}`,
+    );
+  }
+}
+
+/** The FERRY_UNSUPPORTED_STATE refusal: what, in which process, and why. */
+export function unsupportedMessage(pid: number, what: string, why: string): string {
+  return `cannot checkpoint process ${pid}: ${what} ${why}`;
+}

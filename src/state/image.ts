@@ -1,0 +1,31 @@
+// The process state an image holds: one record per state module, composed into the manifest schema
+// (docs/image.schema.json is generated from it).
+import { manifestSchema } from '../image/manifest.js';
+import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
+import { credsRecord } from './creds.js';
+import { filesRecord } from './files.js';
+import { fsRecord } from './fs.js';
+import { vmasRecord } from './mem-vmas.js';
+import { mmRecord } from './mm.js';
+import { rlimitsRecord } from './rlimits.js';
+import { signalsRecord } from './signals.js';
+import { threadRecord } from './thread.js';
+
+export const stateRecord = object({
+  pid: integer(1, 2 ** 22),
+  command: string({ max: 16, description: 'comm: the process name' }),
+  cmdline: array(string({ max: 1 << 20 }), { max: 1 << 16 }),
+  selection: nullable(string({ max: 4096, description: 'the --vmas spec of a partial dump, null for all' })),
+  threads: array(threadRecord, { min: 1, max: 1 }),
+  mm: mmRecord,
+  vmas: vmasRecord,
+  files: filesRecord,
+  fs: fsRecord,
+  creds: credsRecord,
+  rlimits: rlimitsRecord,
+  signals: signalsRecord,
+});
+
+export const manifestRecord = manifestSchema(stateRecord);
+export type Manifest = Infer<typeof manifestRecord>;
+export type ProcessState = Manifest['state'];

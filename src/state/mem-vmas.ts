@@ -1,0 +1,151 @@
+// The VMA list: every VMA keeps its place and protections in the image; those a checkpoint does not
+// store (outside --vmas) come back as fresh mappings. Restore maps them all, writable where pages
+// must be filled in, and sets the final protections once the pages are in.
+import { FerryError } from '../errors.js';
+import { array, boolean, hex64, object, oneOf, string, type Infer } from '../image/schema.js';
+import { NR } from '../sys/nr.js';
+import { MAP, PROT } from '../sys/mman.js';
+import type { RemoteCall } from '../tracee/remote.js';
+import { SPECIAL_KINDS, VMA_KINDS, type Vma } from '../vma/vma.js';
+import {
+  expectFd,
+  lowestFreeFd,
+  unsupportedMessage,
+  type DumpContext,
+  type RestoreContext,
+} from './context.js';
+
+/** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
+export const VMA_CONTENTS = ['pages', 'layout', 'kernel'] as const;
+export type VmaContent = (typeof VMA_CONTENTS)[number];
+
+export const vmaRecord = object({
+  start: hex64,
+  end: hex64,
+  perms: string({ pattern: /^[r-][w-][x-][ps]$/ }),
+  offset: hex64,
+  dev: string({ pattern: /^[0-9a-f]+:[0-9a-f]+$/ }),
+  inode: hex64,
+  name: string({ max: 4096 }),
+  deleted: boolean,
+  kind: oneOf(VMA_KINDS),
+  vmFlags: array(string({ pattern: /^[a-z0-9]{2}$/ }), { max: 64 }),
+  content: oneOf(VMA_CONTENTS),
+});
+export const vmasRecord = array(vmaRecord, { max: 1 << 20 });
+export type VmaRecord = Infer<typeof vmaRecord>;
+
+const AT_FDCWD = -100;
+const O_RDONLY = 0;
+const O_RDWR = 2;
+const O_CLOEXEC = 0o2000000;
+const PR_SET_VMA = 0x53564d41;
+const PR_SET_VMA_ANON_NAME = 0;
+
+const ANON_NAME = /^\[anon:(.*)\]$/;
+const KNOWN_PSEUDO = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vclock]', '[vsyscall]']);
+
+/** Why a VMA cannot be restored yet, or null when it can. */
+function refusal(v: Vma): string | null {
+  if (v.kind === 'deleted-file') return `is a mapping of a deleted file or memfd (${v.name})`;
+  if (v.kind === 'anon-shared' && v.name !== '/dev/zero') return `is SysV or named shared memory (${v.name})`;
+  if (v.name.startsWith('[') && !KNOWN_PSEUDO.has(v.name) && !ANON_NAME.test(v.name))
+    return `is the special mapping ${v.name}`;
+  return null;
+}
+
+export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: Vma) => boolean): VmaRecord[] {
+  return vmas.map((v) => {
+    const why = refusal(v);
+    if (why) {
+      const range = `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} (${v.kind})`;
+      throw new FerryError(
+        'FERRY_UNSUPPORTED_STATE',
+        unsupportedMessage(ctx.pid, range, `${why}, which ferry cannot checkpoint yet`),
+      );
+    }
+    const content: VmaContent = SPECIAL_KINDS.has(v.kind) ? 'kernel' : selected(v) ? 'pages' : 'layout';
+    return { ...v, content };
+  });
+}
+
+export function protOf(perms: string): number {
+  return (
+    (perms[0] === 'r' ? PROT.READ : 0) |
+    (perms[1] === 'w' ? PROT.WRITE : 0) |
+    (perms[2] === 'x' ? PROT.EXEC : 0)
+  );
+}
+
+const isFileBacked = (v: VmaRecord): boolean => v.name.startsWith('/') && v.kind !== 'anon-shared';
+
+/**
+ * Map every VMA but the kernel's at its place. `filled` holds the VMAs pages will be written into:
+ * they are mapped writable until protect().
+ */
+export function mapVmas(
+  ctx: RestoreContext,
+  vmas: readonly VmaRecord[],
+  filled: ReadonlySet<VmaRecord>,
+): void {
+  const remote = ctx.remote;
+  const fd = lowestFreeFd(ctx.pid);
+  const calls: RemoteCall[] = [];
+  const opens: number[] = [];
+  for (const v of vmas) {
+    if (v.content === 'kernel') continue;
+    const len = v.end - v.start;
+    const shared = v.perms[3] === 's';
+    const prot = protOf(v.perms) | (filled.has(v) ? PROT.READ | PROT.WRITE : 0);
+    const flags =
+      (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED | (v.vmFlags.includes('gd') ? MAP.GROWSDOWN : 0);
+    const at = `0x${v.start.toString(16)}`;
+    if (isFileBacked(v)) {
+      const mode = (shared && v.perms[1] === 'w' ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+      opens.push(calls.length);
+      calls.push({
+        name: `open(${v.name})`,
+        nr: NR.openat,
+        args: [AT_FDCWD, remote.putString(v.name), mode, 0],
+      });
+      calls.push({
+        name: `mmap(${at}, ${v.name})`,
+        nr: NR.mmap,
+        args: [v.start, len, prot, flags, fd, v.offset],
+      });
+      calls.push({ name: 'close', nr: NR.close, args: [fd] });
+    } else {
+      calls.push({
+        name: `mmap(${at})`,
+        nr: NR.mmap,
+        args: [v.start, len, prot, flags | MAP.ANONYMOUS, -1, 0],
+      });
+    }
+    const anonName = ANON_NAME.exec(v.name);
+    if (anonName) {
+      const name = remote.putString(anonName[1]!);
+      calls.push({
+        name: `prctl(PR_SET_VMA_ANON_NAME, ${at})`,
+        nr: NR.prctl,
+        args: [PR_SET_VMA, PR_SET_VMA_ANON_NAME, v.start, len, name],
+      });
+    }
+  }
+  const results = remote.batch(calls);
+  for (const i of opens) expectFd(results[i], fd, calls[i]!.name);
+}
+
+/** Set the final protections of the VMAs that were mapped writable to be filled. */
+export function protectVmas(ctx: RestoreContext, filled: ReadonlySet<VmaRecord>): void {
+  const calls: RemoteCall[] = [];
+  for (const v of filled) {
+    const prot = protOf(v.perms);
+    if (prot === (PROT.READ | PROT.WRITE)) continue;
+    calls.push({
+      name: `mprotect(0x${v.start.toString(16)})`,
+      nr: NR.mprotect,
+      args: [v.start, v.end - v.start, prot],
+    });
+  }
+  ctx.remote.batch(calls);
+}

@@ -1,0 +1,79 @@
+// State ferry cannot save yet is refused at dump time, by name, so a dump never succeeds into a
+// restore that would lose it: more threads, child processes, timers, pending signals, seccomp.
+// Each refusal here goes when the state module that saves it arrives.
+import { readdirSync, readFileSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+import { readProcText } from '../proc/files.js';
+import { parseStat } from '../proc/stat.js';
+import { NR } from '../sys/nr.js';
+import { signalName } from '../sys/signal.js';
+import { unsupportedMessage, type DumpContext } from './context.js';
+
+const ITIMER = ['ITIMER_REAL', 'ITIMER_VIRTUAL', 'ITIMER_PROF'];
+const ITIMERVAL = 32;
+
+function refuse(pid: number, what: string, why: string): never {
+  throw new FerryError('FERRY_UNSUPPORTED_STATE', unsupportedMessage(pid, what, why));
+}
+
+/** PIDs whose parent is `pid`. */
+export function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (parseStat(readFileSync(`/proc/${entry}/stat`, 'latin1')).ppid === pid) children.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
+}
+
+function signalList(mask: bigint): string {
+  const names: string[] = [];
+  for (let s = 1; s <= 64; s++) if ((mask >> BigInt(s - 1)) & 1n) names.push(signalName(s));
+  return names.join(', ');
+}
+
+/** Refuse, naming it, state of the frozen process that ferry cannot restore yet. */
+export function refuseUnsupported(ctx: DumpContext): void {
+  const { pid, status } = ctx;
+  if (ctx.tracee.tids.length > 1)
+    refuse(
+      pid,
+      `it has ${ctx.tracee.tids.length} threads:`,
+      'ferry checkpoints single-threaded processes for now',
+    );
+  const children = childrenOf(pid);
+  if (children.length > 0)
+    refuse(pid, `it has child processes (${children.join(', ')}):`, 'process trees come in a later release');
+  if (status.seccomp !== 0)
+    refuse(
+      pid,
+      'it runs under seccomp',
+      '(mode ' + String(status.seccomp) + '), which ferry cannot restore yet',
+    );
+  const pending = status.sigPending | status.sigShared;
+  if (pending !== 0n)
+    refuse(pid, `it has pending signals (${signalList(pending)})`, 'which ferry cannot save yet');
+  if (readProcText(pid, 'timers').trim() !== '')
+    refuse(pid, 'it has POSIX timers', 'which ferry cannot save yet');
+  const out = ctx.remote.alloc(ITIMER.length * ITIMERVAL);
+  ctx.remote.batch(
+    ITIMER.map((name, i) => ({
+      name: `getitimer(${name})`,
+      nr: NR.getitimer,
+      args: [i, out + BigInt(i * ITIMERVAL)],
+    })),
+  );
+  const timers = ctx.remote.read(out, ITIMER.length * ITIMERVAL);
+  ITIMER.forEach((name, i) => {
+    if (
+      timers.readBigUInt64LE(i * ITIMERVAL + 16) !== 0n ||
+      timers.readBigUInt64LE(i * ITIMERVAL + 24) !== 0n
+    ) {
+      refuse(pid, `it has an armed ${name} interval timer`, 'which ferry cannot save yet');
+    }
+  });
+}

@@ -1,0 +1,142 @@
+// The stub a restore turns into the restored process, under the original PID when it is free and
+// the kernel allows: clone3() with set_tid run inside a first stub (CLONE_PARENT, so the new process
+// is ferry's child too), or ns_last_pid where clone3 cannot; else under a new PID if allowed.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+import { parseStat } from '../proc/stat.js';
+import { NR } from '../sys/nr.js';
+import { PTRACE_O, ptraceSetOptions } from '../sys/ptrace.js';
+import { kill, SIG } from '../sys/signal.js';
+import { sleepMs } from '../sys/time.js';
+import { waitpid } from '../sys/wait.js';
+import { RemoteSyscalls } from '../tracee/remote.js';
+import { Tracee } from '../tracee/tracee.js';
+import { spawnStub, STUB_SYSCALL_ADDRESS } from './stub.js';
+
+export type SamePid = 'require' | 'try' | 'no';
+export type PidMethod = 'auto' | 'clone3' | 'ns_last_pid';
+
+export interface RestoreStub {
+  pid: number;
+  tracee: Tracee;
+}
+
+const STUB_NAME = 'ferry-restore';
+/** PID 1 reaps orphaned zombies late: wait this long for the old PID to come free. */
+const ZOMBIE_WAIT_MS = 5000;
+const CLONE_PARENT = 0x8000n;
+const CLONE_ARGS_SIZE = 88;
+const NS_LAST_PID = '/proc/sys/kernel/ns_last_pid';
+
+function pidState(pid: number): { state: 'free' } | { state: 'zombie' | 'taken'; comm: string } {
+  try {
+    const stat = parseStat(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+    return { state: stat.state === 'Z' || stat.state === 'X' ? 'zombie' : 'taken', comm: stat.comm };
+  } catch {
+    return { state: 'free' };
+  }
+}
+
+/** Spawn a stub and hold it frozen. */
+function plainStub(): RestoreStub {
+  const pid = spawnStub(STUB_NAME);
+  try {
+    return { pid, tracee: Tracee.freeze(pid) };
+  } catch (err) {
+    kill(pid, SIG.SIGKILL);
+    waitpid(pid, 0);
+    throw err;
+  }
+}
+
+function killStub(stub: RestoreStub): void {
+  stub.tracee.kill();
+}
+
+/** Inside a frozen stub, clone3() a child with PID `pid`; the child is ptrace-attached to us. */
+function cloneWithPid(first: RestoreStub, pid: number): RestoreStub | bigint {
+  ptraceSetOptions(first.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK);
+  const remote = RemoteSyscalls.open(first.tracee, { insn: STUB_SYSCALL_ADDRESS });
+  remote.installScratch({ size: 1 << 16 });
+  const tid = Buffer.alloc(4);
+  tid.writeInt32LE(pid);
+  const args = Buffer.alloc(CLONE_ARGS_SIZE);
+  args.writeBigUInt64LE(CLONE_PARENT, 0);
+  args.writeBigUInt64LE(BigInt(SIG.SIGCHLD), 32); // exit_signal
+  args.writeBigUInt64LE(remote.put(tid), 64); // set_tid
+  args.writeBigUInt64LE(1n, 72); // set_tid_size
+  const ret = remote.call(NR.clone3, remote.put(args), CLONE_ARGS_SIZE);
+  if (ret !== BigInt(pid)) {
+    remote.close();
+    return ret;
+  }
+  killStub(first);
+  const tracee = Tracee.adopt(pid);
+  const child = { pid, tracee };
+  try {
+    // The child shares the first stub's session; it gets one of its own, as every stub does.
+    const own = RemoteSyscalls.open(tracee, { insn: STUB_SYSCALL_ADDRESS });
+    own.check('setsid', NR.setsid);
+    own.close();
+    return child;
+  } catch (err) {
+    killStub(child);
+    throw err;
+  }
+}
+
+/** Spawn a stub after asking the kernel for `pid` as the next PID. */
+function stubViaNsLastPid(pid: number): RestoreStub | undefined {
+  try {
+    writeFileSync(NS_LAST_PID, String(pid - 1));
+  } catch {
+    return undefined;
+  }
+  const stub = plainStub();
+  if (stub.pid === pid) return stub;
+  killStub(stub);
+  return undefined;
+}
+
+/** A frozen stub for the restore of a process whose PID was `original`. */
+export function startRestoreStub(
+  original: number,
+  samePid: SamePid,
+  method: PidMethod = 'auto',
+): RestoreStub {
+  if (samePid === 'no') return plainStub();
+  let found = pidState(original);
+  for (const until = Date.now() + ZOMBIE_WAIT_MS; found.state === 'zombie' && Date.now() < until;) {
+    sleepMs(20);
+    found = pidState(original);
+  }
+  const taken = (why: string): RestoreStub => {
+    if (samePid === 'require')
+      throw new FerryError('FERRY_PID_TAKEN', `cannot restore under PID ${original}: ${why}`);
+    return plainStub();
+  };
+  if (found.state !== 'free')
+    return taken(`it belongs to ${found.comm}${found.state === 'zombie' ? ' (a zombie)' : ''}`);
+  if (method === 'ns_last_pid') return stubViaNsLastPid(original) ?? taken('ns_last_pid did not give it');
+  const first = plainStub();
+  let result: RestoreStub | bigint;
+  try {
+    result = cloneWithPid(first, original);
+  } catch (err) {
+    killStub(first);
+    throw err;
+  }
+  if (typeof result !== 'bigint') return result;
+  // clone3 with set_tid failed (EEXIST: taken meanwhile; EPERM: no privilege; ENOSYS: old kernel).
+  if (result !== -17n) {
+    killStub(first);
+    const viaNs = stubViaNsLastPid(original);
+    if (viaNs) return viaNs;
+    return taken(`clone3 set_tid failed (errno ${-result}) and ns_last_pid did not give it`);
+  }
+  if (samePid === 'require') {
+    killStub(first);
+    return taken('another process took it');
+  }
+  return first;
+}
