@@ -1,25 +1,21 @@
 #!/usr/bin/env node
 // The ferry command line: a thin layer over the library. Errors become one line and an exit code;
 // a stack trace only with --debug.
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { FerryError } from '../errors.js';
 import { checkCommand } from './check-command.js';
 import { COMMON_OPTIONS, printJson, type Command } from './command.js';
+import { dumpCommand } from './dump-command.js';
 import { inspectCommand } from './inspect-command.js';
+import { restoreCommand } from './restore-command.js';
+import { showCommand } from './show-command.js';
+import { FERRY_VERSION } from '../version.js';
 
 /** Every command, in the order `ferry --help` lists them. */
-const COMMANDS: readonly Command[] = [checkCommand, inspectCommand];
+const COMMANDS: readonly Command[] = [checkCommand, inspectCommand, dumpCommand, restoreCommand, showCommand];
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -46,7 +42,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (name === '--version') {
-    process.stdout.write(`${version()}\n`);
+    process.stdout.write(`${FERRY_VERSION}\n`);
     return 0;
   }
   const command = COMMANDS.find((c) => c.name === name);
@@ -83,6 +79,12 @@ function report(err: unknown, argv: string[]): number {
     process.stderr.write('ferry: this is a bug; run with --debug for details\n');
   return code === 'FERRY_USAGE' ? EXIT_USAGE : EXIT_FAILURE;
 }
+
+// A reader that goes away (`ferry inspect 1 | head`) ends the output, not in a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.exit(process.exitCode ?? 0);
+});
 
 const argv = process.argv.slice(2);
 main(argv).then(

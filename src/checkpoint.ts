@@ -1,0 +1,223 @@
+// dump(): checkpoint a running process into an image. Orchestration only: freeze, ask each state
+// module for its record, capture the pages, write the image, then let the process run on or kill
+// it. Whatever fails, the process is released untouched and no partial image is left.
+import { freemem, hostname, release } from 'node:os';
+import { FerryError, isFerryError } from './errors.js';
+import { initHashing } from './image/hash.js';
+import { sealManifest } from './image/manifest.js';
+import { PageStoreWriter } from './image/page-store.js';
+import { DirSink, type PartSummary } from './image/sink.js';
+import { readProcBytes, readProcText } from './proc/files.js';
+import { userProcessStat } from './proc/process.js';
+import { parseSmaps } from './proc/smaps.js';
+import { parseStatus } from './proc/status.js';
+import type { DumpContext } from './state/context.js';
+import { dumpCreds } from './state/creds.js';
+import { dumpFiles } from './state/files.js';
+import { dumpFs } from './state/fs.js';
+import type { Manifest } from './state/image.js';
+import { pagesToDump, readPages } from './state/mem-pages.js';
+import { dumpVmas } from './state/mem-vmas.js';
+import { dumpMm } from './state/mm.js';
+import { dumpRlimits } from './state/rlimits.js';
+import { dumpSignals } from './state/signals.js';
+import { dumpThread, xsaveFeatures } from './state/thread.js';
+import { refuseUnsupported } from './state/unsupported.js';
+import { isErrno } from './sys/errno.js';
+import { RemoteSyscalls } from './tracee/remote.js';
+import { Tracee } from './tracee/tracee.js';
+import { FERRY_VERSION } from './version.js';
+import { classifyVmas } from './vma/classify.js';
+import { parseVmaSelection } from './vma/select.js';
+
+export interface DumpOptions {
+  /** Directory to write the image into (created if missing; an older image there is replaced). */
+  dir: string;
+  /** Store the pages of these VMAs only (docs/VMA-SELECTION.md); the rest keep their layout. */
+  vmas?: string;
+  /** Let the process run on after the dump instead of killing it. */
+  leaveRunning?: boolean;
+  /** Compress the page data with zstd. */
+  compress?: boolean;
+  onProgress?: (progress: { stage: 'pages' | 'write'; doneBytes: number; totalBytes: number }) => void;
+  onWarning?: (message: string) => void;
+}
+
+export interface DumpResult {
+  pid: number;
+  dir: string;
+  /** Milliseconds the process did not run: from freezing until it ran on or was killed. */
+  frozenMs: number;
+  totalMs: number;
+  vmas: number;
+  /** Pages stored, and pages found all-zero and left out. */
+  pages: number;
+  zeroPages: number;
+  bytesWritten: number;
+  leftRunning: boolean;
+  warnings: string[];
+}
+
+const SCRATCH_SIZE = 1 << 16;
+/** With --leave-running, pages up to this size are captured in memory so the process runs on before they hit the disk. */
+const CAPTURE_LIMIT = (): number => Math.min(freemem() / 2, 4 * 2 ** 30);
+
+/** Refuse before freezing what can never be dumped here. */
+function checkTarget(pid: number): void {
+  userProcessStat(pid);
+  for (let p = process.pid; p > 1; p = Number(/^PPid:\s+(\d+)/m.exec(readProcText(p, 'status'))?.[1] ?? 0)) {
+    if (p === pid)
+      throw new FerryError('FERRY_USAGE', `process ${pid} is ferry itself or one of its ancestors`);
+  }
+}
+
+function cmdline(pid: number): string[] {
+  const raw = readProcBytes(pid, 'cmdline').toString('utf8');
+  return raw === '' ? [] : raw.replace(/\0$/, '').split('\0');
+}
+
+/** Checkpoint process `pid` into `options.dir`. */
+export async function dump(pid: number, options: DumpOptions): Promise<DumpResult> {
+  const started = performance.now();
+  await initHashing();
+  const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
+  checkTarget(pid);
+  const warnings: string[] = [];
+  const warn = (message: string): void => {
+    warnings.push(message);
+    options.onWarning?.(message);
+  };
+  const sink = new DirSink(options.dir);
+  const parts: Record<string, PartSummary> = {};
+  let tracee: Tracee | undefined;
+  let frozenAt = 0;
+  let frozenMs = 0;
+  const unfreeze = (how: 'release' | 'kill'): void => {
+    if (!tracee) return;
+    const t = tracee;
+    tracee = undefined;
+    if (how === 'kill') t.kill();
+    else t.release();
+    frozenMs = performance.now() - frozenAt;
+  };
+  try {
+    tracee = Tracee.freeze(pid);
+    frozenAt = performance.now();
+    const remote = RemoteSyscalls.open(tracee);
+    remote.installScratch({ size: SCRATCH_SIZE });
+    const stat = userProcessStat(pid);
+    const ctx: DumpContext = {
+      pid,
+      tracee,
+      remote,
+      stat,
+      status: parseStatus(readProcText(pid, 'status'), `/proc/${pid}/status`),
+      sink,
+      writePart(name, data) {
+        const part = sink.openPart(name);
+        part.write(data);
+        parts[name] = part.close();
+      },
+      warn,
+    };
+
+    // Process state, each from its module. The remote scratch region goes before the VMAs are read.
+    refuseUnsupported(ctx);
+    const files = dumpFiles(ctx);
+    const thread = dumpThread(ctx, pid);
+    const signals = dumpSignals(ctx);
+    const mm = dumpMm(ctx);
+    const creds = dumpCreds(ctx);
+    const fs = dumpFs(ctx);
+    const rlimits = dumpRlimits(ctx);
+    remote.removeScratch();
+    remote.close();
+
+    // Memory: the VMAs, then the pages the checkpoint stores.
+    const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
+    const classified = classifyVmas(smaps, stat, [thread.regs.rsp]);
+    const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
+    const ranges = pagesToDump(
+      pid,
+      vmas.filter((v) => v.content === 'pages'),
+    );
+    const totalBytes = ranges.reduce((n, r) => n + r.len, 0);
+    const writer = new PageStoreWriter(
+      sink.openPart('pages.img'),
+      sink.openPart('pagemap.img'),
+      options.compress ?? false,
+    );
+    const progress = (stage: 'pages' | 'write') => (doneBytes: number) =>
+      options.onProgress?.({ stage, doneBytes, totalBytes });
+    if (options.leaveRunning && totalBytes <= CAPTURE_LIMIT()) {
+      // Capture into memory, let the process run on, then compress, checksum and write.
+      const captured: [bigint, Buffer][] = [];
+      readPages(ctx, ranges, (addr, data) => captured.push([addr, data]), progress('pages'));
+      unfreeze('release');
+      let done = 0;
+      for (const [addr, data] of captured) {
+        writer.add(addr, data);
+        progress('write')((done += data.length));
+      }
+    } else {
+      readPages(ctx, ranges, (addr, data) => writer.add(addr, data), progress('pages'));
+    }
+    const store = writer.finish();
+    parts['pages.img'] = store.pages;
+    parts['pagemap.img'] = store.index;
+
+    const manifest: Omit<Manifest, 'checksum'> = {
+      format: 'ferry-image',
+      version: 1,
+      ferry: FERRY_VERSION,
+      created: new Date().toISOString(),
+      host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(thread.xstate) },
+      parts,
+      state: {
+        pid,
+        command: stat.comm,
+        cmdline: cmdline(pid),
+        selection: options.vmas ?? null,
+        threads: [thread],
+        mm,
+        vmas,
+        files,
+        fs,
+        creds,
+        rlimits,
+        signals,
+      },
+    };
+    const text = sealManifest(manifest);
+    sink.commit(text);
+    unfreeze(options.leaveRunning ? 'release' : 'kill');
+    return {
+      pid,
+      dir: options.dir,
+      frozenMs,
+      totalMs: performance.now() - started,
+      vmas: vmas.length,
+      pages: store.dataPages,
+      zeroPages: store.zeroPages,
+      bytesWritten: Object.values(parts).reduce((n, p) => n + p.size, 0) + text.length,
+      leftRunning: options.leaveRunning ?? false,
+      warnings,
+    };
+  } catch (err) {
+    try {
+      unfreeze('release');
+    } finally {
+      sink.abort();
+    }
+    if (isErrno(err, 'ESRCH') || isFerryError(err, 'FERRY_NO_SUCH_PROCESS', 'FERRY_ZOMBIE')) {
+      throw new FerryError(
+        'FERRY_PROCESS_EXITED',
+        `process ${pid} exited during the dump: no image was written`,
+        {
+          cause: err,
+        },
+      );
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,59 @@
+// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--json]
+import { dump, type DumpResult } from '../checkpoint.js';
+import { FerryError } from '../errors.js';
+import { printJson, type Command } from './command.js';
+import { formatBytes, formatMs } from './format.js';
+import { parsePid } from './inspect-command.js';
+import { progressBar } from './progress.js';
+
+export function requireDir(value: unknown): string {
+  if (typeof value !== 'string' || value === '')
+    throw new FerryError('FERRY_USAGE', 'an image directory is required: -D <dir>');
+  return value;
+}
+
+export function warnOnStderr(message: string): void {
+  process.stderr.write(`ferry: warning: ${message}\n`);
+}
+
+function summary(r: DumpResult): string {
+  const fate = r.leftRunning ? 'left running' : 'killed';
+  return (
+    `dumped ${r.pid} to ${r.dir}: frozen ${formatMs(r.frozenMs)}, ${formatBytes(r.bytesWritten)} written, ` +
+    `${r.pages} pages (${r.zeroPages} zero pages left out), ${r.vmas} VMAs; ${fate}`
+  );
+}
+
+export const dumpCommand: Command = {
+  name: 'dump',
+  summary: 'checkpoint a running process into an image directory',
+  usage: 'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--json]',
+  options: {
+    dir: { type: 'string', short: 'D' },
+    vmas: { type: 'string' },
+    'leave-running': { type: 'boolean' },
+    compress: { type: 'boolean' },
+  },
+  positionals: { min: 1, max: 1 },
+  async run({ values, positionals }) {
+    const pid = parsePid(positionals[0]);
+    const dir = requireDir(values.dir);
+    const bar = progressBar(`dumping ${pid}`, formatBytes);
+    let result: DumpResult;
+    try {
+      result = await dump(pid, {
+        dir,
+        vmas: values.vmas as string | undefined,
+        leaveRunning: values['leave-running'] === true,
+        compress: values.compress === true,
+        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes, p.stage),
+        onWarning: values.json ? undefined : warnOnStderr,
+      });
+    } finally {
+      bar.done();
+    }
+    if (values.json) printJson(result);
+    else process.stdout.write(`${summary(result)}\n`);
+    return 0;
+  },
+};

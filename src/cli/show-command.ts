@@ -1,0 +1,128 @@
+// ferry show <dir> [--json] [--vma <addr|name>] [--raw]
+import { once } from 'node:events';
+import { FerryError } from '../errors.js';
+import { toJsonValue } from '../image/json.js';
+import { readImage, type Image } from '../read-image.js';
+import { findVma, vmaBytes, vmaContents, type VmaContent } from '../show.js';
+import { signalName } from '../sys/signal.js';
+import { printJson, type Command } from './command.js';
+import { formatBytes, renderTable } from './format.js';
+
+const hex = (n: bigint): string => `0x${n.toString(16)}`;
+
+function stored(c: VmaContent): string {
+  if (c.vma.content === 'kernel') return 'kernel';
+  if (c.vma.content === 'layout') return 'layout only';
+  return `${c.storedPages} pages${c.zeroPages ? ` + ${c.zeroPages} zero` : ''}`;
+}
+
+function vmaTable(contents: VmaContent[]): string {
+  return renderTable(
+    [
+      { header: 'START' },
+      { header: 'END' },
+      { header: 'SIZE', align: 'right' },
+      { header: 'PERM' },
+      { header: 'KIND' },
+      { header: 'STORED' },
+      { header: 'NAME' },
+    ],
+    contents.map((c) => [
+      c.vma.start.toString(16),
+      c.vma.end.toString(16),
+      formatBytes(Number(c.vma.end - c.vma.start)),
+      c.vma.perms,
+      c.vma.kind,
+      stored(c),
+      c.vma.name + (c.vma.deleted ? ' (deleted)' : ''),
+    ]),
+  );
+}
+
+function render(image: Image, contents: VmaContent[]): string {
+  const { manifest } = image;
+  const s = manifest.state;
+  const t = s.threads[0]!;
+  const r = t.regs;
+  const lines = [
+    `image ${image.location}: process ${s.pid} (${s.command}) ${s.mm.exe ?? '(executable deleted)'}`,
+    `made ${manifest.created} on ${manifest.host.hostname}, Linux ${manifest.host.kernel}, by ferry ${manifest.ferry}`,
+    `command line: ${s.cmdline.join(' ')}`,
+    `cwd ${s.fs.cwd}, umask ${s.fs.umask.toString(8).padStart(4, '0')}, uid ${s.creds.uids.join('/')}, gid ${s.creds.gids.join('/')}`,
+  ];
+  if (s.selection !== null)
+    lines.push(
+      `partial dump: pages stored only for VMAs matching "${s.selection}"; the others come back empty`,
+    );
+  lines.push('', vmaTable(contents), '');
+  lines.push(
+    `thread ${t.tid} (${t.name}): rip ${hex(r.rip)} rsp ${hex(r.rsp)} rax ${hex(r.rax)} orig_rax ${hex(r.orig_rax)} fs_base ${hex(r.fs_base)}`,
+    `  signal mask ${hex(t.sigmask)}, ${t.xstate.length}-byte xsave area, rseq ${t.rseq ? hex(t.rseq.abi) : 'none'}`,
+  );
+  const actions = s.signals.map(
+    (a) =>
+      `${signalName(a.signal)} ${a.handler === 1n ? 'ignored' : a.handler === 0n ? 'default' : `-> ${hex(a.handler)}`}`,
+  );
+  lines.push(`signals: ${actions.length ? actions.join(', ') : 'all at their defaults'}`, '');
+  lines.push(
+    renderTable(
+      [{ header: 'FD' }, { header: 'KIND' }, { header: 'FLAGS' }, { header: 'WHAT' }],
+      s.files.map((f) => [
+        String(f.fd),
+        f.kind,
+        `0${f.flags.toString(8)}`,
+        f.kind === 'file'
+          ? `${f.path} @${f.pos}${f.ghost ? ` (deleted, ${f.ghost.size} bytes saved)` : ''}`
+          : f.path,
+      ]),
+    ),
+  );
+  return lines.join('\n');
+}
+
+async function writeRaw(image: Image, which: string): Promise<void> {
+  if (process.stdout.isTTY)
+    throw new FerryError('FERRY_USAGE', '--raw writes binary data: redirect it to a file or a pipe');
+  const vma = findVma(image, which);
+  if (vma.content !== 'pages') {
+    process.stderr.write(
+      `ferry: warning: VMA ${hex(vma.start)} has no stored content (${vma.content}): writing zeros\n`,
+    );
+  }
+  for (const chunk of vmaBytes(image, vma)) {
+    if (!process.stdout.write(chunk)) await once(process.stdout, 'drain');
+  }
+}
+
+export const showCommand: Command = {
+  name: 'show',
+  summary: 'show what an image holds; --raw writes one VMA as stored',
+  usage: 'ferry show <dir> [--json] [--vma <addr|name>] [--raw]',
+  options: { vma: { type: 'string' }, raw: { type: 'boolean' } },
+  positionals: { min: 1, max: 1 },
+  async run({ values, positionals }) {
+    const image = await readImage(positionals[0]!);
+    const which = values.vma as string | undefined;
+    if (values.raw) {
+      if (which === undefined) throw new FerryError('FERRY_USAGE', '--raw needs --vma <addr|name>');
+      await writeRaw(image, which);
+      return 0;
+    }
+    let contents = vmaContents(image);
+    if (which !== undefined) {
+      const vma = findVma(image, which);
+      contents = contents.filter((c) => c.vma === vma);
+    }
+    if (values.json) {
+      const stored = contents.map((c) => ({
+        start: hex(c.vma.start),
+        storedPages: c.storedPages,
+        zeroPages: c.zeroPages,
+      }));
+      printJson({ location: image.location, stored, manifest: toJsonValue(image.manifest) });
+    } else {
+      process.stdout.write(`${which !== undefined ? vmaTable(contents) : render(image, contents)}\n`);
+    }
+    return 0;
+  },
+};

@@ -1,0 +1,174 @@
+// restore(): bring a process back to life from an image, in a stub ferry made. Orchestration only:
+// verify the image, start the stub, then each stage in order; a failure kills the stub and leaves
+// nothing behind.
+import { readlinkSync } from 'node:fs';
+import { release } from 'node:os';
+import { isatty } from 'node:tty';
+import { FerryError, isFerryError } from './errors.js';
+import { readImage, type Image } from './read-image.js';
+import { readProcText } from './proc/files.js';
+import { parseMaps } from './proc/maps.js';
+import type { RestoreContext } from './state/context.js';
+import { restoreCreds } from './state/creds.js';
+import { restoreFiles } from './state/files.js';
+import { restoreFs } from './state/fs.js';
+import { restorePages, vmasToFill } from './state/mem-pages.js';
+import { placeKernelVmas } from './state/mem-vdso.js';
+import { mapVmas, protectVmas } from './state/mem-vmas.js';
+import { restoreMm } from './state/mm.js';
+import { restoreRlimits } from './state/rlimits.js';
+import { restoreSignals } from './state/signals.js';
+import { finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state/thread.js';
+import { startRestoreStub, type PidMethod, type RestoreStub, type SamePid } from './stub/restore-stub.js';
+import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
+import { NR } from './sys/nr.js';
+import { ptraceGetXstate } from './sys/ptrace.js';
+import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
+import { findGap } from './vma/gaps.js';
+
+export interface RestoreOptions {
+  /** Keep the original PID: insist ('require'), when possible ('try', the default), or not ('no'). */
+  samePid?: SamePid;
+  /** Descriptors that were a terminal get this restore's terminal ('inherit', the default) or /dev/null. */
+  tty?: 'inherit' | 'null';
+  /** How to get the original PID; 'auto' uses clone3 with set_tid, falling back to ns_last_pid. */
+  pidMethod?: PidMethod;
+  onWarning?: (message: string) => void;
+}
+
+export interface RestoreResult {
+  pid: number;
+  originalPid: number;
+  /** Milliseconds from the start of restore() until the process ran. */
+  restoreMs: number;
+  pages: number;
+  warnings: string[];
+}
+
+const KERNEL_VMAS = new Set(['[vvar]', '[vvar_vclock]', '[vdso]', '[vsyscall]']);
+
+/** An image restores on the kernel it was made on (same vDSO, same ABI of everything ferry restores). */
+function checkKernel(image: Image): void {
+  const made = image.manifest.host.kernel;
+  if (made !== release()) {
+    throw new FerryError(
+      'FERRY_IMAGE_INCOMPATIBLE',
+      `${image.location} was made on Linux ${made} and this is Linux ${release()}: restore needs the same kernel`,
+    );
+  }
+}
+
+/** The saved FPU/vector state must fit this CPU: every component in use must exist here. */
+function checkCpu(image: Image, stubPid: number): void {
+  const here = xsaveFeatures(ptraceGetXstate(stubPid));
+  for (const t of image.manifest.state.threads) {
+    const missing = xstateInUse(t.xstate) & ~here;
+    if (missing !== 0n) {
+      throw new FerryError(
+        'FERRY_IMAGE_INCOMPATIBLE',
+        `${image.location} holds CPU state this CPU lacks (xfeatures 0x${missing.toString(16)}; ` +
+          `this CPU has 0x${here.toString(16)}, the image's had 0x${image.manifest.host.xfeatures.toString(16)})`,
+      );
+    }
+  }
+}
+
+/** The terminal to give descriptors that were one, or null when none was. */
+function resolveTerminal(image: Image, tty: 'inherit' | 'null'): string {
+  const fds = image.manifest.state.files.filter((f) => f.kind === 'tty').map((f) => f.fd);
+  if (fds.length === 0 || tty === 'null') return '/dev/null';
+  for (const fd of [0, 1, 2]) if (isatty(fd)) return readlinkSync(`/proc/self/fd/${fd}`);
+  throw new FerryError(
+    'FERRY_NO_TERMINAL',
+    `the process had a terminal on fd ${fds.join(', ')}: restore it from a terminal, or pass --tty null`,
+  );
+}
+
+/** Turn the stub into a blank address space: a control region of ferry's, the kernel's VMAs in place. */
+function bootstrap(ctx: RestoreContext, image: Image): void {
+  const vmas = image.manifest.state.vmas;
+  const stubMaps = parseMaps(readProcText(ctx.pid, 'maps'));
+  const control = findGap([...vmas, ...stubMaps], BigInt(DEFAULT_SCRATCH_SIZE));
+  if (control === undefined)
+    throw new FerryError('FERRY_RESTORE_FAILED', 'no free address range for the restore');
+  ctx.remote.installScratch({ at: control });
+  ctx.remote.syscallInsn = ctx.remote.executorSyscall;
+  const controlRange = ctx.remote.scratchRange!;
+  ctx.remote.batch(
+    stubMaps
+      .filter((m) => !KERNEL_VMAS.has(m.name))
+      .map((m) => ({ name: `munmap(${m.name || 'stub'})`, nr: NR.munmap, args: [m.start, m.end - m.start] })),
+  );
+  placeKernelVmas(ctx, vmas, stubMaps, [controlRange]);
+}
+
+/** Restore the process whose image is in `dir`. */
+export async function restore(dir: string, options: RestoreOptions = {}): Promise<RestoreResult> {
+  const started = performance.now();
+  const image = await readImage(dir);
+  checkKernel(image);
+  const state = image.manifest.state;
+  const terminal = resolveTerminal(image, options.tty ?? 'inherit');
+  const warnings: string[] = [];
+  const cleanup: (() => void)[] = [];
+  let stub: RestoreStub | undefined;
+  try {
+    stub = startRestoreStub(state.pid, options.samePid ?? 'try', options.pidMethod);
+    checkCpu(image, stub.pid);
+    const remote = RemoteSyscalls.open(stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
+    const ctx: RestoreContext = {
+      pid: stub.pid,
+      originalPid: state.pid,
+      stub: stub.tracee,
+      remote,
+      source: image.source,
+      cleanup,
+      warn(message) {
+        warnings.push(message);
+        options.onWarning?.(message);
+      },
+    };
+    const thread = state.threads[0]!;
+
+    bootstrap(ctx, image);
+    const filled = vmasToFill(image.index, state.vmas);
+    mapVmas(ctx, state.vmas, filled);
+    const reader = image.openPages();
+    const pages = restorePages(ctx, reader, state.vmas);
+    reader.close();
+    protectVmas(ctx, filled);
+    restoreMm(ctx, state.mm);
+    restoreFiles({ ...ctx, terminal }, state.files);
+    restoreFs(ctx, state.fs);
+    restoreRlimits(ctx, state.rlimits);
+    restoreThread(ctx, thread);
+    restoreCreds(ctx, state.creds);
+    restoreSignals(ctx, state.signals);
+    remote.removeScratch();
+    finishThread(ctx, thread, stub.pid);
+    stub.tracee.release();
+    return { pid: stub.pid, originalPid: state.pid, restoreMs: performance.now() - started, pages, warnings };
+  } catch (err) {
+    stub?.tracee.kill();
+    if (
+      isFerryError(
+        err,
+        'FERRY_IMAGE_INCOMPATIBLE',
+        'FERRY_IMAGE_CORRUPT',
+        'FERRY_PID_TAKEN',
+        'FERRY_RESTORE_FAILED',
+      )
+    )
+      throw err;
+    const why = err instanceof Error ? err.message : String(err);
+    throw new FerryError(
+      'FERRY_RESTORE_FAILED',
+      `restore of ${dir} failed: ${why}; the new process was killed`,
+      {
+        cause: err,
+      },
+    );
+  } finally {
+    for (const step of cleanup) step();
+  }
+}
