@@ -68,7 +68,14 @@ test('a process frozen in a sleeping syscall restarts it and carries on, many ti
     const tracee = Tracee.freeze(p.pid);
     try {
       const remote = RemoteSyscalls.open(tracee);
-      remote.withScratch(4096, (addr) => remote.write(addr, Buffer.from('scratch')));
+      remote.installScratch({ size: 1 << 16 });
+      const [brk, pid] = remote.batch([
+        { name: 'brk', nr: NR.brk, args: [0] },
+        { name: 'getpid', nr: NR.getpid, args: [] },
+      ]);
+      assert.equal(pid, BigInt(p.pid));
+      assert.ok(brk! > 0n);
+      remote.removeScratch();
       remote.close();
     } finally {
       tracee.release();

@@ -1,0 +1,269 @@
+// Every way a dump or restore can fail: a clear message, a non-zero exit, and nothing lost — the
+// process left running (not stopped, not traced), no half-written image, no stray process.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readlinkSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { before, test } from 'node:test';
+import { dump } from '../src/checkpoint.js';
+import { isFerryError } from '../src/errors.js';
+import { initHashing } from '../src/image/hash.js';
+import { sealManifest } from '../src/image/manifest.js';
+import { cleanupAfterAll } from './helpers/cleanup.js';
+import { runCli, type CliResult } from './helpers/cli.js';
+import { startProcess, traceState } from './helpers/processes.js';
+import { becomeSubreaper } from './helpers/reaper.js';
+import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
+
+let work: string;
+const cleanup = cleanupAfterAll();
+
+before(async () => {
+  becomeSubreaper();
+  await initHashing();
+  work = mkdtempSync(`${tmpdir()}/ferry-err-`);
+  cleanup(() => rmSync(work, { recursive: true, force: true }));
+});
+
+let n = 0;
+const dir = (): string => mkdtempSync(`${work}/${n++}-`);
+
+async function started(): Promise<StateFixture> {
+  const f = await startStateFixture(dir());
+  cleanup(() => f.stop());
+  return f;
+}
+
+/** A failed command: exit 1, one line on stderr matching `message`, no stack trace. */
+function assertFailed(r: CliResult, message: RegExp): void {
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, message);
+}
+
+/** The process runs on: neither stopped nor traced, and it still passes its own checks. */
+async function assertUntouched(f: StateFixture): Promise<void> {
+  const { state, tracerPid } = traceState(f.pid);
+  assert.ok(state !== 't' && state !== 'T', `state ${state}`);
+  assert.equal(tracerPid, 0);
+  assert.match(await f.verify(), /^PASS /);
+}
+
+/** Processes named like a restore stub or the fixture, which a failed restore must not leave. */
+function strays(names: RegExp): string[] {
+  const found: string[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
+      if (names.test(comm)) found.push(`${pid} ${comm}`);
+    } catch {
+      // gone
+    }
+  }
+  return found;
+}
+
+test('dump of an unknown PID', async () => {
+  assertFailed(await runCli(['dump', '4194304', '-D', dir()]), /^ferry: no process with PID 4194304/);
+});
+
+// On Linux 6.x CAP_SYS_ADMIN and CAP_PERFMON also grant reading another user's /proc files; the
+// missing CAP_SYS_PTRACE is what forbids tracing.
+test('dump of a process ferry may not trace leaves it untouched', async () => {
+  const other = await startProcess('setpriv', [
+    '--reuid=65534',
+    '--regid=65534',
+    '--clear-groups',
+    'sh',
+    '-c',
+    'echo READY; exec sleep 600',
+  ]);
+  cleanup(() => other.stop());
+  const r = await runCli(['dump', String(other.pid), '-D', dir()], {
+    wrap: ['setpriv', '--bounding-set=-sys_ptrace,-sys_admin,-perfmon', '--inh-caps=-all'],
+  });
+  assertFailed(r, new RegExp(`^ferry: may not trace process ${other.pid}`));
+  const { state, tracerPid } = traceState(other.pid);
+  assert.equal(tracerPid, 0);
+  assert.equal(state, 'S');
+});
+
+test('a process that exits mid-dump: FERRY_PROCESS_EXITED, and no image', async () => {
+  const f = await started();
+  const image = dir();
+  let killed = false;
+  await assert.rejects(
+    dump(f.pid, {
+      dir: image,
+      onProgress: () => {
+        if (!killed) process.kill(f.pid, 'SIGKILL');
+        killed = true;
+      },
+    }),
+    (err: unknown) =>
+      isFerryError(err, 'FERRY_PROCESS_EXITED') && err.message.includes('no image was written'),
+  );
+  assert.ok(killed);
+  assert.deepEqual(readdirSync(image), [], 'no manifest, no partial directory');
+  const leaked = readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(image);
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(leaked, [], 'no descriptor of the aborted image is left open');
+});
+
+test('dump onto a full disk: the process is left running, not stopped, not traced', async () => {
+  const f = await started();
+  const mount = dir();
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'ferry-test', mount]);
+  cleanup(() => {
+    execFileSync('umount', [mount]);
+  });
+  for (const mode of [[], ['--leave-running']]) {
+    const image = `${mount}/image${mode.length}`;
+    assertFailed(
+      await runCli(['dump', String(f.pid), '-D', image, ...mode]),
+      /^ferry: cannot write .*: no space left on device/,
+    );
+    assert.deepEqual(readdirSync(image), []);
+    await assertUntouched(f);
+  }
+});
+
+/** A fresh copy of a good image, to damage. */
+function imageCopy(base: string): string {
+  const copy = dir();
+  execFileSync('cp', ['-r', `${base}/.`, copy]);
+  return copy;
+}
+
+function editManifest(image: string, edit: (m: Record<string, unknown>) => void, reseal: boolean): void {
+  const path = `${image}/manifest.json`;
+  const manifest = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  edit(manifest);
+  if (reseal) {
+    delete manifest.checksum;
+    writeFileSync(path, sealManifest(manifest));
+  } else {
+    writeFileSync(path, JSON.stringify(manifest, null, 1));
+  }
+}
+
+test('damaged images are refused before anything is spawned', async () => {
+  const f = await started();
+  const good = dir();
+  const r = await runCli(['dump', String(f.pid), '-D', good, '--leave-running']);
+  assert.equal(r.code, 0, r.stderr);
+  const cases: [string, (image: string) => void, RegExp][] = [
+    [
+      'a flipped bit in the page data',
+      (image) => {
+        const pages = readFileSync(`${image}/pages.img`);
+        pages[pages.length >> 1]! ^= 0x01;
+        writeFileSync(`${image}/pages.img`, pages);
+      },
+      /pages\.img does not match its checksum/,
+    ],
+    [
+      'a truncated page index',
+      (image) => truncateSync(`${image}/pagemap.img`, 40),
+      /pagemap\.img is 40 bytes, the manifest says \d+/,
+    ],
+    ['a missing part', (image) => unlinkSync(`${image}/pages.img`), /pages\.img is missing/],
+    [
+      'an edited manifest',
+      (image) => editManifest(image, (m) => ((m.state as { pid: number }).pid += 1), false),
+      /manifest\.json does not match its checksum: it was edited or damaged/,
+    ],
+    [
+      'a manifest that is not JSON',
+      (image) => writeFileSync(`${image}/manifest.json`, '{"format": "ferry-ima'),
+      /is not JSON/,
+    ],
+    ['no image at all', (image) => rmSync(`${image}/manifest.json`), /holds no ferry image/],
+    [
+      'a newer format',
+      (image) => editManifest(image, (m) => (m.version = 99), true),
+      /is an image of format version 99; this ferry reads version 1/,
+    ],
+    [
+      'a manifest that breaks the schema',
+      (image) => editManifest(image, (m) => ((m.state as { threads: unknown[] }).threads = []), true),
+      /manifest\.state\.threads must be an array of 1 items, not \[\]/,
+    ],
+  ];
+  for (const [what, damage, message] of cases) {
+    const image = imageCopy(good);
+    damage(image);
+    for (const command of [
+      ['restore', '-D', image],
+      ['show', image],
+    ]) {
+      const res = await runCli(command);
+      assert.equal(res.code, 1, `${what}: ${res.stdout}`);
+      assert.match(res.stderr, message, what);
+    }
+    assert.deepEqual(strays(/^ferry-restore$/), [], what);
+  }
+});
+
+test('an image from another kernel or another CPU is refused with the reason', async () => {
+  const f = await started();
+  const good = dir();
+  assert.equal((await runCli(['dump', String(f.pid), '-D', good, '--leave-running'])).code, 0);
+  const kernel = imageCopy(good);
+  editManifest(kernel, (m) => ((m.host as { kernel: string }).kernel = '5.10.0-old'), true);
+  assertFailed(
+    await runCli(['restore', '-D', kernel]),
+    /was made on Linux 5\.10\.0-old and this is Linux \S+: restore needs the same kernel/,
+  );
+
+  const cpu = imageCopy(good);
+  editManifest(
+    cpu,
+    (m) => {
+      const thread = (m.state as { threads: { xstate: string }[] }).threads[0]!;
+      const xstate = Buffer.from(thread.xstate, 'base64');
+      // Claim AVX-512 state (opmask, ZMM_Hi256, Hi16_ZMM: xfeatures 5-7) in use.
+      xstate.writeBigUInt64LE(xstate.readBigUInt64LE(512) | 0xe0n, 512);
+      thread.xstate = xstate.toString('base64');
+    },
+    true,
+  );
+  assertFailed(
+    await runCli(['restore', '-D', cpu]),
+    /holds CPU state this CPU lacks \(xfeatures 0xe0; this CPU has 0x[0-9a-f]+/,
+  );
+  assert.deepEqual(strays(/^ferry-restore$/), []);
+  await assertUntouched(f);
+});
+
+test('a restore that fails midway kills its stub and leaves nothing behind', async () => {
+  const f = await started();
+  const image = dir();
+  assert.equal((await runCli(['dump', String(f.pid), '-D', image])).code, 0);
+  // The process had its data file open: without the file, restore cannot give it back.
+  unlinkSync(f.data);
+  mkdirSync(f.data);
+  const r = await runCli(['restore', '-D', image]);
+  assertFailed(
+    r,
+    /^ferry: restore of .* failed: open\(.*\/data\) in process \d+.*: EISDIR .*; the new process was killed/,
+  );
+  assert.deepEqual(strays(/^ferry-restore$/), []);
+  assert.ok(!existsSync(`/proc/${f.pid}`), 'no process under the original PID');
+});

@@ -1,0 +1,235 @@
+// Checkpoint and restore of real processes through the ferry CLI: the C fixture that verifies its
+// own state, python3 computations, partial and compressed images, `show`.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { before, test } from 'node:test';
+import { dump } from '../src/checkpoint.js';
+import { cleanupAfterAll } from './helpers/cleanup.js';
+import { runCli } from './helpers/cli.js';
+import { PYTHON } from './helpers/paths.js';
+import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { startStateFixture, visibleState, type StateFixture } from './helpers/state-fixture.js';
+
+let work: string;
+const cleanup = cleanupAfterAll();
+
+before(() => {
+  becomeSubreaper();
+  work = mkdtempSync(`${tmpdir()}/ferry-cr-`);
+  cleanup(() => rmSync(work, { recursive: true, force: true }));
+});
+
+let n = 0;
+function dir(): string {
+  return mkdtempSync(`${work}/${n++}-`);
+}
+
+async function started(): Promise<StateFixture> {
+  const f = await startStateFixture(dir());
+  cleanup(() => f.stop());
+  return f;
+}
+
+async function cli(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  assert.equal(r.code, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function restoreCli(image: string, ...extra: string[]): Promise<number> {
+  const pid = Number((await cli(['restore', '-D', image, ...extra])).trim());
+  assert.ok(pid > 0);
+  cleanup(() => killAndReap(pid));
+  return pid;
+}
+
+test('dump, kill, restore under the same PID: the process finds its state intact, /proc shows the same', async () => {
+  const f = await started();
+  assert.match(await f.verify(), /^PASS 1 scratch=ab$/);
+  const before = visibleState(f.pid);
+  const image = dir();
+  const out = await cli(['dump', String(f.pid), '-D', image]);
+  assert.match(
+    out,
+    new RegExp(`^dumped ${f.pid} to ${image}: frozen [0-9.]+ ms, .* written, \\d+ pages .* VMAs; killed\\n$`),
+  );
+  const pid = await restoreCli(image, '--same-pid', 'require');
+  assert.equal(pid, f.pid);
+  assert.deepEqual(visibleState(pid), before);
+  assert.match(await f.verify(pid), /^PASS 2 scratch=ab$/, 'the counter carried on from 1');
+  assert.match(await f.verify(pid), /^PASS 3 /);
+});
+
+test('--leave-running keeps the original; a copy restored under a new PID passes too', async () => {
+  const f = await started();
+  const image = dir();
+  assert.match(await cli(['dump', String(f.pid), '-D', image, '--leave-running']), /left running\n$/);
+  const pidfile = `${image}.pid`;
+  const pid = await restoreCli(image, '--same-pid', 'no', '--pidfile', pidfile);
+  assert.notEqual(pid, f.pid);
+  assert.equal(readFileSync(pidfile, 'utf8'), `${pid}\n`);
+  assert.deepEqual(visibleState(pid).maps, visibleState(f.pid).maps);
+  assert.match(await f.verify(), /^PASS 1 /);
+  assert.match(await f.verify(pid), /^PASS 1 /, 'the copy counts on its own, from the dumped counter');
+});
+
+test('--same-pid require refuses a PID in use, and leaves nothing behind', async () => {
+  const f = await started();
+  const image = dir();
+  await cli(['dump', String(f.pid), '-D', image, '--leave-running']);
+  const r = await runCli(['restore', '-D', image, '--same-pid', 'require']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`^ferry: cannot restore under PID ${f.pid}: it belongs to state-`));
+  assert.match(await f.verify(), /^PASS 1 /);
+});
+
+test('a partial dump keeps the layout of VMAs outside --vmas, which come back zero-filled', async () => {
+  const f = await started();
+  const image = dir();
+  const spec = `all,!0x${f.scratch.toString(16)}`;
+  await cli(['dump', String(f.pid), '-D', image, '--vmas', spec]);
+  const shown = await cli(['show', image]);
+  assert.match(
+    shown,
+    new RegExp(`partial dump: pages stored only for VMAs matching "${spec.replace(/[!]/g, '\\$&')}"`),
+  );
+  assert.match(
+    shown,
+    new RegExp(`^${f.scratch.toString(16)}\\s+\\S+\\s+1\\.0 MiB\\s+rw-p\\s+anon\\s+layout only`, 'm'),
+  );
+  const pid = await restoreCli(image);
+  assert.match(await f.verify(pid), /^PASS 1 scratch=00$/);
+});
+
+test('--compress: a smaller image that restores the same', async () => {
+  const f = await started();
+  const plain = dir();
+  const packed = dir();
+  const json = JSON.parse(
+    await cli(['dump', String(f.pid), '-D', packed, '--compress', '--leave-running', '--json']),
+  ) as { bytesWritten: number };
+  await cli(['dump', String(f.pid), '-D', plain]);
+  const plainJson = JSON.parse(await cli(['show', plain, '--json'])) as {
+    manifest: { parts: Record<string, { size: number }> };
+  };
+  assert.ok(
+    json.bytesWritten < plainJson.manifest.parts['pages.img']!.size,
+    'the random buffer does not compress, the rest does',
+  );
+  const pid = await restoreCli(packed);
+  assert.match(await f.verify(pid), /^PASS 1 /);
+});
+
+test('show: the image in words and JSON; --raw gives one VMA exactly as the process had it', async () => {
+  const f = await started();
+  const image = dir();
+  await cli(['dump', String(f.pid), '-D', image, '--leave-running', '--vmas', 'heap']);
+  const text = await cli(['show', image]);
+  assert.match(text, new RegExp(`^image ${image}: process ${f.pid} \\(state-`));
+  assert.match(text, /^\S+\s+\S+\s+\S+ \S+\s+rw-p\s+heap\s+\d+ pages\s+\[heap\]$/m);
+  assert.match(text, /^4\s+file\s+\S+\s+\S+\/data @4113$/m);
+  const json = JSON.parse(await cli(['show', image, '--json', '--vma', '[heap]'])) as {
+    stored: { storedPages: number }[];
+  };
+  assert.equal(json.stored.length, 1);
+  const heap = readFileSync(`/proc/${f.pid}/maps`, 'latin1')
+    .split('\n')
+    .find((l) => l.endsWith('[heap]'))!;
+  const [start, end] = heap
+    .split(' ')[0]!
+    .split('-')
+    .map((h) => Number(`0x${h}`));
+  const raw = await new Promise<Buffer>((resolve, reject) => {
+    const child = spawn(process.execPath, [
+      `${process.cwd()}/dist/src/cli/main.js`,
+      'show',
+      image,
+      '--vma',
+      '[heap]',
+      '--raw',
+    ]);
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => chunks.push(c));
+    child.on('error', reject);
+    child.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+  const live = Buffer.alloc(end! - start!);
+  const mem = openSync(`/proc/${f.pid}/mem`, 'r');
+  readSync(mem, live, 0, live.length, start!);
+  closeSync(mem);
+  assert.equal(raw.length, live.length);
+  assert.ok(raw.equals(live), 'the snapshot of the idle process equals its live heap');
+});
+
+const COMPUTE = `
+import hashlib, os, sys
+os.closerange(3, 65536)
+h = b'ferry'
+for i in range(int(sys.argv[2])):
+    h = hashlib.sha256(h).digest()
+    if i == 50000:
+        open(sys.argv[1] + '.started', 'w').close()
+open(sys.argv[1], 'w').write(h.hex())
+`;
+
+function compute(out: string, rounds: number): { pid: number; done: Promise<void> } {
+  const child = spawn(PYTHON, ['-c', COMPUTE, out, String(rounds)], { stdio: 'ignore' });
+  const pid = child.pid!;
+  cleanup(() => killAndReap(pid));
+  return { pid, done: new Promise((resolve) => child.once('exit', () => resolve())) };
+}
+
+/** Wait until `path` exists and its content matches `complete`. */
+async function fileContent(path: string, complete = /^/, timeoutMs = 30_000): Promise<string> {
+  for (
+    const until = Date.now() + timeoutMs;
+    Date.now() < until;
+    await new Promise((r) => setTimeout(r, 20))
+  ) {
+    try {
+      const text = readFileSync(path, 'utf8');
+      if (complete.test(text)) return text;
+    } catch {
+      // not yet
+    }
+  }
+  throw new Error(`${path} never appeared complete`);
+}
+
+const HASH = /^[0-9a-f]{64}$/;
+const ROUNDS = 4_000_000;
+let expected: string;
+
+test('python3: an uninterrupted run, for reference', async () => {
+  const out = `${dir()}/result`;
+  await compute(out, ROUNDS).done;
+  expected = readFileSync(out, 'utf8');
+  assert.match(expected, HASH);
+});
+
+test('python3 checkpointed midway and restored finishes with the same result', async () => {
+  const out = `${dir()}/result`;
+  const run = compute(out, ROUNDS);
+  await fileContent(`${out}.started`);
+  const image = dir();
+  await cli(['dump', String(run.pid), '-D', image]);
+  await run.done;
+  const pid = await restoreCli(image);
+  assert.equal(await fileContent(out, HASH), expected);
+  killAndReap(pid);
+});
+
+test('python3 dumped with --leave-running 20 times in a row finishes as if undisturbed', async () => {
+  const out = `${dir()}/result`;
+  const run = compute(out, ROUNDS);
+  await fileContent(`${out}.started`);
+  const image = dir();
+  for (let i = 0; i < 20; i++) {
+    const r = await dump(run.pid, { dir: image, leaveRunning: true });
+    assert.ok(r.pages > 0 && r.leftRunning);
+  }
+  await run.done;
+  assert.equal(readFileSync(out, 'utf8'), expected);
+});
