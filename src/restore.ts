@@ -14,7 +14,7 @@ import { restoreFiles } from './state/files.js';
 import { restoreFs } from './state/fs.js';
 import { restorePages, vmasToFill } from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
-import { mapVmas, protectVmas } from './state/mem-vmas.js';
+import { closeBackings, mapVmas, prepareBackings, protectVmas } from './state/mem-vmas.js';
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restoreSignals } from './state/signals.js';
@@ -132,7 +132,9 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
 
     bootstrap(ctx, image);
     const filled = vmasToFill(image.index, state.vmas);
-    mapVmas(ctx, state.vmas, filled);
+    const backings = prepareBackings(ctx, state.vmas);
+    mapVmas(ctx, state.vmas, filled, backings);
+    closeBackings(ctx, backings);
     const reader = image.openPages();
     const pages = restorePages(ctx, reader, state.vmas);
     reader.close();

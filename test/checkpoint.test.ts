@@ -233,3 +233,62 @@ test('python3 dumped with --leave-running 20 times in a row finishes as if undis
   await run.done;
   assert.equal(readFileSync(out, 'utf8'), expected);
 });
+
+const DELETED_FILES = `
+import mmap, os, signal, sys
+os.closerange(3, 65536)
+d = sys.argv[1]
+with open(d + '/mapped', 'wb') as f:
+    f.write(bytes(range(256)) * 64)
+f = open(d + '/mapped', 'r+b')
+m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE)
+m[0:5] = b'HELLO'
+g = open(d + '/open', 'w+')
+g.write('still here')
+g.flush()
+f.close()
+os.unlink(d + '/mapped')
+os.unlink(d + '/open')
+def check(*_):
+    g.seek(0)
+    ok = m[0:5] == b'HELLO' and m[5:256] == bytes(range(5, 256)) and m[4096:8192] == bytes(range(256)) * 16 and g.read() == 'still here'
+    open(d + '/result', 'w').write('PASS' if ok else 'FAIL')
+signal.signal(signal.SIGUSR1, check)
+open(d + '/ready', 'w').close()
+while True:
+    signal.pause()
+`;
+
+test('a deleted file, mapped privately and open, comes back with its content', async () => {
+  const work = dir();
+  const child = spawn(PYTHON, ['-c', DELETED_FILES, work], { stdio: 'ignore' });
+  cleanup(() => killAndReap(child.pid!));
+  await fileContent(`${work}/ready`);
+  const image = dir();
+  await cli(['dump', String(child.pid), '-D', image]);
+  const shown = await cli(['show', image]);
+  assert.match(shown, /deleted-file\s+\d+ pages\s+\S+\/mapped \(deleted\)$/m);
+  assert.match(shown, /^\d+\s+file\s+\S+\s+\S+\/open @10 \(deleted, 10 bytes saved\)$/m);
+  const pid = await restoreCli(image);
+  assert.match(
+    readFileSync(`/proc/${pid}/maps`, 'latin1'),
+    /\/mapped \(deleted\)$/m,
+    'the ghost file is gone again',
+  );
+  process.kill(pid, 'SIGUSR1');
+  assert.equal(await fileContent(`${work}/result`, /^(PASS|FAIL)$/), 'PASS');
+});
+
+test('ferry demo: the built-in workload carries on after its restore', async () => {
+  const text = await runCli(['demo']);
+  assert.equal(text.code, 0, text.stdout + text.stderr);
+  assert.match(text.stdout, /^restored it as \d+, the same PID, in [0-9.]+ ms$/m);
+  assert.match(text.stdout, /it carried on from \d+: the demo passed\n$/);
+  const json = JSON.parse(await cli(['demo', '--json'])) as {
+    passed: boolean;
+    after: number[];
+    stoppedAt: number;
+  };
+  assert.equal(json.passed, true);
+  assert.equal(json.after[0], json.stoppedAt + 1);
+});

@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { FerryError } from '../errors.js';
 import { checkCommand } from './check-command.js';
 import { COMMON_OPTIONS, printJson, type Command } from './command.js';
+import { demoCommand } from './demo-command.js';
 import { dumpCommand } from './dump-command.js';
 import { inspectCommand } from './inspect-command.js';
 import { restoreCommand } from './restore-command.js';
@@ -12,7 +13,14 @@ import { showCommand } from './show-command.js';
 import { FERRY_VERSION } from '../version.js';
 
 /** Every command, in the order `ferry --help` lists them. */
-const COMMANDS: readonly Command[] = [checkCommand, inspectCommand, dumpCommand, restoreCommand, showCommand];
+const COMMANDS: readonly Command[] = [
+  demoCommand,
+  checkCommand,
+  inspectCommand,
+  dumpCommand,
+  restoreCommand,
+  showCommand,
+];
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;

@@ -52,7 +52,7 @@ export interface ImageSource {
 }
 
 /** Names of image parts: top-level files and saved file contents under files/. */
-export const PART_NAME = /^(?:[a-z][a-z0-9-]*\.img|files\/[0-9]+)$/;
+export const PART_NAME = /^(?:[a-z][a-z0-9-]*\.img|files\/[a-z0-9-]+)$/;
 export const MANIFEST = 'manifest.json';
 
 function writeError(path: string, err: unknown): FerryError {

@@ -1,8 +1,11 @@
 // The VMA list: every VMA keeps its place and protections in the image; those a checkpoint does not
 // store (outside --vmas) come back as fresh mappings. Restore maps them all, writable where pages
-// must be filled in, and sets the final protections once the pages are in.
+// must be filled in, and sets the final protections once the pages are in. A private mapping of a
+// deleted file or memfd keeps that file's content in the image (its backing), given back as a memfd
+// or a ghost file.
+import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { array, boolean, hex64, object, oneOf, string, type Infer } from '../image/schema.js';
+import { array, boolean, hex64, nullable, object, oneOf, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
 import { MAP, PROT } from '../sys/mman.js';
 import type { RemoteCall } from '../tracee/remote.js';
@@ -14,6 +17,7 @@ import {
   type DumpContext,
   type RestoreContext,
 } from './context.js';
+import { createGhost, ghostContent, ghostRecord, saveGhost, type GhostRecord } from './ghost.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
 export const VMA_CONTENTS = ['pages', 'layout', 'kernel'] as const;
@@ -31,6 +35,7 @@ export const vmaRecord = object({
   kind: oneOf(VMA_KINDS),
   vmFlags: array(string({ pattern: /^[a-z0-9]{2}$/ }), { max: 64 }),
   content: oneOf(VMA_CONTENTS),
+  backing: nullable(ghostRecord),
 });
 export const vmasRecord = array(vmaRecord, { max: 1 << 20 });
 export type VmaRecord = Infer<typeof vmaRecord>;
@@ -47,26 +52,81 @@ const KNOWN_PSEUDO = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vc
 
 /** Why a VMA cannot be restored yet, or null when it can. */
 function refusal(v: Vma): string | null {
-  if (v.kind === 'deleted-file') return `is a mapping of a deleted file or memfd (${v.name})`;
+  if (v.kind === 'deleted-file' && v.perms[3] === 's')
+    return `is a shared mapping of a deleted file or memfd (${v.name})`;
   if (v.kind === 'anon-shared' && v.name !== '/dev/zero') return `is SysV or named shared memory (${v.name})`;
   if (v.name.startsWith('[') && !KNOWN_PSEUDO.has(v.name) && !ANON_NAME.test(v.name))
     return `is the special mapping ${v.name}`;
   return null;
 }
 
+const hex = (n: bigint): string => `0x${n.toString(16)}`;
+
 export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: Vma) => boolean): VmaRecord[] {
+  const backings = new Map<string, GhostRecord>();
   return vmas.map((v) => {
+    const range = `VMA ${hex(v.start)}-${hex(v.end)} (${v.kind})`;
     const why = refusal(v);
     if (why) {
-      const range = `VMA 0x${v.start.toString(16)}-0x${v.end.toString(16)} (${v.kind})`;
       throw new FerryError(
         'FERRY_UNSUPPORTED_STATE',
         unsupportedMessage(ctx.pid, range, `${why}, which ferry cannot checkpoint yet`),
       );
     }
     const content: VmaContent = SPECIAL_KINDS.has(v.kind) ? 'kernel' : selected(v) ? 'pages' : 'layout';
-    return { ...v, content };
+    let backing: GhostRecord | null = null;
+    if (v.kind === 'deleted-file') {
+      // One copy per file, however many VMAs map it.
+      const key = `${v.dev}:${v.inode}`;
+      const source = `/proc/${ctx.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+      backing = backings.get(key) ?? saveGhost(ctx, range, source, `files/map-${backings.size}`);
+      backings.set(key, backing);
+    }
+    return { ...v, content, backing };
   });
+}
+
+const MEMFD = '/memfd:';
+const MFD_CLOEXEC = 1;
+
+/** Where a VMA's deleted file comes from at restore: a memfd's descriptor, or a ghost file's path. */
+export type Backings = Map<string, { fd: number } | { path: string }>;
+
+/**
+ * Give the stub the deleted files its VMAs map: memfds (created inside it and filled through
+ * /proc/PID/fd) and ghost files. Returns them by image part.
+ */
+export function prepareBackings(ctx: RestoreContext, vmas: readonly VmaRecord[]): Backings {
+  const backings: Backings = new Map();
+  const memfds: { v: VmaRecord; fd: number }[] = [];
+  let fd = lowestFreeFd(ctx.pid);
+  for (const v of vmas) {
+    if (!v.backing || backings.has(v.backing.part)) continue;
+    if (v.name.startsWith(MEMFD)) {
+      memfds.push({ v, fd });
+      backings.set(v.backing.part, { fd: fd++ });
+    } else {
+      backings.set(v.backing.part, { path: createGhost(ctx, v.name, v.backing) });
+    }
+  }
+  const results = ctx.remote.batch(
+    memfds.map(({ v }) => ({
+      name: `memfd_create(${v.name})`,
+      nr: NR.memfd_create,
+      args: [ctx.remote.putString(v.name.slice(MEMFD.length)), MFD_CLOEXEC],
+    })),
+  );
+  memfds.forEach(({ v, fd }, i) => {
+    expectFd(results[i], fd, `memfd_create(${v.name})`);
+    writeFileSync(`/proc/${ctx.pid}/fd/${fd}`, ghostContent(ctx, v.backing!));
+  });
+  return backings;
+}
+
+/** Close the memfds of prepareBackings once everything is mapped. */
+export function closeBackings(ctx: RestoreContext, backings: Backings): void {
+  const fds = [...backings.values()].flatMap((b) => ('fd' in b ? [b.fd] : []));
+  ctx.remote.batch(fds.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })));
 }
 
 export function protOf(perms: string): number {
@@ -87,6 +147,7 @@ export function mapVmas(
   ctx: RestoreContext,
   vmas: readonly VmaRecord[],
   filled: ReadonlySet<VmaRecord>,
+  backings: Backings,
 ): void {
   const remote = ctx.remote;
   const fd = lowestFreeFd(ctx.pid);
@@ -100,14 +161,15 @@ export function mapVmas(
     const flags =
       (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED | (v.vmFlags.includes('gd') ? MAP.GROWSDOWN : 0);
     const at = `0x${v.start.toString(16)}`;
-    if (isFileBacked(v)) {
+    const backing = v.backing ? backings.get(v.backing.part) : undefined;
+    if (backing && 'fd' in backing) {
+      const args = [v.start, len, prot, flags, backing.fd, v.offset];
+      calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
+    } else if (isFileBacked(v)) {
+      const path = backing?.path ?? v.name;
       const mode = (shared && v.perms[1] === 'w' ? O_RDWR : O_RDONLY) | O_CLOEXEC;
       opens.push(calls.length);
-      calls.push({
-        name: `open(${v.name})`,
-        nr: NR.openat,
-        args: [AT_FDCWD, remote.putString(v.name), mode, 0],
-      });
+      calls.push({ name: `open(${path})`, nr: NR.openat, args: [AT_FDCWD, remote.putString(path), mode, 0] });
       calls.push({
         name: `mmap(${at}, ${v.name})`,
         nr: NR.mmap,
@@ -115,11 +177,8 @@ export function mapVmas(
       });
       calls.push({ name: 'close', nr: NR.close, args: [fd] });
     } else {
-      calls.push({
-        name: `mmap(${at})`,
-        nr: NR.mmap,
-        args: [v.start, len, prot, flags | MAP.ANONYMOUS, -1, 0],
-      });
+      const args = [v.start, len, prot, flags | MAP.ANONYMOUS, -1, 0];
+      calls.push({ name: `mmap(${at})`, nr: NR.mmap, args });
     }
     const anonName = ANON_NAME.exec(v.name);
     if (anonName) {
