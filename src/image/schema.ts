@@ -167,15 +167,14 @@ export function base64(maxBytes: number): Schema<Buffer> {
   const maxChars = Math.ceil(maxBytes / 3) * 4;
   return {
     check(v, path) {
-      if (
-        typeof v !== 'string' ||
-        v.length > maxChars ||
-        !/^[A-Za-z0-9+/]*={0,2}$/.test(v) ||
-        v.length % 4 !== 0
-      ) {
-        throw invalid(path, `base64 of at most ${maxBytes} bytes`, v);
-      }
-      return Buffer.from(v, 'base64');
+      const wellFormed =
+        typeof v === 'string' &&
+        v.length <= maxChars &&
+        v.length % 4 === 0 &&
+        /^[A-Za-z0-9+/]*={0,2}$/.test(v);
+      const bytes = wellFormed ? Buffer.from(v, 'base64') : undefined;
+      if (!bytes || bytes.length > maxBytes) throw invalid(path, `base64 of at most ${maxBytes} bytes`, v);
+      return bytes;
     },
     json: () => ({ type: 'string', contentEncoding: 'base64', maxLength: maxChars }),
   };

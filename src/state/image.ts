@@ -29,3 +29,14 @@ export const stateRecord = object({
 export const manifestRecord = manifestSchema(stateRecord);
 export type Manifest = Infer<typeof manifestRecord>;
 export type ProcessState = Manifest['state'];
+
+/** The manifest schema as JSON Schema (docs/image.schema.json). */
+export function imageJsonSchema(): Record<string, unknown> {
+  return {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: 'ferry image manifest (manifest.json), format version 1',
+    description:
+      'Addresses, registers, masks and offsets are hex strings (0x...); byte strings are base64. See docs/IMAGE.md.',
+    ...manifestRecord.json(),
+  };
+}

@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { isFerryError } from '../../src/errors.js';
+import { initHashing } from '../../src/image/hash.js';
+import { openManifest, sealManifest } from '../../src/image/manifest.js';
+import { integer, literal, object, string } from '../../src/image/schema.js';
+
+before(() => initHashing());
+
+const schema = object({
+  format: literal('ferry-image'),
+  version: literal(1),
+  pid: integer(1, 100),
+  name: string(),
+  checksum: string(),
+});
+const content = { format: 'ferry-image', version: 1, pid: 42, name: 'x' };
+
+test('a sealed manifest opens to the same content, and re-seals to the same text', () => {
+  const text = sealManifest(content);
+  const opened = openManifest(text, schema, '/img');
+  assert.deepEqual({ ...opened, checksum: undefined }, { ...content, checksum: undefined });
+  const { checksum: _c, ...again } = opened;
+  assert.equal(sealManifest(again), text);
+});
+
+test('edits, foreign files and newer versions are told apart', () => {
+  const text = sealManifest(content);
+  const cases: [string, string, RegExp][] = [
+    [
+      'FERRY_IMAGE_CORRUPT',
+      text.replace('"pid": 42', '"pid": 43'),
+      /does not match its checksum: it was edited or damaged/,
+    ],
+    ['FERRY_IMAGE_INVALID', '{"format": "other"}', /is not a ferry image/],
+    ['FERRY_IMAGE_INVALID', 'not json', /is not JSON/],
+    [
+      'FERRY_IMAGE_INCOMPATIBLE',
+      sealManifest({ ...content, version: 2 }),
+      /format version 2; this ferry reads version 1/,
+    ],
+    [
+      'FERRY_IMAGE_INVALID',
+      sealManifest({ ...content, pid: 0 }),
+      /manifest\.pid must be an integer from 1 to 100/,
+    ],
+  ];
+  for (const [code, bad, message] of cases) {
+    assert.throws(
+      () => openManifest(bad, schema, '/img'),
+      (err: unknown) => isFerryError(err) && err.code === code && message.test(err.message),
+      code,
+    );
+  }
+});

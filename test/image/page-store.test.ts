@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { before, test } from 'node:test';
+import { createHasher, initHashing } from '../../src/image/hash.js';
+import { decodePageIndex } from '../../src/image/page-index.js';
+import { PageStoreReader, PageStoreWriter } from '../../src/image/page-store.js';
+import type { PartReader, PartWriter } from '../../src/image/sink.js';
+
+before(() => initHashing());
+
+function memoryPart(): PartWriter & { bytes: () => Buffer } {
+  const chunks: Buffer[] = [];
+  const hasher = createHasher();
+  return {
+    write(data) {
+      chunks.push(Buffer.from(data));
+      hasher.update(data);
+      return Promise.resolve();
+    },
+    close: () => Promise.resolve({ size: Buffer.concat(chunks).length, checksum: hasher.digest() }),
+    bytes: () => Buffer.concat(chunks),
+  };
+}
+
+function reader(bytes: Buffer): PartReader {
+  let at = 0;
+  return {
+    read(length) {
+      const out = bytes.subarray(at, at + length);
+      at += out.length;
+      return out;
+    },
+    close() {},
+  };
+}
+
+for (const compressed of [false, true]) {
+  test(`pages go in and come back, zero pages left out (${compressed ? 'zstd' : 'raw'})`, async () => {
+    const data = Buffer.concat([
+      randomBytes(4096 * 3),
+      Buffer.alloc(4096 * 2),
+      Buffer.alloc(2 << 20, 7),
+      randomBytes(4096),
+    ]);
+    const pages = memoryPart();
+    const index = memoryPart();
+    const writer = new PageStoreWriter(pages, index, compressed);
+    await writer.add(0x10000n, data);
+    const summary = await writer.finish();
+    assert.equal(summary.zeroPages, 2);
+    assert.equal(summary.dataPages, 3 + 512 + 1);
+    const decoded = decodePageIndex(index.bytes());
+    assert.deepEqual(
+      decoded.entries.map((e) => [e.addr, e.pages, e.zero]),
+      [
+        [0x10000n, 3, false],
+        [0x13000n, 2, true],
+        [0x15000n, 513, false],
+      ],
+    );
+    if (compressed) assert.ok(pages.bytes().length < 1 << 20, 'the constant run compresses');
+    else assert.equal(pages.bytes().length, summary.dataPages * 4096);
+    const back = new PageStoreReader(decoded, reader(pages.bytes()));
+    assert.ok(back.read(3 * 4096).equals(data.subarray(0, 3 * 4096)));
+    assert.ok(back.read(513 * 4096).equals(data.subarray(5 * 4096)));
+  });
+}
