@@ -1,7 +1,7 @@
 // dump(): checkpoint a running process into an image. Orchestration only: freeze, ask each state
 // module for its record, capture the pages, write the image, then let the process run on or kill
 // it. Whatever fails, the process is released untouched and no partial image is left.
-import { freemem, hostname, release } from 'node:os';
+import { hostname, release } from 'node:os';
 import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
 import { sealManifest } from './image/manifest.js';
@@ -16,7 +16,7 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { pagesToDump, readPages } from './state/mem-pages.js';
+import { copyPages, pagesToDump } from './state/mem-pages.js';
 import { dumpVmas } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
@@ -26,6 +26,7 @@ import { refuseUnsupported } from './state/unsupported.js';
 import { isErrno } from './sys/errno.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
+import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection } from './vma/select.js';
@@ -39,7 +40,9 @@ export interface DumpOptions {
   leaveRunning?: boolean;
   /** Compress the page data with zstd. */
   compress?: boolean;
-  onProgress?: (progress: { stage: 'pages' | 'write'; doneBytes: number; totalBytes: number }) => void;
+  /** fsync the image before it counts as written (and before the process is killed). */
+  sync?: boolean;
+  onProgress?: (progress: { stage: 'pages'; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
 }
 
@@ -56,11 +59,11 @@ export interface DumpResult {
   bytesWritten: number;
   leftRunning: boolean;
   warnings: string[];
+  /** Milliseconds per stage: freeze, state, scan, pages, write, commit, kill. */
+  stages: Record<string, number>;
 }
 
 const SCRATCH_SIZE = 1 << 16;
-/** With --leave-running, pages up to this size are captured in memory so the process runs on before they hit the disk. */
-const CAPTURE_LIMIT = (): number => Math.min(freemem() / 2, 4 * 2 ** 30);
 
 /** Refuse before freezing what can never be dumped here. */
 function checkTarget(pid: number): void {
@@ -79,6 +82,7 @@ function cmdline(pid: number): string[] {
 /** Checkpoint process `pid` into `options.dir`. */
 export async function dump(pid: number, options: DumpOptions): Promise<DumpResult> {
   const started = performance.now();
+  const timings = new Timings();
   await initHashing();
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
   checkTarget(pid);
@@ -87,8 +91,10 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     warnings.push(message);
     options.onWarning?.(message);
   };
-  const sink = new DirSink(options.dir);
+  const sink = new DirSink(options.dir, options.sync ?? false);
   const parts: Record<string, PartSummary> = {};
+  /** Saved file contents being written (awaited before the commit). */
+  const partWrites: Promise<void>[] = [];
   let tracee: Tracee | undefined;
   let frozenAt = 0;
   let frozenMs = 0;
@@ -96,13 +102,19 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     if (!tracee) return;
     const t = tracee;
     tracee = undefined;
-    if (how === 'kill') t.kill();
-    else t.release();
+    if (how === 'kill') {
+      // Killed is never running again: the time the kernel takes to tear it down is not frozen time.
+      frozenMs = performance.now() - frozenAt;
+      t.kill();
+      return;
+    }
+    t.release();
     frozenMs = performance.now() - frozenAt;
   };
   try {
     tracee = Tracee.freeze(pid);
     frozenAt = performance.now();
+    timings.mark('freeze');
     const remote = RemoteSyscalls.open(tracee);
     remote.installScratch({ size: SCRATCH_SIZE });
     const stat = userProcessStat(pid);
@@ -115,8 +127,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       sink,
       writePart(name, data) {
         const part = sink.openPart(name);
-        part.write(data);
-        parts[name] = part.close();
+        partWrites.push(part.write(data).then(async () => void (parts[name] = await part.close())));
       },
       warn,
     };
@@ -132,6 +143,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const rlimits = dumpRlimits(ctx);
     remote.removeScratch();
     remote.close();
+    timings.mark('state');
 
     // Memory: the VMAs, then the pages the checkpoint stores.
     const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
@@ -142,27 +154,23 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       vmas.filter((v) => v.content === 'pages'),
     );
     const totalBytes = ranges.reduce((n, r) => n + r.len, 0);
+    timings.mark('scan');
     const writer = new PageStoreWriter(
       sink.openPart('pages.img'),
       sink.openPart('pagemap.img'),
       options.compress ?? false,
     );
-    const progress = (stage: 'pages' | 'write') => (doneBytes: number) =>
-      options.onProgress?.({ stage, doneBytes, totalBytes });
-    if (options.leaveRunning && totalBytes <= CAPTURE_LIMIT()) {
-      // Capture into memory, let the process run on, then compress, checksum and write.
-      const captured: [bigint, Buffer][] = [];
-      readPages(ctx, ranges, (addr, data) => captured.push([addr, data]), progress('pages'));
-      unfreeze('release');
-      let done = 0;
-      for (const [addr, data] of captured) {
-        writer.add(addr, data);
-        progress('write')((done += data.length));
-      }
-    } else {
-      readPages(ctx, ranges, (addr, data) => writer.add(addr, data), progress('pages'));
-    }
-    const store = writer.finish();
+    // With --leave-running the process runs on once its last page is read, while writes finish.
+    await copyPages(ctx, ranges, writer, {
+      onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
+      onAllRead: () => {
+        timings.mark('pages');
+        if (options.leaveRunning) unfreeze('release');
+      },
+    });
+    const store = await writer.finish();
+    await Promise.all(partWrites);
+    timings.mark('write');
     parts['pages.img'] = store.pages;
     parts['pagemap.img'] = store.index;
 
@@ -189,8 +197,10 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       },
     };
     const text = sealManifest(manifest);
-    sink.commit(text);
+    await sink.commit(text);
+    timings.mark('commit');
     unfreeze(options.leaveRunning ? 'release' : 'kill');
+    timings.mark('end');
     return {
       pid,
       dir: options.dir,
@@ -202,12 +212,14 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       bytesWritten: Object.values(parts).reduce((n, p) => n + p.size, 0) + text.length,
       leftRunning: options.leaveRunning ?? false,
       warnings,
+      stages: timings.toJSON(),
     };
   } catch (err) {
     try {
       unfreeze('release');
     } finally {
-      sink.abort();
+      await Promise.allSettled(partWrites);
+      await sink.abort();
     }
     if (isErrno(err, 'ESRCH') || isFerryError(err, 'FERRY_NO_SUCH_PROCESS', 'FERRY_ZOMBIE')) {
       throw new FerryError(

@@ -1,4 +1,4 @@
-// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--json]
+// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
 import { FerryError } from '../errors.js';
 import { printJson, type Command } from './command.js';
@@ -27,12 +27,13 @@ function summary(r: DumpResult): string {
 export const dumpCommand: Command = {
   name: 'dump',
   summary: 'checkpoint a running process into an image directory',
-  usage: 'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--json]',
+  usage: 'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
     vmas: { type: 'string' },
     'leave-running': { type: 'boolean' },
     compress: { type: 'boolean' },
+    sync: { type: 'boolean' },
   },
   positionals: { min: 1, max: 1 },
   async run({ values, positionals }) {
@@ -46,7 +47,8 @@ export const dumpCommand: Command = {
         vmas: values.vmas as string | undefined,
         leaveRunning: values['leave-running'] === true,
         compress: values.compress === true,
-        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes, p.stage),
+        sync: values.sync === true,
+        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),
         onWarning: values.json ? undefined : warnOnStderr,
       });
     } finally {

@@ -10,7 +10,8 @@ const ZSTD_LEVEL = 1;
 const ZERO_PAGE = Buffer.alloc(PAGE);
 
 export function isZeroPage(buf: Buffer, off: number): boolean {
-  return buf.compare(ZERO_PAGE, 0, PAGE, off, off + PAGE) === 0;
+  // Most pages that are not zero differ in their first bytes: look there before comparing it all.
+  return buf[off] === 0 && buf[off + 8] === 0 && buf.compare(ZERO_PAGE, 0, PAGE, off, off + PAGE) === 0;
 }
 
 export interface PageStoreSummary {
@@ -25,6 +26,7 @@ export interface PageStoreSummary {
 export class PageStoreWriter {
   private readonly entries: PageEntry[] = [];
   private readonly frames: Frame[] = [];
+  private readonly writes: Promise<void>[] = [];
   private frame: Buffer | undefined;
   private frameUsed = 0;
   private dataPages = 0;
@@ -38,33 +40,46 @@ export class PageStoreWriter {
     if (compressed) this.frame = Buffer.allocUnsafe(FRAME_SIZE);
   }
 
-  /** Store the pages in `data` (whole pages), which belong at `addr`; addresses must ascend. */
-  add(addr: bigint, data: Buffer): void {
+  /**
+   * Store the pages in `data` (whole pages), which belong at `addr`; addresses must ascend. The
+   * returned promise settles once `data` is no longer needed (it may be reused then).
+   */
+  add(addr: bigint, data: Buffer): Promise<void> {
+    const writes: Promise<void>[] = [];
     const count = data.length / PAGE;
     let runStart = 0;
     let runZero = count > 0 && isZeroPage(data, 0);
     for (let i = 1; i <= count; i++) {
       const zero = i < count && isZeroPage(data, i * PAGE);
       if (i === count || zero !== runZero) {
-        this.addRun(addr + BigInt(runStart * PAGE), data.subarray(runStart * PAGE, i * PAGE), runZero);
+        const write = this.addRun(
+          addr + BigInt(runStart * PAGE),
+          data.subarray(runStart * PAGE, i * PAGE),
+          runZero,
+        );
+        if (write) writes.push(write);
         runStart = i;
         runZero = zero;
       }
     }
+    this.writes.push(...writes);
+    return Promise.all(writes).then(() => undefined);
   }
 
-  private addRun(addr: bigint, data: Buffer, zero: boolean): void {
+  private addRun(addr: bigint, data: Buffer, zero: boolean): Promise<void> | undefined {
     const pages = data.length / PAGE;
     const last = this.entries.at(-1);
     if (last && last.zero === zero && last.addr + BigInt(last.pages * PAGE) === addr) last.pages += pages;
     else this.entries.push({ addr, pages, zero });
     if (zero) {
       this.zeroPages += pages;
-      return;
+      return undefined;
     }
     this.dataPages += pages;
-    if (this.frame) this.addToFrames(data);
-    else this.pages.write(data);
+    if (!this.frame) return this.pages.write(data);
+    // Compressed: the bytes are copied into the frame, so `data` is free at once.
+    this.addToFrames(data);
+    return undefined;
   }
 
   private addToFrames(data: Buffer): void {
@@ -80,12 +95,12 @@ export class PageStoreWriter {
   private flushFrame(): void {
     if (this.frameUsed === 0) return;
     const stored = compress(this.frame!.subarray(0, this.frameUsed), { compressionLevel: ZSTD_LEVEL });
-    this.pages.write(stored);
+    this.writes.push(this.pages.write(stored));
     this.frames.push({ stored: stored.length, raw: this.frameUsed });
     this.frameUsed = 0;
   }
 
-  finish(): PageStoreSummary {
+  async finish(): Promise<PageStoreSummary> {
     if (this.frame) this.flushFrame();
     const index: PageIndex = {
       compressed: this.compressed,
@@ -93,13 +108,10 @@ export class PageStoreWriter {
       entries: this.entries,
       frames: this.frames,
     };
-    this.index.write(encodePageIndex(index));
-    return {
-      dataPages: this.dataPages,
-      zeroPages: this.zeroPages,
-      pages: this.pages.close(),
-      index: this.index.close(),
-    };
+    this.writes.push(this.index.write(encodePageIndex(index)));
+    await Promise.all(this.writes);
+    const [pages, indexPart] = await Promise.all([this.pages.close(), this.index.close()]);
+    return { dataPages: this.dataPages, zeroPages: this.zeroPages, pages, index: indexPart };
   }
 }
 

@@ -11,7 +11,7 @@ import {
   renameSync,
   rmSync,
   statSync,
-  writeSync,
+  write,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -24,8 +24,13 @@ export interface PartSummary {
 }
 
 export interface PartWriter {
-  write(data: Uint8Array): void;
-  close(): PartSummary;
+  /**
+   * Append `data`. It is hashed at once but may be written later: leave it unchanged until the
+   * returned promise settles.
+   */
+  write(data: Uint8Array): Promise<void>;
+  /** Wait for every write; the part's size and checksum. */
+  close(): Promise<PartSummary>;
 }
 
 export interface ImageSink {
@@ -33,9 +38,9 @@ export interface ImageSink {
   readonly location: string;
   openPart(name: string): PartWriter;
   /** Make the image visible with its sealed manifest; only then is it complete. */
-  commit(manifest: string): void;
+  commit(manifest: string): Promise<void>;
   /** Forget everything written so far. */
-  abort(): void;
+  abort(): Promise<void>;
 }
 
 export interface PartReader {
@@ -62,11 +67,15 @@ function writeError(path: string, err: unknown): FerryError {
   return new FerryError('FERRY_IMAGE_WRITE', `cannot write ${path}: ${why}`, { cause: err });
 }
 
-function writeAll(fd: number, data: Uint8Array, path: string): void {
-  try {
-    for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off);
-  } catch (err) {
-    throw writeError(path, err);
+/** write(2) all of `data` at `position`, in the thread pool. */
+async function writeAt(fd: number, data: Uint8Array, position: number): Promise<void> {
+  for (let off = 0; off < data.length;) {
+    const { bytesWritten } = await new Promise<{ bytesWritten: number }>((resolve, reject) =>
+      write(fd, data, off, data.length - off, position + off, (err, bytesWritten) =>
+        err ? reject(err) : resolve({ bytesWritten }),
+      ),
+    );
+    off += bytesWritten;
   }
 }
 
@@ -79,9 +88,15 @@ export class DirSink implements ImageSink {
   private readonly written: string[] = [];
   /** Descriptors of parts still being written, closed by abort(). */
   private readonly open = new Set<number>();
+  /** Writes in flight, awaited by abort(). */
+  private readonly inFlight = new Set<Promise<void>>();
   private done = false;
 
-  constructor(readonly location: string) {
+  /** `sync`: fsync every part and the directory before the image counts as written. */
+  constructor(
+    readonly location: string,
+    private readonly sync = false,
+  ) {
     try {
       mkdirSync(location, { recursive: true });
     } catch (err) {
@@ -118,22 +133,32 @@ export class DirSink implements ImageSink {
       throw writeError(path, err);
     }
     this.open.add(fd);
-    const open = this.open;
     const hasher = createHasher();
+    const writes: Promise<void>[] = [];
     let size = 0;
     return {
-      write(data) {
-        writeAll(fd, data, path);
+      write: (data) => {
         hasher.update(data);
-        size += data.length;
-      },
-      close() {
-        try {
-          fsyncSync(fd);
-        } catch (err) {
+        const done = writeAt(fd, data, size).catch((err: unknown) => {
           throw writeError(path, err);
+        });
+        size += data.length;
+        writes.push(done);
+        this.inFlight.add(done);
+        void done.then(
+          () => this.inFlight.delete(done),
+          () => this.inFlight.delete(done),
+        );
+        return done;
+      },
+      close: async () => {
+        try {
+          await Promise.all(writes);
+          if (this.sync) fsyncSync(fd);
+        } catch (err) {
+          throw err instanceof FerryError ? err : writeError(path, err);
         } finally {
-          open.delete(fd);
+          this.open.delete(fd);
           closeSync(fd);
         }
         return { size, checksum: hasher.digest() };
@@ -141,10 +166,10 @@ export class DirSink implements ImageSink {
     };
   }
 
-  commit(manifest: string): void {
+  async commit(manifest: string): Promise<void> {
     const part = this.createFile(MANIFEST);
-    part.write(Buffer.from(manifest));
-    part.close();
+    await part.write(Buffer.from(manifest));
+    await part.close();
     try {
       // An older image in the directory is replaced: its files go first, the new manifest last.
       for (const f of readdirSync(this.location)) {
@@ -156,11 +181,13 @@ export class DirSink implements ImageSink {
         renameSync(join(this.partial, name), join(this.location, name));
       }
       rmSync(this.partial, { recursive: true, force: true });
-      const dirFd = openSync(this.location, 'r');
-      try {
-        fsyncSync(dirFd);
-      } finally {
-        closeSync(dirFd);
+      if (this.sync) {
+        const dirFd = openSync(this.location, 'r');
+        try {
+          fsyncSync(dirFd);
+        } finally {
+          closeSync(dirFd);
+        }
       }
     } catch (err) {
       throw writeError(this.location, err);
@@ -168,7 +195,8 @@ export class DirSink implements ImageSink {
     this.done = true;
   }
 
-  abort(): void {
+  async abort(): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
     for (const fd of this.open) closeSync(fd);
     this.open.clear();
     if (!this.done) rmSync(this.partial, { recursive: true, force: true });

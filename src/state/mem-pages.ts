@@ -4,7 +4,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import type { PageIndex } from '../image/page-index.js';
-import type { PageStoreReader } from '../image/page-store.js';
+import type { PageStoreReader, PageStoreWriter } from '../image/page-store.js';
 import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
@@ -107,33 +107,64 @@ function* batches(ranges: readonly PageRange[]): Generator<PageRange[]> {
   if (batch.length > 0) yield batch;
 }
 
+/** Buffers a dump reads pages into; each is reused once the bytes in it are written. */
+const POOL = 4;
+
+export interface CopyHooks {
+  onProgress?: (doneBytes: number) => void;
+  /** Called once every page has been read: the process need not stay frozen for the writing. */
+  onAllRead?: () => void;
+}
+
 /**
- * Read every range and hand each one's bytes to `consume`, in order. Each batch gets a buffer of its
- * own, so `consume` may keep what it is given.
+ * Read every range into the page store, in order, while writes of what was read before go on in
+ * the thread pool: reading (this thread) and writing (another) overlap, and a few reused buffers
+ * serve any size (fresh memory is slow to fault in, most of all in a virtual machine).
  */
-export function readPages(
+export async function copyPages(
   ctx: DumpContext,
   ranges: readonly PageRange[],
-  consume: (addr: bigint, data: Buffer) => void,
-  onProgress?: (doneBytes: number) => void,
-): void {
+  writer: PageStoreWriter,
+  hooks: CopyHooks = {},
+): Promise<void> {
+  const free: Buffer[] = [];
+  const waiting: (() => void)[] = [];
+  let allocated = 0;
+  const acquire = async (): Promise<Buffer> => {
+    if (free.length === 0 && allocated < POOL) {
+      allocated++;
+      return Buffer.allocUnsafeSlow(CHUNK);
+    }
+    while (free.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
+    return free.pop()!;
+  };
+  const release = (buf: Buffer): void => {
+    free.push(buf);
+    waiting.shift()?.();
+  };
+  const writes: Promise<void>[] = [];
   let done = 0;
-  onProgress?.(done);
+  hooks.onProgress?.(done);
   for (const batch of batches(ranges)) {
     const bytes = batch.reduce((n, r) => n + r.len, 0);
-    const buf = Buffer.allocUnsafe(bytes);
+    const buf = await acquire();
     // What process_vm_readv cannot read (it stops at the first such range; fails with EFAULT when
     // that is the first of the batch; is missing or forbidden on some systems) goes through /proc/PID/mem.
-    const got = batch[0]!.readable ? readWithVm(ctx.pid, buf, batch) : 0;
-    if (got < bytes) readViaMem(ctx.pid, tail(batch, got), buf.subarray(got));
+    const got = batch[0]!.readable ? readWithVm(ctx.pid, buf.subarray(0, bytes), batch) : 0;
+    if (got < bytes) readViaMem(ctx.pid, tail(batch, got), buf.subarray(got, bytes));
     let off = 0;
-    for (const r of batch) {
-      consume(r.addr, buf.subarray(off, off + r.len));
-      off += r.len;
-    }
+    const written = batch.map((r) => {
+      const data = buf.subarray(off, (off += r.len));
+      return writer.add(r.addr, data);
+    });
+    const settled = Promise.all(written).finally(() => release(buf));
+    settled.catch(() => {}); // awaited below; do not let a failure go unhandled meanwhile
+    writes.push(settled.then(() => undefined));
     done += bytes;
-    onProgress?.(done);
+    hooks.onProgress?.(done);
   }
+  hooks.onAllRead?.();
+  await Promise.all(writes);
 }
 
 /** The part of `ranges` after the first `bytes` bytes. */
