@@ -3,6 +3,7 @@ import type { Stats } from 'node:fs';
 import type { Schema } from '../image/schema.js';
 import type { Fdinfo } from '../proc/fdinfo.js';
 import type { DumpContext, RestoreContext } from './context.js';
+import { O } from '../sys/fcntl.js';
 
 /** One open descriptor of the dumped process, as /proc shows it. */
 export interface FdInfo {
@@ -35,16 +36,6 @@ export interface FdKind<K extends string, R extends { fd: number }> {
   dump(ctx: DumpContext, info: FdInfo): R;
   reopen(ctx: FilesRestoreContext, rec: R): Reopen;
 }
-
-export const O = {
-  ACCMODE: 0o3,
-  CREAT: 0o100,
-  EXCL: 0o200,
-  NOCTTY: 0o400,
-  TRUNC: 0o1000,
-  APPEND: 0o2000,
-  CLOEXEC: 0o2000000,
-} as const;
 
 /** Flags to open a path again with: as the process had them, minus creation and truncation. */
 export function reopenFlags(flags: number): number {

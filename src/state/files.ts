@@ -10,7 +10,8 @@ import type { RemoteCall } from '../tracee/remote.js';
 import { expectFd, unsupportedMessage, type DumpContext } from './context.js';
 import { fdChardev } from './fd-chardev.js';
 import { fdFile } from './fd-file.js';
-import { major, minor, O, type FdInfo, type FilesRestoreContext } from './fd-kind.js';
+import { major, minor, type FdInfo, type FilesRestoreContext } from './fd-kind.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { fdTty } from './fd-tty.js';
 
 /** Every kind of descriptor ferry saves, tried in this order. */
@@ -26,7 +27,6 @@ export const filesRecord = array(
 export type FilesRecord = Infer<typeof filesRecord>;
 export type FdRecord = FilesRecord[number];
 
-const AT_FDCWD = -100;
 const SEEK_SET = 0;
 
 /** What an unsupported descriptor is, in words. */

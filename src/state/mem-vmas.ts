@@ -18,6 +18,7 @@ import {
   type RestoreContext,
 } from './context.js';
 import { createGhost, ghostContent, ghostRecord, saveGhost, type GhostRecord } from './ghost.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
 export const VMA_CONTENTS = ['pages', 'layout', 'kernel'] as const;
@@ -40,10 +41,6 @@ export const vmaRecord = object({
 export const vmasRecord = array(vmaRecord, { max: 1 << 20 });
 export type VmaRecord = Infer<typeof vmaRecord>;
 
-const AT_FDCWD = -100;
-const O_RDONLY = 0;
-const O_RDWR = 2;
-const O_CLOEXEC = 0o2000000;
 const PR_SET_VMA = 0x53564d41;
 const PR_SET_VMA_ANON_NAME = 0;
 
@@ -167,7 +164,7 @@ export function mapVmas(
       calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
     } else if (isFileBacked(v)) {
       const path = backing?.path ?? v.name;
-      const mode = (shared && v.perms[1] === 'w' ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+      const mode = (shared && v.perms[1] === 'w' ? O.RDWR : O.RDONLY) | O.CLOEXEC;
       opens.push(calls.length);
       calls.push({ name: `open(${path})`, nr: NR.openat, args: [AT_FDCWD, remote.putString(path), mode, 0] });
       calls.push({

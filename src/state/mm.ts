@@ -6,6 +6,7 @@ import { readProcBytes, readProcLink, readProcText } from '../proc/files.js';
 import { NR } from '../sys/nr.js';
 import { PR, PR_SET_MM } from '../sys/prctl.js';
 import { expectFd, lowestFreeFd, type DumpContext, type RestoreContext } from './context.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
 
 export const mmRecord = object({
   startCode: hex64,
@@ -25,9 +26,6 @@ export const mmRecord = object({
 });
 export type MmRecord = Infer<typeof mmRecord>;
 
-const AT_FDCWD = -100;
-const O_RDONLY = 0;
-const O_CLOEXEC = 0o2000000;
 const PRCTL_MM_MAP_SIZE = 104;
 
 export function dumpMm(ctx: DumpContext): MmRecord {
@@ -90,7 +88,7 @@ export function restoreMm(ctx: RestoreContext, rec: MmRecord): void {
   const open = {
     name: `open(${rec.exe})`,
     nr: NR.openat,
-    args: [AT_FDCWD, remote.putString(rec.exe), O_RDONLY | O_CLOEXEC, 0],
+    args: [AT_FDCWD, remote.putString(rec.exe), O.RDONLY | O.CLOEXEC, 0],
   };
   const results = remote.batch([personality, open, setMm, { name: 'close', nr: NR.close, args: [freeFd] }]);
   expectFd(results[1], freeFd, `open(${rec.exe})`);

@@ -4,6 +4,7 @@ import { ioctl, iowr } from './ioctl.js';
 import { syscall } from './call.js';
 
 import { NR } from './nr.js';
+import { O } from './fcntl.js';
 
 const UFFDIO = 0xaa;
 export const UFFD_API = 0xaan;
@@ -23,9 +24,6 @@ export const UFFD_FEATURE = {
 
 export const UFFDIO_API = iowr(UFFDIO, 0x3f, 24);
 
-export const O_CLOEXEC = 0o2000000;
-export const O_NONBLOCK = 0o4000;
-
 /** Create a userfaultfd in this process. */
 export function userfaultfd(flags: number): number {
   return syscall(NR.userfaultfd, 'userfaultfd', () => [`0x${flags.toString(16)}`], flags);
@@ -44,7 +42,7 @@ export function encodeUffdioApi(features: bigint): Buffer {
  * asking for `wanted` (the kernel refuses a handshake that asks for more than it has).
  */
 export function probeUffdFeatures(wanted: bigint): bigint {
-  const fd = userfaultfd(O_CLOEXEC | O_NONBLOCK);
+  const fd = userfaultfd(O.CLOEXEC | O.NONBLOCK);
   try {
     const api = encodeUffdioApi(wanted);
     ioctl(fd, UFFDIO_API, 'UFFDIO_API', api);

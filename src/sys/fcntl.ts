@@ -1,0 +1,17 @@
+// open(2) flags and the *at() directory marker, for opens here and inside other processes.
+
+export const AT_FDCWD = -100;
+
+export const O = {
+  RDONLY: 0,
+  WRONLY: 1,
+  RDWR: 2,
+  ACCMODE: 0o3,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  NOCTTY: 0o400,
+  TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  CLOEXEC: 0o2000000,
+} as const;
