@@ -1,5 +1,7 @@
 // The ferry library: everything the CLI does, typed, for Node programs that embed it.
 export { check, CAP, type CheckReport, type DirtyTracking, type FeatureReport } from './check.js';
+export { dump, type DumpOptions, type DumpResult } from './checkpoint.js';
+export { demo, type DemoResult } from './demo.js';
 export { ERROR_CODES, FerryError, isFerryError, type ErrorCode } from './errors.js';
 export {
   inspect,
@@ -8,6 +10,11 @@ export {
   type InspectResult,
   type VmaReport,
 } from './inspect.js';
+export { readImage, type Image } from './read-image.js';
+export { restore, type RestoreOptions, type RestoreResult } from './restore.js';
+export { findVma, vmaBytes, vmaContents, type VmaContent } from './show.js';
+export type { Manifest, ProcessState } from './state/image.js';
+export type { VmaRecord } from './state/mem-vmas.js';
 export { isErrno, SysError } from './sys/errno.js';
 export { parseVmaSelection, VMA_GROUPS, type VmaSelection } from './vma/select.js';
 export type { PageCounts } from './vma/usage.js';
