@@ -1,88 +1,53 @@
 // readImage: open an image and check all of it (manifest schema and checksum, every part's size
 // and checksum, the page index) before anything is done with it.
-import { totalmem } from 'node:os';
+import { closeSync, openSync } from 'node:fs';
 import { FerryError } from './errors.js';
 import { createHasher, initHashing } from './image/hash.js';
 import { openManifest } from './image/manifest.js';
 import { decodePageIndex, PAGE, type PageIndex } from './image/page-index.js';
 import { PageStoreReader } from './image/page-store.js';
-import { DirSource, type ImageSource, type PartReader } from './image/sink.js';
+import { DirSource, type ImageSource } from './image/sink.js';
 import { manifestRecord, type Manifest } from './state/image.js';
+import { withFileBytes } from './sys/mman.js';
 
 export interface Image {
   location: string;
   manifest: Manifest;
   index: PageIndex;
   source: ImageSource;
-  /** A reader over the page data, from memory when verification kept it. */
+  /** A reader over the page data. */
   openPages(): PageStoreReader;
 }
 
-const READ_CHUNK = 8 << 20;
-/** Page data up to this size stays in memory after verification, so restore does not read it twice. */
-const KEEP_LIMIT = Math.min(totalmem() / 4, 4 * 2 ** 30);
+/** Bytes of a part mapped at a time while it is hashed. */
+const WINDOW = 64 << 20;
 
 function corrupt(message: string): FerryError {
   return new FerryError('FERRY_IMAGE_CORRUPT', message);
 }
 
-/** Read a part through, checking size and checksum; returns its bytes when `keep`. */
-function verifyPart(
-  source: ImageSource,
-  name: string,
-  size: number,
-  checksum: string,
-  keep: boolean,
-): Buffer[] | null {
+/** Check a part's size and checksum, hashing it straight from the page cache. */
+function verifyPart(source: ImageSource, name: string, size: number, checksum: string): void {
+  const path = source.partFile(name);
   const actual = source.partSize(name);
   if (actual !== size) {
-    throw corrupt(
-      `${source.location}/${name} is ${actual} bytes, the manifest says ${size}: it is truncated or damaged`,
-    );
+    throw corrupt(`${path} is ${actual} bytes, the manifest says ${size}: it is truncated or damaged`);
   }
   const hasher = createHasher();
-  const chunks: Buffer[] = [];
-  const reader = source.openPart(name);
+  let fd: number;
   try {
-    for (let done = 0; done < size;) {
-      const chunk = reader.read(Math.min(READ_CHUNK, size - done));
-      if (chunk.length === 0) throw corrupt(`${source.location}/${name} ended early`);
-      hasher.update(chunk);
-      if (keep) chunks.push(chunk);
-      done += chunk.length;
-    }
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw corrupt(`cannot read ${path}: ${String(err)}`);
+  }
+  try {
+    for (let off = 0; off < size; off += WINDOW)
+      withFileBytes(fd, off, Math.min(WINDOW, size - off), (bytes) => hasher.update(bytes));
   } finally {
-    reader.close();
+    closeSync(fd);
   }
-  if (hasher.digest() !== checksum) {
-    throw corrupt(`${source.location}/${name} does not match its checksum: the image is damaged`);
-  }
-  return keep ? chunks : null;
-}
-
-/** A part reader over bytes already in memory. */
-function memoryReader(chunks: Buffer[]): PartReader {
-  let index = 0;
-  let offset = 0;
-  return {
-    read(length) {
-      const parts: Buffer[] = [];
-      let need = length;
-      while (need > 0 && index < chunks.length) {
-        const chunk = chunks[index]!;
-        const take = chunk.subarray(offset, offset + need);
-        parts.push(take);
-        need -= take.length;
-        offset += take.length;
-        if (offset === chunk.length) {
-          index++;
-          offset = 0;
-        }
-      }
-      return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    },
-    close() {},
-  };
+  if (hasher.digest() !== checksum)
+    throw corrupt(`${path} does not match its checksum: the image is damaged`);
 }
 
 function checkVmas(manifest: Manifest, location: string): void {
@@ -113,25 +78,20 @@ export async function readImage(location: string): Promise<Image> {
     if (!manifest.parts[name])
       throw new FerryError('FERRY_IMAGE_INVALID', `${location}: the manifest lists no ${name}`);
   }
-  let pages: Buffer[] | null = null;
-  let indexBytes: Buffer | null = null;
-  for (const [name, part] of Object.entries(manifest.parts)) {
-    const kept = verifyPart(
-      source,
-      name,
-      part.size,
-      part.checksum,
-      name === 'pagemap.img' || (name === 'pages.img' && part.size <= KEEP_LIMIT),
-    );
-    if (name === 'pages.img') pages = kept;
-    if (name === 'pagemap.img') indexBytes = Buffer.concat(kept!);
+  for (const [name, part] of Object.entries(manifest.parts))
+    verifyPart(source, name, part.size, part.checksum);
+  const indexReader = source.openPart('pagemap.img');
+  let index: PageIndex;
+  try {
+    index = decodePageIndex(indexReader.read(manifest.parts['pagemap.img']!.size));
+  } finally {
+    indexReader.close();
   }
-  const index = decodePageIndex(indexBytes!);
   return {
     location,
     manifest,
     index,
     source,
-    openPages: () => new PageStoreReader(index, pages ? memoryReader(pages) : source.openPart('pages.img')),
+    openPages: () => new PageStoreReader(index, source.openPart('pages.img')),
   };
 }

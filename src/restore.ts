@@ -24,6 +24,7 @@ import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { NR } from './sys/nr.js';
 import { ptraceGetXstate } from './sys/ptrace.js';
 import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
+import { Timings } from './timings.js';
 import { findGap } from './vma/gaps.js';
 
 export interface RestoreOptions {
@@ -43,6 +44,8 @@ export interface RestoreResult {
   restoreMs: number;
   pages: number;
   warnings: string[];
+  /** Milliseconds per stage: verify, spawn, layout, pages, state, finish. */
+  stages: Record<string, number>;
 }
 
 const KERNEL_VMAS = new Set(['[vvar]', '[vvar_vclock]', '[vdso]', '[vsyscall]']);
@@ -105,7 +108,9 @@ function bootstrap(ctx: RestoreContext, image: Image): void {
 /** Restore the process whose image is in `dir`. */
 export async function restore(dir: string, options: RestoreOptions = {}): Promise<RestoreResult> {
   const started = performance.now();
+  const timings = new Timings();
   const image = await readImage(dir);
+  timings.mark('verify');
   checkKernel(image);
   const state = image.manifest.state;
   const terminal = resolveTerminal(image, options.tty ?? 'inherit');
@@ -115,6 +120,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
   try {
     stub = startRestoreStub(state.pid, options.samePid ?? 'try', options.pidMethod);
     checkCpu(image, stub.pid);
+    timings.mark('spawn');
     const remote = RemoteSyscalls.open(stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
     const ctx: RestoreContext = {
       pid: stub.pid,
@@ -135,9 +141,9 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     const backings = prepareBackings(ctx, state.vmas);
     mapVmas(ctx, state.vmas, filled, backings);
     closeBackings(ctx, backings);
-    const reader = image.openPages();
-    const pages = restorePages(ctx, reader, state.vmas);
-    reader.close();
+    timings.mark('layout');
+    const pages = restorePages(ctx, image, state.vmas);
+    timings.mark('pages');
     protectVmas(ctx, filled);
     restoreMm(ctx, state.mm);
     restoreFiles({ ...ctx, terminal }, state.files);
@@ -147,9 +153,18 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     restoreCreds(ctx, state.creds);
     restoreSignals(ctx, state.signals);
     remote.removeScratch();
+    timings.mark('state');
     finishThread(ctx, thread, stub.pid);
     stub.tracee.release();
-    return { pid: stub.pid, originalPid: state.pid, restoreMs: performance.now() - started, pages, warnings };
+    timings.mark('finish');
+    return {
+      pid: stub.pid,
+      originalPid: state.pid,
+      restoreMs: performance.now() - started,
+      pages,
+      warnings,
+      stages: timings.toJSON(),
+    };
   } catch (err) {
     stub?.tracee.kill();
     if (

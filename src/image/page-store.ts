@@ -125,19 +125,17 @@ export class PageStoreReader {
     private readonly data: PartReader,
   ) {}
 
-  /** The next `bytes` bytes of page data. */
-  read(bytes: number): Buffer {
-    if (!this.index.compressed) return this.exact(this.data.read(bytes), bytes);
-    const parts: Buffer[] = [];
-    let need = bytes;
-    while (need > 0) {
+  /** The next `bytes` bytes of page data, in `into` when given (it must hold `bytes` bytes). */
+  read(bytes: number, into?: Buffer): Buffer {
+    if (!this.index.compressed) return this.exact(this.data.read(bytes, into), bytes);
+    const out = into ?? Buffer.allocUnsafe(bytes);
+    for (let done = 0; done < bytes;) {
       if (this.pending.length === 0) this.pending = this.nextFrame();
-      const take = this.pending.subarray(0, need);
-      parts.push(take);
-      this.pending = this.pending.subarray(take.length);
-      need -= take.length;
+      const n = this.pending.copy(out, done, 0, Math.min(this.pending.length, bytes - done));
+      this.pending = this.pending.subarray(n);
+      done += n;
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return out.subarray(0, bytes);
   }
 
   private nextFrame(): Buffer {

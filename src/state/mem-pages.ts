@@ -1,14 +1,26 @@
 // Page contents. Dump: find the pages a checkpoint stores (vma/usage.ts dumpsPage), read them with
 // process_vm_readv in large batches (/proc/PID/mem where a VMA is not readable), hand them on in
-// address order. Restore: write them back with process_vm_writev in batches of the same size.
+// address order. Restore: the restored process reads them from the page file itself (preadv), or,
+// from a compressed image, ferry writes them in with process_vm_writev.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import type { PageIndex } from '../image/page-index.js';
 import type { PageStoreReader, PageStoreWriter } from '../image/page-store.js';
-import { procError } from '../proc/files.js';
+import type { Image } from '../read-image.js';
+import { procError, readProcText } from '../proc/files.js';
+import { parseStatus } from '../proc/status.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
-import { IOV_MAX, processVmReadv, processVmWritev, type RemoteRange } from '../sys/process-vm.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
+import { NR } from '../sys/nr.js';
+import {
+  encodeIovecs,
+  IOV_MAX,
+  processVmReadv,
+  processVmWritev,
+  type RemoteRange,
+} from '../sys/process-vm.js';
+import type { RemoteCall } from '../tracee/remote.js';
 import { openPageScanner } from '../vma/pages.js';
 import { contiguousRanges, dumpsPage } from '../vma/usage.js';
 import type { DumpContext, RestoreContext } from './context.js';
@@ -107,8 +119,20 @@ function* batches(ranges: readonly PageRange[]): Generator<PageRange[]> {
   if (batch.length > 0) yield batch;
 }
 
-/** Buffers a dump reads pages into; each is reused once the bytes in it are written. */
+/** Buffers a dump reads pages into, at most; each is reused once the bytes in it are written. */
 const POOL = 4;
+
+/**
+ * The buffers copyPages() reads the pages of process `pid` into, enough for its resident memory,
+ * touched now: fresh memory is slow to fault in (most of all in a virtual machine), so this is done
+ * before the process is frozen.
+ */
+export function pageBuffers(pid: number): Buffer[] {
+  const status = parseStatus(readProcText(pid, 'status'), `/proc/${pid}/status`);
+  const rssKib = Number.parseInt(status.raw.VmRSS ?? '0', 10) || 0;
+  const count = Math.max(1, Math.min(POOL, Math.ceil((rssKib * 1024) / CHUNK)));
+  return Array.from({ length: count }, () => Buffer.allocUnsafeSlow(CHUNK).fill(0));
+}
 
 export interface CopyHooks {
   onProgress?: (doneBytes: number) => void;
@@ -119,22 +143,18 @@ export interface CopyHooks {
 /**
  * Read every range into the page store, in order, while writes of what was read before go on in
  * the thread pool: reading (this thread) and writing (another) overlap, and a few reused buffers
- * serve any size (fresh memory is slow to fault in, most of all in a virtual machine).
+ * (pageBuffers()) serve any size.
  */
 export async function copyPages(
   ctx: DumpContext,
   ranges: readonly PageRange[],
   writer: PageStoreWriter,
+  buffers: readonly Buffer[],
   hooks: CopyHooks = {},
 ): Promise<void> {
-  const free: Buffer[] = [];
+  const free = [...buffers];
   const waiting: (() => void)[] = [];
-  let allocated = 0;
   const acquire = async (): Promise<Buffer> => {
-    if (free.length === 0 && allocated < POOL) {
-      allocated++;
-      return Buffer.allocUnsafeSlow(CHUNK);
-    }
     while (free.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
     return free.pop()!;
   };
@@ -143,11 +163,13 @@ export async function copyPages(
     waiting.shift()?.();
   };
   const writes: Promise<void>[] = [];
+  let failed = false;
   let done = 0;
   hooks.onProgress?.(done);
   for (const batch of batches(ranges)) {
     const bytes = batch.reduce((n, r) => n + r.len, 0);
     const buf = await acquire();
+    if (failed) break; // a write failed: stop reading, and report it below
     // What process_vm_readv cannot read (it stops at the first such range; fails with EFAULT when
     // that is the first of the batch; is missing or forbidden on some systems) goes through /proc/PID/mem.
     const got = batch[0]!.readable ? readWithVm(ctx.pid, buf.subarray(0, bytes), batch) : 0;
@@ -157,9 +179,12 @@ export async function copyPages(
       const data = buf.subarray(off, (off += r.len));
       return writer.add(r.addr, data);
     });
-    const settled = Promise.all(written).finally(() => release(buf));
-    settled.catch(() => {}); // awaited below; do not let a failure go unhandled meanwhile
-    writes.push(settled.then(() => undefined));
+    const settled = Promise.all(written)
+      .then(() => undefined)
+      .finally(() => release(buf));
+    // Awaited below; meanwhile a failure must not go unhandled (Node would exit).
+    settled.catch(() => (failed = true));
+    writes.push(settled);
     done += bytes;
     hooks.onProgress?.(done);
   }
@@ -215,61 +240,141 @@ export function vmasToFill(index: PageIndex, vmas: readonly VmaRecord[]): Set<Vm
   return filled;
 }
 
-/** Write the stored pages back into the restored process; returns how many pages were written. */
-export function restorePages(
-  ctx: RestoreContext,
-  reader: PageStoreReader,
-  vmas: readonly VmaRecord[],
-): number {
-  const zeros = Buffer.alloc(CHUNK);
-  let pending: RemoteRange[] = [];
-  let pendingBytes = 0;
-  let written = 0;
-  const flush = (data: Buffer): void => {
-    const got = processVmWritev(ctx.pid, data, pending);
-    if (got !== data.length) {
-      throw new FerryError(
-        'FERRY_RESTORE_FAILED',
-        `wrote ${got} of ${data.length} bytes of pages at 0x${pending[0]!.addr.toString(16)}`,
-      );
-    }
-    written += data.length / PAGE_SIZE;
-    pending = [];
-    pendingBytes = 0;
-  };
-  // Stored pages follow each other in pages.img: read a batch of them in one go.
-  const flushStored = (): void => {
-    if (pending.length > 0) flush(reader.read(pendingBytes));
-  };
+/** Where restored pages go: stored runs in the order of their data in pages.img, and zero fills. */
+interface PageWrites {
+  stored: RemoteRange[];
+  /** File-backed ranges whose pages were all zeros (fresh anonymous memory is zero already). */
+  zeros: RemoteRange[];
+  pages: number;
+}
+
+/** Split [addr, addr + bytes) into ranges of at most CHUNK bytes onto `out`. */
+function pushChunks(out: RemoteRange[], addr: bigint, bytes: number): void {
+  for (let off = 0; off < bytes; off += CHUNK)
+    out.push({ addr: addr + BigInt(off), len: Math.min(bytes - off, CHUNK) });
+}
+
+function pageWrites(index: PageIndex, vmas: readonly VmaRecord[]): PageWrites {
+  const writes: PageWrites = { stored: [], zeros: [], pages: 0 };
   let i = 0;
-  for (const e of reader.index.entries) {
+  for (const e of index.entries) {
     const bytes = e.pages * PAGE_SIZE;
-    if (e.zero) {
-      // Zero pages read back as zeros in fresh anonymous memory; file-backed VMAs need them written.
-      flushStored();
-      for (let a = e.addr, end = e.addr + BigInt(bytes); a < end;) {
-        i = vmaIndexAt(vmas, i, a);
-        const v = vmas[i]!;
-        const stop = v.end < end ? v.end : end;
-        if (isFileBacked(v)) {
-          for (let z = a; z < stop; z += BigInt(CHUNK)) {
-            const len = Number(stop - z < BigInt(CHUNK) ? stop - z : BigInt(CHUNK));
-            pending = [{ addr: z, len }];
-            flush(zeros.subarray(0, len));
-          }
-        }
-        a = stop;
-      }
+    if (!e.zero) {
+      pushChunks(writes.stored, e.addr, bytes);
+      writes.pages += e.pages;
       continue;
     }
-    for (let off = 0; off < bytes;) {
-      const len = Math.min(bytes - off, CHUNK);
-      if (pendingBytes + len > CHUNK || pending.length === IOV_MAX) flushStored();
-      pending.push({ addr: e.addr + BigInt(off), len });
-      pendingBytes += len;
-      off += len;
+    for (let a = e.addr, end = e.addr + BigInt(bytes); a < end;) {
+      i = vmaIndexAt(vmas, i, a);
+      const v = vmas[i]!;
+      const stop = v.end < end ? v.end : end;
+      if (isFileBacked(v)) {
+        pushChunks(writes.zeros, a, Number(stop - a));
+        writes.pages += Number((stop - a) / PAGE);
+      }
+      a = stop;
     }
   }
-  flushStored();
-  return written;
+  return writes;
+}
+
+/** Group ranges into transfers of at most `maxBytes` bytes and IOV_MAX ranges. */
+function* groups(ranges: readonly RemoteRange[], maxBytes: number): Generator<RemoteRange[]> {
+  let group: RemoteRange[] = [];
+  let bytes = 0;
+  for (const r of ranges) {
+    if (group.length > 0 && (bytes + r.len > maxBytes || group.length === IOV_MAX)) {
+      yield group;
+      group = [];
+      bytes = 0;
+    }
+    group.push(r);
+    bytes += r.len;
+  }
+  if (group.length > 0) yield group;
+}
+
+const byteCount = (ranges: readonly RemoteRange[]): number => ranges.reduce((n, r) => n + r.len, 0);
+
+/** process_vm_writev of `data` over `ranges`, all of it or an error. */
+function writeAll(ctx: RestoreContext, data: Buffer, ranges: readonly RemoteRange[]): void {
+  const got = processVmWritev(ctx.pid, data, ranges);
+  if (got !== data.length) {
+    throw new FerryError(
+      'FERRY_RESTORE_FAILED',
+      `wrote ${got} of ${data.length} bytes of pages at 0x${ranges[0]!.addr.toString(16)}`,
+    );
+  }
+}
+
+/** Bytes one preadv() in the restored process reads at most (under the kernel's MAX_RW_COUNT). */
+const PREADV_MAX = 1 << 30;
+
+/**
+ * The restored process reads its pages from the page file itself: preadv() straight from the page
+ * cache into its memory, many calls to a batch, with no copy through ferry.
+ */
+function readInProcess(ctx: RestoreContext, file: string, stored: readonly RemoteRange[]): void {
+  const remote = ctx.remote;
+  const fd = remote.withData(() =>
+    remote.check(`open(${file})`, NR.openat, AT_FDCWD, remote.putString(file), O.RDONLY | O.CLOEXEC, 0),
+  );
+  try {
+    const pending = [...groups(stored, PREADV_MAX)];
+    let offset = 0;
+    while (pending.length > 0) {
+      remote.withData(() => {
+        const calls: RemoteCall[] = [];
+        const expected: number[] = [];
+        while (pending.length > 0 && pending[0]!.length * 16 <= remote.dataFree) {
+          const group = pending.shift()!;
+          const bytes = byteCount(group);
+          const iov = remote.put(encodeIovecs(group));
+          calls.push({ name: `preadv(${file})`, nr: NR.preadv, args: [fd, iov, group.length, offset, 0] });
+          expected.push(bytes);
+          offset += bytes;
+        }
+        remote.batch(calls).forEach((got, k) => {
+          if (got !== BigInt(expected[k]!)) {
+            throw new FerryError(
+              'FERRY_IMAGE_CORRUPT',
+              `${file} ended early: read ${got} of ${expected[k]} bytes of pages`,
+            );
+          }
+        });
+      });
+    }
+  } finally {
+    remote.check('close', NR.close, fd);
+  }
+}
+
+/** Write the stored pages from `reader` (decompressed here when need be) through one reused buffer. */
+function copyIn(ctx: RestoreContext, reader: PageStoreReader, stored: readonly RemoteRange[]): void {
+  const buf = Buffer.allocUnsafeSlow(CHUNK);
+  for (const group of groups(stored, CHUNK)) {
+    const bytes = byteCount(group);
+    writeAll(ctx, reader.read(bytes, buf.subarray(0, bytes)), group);
+  }
+}
+
+/** Write the stored pages back into the restored process; returns how many pages were written. */
+export function restorePages(ctx: RestoreContext, image: Image, vmas: readonly VmaRecord[]): number {
+  const writes = pageWrites(image.index, vmas);
+  if (writes.zeros.length > 0) {
+    const zeros = Buffer.alloc(CHUNK);
+    for (const group of groups(writes.zeros, CHUNK))
+      writeAll(ctx, zeros.subarray(0, byteCount(group)), group);
+  }
+  if (!image.index.compressed) {
+    readInProcess(ctx, image.source.partFile('pages.img'), writes.stored);
+  } else {
+    const reader = image.openPages();
+    try {
+      copyIn(ctx, reader, writes.stored);
+    } finally {
+      reader.close();
+    }
+  }
+  return writes.pages;
 }

@@ -1,6 +1,7 @@
-// mmap/munmap in this process: used by feature probes that need a fresh mapping of their own.
+// mmap/munmap in this process: for feature probes that need a fresh mapping of their own, and to read
+// image files through the page cache without copying them.
+import koffi from 'koffi';
 import { syscall } from './call.js';
-
 import { NR } from './nr.js';
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
@@ -11,6 +12,7 @@ export const MAP = {
   ANONYMOUS: 0x20,
   GROWSDOWN: 0x100,
   NORESERVE: 0x4000,
+  POPULATE: 0x8000,
   FIXED_NOREPLACE: 0x100000,
 } as const;
 
@@ -31,4 +33,17 @@ export function mmap(addr: bigint, length: number, prot: number, flags: number, 
 
 export function munmap(addr: bigint, length: number): void {
   syscall(NR.munmap, 'munmap', () => [`0x${addr.toString(16)}`, String(length)], addr, length);
+}
+
+/**
+ * Run `fn` over `length` bytes of file `fd` from `offset` (page-aligned), mapped read-only and
+ * populated. The bytes are valid only during `fn`: the mapping is gone when it returns.
+ */
+export function withFileBytes<T>(fd: number, offset: number, length: number, fn: (bytes: Buffer) => T): T {
+  const addr = mmap(0n, length, PROT.READ, MAP.SHARED | MAP.POPULATE, fd, offset);
+  try {
+    return fn(Buffer.from(koffi.view(addr, length)));
+  } finally {
+    munmap(addr, length);
+  }
 }

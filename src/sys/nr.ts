@@ -49,6 +49,7 @@ export const NR = {
   set_robust_list: 273,
   get_robust_list: 274,
   dup3: 292,
+  preadv: 295,
   prlimit64: 302,
   process_vm_readv: 310,
   process_vm_writev: 311,

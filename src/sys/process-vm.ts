@@ -12,7 +12,8 @@ export interface RemoteRange {
 /** The kernel's limit on iovecs per call (UIO_MAXIOV). */
 export const IOV_MAX = 1024;
 
-function encodeIovecs(ranges: readonly RemoteRange[]): Buffer {
+/** struct iovec[] for the ranges. */
+export function encodeIovecs(ranges: readonly RemoteRange[]): Buffer {
   const iov = Buffer.alloc(ranges.length * 16);
   ranges.forEach((r, i) => {
     iov.writeBigUInt64LE(r.addr, i * 16);

@@ -185,7 +185,7 @@ export class RemoteSyscalls {
     this.scratch = undefined;
   }
 
-  /** Reserve `size` bytes of scratch data until resetData(); returns their address. */
+  /** Reserve `size` bytes of scratch data (until the enclosing withData() returns); returns their address. */
   alloc(size: number): bigint {
     const s = this.requireScratch();
     const offset = CODE_BYTES + s.tableBytes + s.dataUsed;
@@ -207,8 +207,21 @@ export class RemoteSyscalls {
     return this.put(Buffer.from(`${text}\0`));
   }
 
-  resetData(): void {
-    this.requireScratch().dataUsed = 0;
+  /** Bytes of scratch data still free. */
+  get dataFree(): number {
+    const s = this.requireScratch();
+    return s.size - CODE_BYTES - s.tableBytes - s.dataUsed;
+  }
+
+  /** Run `fn`; scratch data it reserves is free again afterwards. */
+  withData<T>(fn: () => T): T {
+    const s = this.requireScratch();
+    const used = s.dataUsed;
+    try {
+      return fn();
+    } finally {
+      s.dataUsed = used;
+    }
   }
 
   /**
