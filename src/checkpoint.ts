@@ -16,7 +16,7 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { copyPages, pagesToDump } from './state/mem-pages.js';
+import { copyPages, pageBuffers, pagesToDump } from './state/mem-pages.js';
 import { dumpVmas } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
@@ -111,6 +111,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     t.release();
     frozenMs = performance.now() - frozenAt;
   };
+  const buffers = pageBuffers(pid);
   try {
     tracee = Tracee.freeze(pid);
     frozenAt = performance.now();
@@ -127,7 +128,9 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       sink,
       writePart(name, data) {
         const part = sink.openPart(name);
-        partWrites.push(part.write(data).then(async () => void (parts[name] = await part.close())));
+        const written = part.write(data).then(async () => void (parts[name] = await part.close()));
+        written.catch(() => {}); // awaited later; a failure must not go unhandled meanwhile
+        partWrites.push(written);
       },
       warn,
     };
@@ -161,7 +164,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       options.compress ?? false,
     );
     // With --leave-running the process runs on once its last page is read, while writes finish.
-    await copyPages(ctx, ranges, writer, {
+    await copyPages(ctx, ranges, writer, buffers, {
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
       onAllRead: () => {
         timings.mark('pages');
@@ -201,6 +204,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     timings.mark('commit');
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     timings.mark('end');
+    await sink.discardReplaced().catch((err: unknown) => warn(`the replaced image stays: ${String(err)}`));
     return {
       pid,
       dir: options.dir,

@@ -2,10 +2,11 @@
 // own state, python3 computations, partial and compressed images, `show`.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
 import { dump } from '../src/checkpoint.js';
+import { readImage } from '../src/read-image.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { PYTHON } from './helpers/paths.js';
@@ -230,6 +231,14 @@ test('python3 dumped with --leave-running 20 times in a row finishes as if undis
     const r = await dump(run.pid, { dir: image, leaveRunning: true });
     assert.ok(r.pages > 0 && r.leftRunning);
   }
+  // Each dump replaced the one before: one image, nothing hidden left over.
+  const entries = readdirSync(image);
+  assert.ok(entries.includes('manifest.json'), entries.join(' '));
+  assert.deepEqual(
+    entries.filter((e) => e.startsWith('.')),
+    [],
+  );
+  await readImage(image);
   await run.done;
   assert.equal(readFileSync(out, 'utf8'), expected);
 });

@@ -14,7 +14,8 @@ import {
   write,
 } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../errors.js';
 import { createHasher } from './hash.js';
 
@@ -44,8 +45,11 @@ export interface ImageSink {
 }
 
 export interface PartReader {
-  /** The next `length` bytes, fewer only at the end of the part. */
-  read(length: number): Buffer;
+  /**
+   * The next `length` bytes, fewer only at the end of the part; read into the start of `into` when
+   * given (which must hold `length` bytes), else into a new buffer.
+   */
+  read(length: number, into?: Buffer): Buffer;
   close(): void;
 }
 
@@ -54,11 +58,15 @@ export interface ImageSource {
   readManifest(): string;
   partSize(name: string): number;
   openPart(name: string): PartReader;
+  /** The file holding the part, which any process on this host may open. */
+  partFile(name: string): string;
 }
 
 /** Names of image parts: top-level files and saved file contents under files/. */
 export const PART_NAME = /^(?:[a-z][a-z0-9-]*\.img|files\/[a-z0-9-]+)$/;
 export const MANIFEST = 'manifest.json';
+/** Names of ferry's own hidden entries in an image directory: parts being written, replaced images. */
+const HIDDEN = '.ferry-';
 
 function writeError(path: string, err: unknown): FerryError {
   const code = err instanceof Error && 'code' in err ? String(err.code) : '';
@@ -85,6 +93,7 @@ async function writeAt(fd: number, data: Uint8Array, position: number): Promise<
  */
 export class DirSink implements ImageSink {
   private readonly partial: string;
+  private readonly replaced: string;
   private readonly written: string[] = [];
   /** Descriptors of parts still being written, closed by abort(). */
   private readonly open = new Set<number>();
@@ -102,14 +111,16 @@ export class DirSink implements ImageSink {
     } catch (err) {
       throw writeError(location, err);
     }
-    const present = readdirSync(location).filter((f) => !f.startsWith('.ferry-partial-'));
+    const present = readdirSync(location).filter((f) => !f.startsWith(HIDDEN));
     if (present.length > 0 && !present.includes(MANIFEST)) {
       throw new FerryError(
         'FERRY_USAGE',
         `${location} is not empty and holds no ferry image: choose an empty directory`,
       );
     }
-    this.partial = join(location, `.ferry-partial-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+    this.partial = join(location, `${HIDDEN}partial-${tag}`);
+    this.replaced = join(location, `${HIDDEN}replaced-${tag}`);
     try {
       mkdirSync(this.partial);
     } catch (err) {
@@ -171,10 +182,11 @@ export class DirSink implements ImageSink {
     await part.write(Buffer.from(manifest));
     await part.close();
     try {
-      // An older image in the directory is replaced: its files go first, the new manifest last.
+      // An older image in the directory is replaced: its files move aside first (deleting large
+      // files takes long: discardReplaced() does it later), the new manifest comes last.
+      mkdirSync(this.replaced);
       for (const f of readdirSync(this.location)) {
-        if (!f.startsWith('.ferry-partial-'))
-          rmSync(join(this.location, f), { recursive: true, force: true });
+        if (!f.startsWith(HIDDEN)) renameSync(join(this.location, f), join(this.replaced, f));
       }
       for (const name of [...this.written, MANIFEST]) {
         mkdirSync(dirname(join(this.location, name)), { recursive: true });
@@ -193,6 +205,12 @@ export class DirSink implements ImageSink {
       throw writeError(this.location, err);
     }
     this.done = true;
+  }
+
+  /** Delete the image the commit replaced (and any an interrupted dump left aside). */
+  async discardReplaced(): Promise<void> {
+    const replaced = readdirSync(this.location).filter((f) => f.startsWith(`${HIDDEN}replaced-`));
+    await Promise.all(replaced.map((f) => rm(join(this.location, f), { recursive: true, force: true })));
   }
 
   async abort(): Promise<void> {
@@ -237,6 +255,10 @@ export class DirSource implements ImageSource {
     }
   }
 
+  partFile(name: string): string {
+    return resolve(this.location, name);
+  }
+
   openPart(name: string): PartReader {
     const path = join(this.location, name);
     let fd: number;
@@ -246,8 +268,8 @@ export class DirSource implements ImageSource {
       throw readError(path, err);
     }
     return {
-      read(length) {
-        const buf = Buffer.allocUnsafe(length);
+      read(length, into) {
+        const buf = into ?? Buffer.allocUnsafe(length);
         let got = 0;
         try {
           while (got < length) {
@@ -258,7 +280,7 @@ export class DirSource implements ImageSource {
         } catch (err) {
           throw readError(path, err);
         }
-        return got === length ? buf : buf.subarray(0, got);
+        return got === buf.length ? buf : buf.subarray(0, got);
       },
       close: () => closeSync(fd),
     };
