@@ -29,12 +29,18 @@ export function vmaContents(image: Image): VmaContent[] {
   return out;
 }
 
-/** The VMA an argument names: an address inside it (0x...), or its path or [pseudo-name]. */
+/**
+ * The VMA an argument names: an address inside it (0x...), its path or [pseudo-name], or its kind
+ * (`heap`, `stack`, ...).
+ */
 export function findVma(image: Image, which: string): VmaRecord {
   const vmas = image.manifest.state.vmas;
+  const byName = vmas.filter((v) => v.name === which);
   const found = /^0x[0-9a-f]+$/i.test(which)
     ? vmas.filter((v) => v.start <= BigInt(which) && BigInt(which) < v.end)
-    : vmas.filter((v) => v.name === which);
+    : byName.length > 0
+      ? byName
+      : vmas.filter((v) => v.kind === which);
   if (found.length === 0) throw new FerryError('FERRY_USAGE', `${image.location} has no VMA ${which}`);
   if (found.length > 1) {
     const list = found.map((v) => `0x${v.start.toString(16)}`).join(', ');

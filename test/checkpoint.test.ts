@@ -148,7 +148,7 @@ test('show: the image in words and JSON; --raw gives one VMA exactly as the proc
       'show',
       image,
       '--vma',
-      '[heap]',
+      'heap', // a kind names the one VMA of that kind
       '--raw',
     ]);
     const chunks: Buffer[] = [];

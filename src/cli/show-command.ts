@@ -1,4 +1,4 @@
-// ferry show <dir> [--json] [--vma <addr|name>] [--raw]
+// ferry show <dir> [--json] [--vma <addr|name|kind>] [--raw]
 import { once } from 'node:events';
 import { FerryError } from '../errors.js';
 import { toJsonValue } from '../image/json.js';
@@ -97,14 +97,14 @@ async function writeRaw(image: Image, which: string): Promise<void> {
 export const showCommand: Command = {
   name: 'show',
   summary: 'show what an image holds; --raw writes one VMA as stored',
-  usage: 'ferry show <dir> [--json] [--vma <addr|name>] [--raw]',
+  usage: 'ferry show <dir> [--json] [--vma <addr|name|kind>] [--raw]',
   options: { vma: { type: 'string' }, raw: { type: 'boolean' } },
   positionals: { min: 1, max: 1 },
   async run({ values, positionals }) {
     const image = await readImage(positionals[0]!);
     const which = values.vma as string | undefined;
     if (values.raw) {
-      if (which === undefined) throw new FerryError('FERRY_USAGE', '--raw needs --vma <addr|name>');
+      if (which === undefined) throw new FerryError('FERRY_USAGE', '--raw needs --vma <addr|name|kind>');
       await writeRaw(image, which);
       return 0;
     }
