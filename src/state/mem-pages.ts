@@ -100,23 +100,27 @@ function readWithVm(pid: number, buf: Buffer, batch: PageRange[]): number {
   }
 }
 
-/** Group ranges into reads of at most CHUNK bytes and IOV_MAX ranges. */
-function* batches(ranges: readonly PageRange[]): Generator<PageRange[]> {
-  let batch: PageRange[] = [];
+/**
+ * Group ranges, in order, into transfers of at most `maxBytes` bytes and IOV_MAX ranges, each
+ * group's ranges alike by `alike` (the first's).
+ */
+function* groups<R extends RemoteRange>(
+  ranges: readonly R[],
+  maxBytes: number,
+  alike: (a: R, b: R) => boolean = () => true,
+): Generator<R[]> {
+  let group: R[] = [];
   let bytes = 0;
   for (const r of ranges) {
-    if (
-      batch.length > 0 &&
-      (bytes + r.len > CHUNK || batch.length === IOV_MAX || batch[0]!.readable !== r.readable)
-    ) {
-      yield batch;
-      batch = [];
+    if (group.length > 0 && (bytes + r.len > maxBytes || group.length === IOV_MAX || !alike(group[0]!, r))) {
+      yield group;
+      group = [];
       bytes = 0;
     }
-    batch.push(r);
+    group.push(r);
     bytes += r.len;
   }
-  if (batch.length > 0) yield batch;
+  if (group.length > 0) yield group;
 }
 
 /** Buffers a dump reads pages into, at most; each is reused once the bytes in it are written. */
@@ -166,7 +170,7 @@ export async function copyPages(
   let failed = false;
   let done = 0;
   hooks.onProgress?.(done);
-  for (const batch of batches(ranges)) {
+  for (const batch of groups(ranges, CHUNK, (a, b) => a.readable === b.readable)) {
     const bytes = batch.reduce((n, r) => n + r.len, 0);
     const buf = await acquire();
     if (failed) break; // a write failed: stop reading, and report it below
@@ -276,22 +280,6 @@ function pageWrites(index: PageIndex, vmas: readonly VmaRecord[]): PageWrites {
     }
   }
   return writes;
-}
-
-/** Group ranges into transfers of at most `maxBytes` bytes and IOV_MAX ranges. */
-function* groups(ranges: readonly RemoteRange[], maxBytes: number): Generator<RemoteRange[]> {
-  let group: RemoteRange[] = [];
-  let bytes = 0;
-  for (const r of ranges) {
-    if (group.length > 0 && (bytes + r.len > maxBytes || group.length === IOV_MAX)) {
-      yield group;
-      group = [];
-      bytes = 0;
-    }
-    group.push(r);
-    bytes += r.len;
-  }
-  if (group.length > 0) yield group;
 }
 
 const byteCount = (ranges: readonly RemoteRange[]): number => ranges.reduce((n, r) => n + r.len, 0);
