@@ -16,7 +16,7 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { copyPages, pageBuffers, pagesToDump } from './state/mem-pages.js';
+import { copyPages, PAGE_BATCH, pagesToDump } from './state/mem-pages.js';
 import { dumpVmas } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
@@ -111,8 +111,14 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     t.release();
     frozenMs = performance.now() - frozenAt;
   };
-  const buffers = pageBuffers(pid);
   try {
+    // Made before the freeze: a compressed store's buffers take a while to fault in.
+    const writer = new PageStoreWriter(
+      sink.openPart('pages.img'),
+      sink.openPart('pagemap.img'),
+      options.compress ?? false,
+      PAGE_BATCH,
+    );
     tracee = Tracee.freeze(pid);
     frozenAt = performance.now();
     timings.mark('freeze');
@@ -157,20 +163,14 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       vmas.filter((v) => v.content === 'pages'),
     );
     const totalBytes = ranges.reduce((n, r) => n + r.len, 0);
+    writer.reserve(totalBytes); // a full disk shows now, before any page is copied
     timings.mark('scan');
-    const writer = new PageStoreWriter(
-      sink.openPart('pages.img'),
-      sink.openPart('pagemap.img'),
-      options.compress ?? false,
-    );
-    // With --leave-running the process runs on once its last page is read, while writes finish.
-    await copyPages(ctx, ranges, writer, buffers, {
+    copyPages(ctx, ranges, writer, {
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
-      onAllRead: () => {
-        timings.mark('pages');
-        if (options.leaveRunning) unfreeze('release');
-      },
     });
+    timings.mark('pages');
+    // With --leave-running the process runs on once its last page is read, while the rest is written.
+    if (options.leaveRunning) unfreeze('release');
     const store = await writer.finish();
     await Promise.all(partWrites);
     timings.mark('write');

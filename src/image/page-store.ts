@@ -27,7 +27,11 @@ export class PageStoreWriter {
   private readonly entries: PageEntry[] = [];
   private readonly frames: Frame[] = [];
   private readonly writes: Promise<void>[] = [];
-  private frame: Buffer | undefined;
+  /** Compressed: where pages are read before they are compressed (touched at once: see room()). */
+  private readonly staging: Buffer | undefined;
+  private readonly frame: Buffer | undefined;
+  /** What the last room() gave. */
+  private current: Buffer | undefined;
   private frameUsed = 0;
   private dataPages = 0;
   private zeroPages = 0;
@@ -36,50 +40,71 @@ export class PageStoreWriter {
     private readonly pages: PartWriter,
     private readonly index: PartWriter,
     private readonly compressed: boolean,
+    /** The most bytes one room() asks for. */
+    private readonly maxRoom: number,
   ) {
-    if (compressed) this.frame = Buffer.allocUnsafe(FRAME_SIZE);
+    if (compressed) {
+      this.frame = Buffer.allocUnsafeSlow(FRAME_SIZE).fill(0);
+      this.staging = Buffer.allocUnsafeSlow(maxRoom).fill(0);
+    }
+  }
+
+  /** Make room for up to `bytes` more bytes of pages now: a full disk is refused here. */
+  reserve(bytes: number): void {
+    if (!this.compressed) this.pages.reserve(bytes);
   }
 
   /**
-   * Store the pages in `data` (whole pages), which belong at `addr`; addresses must ascend. The
-   * returned promise settles once `data` is no longer needed (it may be reused then).
+   * Where to put the next `bytes` bytes of pages (then call take()): in place in pages.img when it
+   * is not compressed, so the pages are copied once, from the process into the page cache.
    */
-  add(addr: bigint, data: Buffer): Promise<void> {
-    const writes: Promise<void>[] = [];
-    const count = data.length / PAGE;
-    let runStart = 0;
-    let runZero = count > 0 && isZeroPage(data, 0);
-    for (let i = 1; i <= count; i++) {
-      const zero = i < count && isZeroPage(data, i * PAGE);
-      if (i === count || zero !== runZero) {
-        const write = this.addRun(
-          addr + BigInt(runStart * PAGE),
-          data.subarray(runStart * PAGE, i * PAGE),
-          runZero,
-        );
-        if (write) writes.push(write);
-        runStart = i;
-        runZero = zero;
-      }
-    }
-    this.writes.push(...writes);
-    return Promise.all(writes).then(() => undefined);
+  room(bytes: number): Buffer {
+    if (bytes > this.maxRoom) throw new FerryError('FERRY_INTERNAL', `room(${bytes}) beyond ${this.maxRoom}`);
+    this.current = this.staging ? this.staging.subarray(0, bytes) : this.pages.space(bytes);
+    return this.current;
   }
 
-  private addRun(addr: bigint, data: Buffer, zero: boolean): Promise<void> | undefined {
-    const pages = data.length / PAGE;
+  /**
+   * Store the pages put in the last room(), which belong at `ranges` in order (addresses ascend
+   * from call to call). All-zero pages are left out.
+   */
+  take(ranges: readonly { addr: bigint; len: number }[]): void {
+    const room = this.current;
+    if (!room || room.length !== ranges.reduce((n, r) => n + r.len, 0))
+      throw new FerryError('FERRY_INTERNAL', 'take() does not match the last room()');
+    this.current = undefined;
+    let kept = 0;
+    let off = 0;
+    for (const r of ranges) {
+      const count = r.len / PAGE;
+      let runStart = 0;
+      let runZero = count > 0 && isZeroPage(room, off);
+      for (let i = 1; i <= count; i++) {
+        const zero = i < count && isZeroPage(room, off + i * PAGE);
+        if (i === count || zero !== runZero) {
+          this.addEntry(r.addr + BigInt(runStart * PAGE), i - runStart, runZero);
+          if (!runZero) {
+            const from = off + runStart * PAGE;
+            const bytes = (i - runStart) * PAGE;
+            if (this.frame) this.addToFrames(room.subarray(from, from + bytes));
+            else if (from !== kept) room.copy(room, kept, from, from + bytes);
+            kept += bytes;
+          }
+          runStart = i;
+          runZero = zero;
+        }
+      }
+      off += r.len;
+    }
+    if (!this.frame) this.pages.append(kept);
+  }
+
+  private addEntry(addr: bigint, pages: number, zero: boolean): void {
     const last = this.entries.at(-1);
     if (last && last.zero === zero && last.addr + BigInt(last.pages * PAGE) === addr) last.pages += pages;
     else this.entries.push({ addr, pages, zero });
-    if (zero) {
-      this.zeroPages += pages;
-      return undefined;
-    }
-    this.dataPages += pages;
-    if (!this.frame) return this.pages.write(data);
-    // Compressed: the bytes are copied into the frame, so `data` is free at once.
-    this.addToFrames(data);
-    return undefined;
+    if (zero) this.zeroPages += pages;
+    else this.dataPages += pages;
   }
 
   private addToFrames(data: Buffer): void {
@@ -95,7 +120,9 @@ export class PageStoreWriter {
   private flushFrame(): void {
     if (this.frameUsed === 0) return;
     const stored = compress(this.frame!.subarray(0, this.frameUsed), { compressionLevel: ZSTD_LEVEL });
-    this.writes.push(this.pages.write(stored));
+    const written = this.pages.write(stored);
+    written.catch(() => {}); // awaited by finish(); a failure must not go unhandled meanwhile
+    this.writes.push(written);
     this.frames.push({ stored: stored.length, raw: this.frameUsed });
     this.frameUsed = 0;
   }

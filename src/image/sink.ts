@@ -4,6 +4,7 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -17,19 +18,38 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../errors.js';
+import { isErrno, SysError } from '../sys/errno.js';
+import { fallocate } from '../sys/fcntl.js';
+import { MAP, mmap, munmap, PROT, viewOf } from '../sys/mman.js';
 import { createHasher } from './hash.js';
+
+/** File offsets a mapping may start at. */
+const MAP_ALIGN = 4096;
 
 export interface PartSummary {
   size: number;
   checksum: string;
 }
 
+/**
+ * One part being written, either with write() or, for data made in place, with space() and append()
+ * (a part uses one way or the other, not both).
+ */
 export interface PartWriter {
   /**
    * Append `data`. It is hashed at once but may be written later: leave it unchanged until the
    * returned promise settles.
    */
   write(data: Uint8Array): Promise<void>;
+  /**
+   * Room for the part's next `length` bytes, to fill in place: for a file, a shared mapping of it
+   * (no copy). Valid until the next space(), append() or close().
+   */
+  space(length: number): Buffer;
+  /** The first `length` bytes of the last space() are the part's next bytes. */
+  append(length: number): void;
+  /** Set aside room for `bytes` more bytes now, so that a full disk shows before any work is done. */
+  reserve(bytes: number): void;
   /** Wait for every write; the part's size and checksum. */
   close(): Promise<PartSummary>;
 }
@@ -69,7 +89,9 @@ export const MANIFEST = 'manifest.json';
 const HIDDEN = '.ferry-';
 
 function writeError(path: string, err: unknown): FerryError {
-  const code = err instanceof Error && 'code' in err ? String(err.code) : '';
+  if (err instanceof FerryError && err.code === 'FERRY_IMAGE_WRITE') return err;
+  const code =
+    err instanceof SysError ? err.errno : err instanceof Error && 'code' in err ? String(err.code) : '';
   const why =
     code === 'ENOSPC' ? 'no space left on device' : code === 'EACCES' ? 'permission denied' : String(err);
   return new FerryError('FERRY_IMAGE_WRITE', `cannot write ${path}: ${why}`, { cause: err });
@@ -95,8 +117,8 @@ export class DirSink implements ImageSink {
   private readonly partial: string;
   private readonly replaced: string;
   private readonly written: string[] = [];
-  /** Descriptors of parts still being written, closed by abort(). */
-  private readonly open = new Set<number>();
+  /** Parts still being written: each closes its descriptor and unmaps its room (abort()). */
+  private readonly open = new Set<() => void>();
   /** Writes in flight, awaited by abort(). */
   private readonly inFlight = new Set<Promise<void>>();
   private done = false;
@@ -139,14 +161,44 @@ export class DirSink implements ImageSink {
     let fd: number;
     try {
       mkdirSync(dirname(path), { recursive: true });
-      fd = openSync(path, 'w', 0o600);
+      fd = openSync(path, 'w+', 0o600);
     } catch (err) {
       throw writeError(path, err);
     }
-    this.open.add(fd);
     const hasher = createHasher();
     const writes: Promise<void>[] = [];
     let size = 0;
+    /** Bytes of the file allocated (reserve(), space()), and the mapping space() gave out. */
+    let allocated = 0;
+    let room: { addr: bigint; length: number; skip: number; view: Buffer } | undefined;
+    const unmapRoom = (): void => {
+      if (room) munmap(room.addr, room.length);
+      room = undefined;
+    };
+    const release = (): void => {
+      unmapRoom();
+      closeSync(fd);
+    };
+    this.open.add(release);
+    const guard = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (err) {
+        throw writeError(path, err);
+      }
+    };
+    const allocate = (end: number): void => {
+      if (end <= allocated) return;
+      try {
+        fallocate(fd, allocated, end - allocated);
+      } catch (err) {
+        // A file system without fallocate: the file grows sparse, and a full disk shows as a
+        // failed copy into it instead (process_vm_readv returns EFAULT, it raises no SIGBUS).
+        if (!isErrno(err, 'EOPNOTSUPP')) throw err;
+        ftruncateSync(fd, end);
+      }
+      allocated = end;
+    };
     return {
       write: (data) => {
         hasher.update(data);
@@ -162,15 +214,37 @@ export class DirSink implements ImageSink {
         );
         return done;
       },
+      reserve: (bytes) => guard(() => allocate(size + bytes)),
+      space: (length) =>
+        guard(() => {
+          unmapRoom();
+          // Blocks allocated first: a full disk is an error here, never a SIGBUS on a store.
+          allocate(size + length);
+          const start = size - (size % MAP_ALIGN);
+          const skip = size - start;
+          const addr = mmap(0n, skip + length, PROT.READ | PROT.WRITE, MAP.SHARED, fd, start);
+          room = { addr, length: skip + length, skip, view: viewOf(addr + BigInt(skip), length) };
+          return room.view;
+        }),
+      append: (length) => {
+        if (!room || length > room.view.length)
+          throw new FerryError('FERRY_INTERNAL', `append(${length}) beyond the room space() gave`);
+        hasher.update(room.view.subarray(0, length));
+        size += length;
+        unmapRoom();
+      },
       close: async () => {
         try {
           await Promise.all(writes);
+          unmapRoom();
+          // Room allocated but not used goes.
+          if (allocated > size) ftruncateSync(fd, size);
           if (this.sync) fsyncSync(fd);
         } catch (err) {
-          throw err instanceof FerryError ? err : writeError(path, err);
+          throw writeError(path, err);
         } finally {
-          this.open.delete(fd);
-          closeSync(fd);
+          this.open.delete(release);
+          release();
         }
         return { size, checksum: hasher.digest() };
       },
@@ -215,7 +289,7 @@ export class DirSink implements ImageSink {
 
   async abort(): Promise<void> {
     await Promise.allSettled([...this.inFlight]);
-    for (const fd of this.open) closeSync(fd);
+    for (const release of this.open) release();
     this.open.clear();
     if (!this.done) rmSync(this.partial, { recursive: true, force: true });
     this.done = true;

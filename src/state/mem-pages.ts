@@ -7,8 +7,7 @@ import { FerryError } from '../errors.js';
 import type { PageIndex } from '../image/page-index.js';
 import type { PageStoreReader, PageStoreWriter } from '../image/page-store.js';
 import type { Image } from '../read-image.js';
-import { procError, readProcText } from '../proc/files.js';
-import { parseStatus } from '../proc/status.js';
+import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
@@ -27,7 +26,7 @@ import type { DumpContext, RestoreContext } from './context.js';
 import type { VmaRecord } from './mem-vmas.js';
 
 /** Bytes moved per process_vm_readv/writev call. */
-const CHUNK = 16 << 20;
+export const PAGE_BATCH = 16 << 20;
 const PAGE = BigInt(PAGE_SIZE);
 
 export interface PageRange extends RemoteRange {
@@ -35,7 +34,7 @@ export interface PageRange extends RemoteRange {
   readable: boolean;
 }
 
-/** The ranges of pages a checkpoint stores, in address order, none longer than CHUNK. */
+/** The ranges of pages a checkpoint stores, in address order, none longer than PAGE_BATCH. */
 export function pagesToDump(pid: number, vmas: readonly VmaRecord[]): PageRange[] {
   const ranges: PageRange[] = [];
   const scanner = openPageScanner(pid);
@@ -59,10 +58,15 @@ export function pagesToDump(pid: number, vmas: readonly VmaRecord[]): PageRange[
 }
 
 function pushRange(ranges: PageRange[], start: bigint, end: bigint, readable: boolean): void {
-  for (let a = start; a < end; a += BigInt(CHUNK)) {
-    const len = Number(end - a < BigInt(CHUNK) ? end - a : BigInt(CHUNK));
+  for (let a = start; a < end; a += BigInt(PAGE_BATCH)) {
+    const len = Number(end - a < BigInt(PAGE_BATCH) ? end - a : BigInt(PAGE_BATCH));
     const last = ranges.at(-1);
-    if (last && last.readable === readable && last.addr + BigInt(last.len) === a && last.len + len <= CHUNK) {
+    if (
+      last &&
+      last.readable === readable &&
+      last.addr + BigInt(last.len) === a &&
+      last.len + len <= PAGE_BATCH
+    ) {
       last.len += len;
     } else {
       ranges.push({ addr: a, len, readable });
@@ -123,77 +127,33 @@ function* groups<R extends RemoteRange>(
   if (group.length > 0) yield group;
 }
 
-/** Buffers a dump reads pages into, at most; each is reused once the bytes in it are written. */
-const POOL = 4;
-
-/**
- * The buffers copyPages() reads the pages of process `pid` into, enough for its resident memory,
- * touched now: fresh memory is slow to fault in (most of all in a virtual machine), so this is done
- * before the process is frozen.
- */
-export function pageBuffers(pid: number): Buffer[] {
-  const status = parseStatus(readProcText(pid, 'status'), `/proc/${pid}/status`);
-  const rssKib = Number.parseInt(status.raw.VmRSS ?? '0', 10) || 0;
-  const count = Math.max(1, Math.min(POOL, Math.ceil((rssKib * 1024) / CHUNK)));
-  return Array.from({ length: count }, () => Buffer.allocUnsafeSlow(CHUNK).fill(0));
-}
-
 export interface CopyHooks {
   onProgress?: (doneBytes: number) => void;
-  /** Called once every page has been read: the process need not stay frozen for the writing. */
-  onAllRead?: () => void;
 }
 
 /**
- * Read every range into the page store, in order, while writes of what was read before go on in
- * the thread pool: reading (this thread) and writing (another) overlap, and a few reused buffers
- * (pageBuffers()) serve any size.
+ * Read every range into the page store, in order, in batches of up to PAGE_BATCH bytes. Uncompressed,
+ * process_vm_readv copies the pages straight into pages.img's page cache (PageStoreWriter.room()).
  */
-export async function copyPages(
+export function copyPages(
   ctx: DumpContext,
   ranges: readonly PageRange[],
   writer: PageStoreWriter,
-  buffers: readonly Buffer[],
   hooks: CopyHooks = {},
-): Promise<void> {
-  const free = [...buffers];
-  const waiting: (() => void)[] = [];
-  const acquire = async (): Promise<Buffer> => {
-    while (free.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
-    return free.pop()!;
-  };
-  const release = (buf: Buffer): void => {
-    free.push(buf);
-    waiting.shift()?.();
-  };
-  const writes: Promise<void>[] = [];
-  let failed = false;
+): void {
   let done = 0;
   hooks.onProgress?.(done);
-  for (const batch of groups(ranges, CHUNK, (a, b) => a.readable === b.readable)) {
-    const bytes = batch.reduce((n, r) => n + r.len, 0);
-    const buf = await acquire();
-    if (failed) break; // a write failed: stop reading, and report it below
+  for (const batch of groups(ranges, PAGE_BATCH, (a, b) => a.readable === b.readable)) {
+    const bytes = byteCount(batch);
+    const room = writer.room(bytes);
     // What process_vm_readv cannot read (it stops at the first such range; fails with EFAULT when
     // that is the first of the batch; is missing or forbidden on some systems) goes through /proc/PID/mem.
-    const got = batch[0]!.readable ? readWithVm(ctx.pid, buf.subarray(0, bytes), batch) : 0;
-    if (got < bytes) readViaMem(ctx.pid, tail(batch, got), buf.subarray(got, bytes));
-    let off = 0;
-    const written = batch.map((r) => {
-      const data = buf.subarray(off, (off += r.len));
-      return writer.add(r.addr, data);
-    });
-    const settled = Promise.all(written)
-      .then(() => undefined)
-      .finally(() => release(buf));
-    // Awaited below; meanwhile a failure must not go unhandled (Node would exit).
-    settled.catch(() => (failed = true));
-    writes.push(settled);
+    const got = batch[0]!.readable ? readWithVm(ctx.pid, room, batch) : 0;
+    if (got < bytes) readViaMem(ctx.pid, tail(batch, got), room.subarray(got));
+    writer.take(batch);
     done += bytes;
     hooks.onProgress?.(done);
   }
-  hooks.onAllRead?.();
-  await Promise.all(writes);
 }
 
 /** The part of `ranges` after the first `bytes` bytes. */
@@ -252,10 +212,10 @@ interface PageWrites {
   pages: number;
 }
 
-/** Split [addr, addr + bytes) into ranges of at most CHUNK bytes onto `out`. */
+/** Split [addr, addr + bytes) into ranges of at most PAGE_BATCH bytes onto `out`. */
 function pushChunks(out: RemoteRange[], addr: bigint, bytes: number): void {
-  for (let off = 0; off < bytes; off += CHUNK)
-    out.push({ addr: addr + BigInt(off), len: Math.min(bytes - off, CHUNK) });
+  for (let off = 0; off < bytes; off += PAGE_BATCH)
+    out.push({ addr: addr + BigInt(off), len: Math.min(bytes - off, PAGE_BATCH) });
 }
 
 function pageWrites(index: PageIndex, vmas: readonly VmaRecord[]): PageWrites {
@@ -339,8 +299,8 @@ function readInProcess(ctx: RestoreContext, file: string, stored: readonly Remot
 
 /** Write the stored pages from `reader` (decompressed here when need be) through one reused buffer. */
 function copyIn(ctx: RestoreContext, reader: PageStoreReader, stored: readonly RemoteRange[]): void {
-  const buf = Buffer.allocUnsafeSlow(CHUNK);
-  for (const group of groups(stored, CHUNK)) {
+  const buf = Buffer.allocUnsafeSlow(PAGE_BATCH);
+  for (const group of groups(stored, PAGE_BATCH)) {
     const bytes = byteCount(group);
     writeAll(ctx, reader.read(bytes, buf.subarray(0, bytes)), group);
   }
@@ -350,8 +310,8 @@ function copyIn(ctx: RestoreContext, reader: PageStoreReader, stored: readonly R
 export function restorePages(ctx: RestoreContext, image: Image, vmas: readonly VmaRecord[]): number {
   const writes = pageWrites(image.index, vmas);
   if (writes.zeros.length > 0) {
-    const zeros = Buffer.alloc(CHUNK);
-    for (const group of groups(writes.zeros, CHUNK))
+    const zeros = Buffer.alloc(PAGE_BATCH);
+    for (const group of groups(writes.zeros, PAGE_BATCH))
       writeAll(ctx, zeros.subarray(0, byteCount(group)), group);
   }
   if (!image.index.compressed) {

@@ -1,4 +1,6 @@
-// open(2) flags and the *at() directory marker, for opens here and inside other processes.
+// open(2) flags and the *at() directory marker, for opens here and inside other processes; fallocate.
+import { syscall } from './call.js';
+import { NR } from './nr.js';
 
 export const AT_FDCWD = -100;
 
@@ -15,3 +17,16 @@ export const O = {
   NONBLOCK: 0o4000,
   CLOEXEC: 0o2000000,
 } as const;
+
+/** Allocate the blocks of [offset, offset + length) of file `fd` now (growing the file to cover them). */
+export function fallocate(fd: number, offset: number, length: number): void {
+  syscall(
+    NR.fallocate,
+    'fallocate',
+    () => [String(fd), String(offset), String(length)],
+    fd,
+    0,
+    offset,
+    length,
+  );
+}

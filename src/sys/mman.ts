@@ -42,8 +42,13 @@ export function munmap(addr: bigint, length: number): void {
 export function withFileBytes<T>(fd: number, offset: number, length: number, fn: (bytes: Buffer) => T): T {
   const addr = mmap(0n, length, PROT.READ, MAP.SHARED | MAP.POPULATE, fd, offset);
   try {
-    return fn(Buffer.from(koffi.view(addr, length)));
+    return fn(viewOf(addr, length));
   } finally {
     munmap(addr, length);
   }
+}
+
+/** A Buffer over `length` bytes of this process's memory at `addr` (no copy; valid while mapped). */
+export function viewOf(addr: bigint, length: number): Buffer {
+  return Buffer.from(koffi.view(addr, length));
 }

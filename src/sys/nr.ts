@@ -48,6 +48,7 @@ export const NR = {
   openat: 257,
   set_robust_list: 273,
   get_robust_list: 274,
+  fallocate: 285,
   dup3: 292,
   preadv: 295,
   prlimit64: 302,
