@@ -10,6 +10,7 @@ import { readImage } from '../src/read-image.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { PYTHON } from './helpers/paths.js';
+import { startProcess } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, visibleState, type StateFixture } from './helpers/state-fixture.js';
 
@@ -300,4 +301,50 @@ test('ferry demo: the built-in workload carries on after its restore', async () 
   };
   assert.equal(json.passed, true);
   assert.equal(json.after[0], json.stoppedAt + 1);
+});
+
+// An unprivileged process with a capability of its own (inheritable and ambient), a reduced
+// bounding set and no_new_privs: restore gives it back exactly these credentials.
+const CREDS_WORKLOAD = `
+import os, time
+os.closerange(3, 65536)
+print('READY', flush=True)
+null = os.open('/dev/null', os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(null, fd)
+os.close(null)
+time.sleep(600)
+`;
+
+const credLines = (pid: number): string[] =>
+  readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .filter((l) => /^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):/.test(l));
+
+test('credentials: uids, gids, capability sets, ambient caps and no_new_privs come back', async () => {
+  const p = await startProcess('setpriv', [
+    '--reuid=65534',
+    '--regid=65534',
+    '--groups=65534,100',
+    '--inh-caps=+net_bind_service',
+    '--ambient-caps=+net_bind_service',
+    '--bounding-set=-sys_admin,-sys_ptrace',
+    '--no-new-privs',
+    PYTHON,
+    '-c',
+    CREDS_WORKLOAD,
+  ]);
+  cleanup(() => p.stop());
+  const before = credLines(p.pid);
+  assert.ok(
+    before.some((l) => /^CapAmb:\s+0*400$/.test(l)),
+    before.join('\n'),
+  );
+  assert.ok(before.includes('NoNewPrivs:\t1'), before.join('\n'));
+  const image = dir();
+  // Through the CLI: this process started it, and libuv would reap its ptrace stops.
+  await cli(['dump', String(p.pid), '-D', image]);
+  await p.stop();
+  const pid = await restoreCli(image, '--same-pid', 'no');
+  assert.deepEqual(credLines(pid), before);
 });

@@ -36,6 +36,7 @@ export const NR = {
   setgroups: 116,
   setresuid: 117,
   setresgid: 119,
+  capset: 126,
   sigaltstack: 131,
   personality: 135,
   prctl: 157,

@@ -8,12 +8,24 @@ export const PR = {
   GET_NAME: 16,
   GET_DUMPABLE: 3,
   SET_DUMPABLE: 4,
+  SET_KEEPCAPS: 8,
+  CAPBSET_DROP: 24,
+  GET_SECUREBITS: 27,
+  SET_SECUREBITS: 28,
+  SET_NO_NEW_PRIVS: 38,
+  CAP_AMBIENT: 47,
   SET_MM: 35,
   GET_TID_ADDRESS: 40,
   GET_NO_NEW_PRIVS: 39,
   GET_CHILD_SUBREAPER: 37,
   SET_CHILD_SUBREAPER: 36,
 } as const;
+
+/** PR_CAP_AMBIENT sub-options. */
+export const PR_CAP_AMBIENT = { RAISE: 2, CLEAR_ALL: 4 } as const;
+
+/** Securebits (prctl PR_GET/SET_SECUREBITS). */
+export const SECBIT = { KEEP_CAPS: 1 << 4, KEEP_CAPS_LOCKED: 1 << 5 } as const;
 
 /** PR_SET_MM sub-options. */
 export const PR_SET_MM = { MAP: 14, MAP_SIZE: 15 } as const;
