@@ -186,21 +186,35 @@ function vmaIndexAt(vmas: readonly VmaRecord[], from: number, addr: bigint): num
 
 const isFileBacked = (v: VmaRecord): boolean => v.name.startsWith('/') && v.kind !== 'anon-shared';
 
+/** A run of the page index cut at VMA boundaries: [start, stop) lies in `vma`. */
+interface IndexPiece {
+  start: bigint;
+  stop: bigint;
+  zero: boolean;
+  vma: VmaRecord;
+}
+
+/** Every run of the index, in order, cut where VMAs end; a page outside every VMA is an error. */
+function* indexPieces(index: PageIndex, vmas: readonly VmaRecord[]): Generator<IndexPiece> {
+  let i = 0;
+  for (const e of index.entries) {
+    for (let a = e.addr, end = e.addr + BigInt(e.pages) * PAGE; a < end;) {
+      i = vmaIndexAt(vmas, i, a);
+      const vma = vmas[i]!;
+      const stop = vma.end < end ? vma.end : end;
+      yield { start: a, stop, zero: e.zero, vma };
+      a = stop;
+    }
+  }
+}
+
 /**
  * The VMAs pages will be written into: those with stored pages, and file-backed ones whose
  * copied-on-write pages were all zeros (a fresh file mapping would show the file's bytes there).
  */
 export function vmasToFill(index: PageIndex, vmas: readonly VmaRecord[]): Set<VmaRecord> {
   const filled = new Set<VmaRecord>();
-  let i = 0;
-  for (const e of index.entries) {
-    for (let a = e.addr, end = e.addr + BigInt(e.pages) * PAGE; a < end;) {
-      i = vmaIndexAt(vmas, i, a);
-      const v = vmas[i]!;
-      if (!e.zero || isFileBacked(v)) filled.add(v);
-      a = v.end < end ? v.end : end;
-    }
-  }
+  for (const p of indexPieces(index, vmas)) if (!p.zero || isFileBacked(p.vma)) filled.add(p.vma);
   return filled;
 }
 
@@ -220,24 +234,11 @@ function pushChunks(out: RemoteRange[], addr: bigint, bytes: number): void {
 
 function pageWrites(index: PageIndex, vmas: readonly VmaRecord[]): PageWrites {
   const writes: PageWrites = { stored: [], zeros: [], pages: 0 };
-  let i = 0;
-  for (const e of index.entries) {
-    const bytes = e.pages * PAGE_SIZE;
-    if (!e.zero) {
-      pushChunks(writes.stored, e.addr, bytes);
-      writes.pages += e.pages;
-      continue;
-    }
-    for (let a = e.addr, end = e.addr + BigInt(bytes); a < end;) {
-      i = vmaIndexAt(vmas, i, a);
-      const v = vmas[i]!;
-      const stop = v.end < end ? v.end : end;
-      if (isFileBacked(v)) {
-        pushChunks(writes.zeros, a, Number(stop - a));
-        writes.pages += Number((stop - a) / PAGE);
-      }
-      a = stop;
-    }
+  for (const p of indexPieces(index, vmas)) {
+    // Zero pages read back as zeros in fresh anonymous memory; file-backed VMAs need them written.
+    if (p.zero && !isFileBacked(p.vma)) continue;
+    pushChunks(p.zero ? writes.zeros : writes.stored, p.start, Number(p.stop - p.start));
+    writes.pages += Number((p.stop - p.start) / PAGE);
   }
   return writes;
 }
