@@ -22,7 +22,7 @@ import { initHashing } from '../src/image/hash.js';
 import { sealManifest } from '../src/image/manifest.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
-import { startProcess, traceState } from './helpers/processes.js';
+import { startOtherUserProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
 import { becomeSubreaper } from './helpers/reaper.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
@@ -81,17 +81,10 @@ test('dump of an unknown PID', async () => {
 // On Linux 6.x CAP_SYS_ADMIN and CAP_PERFMON also grant reading another user's /proc files; the
 // missing CAP_SYS_PTRACE is what forbids tracing.
 test('dump of a process ferry may not trace leaves it untouched', async () => {
-  const other = await startProcess('setpriv', [
-    '--reuid=65534',
-    '--regid=65534',
-    '--clear-groups',
-    'sh',
-    '-c',
-    'echo READY; exec sleep 600',
-  ]);
+  const other = await startOtherUserProcess();
   cleanup(() => other.stop());
   const r = await runCli(['dump', String(other.pid), '-D', dir()], {
-    wrap: ['setpriv', '--bounding-set=-sys_ptrace,-sys_admin,-perfmon', '--inh-caps=-all'],
+    wrap: WITHOUT_TRACE_CAPS,
   });
   assertFailed(r, new RegExp(`^ferry: may not trace process ${other.pid}`));
   const { state, tracerPid } = traceState(other.pid);

@@ -4,7 +4,12 @@ import { tmpdir } from 'node:os';
 import { after, before, test } from 'node:test';
 import { runCli } from '../helpers/cli.js';
 import { fixture } from '../helpers/fixtures.js';
-import { startProcess, type Started } from '../helpers/processes.js';
+import {
+  startOtherUserProcess,
+  startProcess,
+  WITHOUT_TRACE_CAPS,
+  type Started,
+} from '../helpers/processes.js';
 
 let scratch: string;
 let target: Started;
@@ -108,17 +113,10 @@ test('errors: one line each, exit 1, and JSON errors with --json', async () => {
 });
 
 test("no permission: root without CAP_SYS_PTRACE inspecting another user's process", async () => {
-  const other = await startProcess('setpriv', [
-    '--reuid=65534',
-    '--regid=65534',
-    '--clear-groups',
-    'sh',
-    '-c',
-    'echo READY; exec sleep 600',
-  ]);
+  const other = await startOtherUserProcess();
   try {
     const r = await runCli(['inspect', String(other.pid)], {
-      wrap: ['setpriv', '--bounding-set=-sys_ptrace,-sys_admin,-perfmon', '--inh-caps=-all'],
+      wrap: WITHOUT_TRACE_CAPS,
     });
     assert.equal(r.code, 1, r.stdout + r.stderr);
     assert.match(

@@ -75,3 +75,25 @@ export function traceState(pid: number): { state: string; tracerPid: number } {
   const tracerPid = Number(/^TracerPid:\s+(\d+)/m.exec(status)?.[1] ?? -1);
   return { state, tracerPid };
 }
+
+/** A process of another user (nobody), asleep: for the tests of what ferry may not do to it. */
+export function startOtherUserProcess(): Promise<Started> {
+  return startProcess('setpriv', [
+    '--reuid=65534',
+    '--regid=65534',
+    '--clear-groups',
+    'sh',
+    '-c',
+    'echo READY; exec sleep 600',
+  ]);
+}
+
+/**
+ * Run ferry as root without the capabilities that let it trace or read other users' processes
+ * (CAP_SYS_ADMIN and CAP_PERFMON also grant reading their /proc files on Linux 6.x).
+ */
+export const WITHOUT_TRACE_CAPS = [
+  'setpriv',
+  '--bounding-set=-sys_ptrace,-sys_admin,-perfmon',
+  '--inh-caps=-all',
+];
