@@ -16,7 +16,7 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { copyPages, PAGE_BATCH, pagesToDump } from './state/mem-pages.js';
+import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
 import { dumpVmas } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
@@ -117,7 +117,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       sink.openPart('pages.img'),
       sink.openPart('pagemap.img'),
       options.compress ?? false,
-      PAGE_BATCH,
+      DUMP_BATCH,
     );
     tracee = Tracee.freeze(pid);
     frozenAt = performance.now();
@@ -161,11 +161,12 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const ranges = pagesToDump(
       pid,
       vmas.filter((v) => v.content === 'pages'),
+      writer.maxRoom,
     );
     const totalBytes = ranges.reduce((n, r) => n + r.len, 0);
     writer.reserve(totalBytes); // a full disk shows now, before any page is copied
     timings.mark('scan');
-    copyPages(ctx, ranges, writer, {
+    await copyPages(ctx, ranges, writer, {
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
     });
     timings.mark('pages');

@@ -27,11 +27,18 @@ export class PageStoreWriter {
   private readonly entries: PageEntry[] = [];
   private readonly frames: Frame[] = [];
   private readonly writes: Promise<void>[] = [];
-  /** Compressed: where pages are read before they are compressed (touched at once: see room()). */
-  private readonly staging: Buffer | undefined;
+  /**
+   * Where pages are read (touched when made, so no page faults while the process is frozen).
+   * Uncompressed, two take turns: one is written out while the next batch is read into the other.
+   */
+  private readonly staging: Buffer[];
+  /** The write still reading each staging buffer. */
+  private readonly writing: (Promise<void> | undefined)[];
   private readonly frame: Buffer | undefined;
-  /** What the last room() gave. */
+  private next = 0;
+  /** The staging buffer the last room() gave, and how much of it. */
   private current: Buffer | undefined;
+  private currentIndex = 0;
   private frameUsed = 0;
   private dataPages = 0;
   private zeroPages = 0;
@@ -40,13 +47,12 @@ export class PageStoreWriter {
     private readonly pages: PartWriter,
     private readonly index: PartWriter,
     private readonly compressed: boolean,
-    /** The most bytes one room() asks for. */
-    private readonly maxRoom: number,
+    /** The most bytes one room() gives. */
+    readonly maxRoom: number,
   ) {
-    if (compressed) {
-      this.frame = Buffer.allocUnsafeSlow(FRAME_SIZE).fill(0);
-      this.staging = Buffer.allocUnsafeSlow(maxRoom).fill(0);
-    }
+    if (compressed) this.frame = Buffer.allocUnsafeSlow(FRAME_SIZE).fill(0);
+    this.staging = Array.from({ length: compressed ? 1 : 2 }, () => Buffer.allocUnsafeSlow(maxRoom).fill(0));
+    this.writing = this.staging.map(() => undefined);
   }
 
   /** Make room for up to `bytes` more bytes of pages now: a full disk is refused here. */
@@ -54,13 +60,14 @@ export class PageStoreWriter {
     if (!this.compressed) this.pages.reserve(bytes);
   }
 
-  /**
-   * Where to put the next `bytes` bytes of pages (then call take()): in place in pages.img when it
-   * is not compressed, so the pages are copied once, from the process into the page cache.
-   */
-  room(bytes: number): Buffer {
+  /** Where to put the next `bytes` bytes of pages (then call take()). */
+  async room(bytes: number): Promise<Buffer> {
     if (bytes > this.maxRoom) throw new FerryError('FERRY_INTERNAL', `room(${bytes}) beyond ${this.maxRoom}`);
-    this.current = this.staging ? this.staging.subarray(0, bytes) : this.pages.space(bytes);
+    const i = this.next;
+    this.next = (i + 1) % this.staging.length;
+    await this.writing[i];
+    this.currentIndex = i;
+    this.current = this.staging[i]!.subarray(0, bytes);
     return this.current;
   }
 
@@ -96,7 +103,14 @@ export class PageStoreWriter {
       }
       off += r.len;
     }
-    if (!this.frame) this.pages.append(kept);
+    if (!this.frame && kept > 0) this.writing[this.currentIndex] = this.write(room.subarray(0, kept));
+  }
+
+  private write(data: Buffer): Promise<void> {
+    const written = this.pages.write(data);
+    written.catch(() => {}); // awaited by room() or finish(); a failure must not go unhandled meanwhile
+    this.writes.push(written);
+    return written;
   }
 
   private addEntry(addr: bigint, pages: number, zero: boolean): void {
@@ -120,9 +134,7 @@ export class PageStoreWriter {
   private flushFrame(): void {
     if (this.frameUsed === 0) return;
     const stored = compress(this.frame!.subarray(0, this.frameUsed), { compressionLevel: ZSTD_LEVEL });
-    const written = this.pages.write(stored);
-    written.catch(() => {}); // awaited by finish(); a failure must not go unhandled meanwhile
-    this.writes.push(written);
+    void this.write(stored);
     this.frames.push({ stored: stored.length, raw: this.frameUsed });
     this.frameUsed = 0;
   }

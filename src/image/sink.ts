@@ -20,34 +20,20 @@ import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../errors.js';
 import { isErrno, SysError } from '../sys/errno.js';
 import { fallocate } from '../sys/fcntl.js';
-import { MAP, mmap, munmap, PROT, viewOf } from '../sys/mman.js';
 import { createHasher } from './hash.js';
-
-/** File offsets a mapping may start at. */
-const MAP_ALIGN = 4096;
 
 export interface PartSummary {
   size: number;
   checksum: string;
 }
 
-/**
- * One part being written, either with write() or, for data made in place, with space() and append()
- * (a part uses one way or the other, not both).
- */
+/** One part being written. */
 export interface PartWriter {
   /**
    * Append `data`. It is hashed at once but may be written later: leave it unchanged until the
    * returned promise settles.
    */
   write(data: Uint8Array): Promise<void>;
-  /**
-   * Room for the part's next `length` bytes, to fill in place: for a file, a shared mapping of it
-   * (no copy). Valid until the next space(), append() or close().
-   */
-  space(length: number): Buffer;
-  /** The first `length` bytes of the last space() are the part's next bytes. */
-  append(length: number): void;
   /** Set aside room for `bytes` more bytes now, so that a full disk shows before any work is done. */
   reserve(bytes: number): void;
   /** Wait for every write; the part's size and checksum. */
@@ -168,32 +154,16 @@ export class DirSink implements ImageSink {
     const hasher = createHasher();
     const writes: Promise<void>[] = [];
     let size = 0;
-    /** Bytes of the file allocated (reserve(), space()), and the mapping space() gave out. */
+    /** Bytes of the file allocated by reserve(). */
     let allocated = 0;
-    let room: { addr: bigint; length: number; skip: number; view: Buffer } | undefined;
-    const unmapRoom = (): void => {
-      if (room) munmap(room.addr, room.length);
-      room = undefined;
-    };
-    const release = (): void => {
-      unmapRoom();
-      closeSync(fd);
-    };
+    const release = (): void => closeSync(fd);
     this.open.add(release);
-    const guard = <T>(fn: () => T): T => {
-      try {
-        return fn();
-      } catch (err) {
-        throw writeError(path, err);
-      }
-    };
     const allocate = (end: number): void => {
       if (end <= allocated) return;
       try {
         fallocate(fd, allocated, end - allocated);
       } catch (err) {
-        // A file system without fallocate: the file grows sparse, and a full disk shows as a
-        // failed copy into it instead (process_vm_readv returns EFAULT, it raises no SIGBUS).
+        // A file system without fallocate: a full disk shows as a failed write instead.
         if (!isErrno(err, 'EOPNOTSUPP')) throw err;
         ftruncateSync(fd, end);
       }
@@ -214,29 +184,16 @@ export class DirSink implements ImageSink {
         );
         return done;
       },
-      reserve: (bytes) => guard(() => allocate(size + bytes)),
-      space: (length) =>
-        guard(() => {
-          unmapRoom();
-          // Blocks allocated first: a full disk is an error here, never a SIGBUS on a store.
-          allocate(size + length);
-          const start = size - (size % MAP_ALIGN);
-          const skip = size - start;
-          const addr = mmap(0n, skip + length, PROT.READ | PROT.WRITE, MAP.SHARED, fd, start);
-          room = { addr, length: skip + length, skip, view: viewOf(addr + BigInt(skip), length) };
-          return room.view;
-        }),
-      append: (length) => {
-        if (!room || length > room.view.length)
-          throw new FerryError('FERRY_INTERNAL', `append(${length}) beyond the room space() gave`);
-        hasher.update(room.view.subarray(0, length));
-        size += length;
-        unmapRoom();
+      reserve: (bytes) => {
+        try {
+          allocate(size + bytes);
+        } catch (err) {
+          throw writeError(path, err);
+        }
       },
       close: async () => {
         try {
           await Promise.all(writes);
-          unmapRoom();
           // Room allocated but not used goes.
           if (allocated > size) ftruncateSync(fd, size);
           if (this.sync) fsyncSync(fd);

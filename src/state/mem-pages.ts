@@ -25,8 +25,13 @@ import { contiguousRanges, dumpsPage } from '../vma/usage.js';
 import type { DumpContext, RestoreContext } from './context.js';
 import type { VmaRecord } from './mem-vmas.js';
 
-/** Bytes moved per process_vm_readv/writev call. */
+/** Bytes moved per process_vm_writev or preadv batch at restore. */
 export const PAGE_BATCH = 16 << 20;
+/**
+ * Bytes read per process_vm_readv at dump: small, so that writing one batch out overlaps reading the
+ * next, and the two staging buffers cost little to make.
+ */
+export const DUMP_BATCH = 4 << 20;
 const PAGE = BigInt(PAGE_SIZE);
 
 export interface PageRange extends RemoteRange {
@@ -34,8 +39,8 @@ export interface PageRange extends RemoteRange {
   readable: boolean;
 }
 
-/** The ranges of pages a checkpoint stores, in address order, none longer than PAGE_BATCH. */
-export function pagesToDump(pid: number, vmas: readonly VmaRecord[]): PageRange[] {
+/** The ranges of pages a checkpoint stores, in address order, none longer than `maxLen` bytes. */
+export function pagesToDump(pid: number, vmas: readonly VmaRecord[], maxLen: number): PageRange[] {
   const ranges: PageRange[] = [];
   const scanner = openPageScanner(pid);
   try {
@@ -46,7 +51,7 @@ export function pagesToDump(pid: number, vmas: readonly VmaRecord[]): PageRange[
           while (vmas[i]!.end <= start) i++;
           const vma = vmas[i]!;
           const end = run.end < vma.end ? run.end : vma.end;
-          if (dumpsPage(vma, run.flags)) pushRange(ranges, start, end, vma.perms[0] === 'r');
+          if (dumpsPage(vma, run.flags)) pushRange(ranges, start, end, vma.perms[0] === 'r', maxLen);
           start = end;
         }
       });
@@ -57,15 +62,15 @@ export function pagesToDump(pid: number, vmas: readonly VmaRecord[]): PageRange[
   return ranges;
 }
 
-function pushRange(ranges: PageRange[], start: bigint, end: bigint, readable: boolean): void {
-  for (let a = start; a < end; a += BigInt(PAGE_BATCH)) {
-    const len = Number(end - a < BigInt(PAGE_BATCH) ? end - a : BigInt(PAGE_BATCH));
+function pushRange(ranges: PageRange[], start: bigint, end: bigint, readable: boolean, maxLen: number): void {
+  for (let a = start; a < end; a += BigInt(maxLen)) {
+    const len = Number(end - a < BigInt(maxLen) ? end - a : BigInt(maxLen));
     const last = ranges.at(-1);
     if (
       last &&
       last.readable === readable &&
       last.addr + BigInt(last.len) === a &&
-      last.len + len <= PAGE_BATCH
+      last.len + len <= maxLen
     ) {
       last.len += len;
     } else {
@@ -132,20 +137,20 @@ export interface CopyHooks {
 }
 
 /**
- * Read every range into the page store, in order, in batches of up to PAGE_BATCH bytes. Uncompressed,
- * process_vm_readv copies the pages straight into pages.img's page cache (PageStoreWriter.room()).
+ * Read every range into the page store, in order, in batches as large as the store's room (one batch
+ * is read while the one before is written).
  */
-export function copyPages(
+export async function copyPages(
   ctx: DumpContext,
   ranges: readonly PageRange[],
   writer: PageStoreWriter,
   hooks: CopyHooks = {},
-): void {
+): Promise<void> {
   let done = 0;
   hooks.onProgress?.(done);
-  for (const batch of groups(ranges, PAGE_BATCH, (a, b) => a.readable === b.readable)) {
+  for (const batch of groups(ranges, writer.maxRoom, (a, b) => a.readable === b.readable)) {
     const bytes = byteCount(batch);
-    const room = writer.room(bytes);
+    const room = await writer.room(bytes);
     // What process_vm_readv cannot read (it stops at the first such range; fails with EFAULT when
     // that is the first of the batch; is missing or forbidden on some systems) goes through /proc/PID/mem.
     const got = batch[0]!.readable ? readWithVm(ctx.pid, room, batch) : 0;
