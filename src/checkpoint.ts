@@ -6,7 +6,7 @@ import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
 import { sealManifest } from './image/manifest.js';
 import { PageStoreWriter } from './image/page-store.js';
-import { DirSink, type PartSummary } from './image/sink.js';
+import { DirSink, type ImageSink, type PartSummary } from './image/sink.js';
 import { readProcBytes, readProcText } from './proc/files.js';
 import { userProcessStat } from './proc/process.js';
 import { parseSmaps } from './proc/smaps.js';
@@ -24,6 +24,7 @@ import { dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { refuseUnsupported } from './state/unsupported.js';
 import { isErrno } from './sys/errno.js';
+import { kill, SIG } from './sys/signal.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import { Timings } from './timings.js';
@@ -33,7 +34,12 @@ import { parseVmaSelection } from './vma/select.js';
 
 export interface DumpOptions {
   /** Directory to write the image into (created if missing; an older image there is replaced). */
-  dir: string;
+  dir?: string;
+  /**
+   * Or where else the image goes (a migration stream): the process is killed only once the sink's
+   * commit() has resolved, and runs on when it throws.
+   */
+  sink?: ImageSink;
   /** Store the pages of these VMAs only (docs/VMA-SELECTION.md); the rest keep their layout. */
   vmas?: string;
   /** Let the process run on after the dump instead of killing it. */
@@ -48,6 +54,7 @@ export interface DumpOptions {
 
 export interface DumpResult {
   pid: number;
+  /** The directory, or where the sink sent the image. */
   dir: string;
   /** Milliseconds the process did not run: from freezing until it ran on or was killed. */
   frozenMs: number;
@@ -79,7 +86,12 @@ function cmdline(pid: number): string[] {
   return raw === '' ? [] : raw.replace(/\0$/, '').split('\0');
 }
 
-/** Checkpoint process `pid` into `options.dir`. */
+function imageDir(options: DumpOptions): string {
+  if (options.dir === undefined) throw new FerryError('FERRY_USAGE', 'dump needs a directory (-D) or a sink');
+  return options.dir;
+}
+
+/** Checkpoint process `pid` into `options.dir` (or `options.sink`). */
 export async function dump(pid: number, options: DumpOptions): Promise<DumpResult> {
   const started = performance.now();
   const timings = new Timings();
@@ -91,7 +103,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     warnings.push(message);
     options.onWarning?.(message);
   };
-  const sink = new DirSink(options.dir, options.sync ?? false);
+  const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
   const parts: Record<string, PartSummary> = {};
   /** Saved file contents being written (awaited before the commit). */
   const partWrites: Promise<void>[] = [];
@@ -205,10 +217,10 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     timings.mark('commit');
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     timings.mark('end');
-    await sink.discardReplaced().catch((err: unknown) => warn(`the replaced image stays: ${String(err)}`));
+    await sink.settle().catch((err: unknown) => warn(`after the dump: ${String(err)}`));
     return {
       pid,
-      dir: options.dir,
+      dir: sink.location,
       frozenMs,
       totalMs: performance.now() - started,
       vmas: vmas.length,
@@ -221,6 +233,8 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     };
   } catch (err) {
     try {
+      // The target may run it: the process must not run here too, nor be lost (docs/PROTOCOL.md).
+      if (tracee && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);
       unfreeze('release');
     } finally {
       await Promise.allSettled(partWrites);

@@ -23,6 +23,7 @@ import { startRestoreStub, type PidMethod, type RestoreStub, type SamePid } from
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { NR } from './sys/nr.js';
 import { ptraceGetXstate } from './sys/ptrace.js';
+import { kill, SIG } from './sys/signal.js';
 import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
 import { Timings } from './timings.js';
 import { findGap } from './vma/gaps.js';
@@ -34,6 +35,11 @@ export interface RestoreOptions {
   tty?: 'inherit' | 'null';
   /** How to get the original PID; 'auto' uses clone3 with set_tid, falling back to ns_last_pid. */
   pidMethod?: PidMethod;
+  /**
+   * Leave the process stopped (SIGSTOP) instead of running: the caller continues it with SIGCONT or
+   * kills it (a migration target holds it until the source lets go).
+   */
+  stopped?: boolean;
   onWarning?: (message: string) => void;
 }
 
@@ -155,6 +161,8 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     remote.removeScratch();
     timings.mark('state');
     finishThread(ctx, thread, stub.pid);
+    // Queued while traced, the stop takes the process as soon as it leaves the ptrace stop.
+    if (options.stopped) kill(stub.pid, SIG.SIGSTOP);
     stub.tracee.release();
     timings.mark('finish');
     return {

@@ -44,8 +44,13 @@ export interface ImageSink {
   /** Where the image goes, for messages. */
   readonly location: string;
   openPart(name: string): PartWriter;
-  /** Make the image visible with its sealed manifest; only then is it complete. */
+  /**
+   * Make the image complete with its sealed manifest. When this resolves the image may replace the
+   * process (a dump kills it next); when it throws, the process must run on.
+   */
   commit(manifest: string): Promise<void>;
+  /** Work left once the process runs on or is gone (nothing here may need it frozen). */
+  settle(): Promise<void>;
   /** Forget everything written so far. */
   abort(): Promise<void>;
 }
@@ -239,7 +244,7 @@ export class DirSink implements ImageSink {
   }
 
   /** Delete the image the commit replaced (and any an interrupted dump left aside). */
-  async discardReplaced(): Promise<void> {
+  async settle(): Promise<void> {
     const replaced = readdirSync(this.location).filter((f) => f.startsWith(`${HIDDEN}replaced-`));
     await Promise.all(replaced.map((f) => rm(join(this.location, f), { recursive: true, force: true })));
   }
