@@ -23,6 +23,13 @@ export const ERROR_CODES = {
   FERRY_PID_TAKEN: 'the original PID is in use and --same-pid require was given',
   FERRY_NO_TERMINAL: 'the image had a terminal and this restore has none to give it',
   FERRY_RESTORE_FAILED: 'the restore failed midway; its stub was killed and nothing was left behind',
+  FERRY_CONNECTION: 'a connection to an agent could not be made, was lost, or carried something unexpected',
+  FERRY_AUTH:
+    'the agent refused the request: a missing or wrong token, or a process the caller may not act on',
+  FERRY_MIGRATION_FAILED:
+    'the migration did not complete: the process runs on at the source, nothing at the target',
+  FERRY_MIGRATION_IN_DOUBT:
+    'the target was told to run the process and then could not be reached: the source is left stopped (SIGSTOP) for the operator to decide',
   FERRY_INTERNAL: 'an internal check failed: a bug in ferry',
 } as const;
 

@@ -1,4 +1,6 @@
 // The ferry library: everything the CLI does, typed, for Node programs that embed it.
+export { startAgent, type Agent, type AgentOptions } from './agent/agent.js';
+export { parseTokenFile, readTokenFile, type TokenEntry } from './agent/auth.js';
 export { check, CAP, type CheckReport, type DirtyTracking, type FeatureReport } from './check.js';
 export { dump, type DumpOptions, type DumpResult } from './checkpoint.js';
 export { demo, type DemoResult } from './demo.js';
@@ -10,6 +12,8 @@ export {
   type InspectResult,
   type VmaReport,
 } from './inspect.js';
+export { migrate, type MigrateOptions, type MigrateResult } from './migrate/migrate.js';
+export type { AgentEndpoint } from './migrate/client.js';
 export { readImage, type Image } from './read-image.js';
 export { restore, type RestoreOptions, type RestoreResult } from './restore.js';
 export { findVma, vmaBytes, vmaContents, type VmaContent } from './show.js';

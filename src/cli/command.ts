@@ -25,6 +25,12 @@ export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
+/** A command's result: as JSON with --json, else as its one-line summary. */
+export function printResult<T>(json: unknown, result: T, summary: (result: T) => string): void {
+  if (json) printJson(result);
+  else process.stdout.write(`${summary(result)}\n`);
+}
+
 /** Options every command accepts. */
 export const COMMON_OPTIONS: OptionSpec = {
   json: { type: 'boolean' },

@@ -1,10 +1,10 @@
 // ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
 import { FerryError } from '../errors.js';
-import { printJson, type Command } from './command.js';
+import { printResult, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
 import { parsePid } from './inspect-command.js';
-import { progressBar } from './progress.js';
+import { withProgressBar } from './progress.js';
 
 export function requireDir(value: unknown): string {
   if (typeof value !== 'string' || value === '')
@@ -39,10 +39,8 @@ export const dumpCommand: Command = {
   async run({ values, positionals }) {
     const pid = parsePid(positionals[0]);
     const dir = requireDir(values.dir);
-    const bar = progressBar(`dumping ${pid}`, formatBytes);
-    let result: DumpResult;
-    try {
-      result = await dump(pid, {
+    const result = await withProgressBar(`dumping ${pid}`, formatBytes, (bar) =>
+      dump(pid, {
         dir,
         vmas: values.vmas as string | undefined,
         leaveRunning: values['leave-running'] === true,
@@ -50,12 +48,9 @@ export const dumpCommand: Command = {
         sync: values.sync === true,
         onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),
         onWarning: values.json ? undefined : warnOnStderr,
-      });
-    } finally {
-      bar.done();
-    }
-    if (values.json) printJson(result);
-    else process.stdout.write(`${summary(result)}\n`);
+      }),
+    );
+    printResult(values.json, result, summary);
     return 0;
   },
 };

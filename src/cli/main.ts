@@ -3,11 +3,13 @@
 // a stack trace only with --debug.
 import { parseArgs } from 'node:util';
 import { FerryError } from '../errors.js';
+import { agentCommand } from './agent-command.js';
 import { checkCommand } from './check-command.js';
 import { COMMON_OPTIONS, printJson, type Command } from './command.js';
 import { demoCommand } from './demo-command.js';
 import { dumpCommand } from './dump-command.js';
 import { inspectCommand } from './inspect-command.js';
+import { migrateCommand } from './migrate-command.js';
 import { restoreCommand } from './restore-command.js';
 import { showCommand } from './show-command.js';
 import { FERRY_VERSION } from '../version.js';
@@ -20,6 +22,8 @@ const COMMANDS: readonly Command[] = [
   dumpCommand,
   restoreCommand,
   showCommand,
+  migrateCommand,
+  agentCommand,
 ];
 
 const EXIT_FAILURE = 1;

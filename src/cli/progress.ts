@@ -33,3 +33,17 @@ export function progressBar(title: string, format: (n: number) => string = Strin
     },
   };
 }
+
+/** Run `work` with a progress bar that it updates, and take the bar down however it ends. */
+export async function withProgressBar<T>(
+  title: string,
+  format: (n: number) => string,
+  work: (bar: Progress) => Promise<T>,
+): Promise<T> {
+  const bar = progressBar(title, format);
+  try {
+    return await work(bar);
+  } finally {
+    bar.done();
+  }
+}

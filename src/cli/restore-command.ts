@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { restore } from '../restore.js';
-import { printJson, type Command } from './command.js';
+import { printResult, type Command } from './command.js';
 import { requireDir, warnOnStderr } from './dump-command.js';
 
 function choice<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
@@ -42,8 +42,7 @@ export const restoreCommand: Command = {
         );
       }
     }
-    if (values.json) printJson(result);
-    else process.stdout.write(`${result.pid}\n`);
+    printResult(values.json, result, (r) => String(r.pid));
     return 0;
   },
 };

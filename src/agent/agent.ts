@@ -1,0 +1,261 @@
+// The per-host daemon (docs/PROTOCOL.md): an HTTP(S) API over the library, behind bearer tokens.
+// It dumps and restores on request, receives migrations, keeps the processes it restored (reaping
+// them when they end), and reports itself to Prometheus at /metrics.
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpus, freemem, hostname, loadavg, release, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { dump } from '../checkpoint.js';
+import { FerryError, isFerryError, type ErrorCode } from '../errors.js';
+import { initHashing } from '../image/hash.js';
+import { readImage } from '../read-image.js';
+import { restore } from '../restore.js';
+import { userProcessStat } from '../proc/process.js';
+import { readProcText } from '../proc/files.js';
+import { FERRY_VERSION } from '../version.js';
+import { authenticate, authorize, type Caller, type TokenEntry } from './auth.js';
+import { metricsText } from './metrics.js';
+import { MIGRATION_ID, Migrations } from './receive.js';
+import { Registry } from './registry.js';
+
+export interface AgentOptions {
+  /** Address and port to listen on; port 0 picks a free one. */
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Who may call; undefined: anyone (only with `insecure`). */
+  tokens: TokenEntry[] | undefined;
+  tls?: { cert: Buffer; key: Buffer };
+  /** How long a connection may stay silent, and a held migration wait for its commit. */
+  idleTimeoutMs?: number;
+}
+
+export interface Agent {
+  /** host:port it listens on. */
+  readonly address: string;
+  close(): Promise<void>;
+}
+
+const DEFAULT_IDLE_MS = 30_000;
+const MAX_JSON = 1 << 20;
+const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/** HTTP status for each kind of refusal. */
+function statusOf(code: ErrorCode): number {
+  switch (code) {
+    case 'FERRY_AUTH':
+      return 403;
+    case 'FERRY_USAGE':
+    case 'FERRY_BAD_VMA_SPEC':
+      return 400;
+    case 'FERRY_NO_SUCH_PROCESS':
+      return 404;
+    case 'FERRY_INTERNAL':
+      return 500;
+    default:
+      return 422;
+  }
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  let text = '';
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    text += chunk.toString('utf8');
+    if (text.length > MAX_JSON) throw new HttpError(413, 'request body too large');
+  }
+  try {
+    const value: unknown = JSON.parse(text === '' ? '{}' : text);
+    if (typeof value === 'object' && value !== null && !Array.isArray(value))
+      return value as Record<string, unknown>;
+  } catch {
+    // answered below
+  }
+  throw new HttpError(400, 'the request body must be a JSON object');
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function imageDir(dataDir: string, name: unknown): string {
+  if (typeof name !== 'string' || !IMAGE_NAME.test(name))
+    throw new HttpError(400, `"image" must be a name matching ${IMAGE_NAME.source}`);
+  return join(dataDir, 'images', name);
+}
+
+function processUid(pid: number): number {
+  userProcessStat(pid); // a clear error for an unknown PID or a kernel thread
+  return Number(/^Uid:\s+(\d+)/m.exec(readProcText(pid, 'status'))?.[1]);
+}
+
+/** Start an agent; resolves once it listens. */
+export async function startAgent(options: AgentOptions): Promise<Agent> {
+  await initHashing();
+  const dataDir = resolve(options.dataDir);
+  mkdirSync(join(dataDir, 'images'), { recursive: true, mode: 0o700 });
+  mkdirSync(join(dataDir, 'migrations'), { recursive: true, mode: 0o700 });
+  // What a previous agent was receiving when it died is of no use to anyone.
+  for (const left of readdirSync(join(dataDir, 'migrations')))
+    rmSync(join(dataDir, 'migrations', left), { recursive: true, force: true });
+  const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_MS;
+  const registry = new Registry();
+  const migrations = new Migrations(dataDir, registry, idleMs);
+  const counters = { dumps: 0, restores: 0, requests: 0, refused: 0 };
+  const started = Date.now();
+
+  const status = (): Record<string, unknown> => ({
+    host: hostname(),
+    kernel: release(),
+    ferry: FERRY_VERSION,
+    uptimeSeconds: Math.round((Date.now() - started) / 1000),
+    cpus: cpus().length,
+    loadavg: loadavg(),
+    memory: { totalBytes: totalmem(), freeBytes: freemem() },
+    processes: registry.list().filter((p) => p.state !== 'exited').length,
+    migrations: migrations.list().length,
+  });
+
+  const routes = async (req: IncomingMessage, res: ServerResponse, caller: Caller): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://agent');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    const migration = /^\/v1\/migrations\/([^/]+)(\/commit)?$/.exec(path);
+    if (method === 'GET' && path === '/v1/health') return send(res, 200, { ok: true, ferry: FERRY_VERSION });
+    if (method === 'GET' && path === '/v1/status') return send(res, 200, status());
+    if (method === 'GET' && path === '/v1/processes') return send(res, 200, { processes: registry.list() });
+    if (method === 'GET' && path === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(metricsText({ registry, migrations, counters, status: status() }));
+      return;
+    }
+    if (method === 'POST' && path === '/v1/dump') {
+      const body = await readJson(req);
+      const pid = body.pid;
+      if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0)
+        throw new HttpError(400, '"pid" must be a positive integer');
+      authorize(caller, processUid(pid), `process ${pid}`);
+      const dir = imageDir(dataDir, body.image ?? `pid-${pid}`);
+      const result = await dump(pid, {
+        dir,
+        leaveRunning: body.leaveRunning === true,
+        compress: body.compress === true,
+        vmas: typeof body.vmas === 'string' ? body.vmas : undefined,
+      });
+      counters.dumps++;
+      return send(res, 200, { ...result, image: dir.slice(join(dataDir, 'images').length + 1) });
+    }
+    if (method === 'POST' && path === '/v1/restore') {
+      const body = await readJson(req);
+      const dir = imageDir(dataDir, body.image);
+      const image = await readImage(dir);
+      authorize(caller, image.manifest.state.creds.uids[0]!, `the process of image ${String(body.image)}`);
+      const result = await restore(dir, { tty: 'null', samePid: 'try' });
+      registry.add({
+        pid: result.pid,
+        originalPid: result.originalPid,
+        command: image.manifest.state.command,
+        origin: 'restore',
+        state: 'running',
+        since: Date.now(),
+      });
+      counters.restores++;
+      return send(res, 200, result);
+    }
+    if (method === 'POST' && path === '/v1/migrations') {
+      const id = req.headers['ferry-migration-id'];
+      if (typeof id !== 'string' || !MIGRATION_ID.test(id))
+        throw new HttpError(400, `the Ferry-Migration-Id header must match ${MIGRATION_ID.source}`);
+      return migrations.receive(id, caller, req, res);
+    }
+    if (migration) {
+      const m = migrations.get(migration[1]!);
+      if (!m) throw new HttpError(404, `no migration ${migration[1]}`);
+      if (method === 'GET' && !migration[2]) return send(res, 200, m);
+      if (method === 'POST' && migration[2]) return send(res, 200, migrations.commit(m.id));
+    }
+    throw new HttpError(404, `no route ${method} ${path}`);
+  };
+
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    counters.requests++;
+    const caller = options.tokens
+      ? authenticate(options.tokens, req.headers.authorization)
+      : { uid: undefined };
+    const fail = (status: number, code: string, message: string): void => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      send(res, status, { error: { code, message } });
+    };
+    if (!caller) {
+      counters.refused++;
+      res.setHeader('www-authenticate', 'Bearer realm="ferry"');
+      req.resume();
+      return fail(401, 'FERRY_AUTH', 'a valid bearer token is required');
+    }
+    routes(req, res, caller).catch((err: unknown) => {
+      if (err instanceof HttpError) return fail(err.status, 'FERRY_USAGE', err.message);
+      if (isFerryError(err)) {
+        if (err.code === 'FERRY_AUTH') counters.refused++;
+        return fail(statusOf(err.code), err.code, err.message);
+      }
+      return fail(500, 'FERRY_INTERNAL', err instanceof Error ? err.message : String(err));
+    });
+  };
+
+  const server: Server = options.tls
+    ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, handler)
+    : createHttpServer(handler);
+  server.requestTimeout = 0; // a migration stream takes as long as it takes; idleness is what counts
+  server.on('connection', (socket) => socket.setTimeout(idleMs, () => socket.destroy()));
+  await new Promise<void>((resolveListen, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new FerryError(
+          'FERRY_USAGE',
+          `cannot listen on ${options.host}:${options.port}: ${err.code ?? err.message}`,
+        ),
+      ),
+    );
+    server.listen(options.port, options.host, () => resolveListen());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    address: `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    close: () =>
+      new Promise((done) => {
+        migrations.close();
+        registry.close();
+        server.close(() => done());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** Read --tls-cert/--tls-key files. */
+export function readTls(cert: string, key: string): { cert: Buffer; key: Buffer } {
+  try {
+    return { cert: readFileSync(cert), key: readFileSync(key) };
+  } catch (err) {
+    throw new FerryError('FERRY_USAGE', `cannot read the TLS certificate or key: ${String(err)}`);
+  }
+}

@@ -1,0 +1,66 @@
+// Who may call the agent: bearer tokens from a file, one per line, each optionally bound to a uid
+// (`<token> uid=<n>`): such a caller acts only on processes and images of that uid.
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+
+export interface Caller {
+  /** The uid this caller's token is bound to; undefined: any. */
+  uid: number | undefined;
+}
+
+export interface TokenEntry {
+  token: Buffer;
+  uid: number | undefined;
+}
+
+const MIN_TOKEN = 16;
+
+/** Parse a token file; blank lines and lines starting with # are skipped. */
+export function parseTokenFile(text: string, path: string): TokenEntry[] {
+  const entries: TokenEntry[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) return;
+    const [token, ...rest] = line.split(/\s+/);
+    const bad = (why: string): FerryError => new FerryError('FERRY_USAGE', `${path}:${i + 1}: ${why}`);
+    if (token!.length < MIN_TOKEN) throw bad(`a token needs at least ${MIN_TOKEN} characters`);
+    let uid: number | undefined;
+    for (const field of rest) {
+      const m = /^uid=(\d+)$/.exec(field);
+      if (!m) throw bad(`unknown field "${field}" (expected uid=<n>)`);
+      uid = Number(m[1]);
+    }
+    entries.push({ token: Buffer.from(token!), uid });
+  });
+  if (entries.length === 0) throw new FerryError('FERRY_USAGE', `${path} holds no token`);
+  return entries;
+}
+
+export function readTokenFile(path: string): TokenEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new FerryError('FERRY_USAGE', `cannot read the token file ${path}: ${String(err)}`);
+  }
+  return parseTokenFile(text, path);
+}
+
+/** The caller an `Authorization: Bearer <token>` header names, or undefined when it names none. */
+export function authenticate(entries: readonly TokenEntry[], header: string | undefined): Caller | undefined {
+  const m = /^Bearer\s+(\S+)$/i.exec(header ?? '');
+  if (!m) return undefined;
+  const given = Buffer.from(m[1]!);
+  const entry = entries.find((e) => e.token.length === given.length && timingSafeEqual(e.token, given));
+  return entry && { uid: entry.uid };
+}
+
+/** Refuse unless `caller` may act on something owned by `uid`. */
+export function authorize(caller: Caller, uid: number, what: string): void {
+  if (caller.uid !== undefined && caller.uid !== uid)
+    throw new FerryError(
+      'FERRY_AUTH',
+      `this token may act on uid ${caller.uid}'s processes, and ${what} is uid ${uid}'s`,
+    );
+}

@@ -1,0 +1,159 @@
+// The target's half of a migration (docs/PROTOCOL.md): write the streamed image into the data
+// directory, restore it held (stopped), and let it run only on the source's commit. Every other end
+// (abort, a broken or silent connection, a bad frame, a full disk, a failed restore) kills what was
+// restored and deletes what was received.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { FerryError, isFerryError } from '../errors.js';
+import { DirSink, type PartWriter } from '../image/sink.js';
+import { openManifest } from '../image/manifest.js';
+import { eventLine, FRAME, readFrames, type Migration, type TargetEvent } from '../migrate/wire.js';
+import { restore } from '../restore.js';
+import { manifestRecord } from '../state/image.js';
+import { authorize, type Caller } from './auth.js';
+import type { Registry } from './registry.js';
+
+export const MIGRATION_ID = /^[A-Za-z0-9-]{8,64}$/;
+
+export class Migrations {
+  private readonly all = new Map<string, Migration>();
+  /** A held migration whose connection broke waits this long for a commit another way. */
+  private readonly pendingCommit = new Map<string, { timer: NodeJS.Timeout; commit: () => void }>();
+
+  constructor(
+    private readonly dataDir: string,
+    private readonly registry: Registry,
+    private readonly graceMs: number,
+  ) {}
+
+  get(id: string): Migration | undefined {
+    return this.all.get(id);
+  }
+
+  list(): Migration[] {
+    return [...this.all.values()];
+  }
+
+  /** The source says again that the process may run (its connection broke after the commit). */
+  commit(id: string): Migration | undefined {
+    this.pendingCommit.get(id)?.commit();
+    return this.all.get(id);
+  }
+
+  /** Serve POST /v1/migrations: the whole exchange of one migration. */
+  async receive(id: string, caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (this.all.has(id)) throw new FerryError('FERRY_USAGE', `migration ${id} exists already`);
+    const m: Migration = { id, state: 'receiving', bytes: 0, started: Date.now() };
+    this.all.set(id, m);
+    const dir = join(this.dataDir, 'migrations', id);
+    const sink = new DirSink(dir);
+    const parts = new Map<string, PartWriter>();
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.flushHeaders();
+    const send = (event: TargetEvent): void => {
+      if (!res.writableEnded && !res.destroyed) res.write(eventLine(event));
+    };
+    let committed = false;
+    try {
+      for await (const frame of readFrames(req)) {
+        if (frame.type === FRAME.PART) {
+          if (m.state !== 'receiving')
+            throw new FerryError('FERRY_CONNECTION', 'image data after the manifest');
+          let part = parts.get(frame.name);
+          if (!part) parts.set(frame.name, (part = sink.openPart(frame.name)));
+          await part.write(frame.payload);
+          m.bytes += frame.payload.length;
+        } else if (frame.type === FRAME.MANIFEST) {
+          if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a second manifest');
+          const text = frame.payload.toString('utf8');
+          const { state } = openManifest(text, manifestRecord, `migration ${id}`);
+          authorize(caller, state.creds.uids[0]!, `process ${state.pid}`);
+          await Promise.all([...parts.values()].map((p) => p.close()));
+          await sink.commit(text);
+          m.state = 'restoring';
+          const result = await restore(dir, { stopped: true, tty: 'null' });
+          m.pid = result.pid;
+          m.state = 'held';
+          this.registry.add({
+            pid: result.pid,
+            originalPid: state.pid,
+            command: state.command,
+            origin: 'migration',
+            migrationId: id,
+            state: 'held',
+            since: Date.now(),
+          });
+          send({ event: 'restored', pid: result.pid, restoreMs: result.restoreMs });
+        } else if (frame.type === FRAME.COMMIT) {
+          if (m.state !== 'held')
+            throw new FerryError('FERRY_CONNECTION', 'a commit before the process was restored');
+          this.letRun(m, dir);
+          committed = true;
+          send({ event: 'running', pid: m.pid! });
+          res.end(); // the source ends its stream in turn
+        } else {
+          throw new FerryError('FERRY_MIGRATION_FAILED', 'the source aborted the migration');
+        }
+      }
+      if (!committed)
+        throw new FerryError('FERRY_CONNECTION', 'the source closed the stream before the commit');
+    } catch (err) {
+      if (committed) return;
+      const message = err instanceof Error ? err.message : String(err);
+      send({ event: 'error', code: isFerryError(err) ? err.code : 'FERRY_INTERNAL', message });
+      res.end();
+      await Promise.allSettled([...parts.values()].map((p) => p.close()));
+      await sink.abort();
+      if (m.state === 'held' && !isFerryError(err, 'FERRY_MIGRATION_FAILED')) {
+        // The connection broke with the process held: the source may have sent the commit. It
+        // has graceMs to say so another way; then the held process goes.
+        await this.awaitCommit(m, dir, message);
+      } else {
+        this.abort(m, dir, message);
+      }
+    }
+  }
+
+  private letRun(m: Migration, dir: string): void {
+    this.registry.run(m.pid!);
+    m.state = 'running';
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  private abort(m: Migration, dir: string, reason: string): void {
+    if (m.pid !== undefined && m.state === 'held') this.registry.kill(m.pid);
+    m.state = 'aborted';
+    m.reason = reason;
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  private awaitCommit(m: Migration, dir: string, reason: string): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pendingCommit.delete(m.id);
+        this.abort(m, dir, `${reason}; no commit came within ${this.graceMs} ms`);
+        resolve();
+      }, this.graceMs);
+      this.pendingCommit.set(m.id, {
+        timer,
+        commit: () => {
+          clearTimeout(timer);
+          this.pendingCommit.delete(m.id);
+          this.letRun(m, dir);
+          resolve();
+        },
+      });
+    });
+  }
+
+  /** Abort whatever is still held (the agent is shutting down). */
+  close(): void {
+    for (const [id, pending] of this.pendingCommit) {
+      clearTimeout(pending.timer);
+      const m = this.all.get(id)!;
+      this.abort(m, join(this.dataDir, 'migrations', id), 'the agent stopped');
+    }
+    this.pendingCommit.clear();
+  }
+}

@@ -1,0 +1,57 @@
+// ferry agent --listen <addr:port> --data-dir <dir> [--token-file <f>] [--tls-cert <f> --tls-key <f>]
+import { readTls, startAgent } from '../agent/agent.js';
+import { readTokenFile } from '../agent/auth.js';
+import { FerryError } from '../errors.js';
+import { parseAddress } from '../migrate/client.js';
+import { printJson, type Command } from './command.js';
+import { parseMs } from './migrate-command.js';
+
+export const agentCommand: Command = {
+  name: 'agent',
+  summary: "run this host's agent: the HTTP API for dumps, restores and incoming migrations",
+  usage:
+    'ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f>] [--idle-timeout <ms>] [--json]',
+  options: {
+    listen: { type: 'string' },
+    'data-dir': { type: 'string' },
+    'token-file': { type: 'string' },
+    'no-auth': { type: 'boolean' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'idle-timeout': { type: 'string' },
+  },
+  positionals: { min: 0, max: 0 },
+  async run({ values }) {
+    if (typeof values.listen !== 'string')
+      throw new FerryError('FERRY_USAGE', 'give the address to listen on: --listen <addr:port>');
+    if (typeof values['data-dir'] !== 'string')
+      throw new FerryError('FERRY_USAGE', 'give a data directory: --data-dir <dir>');
+    const tokenFile = values['token-file'];
+    if (typeof tokenFile !== 'string' && values['no-auth'] !== true)
+      throw new FerryError(
+        'FERRY_USAGE',
+        'give --token-file <f>, or --no-auth to let anyone who reaches the agent use it',
+      );
+    const cert = values['tls-cert'];
+    const key = values['tls-key'];
+    if ((typeof cert === 'string') !== (typeof key === 'string'))
+      throw new FerryError('FERRY_USAGE', '--tls-cert and --tls-key go together');
+    const { host, port } = parseAddress(values.listen);
+    const agent = await startAgent({
+      host,
+      port,
+      dataDir: values['data-dir'],
+      tokens: typeof tokenFile === 'string' ? readTokenFile(tokenFile) : undefined,
+      tls: typeof cert === 'string' && typeof key === 'string' ? readTls(cert, key) : undefined,
+      idleTimeoutMs: parseMs('idle-timeout', values['idle-timeout']),
+    });
+    if (values.json) printJson({ listening: agent.address, pid: process.pid });
+    else process.stdout.write(`ferry agent listening on ${agent.address} (pid ${process.pid})\n`);
+    await new Promise<void>((resolve) => {
+      const stop = (): void => void agent.close().then(resolve);
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+    });
+    return 0;
+  },
+};

@@ -1,0 +1,69 @@
+// ferry migrate <pid> --to <host:port> [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
+import { readFileSync } from 'node:fs';
+import { readTokenFile } from '../agent/auth.js';
+import { FerryError } from '../errors.js';
+import { parseAddress } from '../migrate/client.js';
+import { migrate, type MigrateResult } from '../migrate/migrate.js';
+import { printResult, type Command } from './command.js';
+import { warnOnStderr } from './dump-command.js';
+import { formatBytes, formatMs } from './format.js';
+import { parsePid } from './inspect-command.js';
+import { withProgressBar } from './progress.js';
+
+/** A positive number of milliseconds from option `name`, or undefined when not given. */
+export function parseMs(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = Number(value);
+  if (typeof value !== 'string' || !Number.isInteger(ms) || ms <= 0)
+    throw new FerryError('FERRY_USAGE', `--${name} takes a positive number of milliseconds`);
+  return ms;
+}
+
+function summary(r: MigrateResult): string {
+  return (
+    `migrated ${r.pid} to ${r.target} as ${r.targetPid}: downtime ${formatMs(r.downtimeMs)}, ` +
+    `total ${formatMs(r.totalMs)}, ${formatBytes(r.bytesSent)} sent in ${r.rounds} round${r.rounds === 1 ? '' : 's'}`
+  );
+}
+
+function token(file: unknown): string | undefined {
+  if (typeof file === 'string') return readTokenFile(file)[0]!.token.toString();
+  return process.env.FERRY_TOKEN;
+}
+
+export const migrateCommand: Command = {
+  name: 'migrate',
+  summary: "move a running process to another host's agent; prints its PID there",
+  usage: 'ferry migrate <pid> --to <host:port> [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
+  options: {
+    to: { type: 'string' },
+    'token-file': { type: 'string' },
+    'tls-ca': { type: 'string' },
+    timeout: { type: 'string' },
+  },
+  positionals: { min: 1, max: 1 },
+  async run({ values, positionals }) {
+    const pid = parsePid(positionals[0]);
+    if (typeof values.to !== 'string')
+      throw new FerryError('FERRY_USAGE', 'give the target agent: --to <host:port>');
+    const to = parseAddress(values.to);
+    let ca: Buffer | undefined;
+    if (typeof values['tls-ca'] === 'string') {
+      try {
+        ca = readFileSync(values['tls-ca']);
+      } catch (err) {
+        throw new FerryError('FERRY_USAGE', `cannot read ${values['tls-ca']}: ${String(err)}`);
+      }
+    }
+    const result = await withProgressBar(`migrating ${pid}`, formatBytes, (bar) =>
+      migrate(pid, {
+        to: { ...to, token: token(values['token-file']), ca },
+        timeoutMs: parseMs('timeout', values.timeout),
+        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),
+        onWarning: values.json ? undefined : warnOnStderr,
+      }),
+    );
+    printResult(values.json, result, summary);
+    return 0;
+  },
+};

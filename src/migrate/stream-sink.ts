@@ -1,0 +1,170 @@
+// An image sink that streams to a target agent (docs/PROTOCOL.md): parts go out as frames while the
+// dump runs; commit() sends the manifest, waits until the target has restored the process (held
+// stopped), tells it to run, and resolves only when the target says it runs. Until then every
+// failure throws, so the dump lets the source process run on.
+import type { Writable } from 'node:stream';
+import { FerryError, isFerryError } from '../errors.js';
+import { createHasher } from '../image/hash.js';
+import type { ImageSink, PartWriter } from '../image/sink.js';
+import { FRAME, frameHeader, MAX_PAYLOAD, type FrameType, type TargetEvent } from './wire.js';
+
+export interface StreamSinkOptions {
+  /** How long to wait for each answer of the target. */
+  timeoutMs: number;
+  /**
+   * Called when the connection broke after the commit frame went out, before the target said the
+   * process runs: tell the target again, another way, and learn whether it runs (then the source
+   * must go) or was aborted.
+   */
+  commitAgain: () => Promise<'running' | 'aborted'>;
+  onBytes?: (sent: number) => void;
+}
+
+export interface StreamOutcome {
+  /** PID of the process on the target. */
+  pid: number;
+  /** The target's own restore time. */
+  restoreMs: number;
+}
+
+export class StreamSink implements ImageSink {
+  /** Bytes handed to the connection so far. */
+  bytesSent = 0;
+  outcome: StreamOutcome | undefined;
+  private failure: Error | undefined;
+  private readonly waiters = new Set<(event: TargetEvent | Error) => void>();
+
+  constructor(
+    readonly location: string,
+    private readonly out: Writable,
+    events: AsyncIterable<TargetEvent>,
+    private readonly options: StreamSinkOptions,
+  ) {
+    void this.pump(events);
+    out.on('error', (err) => this.fail(err));
+  }
+
+  /** Hand every event to whoever waits; a target error or a closed stream fails what is pending. */
+  private async pump(events: AsyncIterable<TargetEvent>): Promise<void> {
+    try {
+      for await (const event of events) {
+        if (event.event === 'error' || event.event === 'aborted') {
+          const why = event.event === 'error' ? event.message : event.reason;
+          this.fail(new FerryError('FERRY_MIGRATION_FAILED', `the target gave up: ${why}`));
+          return;
+        }
+        for (const waiter of [...this.waiters]) waiter(event);
+      }
+      this.fail(new FerryError('FERRY_CONNECTION', 'the target closed the connection'));
+    } catch (err) {
+      this.fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= isFerryError(err)
+      ? err
+      : new FerryError('FERRY_CONNECTION', `connection to ${this.location} lost: ${err.message}`, {
+          cause: err,
+        });
+    for (const waiter of [...this.waiters]) waiter(this.failure);
+  }
+
+  /** The next event named `name`, or the failure that comes first, or a timeout. */
+  private next<E extends TargetEvent['event']>(name: E): Promise<Extract<TargetEvent, { event: E }>> {
+    return new Promise((resolve, reject) => {
+      if (this.failure) return reject(this.failure);
+      const timer = setTimeout(
+        () =>
+          done(
+            new FerryError(
+              'FERRY_CONNECTION',
+              `${this.location} did not answer within ${this.options.timeoutMs} ms (waiting for "${name}")`,
+            ),
+          ),
+        this.options.timeoutMs,
+      );
+      const done = (event: TargetEvent | Error): void => {
+        if (!(event instanceof Error) && event.event !== name) return;
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        if (event instanceof Error) reject(event);
+        else resolve(event as Extract<TargetEvent, { event: E }>);
+      };
+      this.waiters.add(done);
+    });
+  }
+
+  private send(type: FrameType, name: string, data: Uint8Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const writes: Promise<void>[] = [];
+    for (let off = 0; off === 0 || off < data.length; off += MAX_PAYLOAD) {
+      const payload = data.subarray(off, off + MAX_PAYLOAD);
+      this.out.write(frameHeader(type, name, payload.length));
+      writes.push(
+        new Promise((resolve, reject) =>
+          this.out.write(payload, (err) => (err ? reject(this.failure ?? err) : resolve())),
+        ),
+      );
+      this.bytesSent += payload.length;
+    }
+    this.options.onBytes?.(this.bytesSent);
+    return Promise.all(writes).then(() => undefined);
+  }
+
+  openPart(name: string): PartWriter {
+    const hasher = createHasher();
+    let size = 0;
+    return {
+      write: (data) => {
+        hasher.update(data);
+        size += data.length;
+        return this.send(FRAME.PART, name, data);
+      },
+      reserve: () => {}, // the target's disk: it says so when it fills up
+      close: () => Promise.resolve({ size, checksum: hasher.digest() }),
+    };
+  }
+
+  async commit(manifest: string): Promise<void> {
+    const restored = this.next('restored');
+    restored.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
+    await this.send(FRAME.MANIFEST, '', Buffer.from(manifest));
+    const { pid, restoreMs } = await restored;
+    const running = this.next('running');
+    running.catch(() => {});
+    await this.send(FRAME.COMMIT, '', Buffer.alloc(0));
+    try {
+      await running;
+    } catch (err) {
+      // The target may have let the process run before the connection broke: tell it another way.
+      let outcome: 'running' | 'aborted';
+      try {
+        outcome = await this.options.commitAgain();
+      } catch (againErr) {
+        throw new FerryError(
+          'FERRY_MIGRATION_IN_DOUBT',
+          `lost ${this.location} after telling it to run the process as PID ${pid}, and cannot reach it again (${againErr instanceof Error ? againErr.message : String(againErr)})`,
+          { cause: err },
+        );
+      }
+      if (outcome !== 'running') throw err;
+    }
+    this.outcome = { pid, restoreMs };
+  }
+
+  settle(): Promise<void> {
+    this.out.end();
+    return Promise.resolve();
+  }
+
+  abort(): Promise<void> {
+    if (!this.failure && this.out.writable) {
+      this.out.write(frameHeader(FRAME.ABORT, '', 0));
+      this.out.end();
+    } else {
+      this.out.destroy();
+    }
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,153 @@
+// The migration stream (docs/PROTOCOL.md): the source sends an image as frames, each naming the part
+// it adds bytes to, then the manifest; after the target has restored the process, one more frame
+// says whether it runs (commit) or goes (abort). The target answers with one JSON event per line.
+import { FerryError } from '../errors.js';
+import { PART_NAME } from '../image/sink.js';
+
+export const FRAME = { PART: 1, MANIFEST: 2, COMMIT: 3, ABORT: 4 } as const;
+export type FrameType = (typeof FRAME)[keyof typeof FRAME];
+
+/** type u8, reserved u8 (0), name length u16 LE, payload length u32 LE. */
+const HEADER = 8;
+/** The largest payload a frame may carry. */
+export const MAX_PAYLOAD = 64 << 20;
+const MAX_NAME = 256;
+
+export interface Frame {
+  type: FrameType;
+  /** The part a PART frame adds to; empty for the others. */
+  name: string;
+  payload: Buffer;
+}
+
+function corrupt(message: string): FerryError {
+  return new FerryError('FERRY_IMAGE_CORRUPT', `migration stream: ${message}`);
+}
+
+/** The header and name of a frame; its payload follows as it is (not copied). */
+export function frameHeader(type: FrameType, name: string, payloadLength: number): Buffer {
+  if (payloadLength > MAX_PAYLOAD) throw new FerryError('FERRY_INTERNAL', `frame of ${payloadLength} bytes`);
+  const nameBytes = Buffer.from(name, 'utf8');
+  const header = Buffer.alloc(HEADER + nameBytes.length);
+  header.writeUInt8(type, 0);
+  header.writeUInt16LE(nameBytes.length, 2);
+  header.writeUInt32LE(payloadLength, 4);
+  nameBytes.copy(header, HEADER);
+  return header;
+}
+
+/** Checked as soon as the header is in, before anything is buffered for the frame. */
+function checkHeader(type: number, nameLength: number, length: number): FrameType {
+  if (!Object.values(FRAME).includes(type as FrameType)) throw corrupt(`unknown frame type ${type}`);
+  if (length > MAX_PAYLOAD) throw corrupt(`a frame of ${length} bytes is larger than ${MAX_PAYLOAD}`);
+  if (nameLength > MAX_NAME) throw corrupt(`a part name of ${nameLength} bytes`);
+  return type as FrameType;
+}
+
+function checkName(type: FrameType, name: string): void {
+  if (type === FRAME.PART && !PART_NAME.test(name)) throw corrupt(`bad part name ${JSON.stringify(name)}`);
+  if (type !== FRAME.PART && name !== '') throw corrupt(`frame type ${type} carries a name`);
+}
+
+/** Parse frames from a byte stream; the stream must end exactly after a frame. */
+export async function* readFrames(input: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Frame> {
+  let chunks: Buffer[] = [];
+  let buffered = 0;
+  /** Take `n` bytes from the front of what is buffered (n <= buffered). */
+  const take = (n: number): Buffer => {
+    if (n === 0) return Buffer.alloc(0);
+    const first = chunks[0]!;
+    if (first.length >= n) {
+      chunks[0] = first.subarray(n);
+      if (chunks[0].length === 0) chunks.shift();
+      buffered -= n;
+      return first.subarray(0, n);
+    }
+    const all = Buffer.concat(chunks, buffered);
+    chunks = all.length > n ? [all.subarray(n)] : [];
+    buffered -= n;
+    return all.subarray(0, n);
+  };
+  let need = HEADER;
+  let header: { type: FrameType; nameLength: number; length: number } | undefined;
+  for await (const chunk of input) {
+    chunks.push(chunk);
+    buffered += chunk.length;
+    while (buffered >= need) {
+      if (!header) {
+        const h = take(HEADER);
+        if (h[1] !== 0) throw corrupt('reserved header byte is not zero');
+        const [nameLength, length] = [h.readUInt16LE(2), h.readUInt32LE(4)];
+        header = { type: checkHeader(h.readUInt8(0), nameLength, length), nameLength, length };
+        need = nameLength + length;
+        continue;
+      }
+      const body = take(need);
+      const name = body.subarray(0, header.nameLength).toString('utf8');
+      checkName(header.type, name);
+      yield { type: header.type, name, payload: body.subarray(header.nameLength) };
+      header = undefined;
+      need = HEADER;
+    }
+  }
+  if (header || buffered > 0) throw corrupt('the stream ended inside a frame');
+}
+
+/** A migration as the target sees it (GET /v1/migrations/:id). */
+export type MigrationState = 'receiving' | 'restoring' | 'held' | 'running' | 'aborted';
+
+export interface Migration {
+  id: string;
+  state: MigrationState;
+  /** Image bytes received. */
+  bytes: number;
+  started: number;
+  pid?: number;
+  /** Why it was aborted. */
+  reason?: string;
+}
+
+/** What the target tells the source, one JSON object per line. */
+export type TargetEvent =
+  | { event: 'received'; bytes: number }
+  | { event: 'restored'; pid: number; restoreMs: number }
+  | { event: 'running'; pid: number }
+  | { event: 'aborted'; reason: string }
+  | { event: 'error'; code: string; message: string };
+
+/** Parse the target's event lines. */
+export async function* readEvents(
+  input: AsyncIterable<Buffer> | Iterable<Buffer>,
+): AsyncGenerator<TargetEvent> {
+  let rest = '';
+  for await (const chunk of input) {
+    rest += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = rest.indexOf('\n')) >= 0) {
+      const line = rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      if (line.trim() === '') continue;
+      let event: unknown;
+      try {
+        event = JSON.parse(line);
+      } catch {
+        throw new FerryError(
+          'FERRY_CONNECTION',
+          `the target sent a line that is not JSON: ${line.slice(0, 80)}`,
+        );
+      }
+      if (
+        typeof event !== 'object' ||
+        event === null ||
+        typeof (event as { event?: unknown }).event !== 'string'
+      )
+        throw new FerryError(
+          'FERRY_CONNECTION',
+          `the target sent an event without a name: ${line.slice(0, 80)}`,
+        );
+      yield event as TargetEvent;
+    }
+  }
+}
+
+export const eventLine = (event: TargetEvent): string => `${JSON.stringify(event)}\n`;
