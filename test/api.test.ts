@@ -18,6 +18,10 @@ test('the entry point exports every function the README documents', () => {
     'vmaBytes',
     'isFerryError',
     'isErrno',
+    'migrate',
+    'startAgent',
+    'readTokenFile',
+    'parseTokenFile',
   ] as const) {
     assert.equal(typeof ferry[name], 'function', name);
   }

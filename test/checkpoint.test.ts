@@ -9,6 +9,7 @@ import { dump } from '../src/checkpoint.js';
 import { readImage } from '../src/read-image.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
+import { compute, fileContent } from './helpers/compute.js';
 import { PYTHON } from './helpers/paths.js';
 import { startProcess } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
@@ -165,55 +166,20 @@ test('show: the image in words and JSON; --raw gives one VMA exactly as the proc
   assert.ok(raw.equals(live), 'the snapshot of the idle process equals its live heap');
 });
 
-const COMPUTE = `
-import hashlib, os, sys
-os.closerange(3, 65536)
-h = b'ferry'
-for i in range(int(sys.argv[2])):
-    h = hashlib.sha256(h).digest()
-    if i == 50000:
-        open(sys.argv[1] + '.started', 'w').close()
-open(sys.argv[1], 'w').write(h.hex())
-`;
-
-function compute(out: string, rounds: number): { pid: number; done: Promise<void> } {
-  const child = spawn(PYTHON, ['-c', COMPUTE, out, String(rounds)], { stdio: 'ignore' });
-  const pid = child.pid!;
-  cleanup(() => killAndReap(pid));
-  return { pid, done: new Promise((resolve) => child.once('exit', () => resolve())) };
-}
-
-/** Wait until `path` exists and its content matches `complete`. */
-async function fileContent(path: string, complete = /^/, timeoutMs = 30_000): Promise<string> {
-  for (
-    const until = Date.now() + timeoutMs;
-    Date.now() < until;
-    await new Promise((r) => setTimeout(r, 20))
-  ) {
-    try {
-      const text = readFileSync(path, 'utf8');
-      if (complete.test(text)) return text;
-    } catch {
-      // not yet
-    }
-  }
-  throw new Error(`${path} never appeared complete`);
-}
-
 const HASH = /^[0-9a-f]{64}$/;
 const ROUNDS = 4_000_000;
 let expected: string;
 
 test('python3: an uninterrupted run, for reference', async () => {
   const out = `${dir()}/result`;
-  await compute(out, ROUNDS).done;
+  await compute(out, ROUNDS, cleanup).done;
   expected = readFileSync(out, 'utf8');
   assert.match(expected, HASH);
 });
 
 test('python3 checkpointed midway and restored finishes with the same result', async () => {
   const out = `${dir()}/result`;
-  const run = compute(out, ROUNDS);
+  const run = compute(out, ROUNDS, cleanup);
   await fileContent(`${out}.started`);
   const image = dir();
   await cli(['dump', String(run.pid), '-D', image]);
@@ -225,7 +191,7 @@ test('python3 checkpointed midway and restored finishes with the same result', a
 
 test('python3 dumped with --leave-running 20 times in a row finishes as if undisturbed', async () => {
   const out = `${dir()}/result`;
-  const run = compute(out, ROUNDS);
+  const run = compute(out, ROUNDS, cleanup);
   await fileContent(`${out}.started`);
   const image = dir();
   for (let i = 0; i < 20; i++) {

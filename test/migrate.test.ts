@@ -1,0 +1,296 @@
+// Live migration between hosts made of network namespaces, an agent in each, through the ferry CLI:
+// processes move and carry on; every fault leaves the source running with its state intact and
+// nothing at the target.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { before, test } from 'node:test';
+import { cleanupAfterAll } from './helpers/cleanup.js';
+import { runCli, type CliResult } from './helpers/cli.js';
+import { compute, fileContent } from './helpers/compute.js';
+import { fixture } from './helpers/fixtures.js';
+import { limitRate, makeHosts, setLink, type Host } from './helpers/netns.js';
+import { CLI } from './helpers/paths.js';
+import { startProcess, traceState, type Started } from './helpers/processes.js';
+import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { reportLines, waitForLines } from './helpers/report.js';
+import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
+
+const TOKEN = 'test-token-0123456789abcdef';
+const PORT = 7070;
+let work: string;
+let tokenFile: string;
+let hosts: Host[];
+const cleanup = cleanupAfterAll();
+
+before(() => {
+  becomeSubreaper();
+  work = mkdtempSync(`${tmpdir()}/ferry-mig-`);
+  cleanup(() => rmSync(work, { recursive: true, force: true }));
+  tokenFile = `${work}/token`;
+  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+  hosts = makeHosts(3, cleanup);
+});
+
+let n = 0;
+const dir = (): string => mkdtempSync(`${work}/${n++}-`);
+
+interface AgentProc {
+  host: Host;
+  dataDir: string;
+  process: Started;
+}
+
+async function startAgentOn(host: Host, dataDir = dir()): Promise<AgentProc> {
+  const p = await startProcess('ip', [
+    ...['netns', 'exec', host.ns, process.execPath, CLI, 'agent'],
+    ...['--listen', `${host.addr}:${PORT}`, '--data-dir', dataDir, '--token-file', tokenFile],
+    ...['--idle-timeout', '2000'],
+  ]);
+  cleanup(() => p.stop());
+  assert.match(p.readyLine, /^ferry agent listening on /);
+  return { host, dataDir, process: p };
+}
+
+async function api<T>(host: Host, path: string, token = TOKEN): Promise<{ status: number; body: T }> {
+  const res = await fetch(`http://${host.addr}:${PORT}${path}`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  const text = await res.text();
+  return { status: res.status, body: (path === '/metrics' ? text : JSON.parse(text)) as T };
+}
+
+/** Run `ferry migrate` on host `from`, to `to` (a host, or an address). */
+function migrateCli(from: Host, pid: number, to: Host | string, ...extra: string[]): Promise<CliResult> {
+  const target = typeof to === 'string' ? to : `${to.addr}:${PORT}`;
+  return runCli(['migrate', String(pid), '--to', target, '--token-file', tokenFile, '--json', ...extra], {
+    wrap: from.exec,
+  });
+}
+
+interface Migrated {
+  targetPid: number;
+  downtimeMs: number;
+  totalMs: number;
+  bytesSent: number;
+  rounds: number;
+}
+
+function migrated(r: CliResult): Migrated {
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const out = JSON.parse(r.stdout) as Migrated;
+  cleanup(() => killAndReap(out.targetPid));
+  return out;
+}
+
+/** The process runs on, untraced, not stopped. */
+function runsFree(pid: number): void {
+  const { state, tracerPid } = traceState(pid);
+  assert.notEqual(state, 'T', `process ${pid} is stopped`);
+  assert.equal(tracerPid, 0, `process ${pid} is still traced`);
+}
+
+/** Nothing of a failed migration is left at the target: no files, no held process. */
+async function targetClean(agent: AgentProc): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    const { body } = await api<{ processes: { state: string }[] }>(agent.host, '/v1/processes');
+    const left = readdirSync(`${agent.dataDir}/migrations`);
+    if (left.length === 0 && body.processes.every((p) => p.state !== 'held' && p.state !== 'running')) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`the target kept something: ${readdirSync(`${agent.dataDir}/migrations`).join(' ')}`);
+}
+
+/** memload: `mib` MiB of patterned memory that checks itself on SIGUSR1 ("CHECK ok"). */
+async function memload(mib: number): Promise<{ pid: number; check(): Promise<string> }> {
+  const out = `${dir()}/out`;
+  const fd = openSync(out, 'w');
+  const child = spawn(fixture('memload'), [String(mib), 'random'], { stdio: ['ignore', fd, 'ignore'] });
+  closeSync(fd);
+  const pid = child.pid!;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  cleanup(async () => {
+    child.kill('SIGKILL');
+    await exited; // reaped by Node, whose handle on it ends only so
+  });
+  await waitForLines(out, 1);
+  return {
+    pid,
+    async check() {
+      const before = reportLines(out).length;
+      process.kill(pid, 'SIGUSR1');
+      return (await waitForLines(out, before + 1)).at(-1)!;
+    },
+  };
+}
+
+async function started(): Promise<StateFixture> {
+  const f = await startStateFixture(dir());
+  cleanup(() => f.stop());
+  return f;
+}
+
+let agents: AgentProc[];
+
+test('agents start on three hosts; without the token they answer 401', async () => {
+  agents = [await startAgentOn(hosts[0]!), await startAgentOn(hosts[1]!)];
+  const health = await api<{ ok: boolean }>(hosts[0]!, '/v1/health');
+  assert.deepEqual([health.status, health.body.ok], [200, true]);
+  const refused = await api<{ error: { code: string } }>(hosts[0]!, '/v1/status', 'wrong-token-0123456789');
+  assert.deepEqual([refused.status, refused.body.error.code], [401, 'FERRY_AUTH']);
+});
+
+test('the C fixture migrates to another host and back, carrying on where it stopped', async () => {
+  const f = await started();
+  assert.match(await f.verify(), /^PASS 1 /);
+  const there = migrated(await migrateCli(hosts[0]!, f.pid, hosts[1]!));
+  assert.equal(there.rounds, 1);
+  assert.ok(there.bytesSent > 0 && there.downtimeMs > 0 && there.totalMs >= there.downtimeMs);
+  assert.match(await f.verify(there.targetPid), /^PASS 2 /, 'the counter carried on at the target');
+  const { body } = await api<{ processes: { pid: number; state: string }[] }>(hosts[1]!, '/v1/processes');
+  assert.deepEqual(
+    body.processes.filter((p) => p.pid === there.targetPid).map((p) => p.state),
+    ['running'],
+  );
+  assert.deepEqual(readdirSync(`${agents[1]!.dataDir}/migrations`), [], 'the received image is gone');
+  const back = migrated(await migrateCli(hosts[1]!, there.targetPid, hosts[0]!));
+  assert.match(await f.verify(back.targetPid), /^PASS 3 /);
+  const metrics = await api<string>(hosts[1]!, '/metrics');
+  assert.match(metrics.body, /^ferry_migrations_received\{state="running"\} 1$/m);
+});
+
+test('python3 migrated midway finishes with the result of an uninterrupted run', async () => {
+  const rounds = 3_000_000;
+  const reference = `${dir()}/result`;
+  await compute(reference, rounds, cleanup).done;
+  const out = `${dir()}/result`;
+  const run = compute(out, rounds, cleanup);
+  await fileContent(`${out}.started`);
+  migrated(await migrateCli(hosts[0]!, run.pid, hosts[1]!));
+  await run.done;
+  assert.equal(await fileContent(out, /^[0-9a-f]{64}$/), readFileSync(reference, 'utf8'));
+});
+
+test('a wrong token is refused before the process is frozen', async () => {
+  const f = await started();
+  const bad = `${work}/bad-token`;
+  writeFileSync(bad, 'not-the-token-0123456789\n');
+  const r = await runCli(
+    ['migrate', String(f.pid), '--to', `${hosts[1]!.addr}:${PORT}`, '--token-file', bad],
+    {
+      wrap: hosts[0]!.exec,
+    },
+  );
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /refused \(401\)/);
+  runsFree(f.pid);
+  assert.match(await f.verify(), /^PASS 1 /);
+});
+
+/**
+ * Migrate 64 MiB to host 1 at 200 Mbit/s, `fault` striking 0.8 s into the stream; the migration must
+ * fail and the source run on intact. `repair` undoes the fault.
+ */
+async function faultMidStream(fault: () => Promise<void> | void, repair: () => void): Promise<string> {
+  const m = await memload(64);
+  limitRate(hosts[1]!, '200mbit');
+  let r: CliResult;
+  try {
+    const migration = migrateCli(hosts[0]!, m.pid, hosts[1]!, '--timeout', '2000');
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    await fault();
+    r = await migration;
+  } finally {
+    repair();
+    limitRate(hosts[1]!, undefined);
+  }
+  assert.equal(r.code, 1, r.stdout);
+  runsFree(m.pid);
+  assert.equal(await m.check(), 'CHECK ok');
+  return (JSON.parse(r.stdout) as { error: { code: string } }).error.code;
+}
+
+test('the target agent killed mid-stream: the source runs on intact; a new agent finds nothing left', async () => {
+  const code = await faultMidStream(
+    () => agents[1]!.process.stop(),
+    () => {},
+  );
+  assert.equal(code, 'FERRY_MIGRATION_FAILED');
+  const restarted = await startAgentOn(hosts[1]!, agents[1]!.dataDir);
+  agents[1] = restarted;
+  await targetClean(restarted);
+});
+
+test('the link to the target cut mid-stream: the source runs on intact, the target cleans up', async () => {
+  const code = await faultMidStream(
+    () => setLink(hosts[1]!, false),
+    () => setLink(hosts[1]!, true),
+  );
+  assert.equal(code, 'FERRY_MIGRATION_FAILED');
+  await targetClean(agents[1]!);
+});
+
+/** A TCP relay on the test's own address to `to` that flips one byte `at` bytes into the upload. */
+async function corruptingRelay(to: Host, at: number): Promise<string> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = createConnection(PORT, to.addr);
+    sockets.add(client).add(upstream);
+    let seen = 0;
+    client.on('data', (chunk: Buffer) => {
+      if (seen <= at && at < seen + chunk.length)
+        chunk.writeUInt8(chunk.readUInt8(at - seen) ^ 0x01, at - seen);
+      seen += chunk.length;
+      upstream.write(chunk);
+    });
+    upstream.pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('end', () => upstream.end());
+  });
+  const addr = hosts[0]!.addr.replace(/\.\d+$/, '.254');
+  await new Promise<void>((resolve) => server.listen(0, addr, resolve));
+  cleanup(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  const port = (server.address() as { port: number }).port;
+  return `${addr}:${port}`;
+}
+
+test('a corrupted frame: the target refuses the image, the source runs on intact', async () => {
+  const m = await memload(8);
+  const relay = await corruptingRelay(hosts[1]!, 1 << 20);
+  const r = await migrateCli(hosts[0]!, m.pid, relay);
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stdout, /FERRY_MIGRATION_FAILED/);
+  runsFree(m.pid);
+  assert.equal(await m.check(), 'CHECK ok');
+  await targetClean(agents[1]!);
+});
+
+test("the target's data directory fills up: the source runs on intact, the target cleans up", async () => {
+  const small = `${work}/small`;
+  mkdirSync(small);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
+  cleanup(() => void execFileSync('umount', ['-l', small]));
+  const agent = await startAgentOn(hosts[2]!, small);
+  const m = await memload(16);
+  const r = await migrateCli(hosts[0]!, m.pid, hosts[2]!);
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stdout, /no space left on device/);
+  runsFree(m.pid);
+  assert.equal(await m.check(), 'CHECK ok');
+  await targetClean(agent);
+});

@@ -1,0 +1,69 @@
+// The migration stream's frames: what goes in comes out, split anywhere; hostile input is refused.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FRAME, frameHeader, readEvents, readFrames, type Frame } from '../../src/migrate/wire.js';
+
+function* chunks(bytes: Buffer, size: number): Generator<Buffer> {
+  for (let off = 0; off < bytes.length; off += size) yield bytes.subarray(off, off + size);
+}
+
+async function frames(bytes: Buffer, size: number): Promise<Frame[]> {
+  const out: Frame[] = [];
+  for await (const f of readFrames(chunks(bytes, size))) out.push({ ...f, payload: Buffer.from(f.payload) });
+  return out;
+}
+
+const frame = (type: (typeof FRAME)[keyof typeof FRAME], name: string, payload: Buffer): Buffer =>
+  Buffer.concat([frameHeader(type, name, payload.length), payload]);
+
+test('frames come back whole however the stream is cut', async () => {
+  const stream = Buffer.concat([
+    frame(FRAME.PART, 'pages.img', Buffer.alloc(10_000, 7)),
+    frame(FRAME.PART, 'files/ghost-1', Buffer.from('abc')),
+    frame(FRAME.MANIFEST, '', Buffer.from('{}')),
+    frame(FRAME.COMMIT, '', Buffer.alloc(0)),
+  ]);
+  for (const size of [1, 7, 4096, stream.length]) {
+    const got = await frames(stream, size);
+    assert.deepEqual(
+      got.map((f) => [f.type, f.name, f.payload.length]),
+      [
+        [FRAME.PART, 'pages.img', 10_000],
+        [FRAME.PART, 'files/ghost-1', 3],
+        [FRAME.MANIFEST, '', 2],
+        [FRAME.COMMIT, '', 0],
+      ],
+    );
+    assert.ok(got[0]!.payload.equals(Buffer.alloc(10_000, 7)));
+  }
+});
+
+test('hostile or damaged streams are refused', async () => {
+  const good = frame(FRAME.PART, 'pages.img', Buffer.alloc(16));
+  const cases: [string, Buffer, RegExp][] = [
+    ['unknown type', Buffer.from([9, 0, 0, 0, 0, 0, 0, 0]), /unknown frame type 9/],
+    ['reserved byte', Buffer.from([1, 1, 0, 0, 0, 0, 0, 0]), /reserved header byte/],
+    ['path escape', frame(FRAME.PART, '../etc/passwd', Buffer.alloc(1)), /bad part name/],
+    ['named manifest', frame(FRAME.MANIFEST, 'x.img', Buffer.alloc(1)), /carries a name/],
+    ['truncated', good.subarray(0, good.length - 1), /ended inside a frame/],
+  ];
+  const huge = Buffer.from([1, 0, 9, 0, 0, 0, 0, 0x10, ...Buffer.from('pages.img')]);
+  cases.push(['huge payload', huge, /larger than/]);
+  for (const [what, bytes, message] of cases) {
+    await assert.rejects(frames(bytes, 3), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'FERRY_IMAGE_CORRUPT', what);
+      assert.match(err.message, message, what);
+      return true;
+    });
+  }
+});
+
+test('events are read line by line; a line that is not an event is refused', async () => {
+  const text = '{"event":"restored","pid":5,"restoreMs":1}\n\n{"event":"running","pid":5}\n';
+  const got = [];
+  for await (const e of readEvents(chunks(Buffer.from(text), 5))) got.push(e.event);
+  assert.deepEqual(got, ['restored', 'running']);
+  await assert.rejects(async () => {
+    for await (const e of readEvents(chunks(Buffer.from('HTTP/1.1 garbage\n'), 4))) void e;
+  }, /not JSON/);
+});
