@@ -52,11 +52,15 @@ interface AgentProc {
   process: Started;
 }
 
-async function startAgentOn(host: Host, dataDir = dir()): Promise<AgentProc> {
+async function startAgentOn(
+  host: Host,
+  dataDir = dir(),
+  options: { port?: number; extra?: string[] } = {},
+): Promise<AgentProc> {
   const p = await startProcess('ip', [
     ...['netns', 'exec', host.ns, process.execPath, CLI, 'agent'],
-    ...['--listen', `${host.addr}:${PORT}`, '--data-dir', dataDir, '--token-file', tokenFile],
-    ...['--idle-timeout', '2000'],
+    ...['--listen', `${host.addr}:${options.port ?? PORT}`, '--data-dir', dataDir, '--token-file', tokenFile],
+    ...['--idle-timeout', '2000', ...(options.extra ?? [])],
   ]);
   cleanup(() => p.stop());
   assert.match(p.readyLine, /^ferry agent listening on /);
@@ -278,6 +282,28 @@ test('a corrupted frame: the target refuses the image, the source runs on intact
   runsFree(m.pid);
   assert.equal(await m.check(), 'CHECK ok');
   await targetClean(agents[1]!);
+});
+
+test('over TLS: the agent presents its certificate, the source trusts it with --tls-ca', async () => {
+  const host = hosts[2]!;
+  const [cert, key] = [`${work}/cert.pem`, `${work}/key.pem`];
+  execFileSync(
+    'openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+      ...['-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=ferry-test'],
+      ...['-addext', `subjectAltName=IP:${host.addr}`],
+    ],
+    { stdio: 'ignore' },
+  );
+  await startAgentOn(host, dir(), { port: 7443, extra: ['--tls-cert', cert, '--tls-key', key] });
+  const f = await started();
+  assert.match(await f.verify(), /^PASS 1 /);
+  const plain = await migrateCli(hosts[0]!, f.pid, `${host.addr}:7443`, '--timeout', '2000');
+  assert.equal(plain.code, 1, 'plain HTTP to a TLS agent fails');
+  runsFree(f.pid);
+  const moved = migrated(await migrateCli(hosts[0]!, f.pid, `${host.addr}:7443`, '--tls-ca', cert));
+  assert.match(await f.verify(moved.targetPid), /^PASS 2 /);
 });
 
 test("the target's data directory fills up: the source runs on intact, the target cleans up", async () => {
