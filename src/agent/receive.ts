@@ -103,8 +103,7 @@ export class Migrations {
       const message = err instanceof Error ? err.message : String(err);
       send({ event: 'error', code: isFerryError(err) ? err.code : 'FERRY_INTERNAL', message });
       res.end();
-      await Promise.allSettled([...parts.values()].map((p) => p.close()));
-      await sink.abort();
+      await sink.abort(); // closes the parts still open; closed ones must not be closed again
       if (m.state === 'held' && !isFerryError(err, 'FERRY_MIGRATION_FAILED')) {
         // The connection broke with the process held: the source may have sent the commit. It
         // has graceMs to say so another way; then the held process goes.
