@@ -4,8 +4,8 @@
 import { hostname, release } from 'node:os';
 import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
-import { sealManifest } from './image/manifest.js';
-import { PageStoreWriter } from './image/page-store.js';
+import { IMAGE_VERSION, sealManifest } from './image/manifest.js';
+import { PageStoreWriter, roomBytes } from './image/page-store.js';
 import { DirSink, type ImageSink, type PartSummary } from './image/sink.js';
 import { readProcBytes, readProcText } from './proc/files.js';
 import { userProcessStat } from './proc/process.js';
@@ -16,8 +16,9 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
-import { dumpVmas } from './state/mem-vmas.js';
+import { trackedSpans, type Baseline } from './state/mem-dirty.js';
+import { copyPages, DUMP_BATCH, markEarlier, pagesToDump } from './state/mem-pages.js';
+import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
 import { dumpSignals } from './state/signals.js';
@@ -31,6 +32,7 @@ import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection } from './vma/select.js';
+import { intersectSpans, subtractSpans, type Span } from './vma/spans.js';
 
 export interface DumpOptions {
   /** Directory to write the image into (created if missing; an older image there is replaced). */
@@ -48,6 +50,13 @@ export interface DumpOptions {
   compress?: boolean;
   /** fsync the image before it counts as written (and before the process is killed). */
   sync?: boolean;
+  /**
+   * Earlier layers this image builds on (pre-copy rounds, a parent image): pages unchanged since
+   * then are recorded as such, not stored again. The tracker is closed before the process runs on
+   * or is killed, unless `keepTracking`.
+   */
+  baseline?: Baseline;
+  keepTracking?: boolean;
   onProgress?: (progress: { stage: 'pages'; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
 }
@@ -60,9 +69,10 @@ export interface DumpResult {
   frozenMs: number;
   totalMs: number;
   vmas: number;
-  /** Pages stored, and pages found all-zero and left out. */
+  /** Pages stored, pages found all-zero and left out, pages unchanged since an earlier layer. */
   pages: number;
   zeroPages: number;
+  unchangedPages: number;
   bytesWritten: number;
   leftRunning: boolean;
   warnings: string[];
@@ -71,6 +81,16 @@ export interface DumpResult {
 }
 
 const SCRATCH_SIZE = 1 << 16;
+
+/**
+ * Pages of `vmas` the baseline's layers hold and the process has not written since: the tracked
+ * VMAs' pages, less those written (protected again by the same scan), within what the layers hold.
+ */
+function unchangedPages(baseline: Baseline, vmas: readonly VmaRecord[]): Span[] {
+  const tracked = trackedSpans(vmas);
+  const written = baseline.tracker.written(tracked, true);
+  return intersectSpans(subtractSpans(tracked, written), baseline.held);
+}
 
 /** Refuse before freezing what can never be dumped here. */
 function checkTarget(pid: number): void {
@@ -133,6 +153,8 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     );
     tracee = Tracee.freeze(pid);
     frozenAt = performance.now();
+    const tracker = options.baseline?.tracker;
+    if (tracker && !options.keepTracking) tracee.onRelease(() => tracker.close());
     timings.mark('freeze');
     const remote = RemoteSyscalls.open(tracee);
     remote.installScratch({ size: SCRATCH_SIZE });
@@ -170,15 +192,14 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
     const classified = classifyVmas(smaps, stat, [thread.regs.rsp]);
     const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
-    const ranges = pagesToDump(
-      pid,
-      vmas.filter((v) => v.content === 'pages'),
-      writer.maxRoom,
-    );
-    const totalBytes = ranges.reduce((n, r) => n + r.len, 0);
+    const stored = vmas.filter((v) => v.content === 'pages');
+    let ranges = pagesToDump(pid, stored, writer.maxRoom);
+    if (options.baseline)
+      ranges = markEarlier(ranges, unchangedPages(options.baseline, stored), writer.maxRoom);
+    const totalBytes = roomBytes(ranges);
     writer.reserve(totalBytes); // a full disk shows now, before any page is copied
     timings.mark('scan');
-    await copyPages(ctx, ranges, writer, {
+    await copyPages(pid, ranges, writer, {
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
     });
     timings.mark('pages');
@@ -189,14 +210,17 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     timings.mark('write');
     parts['pages.img'] = store.pages;
     parts['pagemap.img'] = store.index;
+    Object.assign(parts, options.baseline?.parts);
 
     const manifest: Omit<Manifest, 'checksum'> = {
       format: 'ferry-image',
-      version: 1,
+      version: IMAGE_VERSION,
       ferry: FERRY_VERSION,
       created: new Date().toISOString(),
       host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(thread.xstate) },
       parts,
+      layers: options.baseline?.layers ?? [],
+      parent: options.baseline?.parent ?? null,
       state: {
         pid,
         command: stat.comm,
@@ -226,6 +250,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       vmas: vmas.length,
       pages: store.dataPages,
       zeroPages: store.zeroPages,
+      unchangedPages: store.earlierPages,
       bytesWritten: Object.values(parts).reduce((n, p) => n + p.size, 0) + text.length,
       leftRunning: options.leaveRunning ?? false,
       warnings,

@@ -6,17 +6,20 @@ import { createHasher, initHashing } from './image/hash.js';
 import { openManifest } from './image/manifest.js';
 import { decodePageIndex, PAGE, type PageIndex } from './image/page-index.js';
 import { PageStoreReader } from './image/page-store.js';
-import { DirSource, type ImageSource } from './image/sink.js';
+import { DirSource, type ImageSource, type PartSummary } from './image/sink.js';
+import { resolvePages, type PageLayer, type PageSource } from './image/page-layers.js';
+import { resolve } from 'node:path';
 import { manifestRecord, type Manifest } from './state/image.js';
 import { withFileBytes } from './sys/mman.js';
 
 export interface Image {
   location: string;
   manifest: Manifest;
-  index: PageIndex;
   source: ImageSource;
-  /** A reader over the page data. */
-  openPages(): PageStoreReader;
+  /** Page layers, oldest first (the parents' first); the image's own pages.img last. */
+  layers: PageLayer[];
+  /** Where each run of the process's pages comes from, in address order. */
+  pages: PageSource[];
 }
 
 /** Bytes of a part mapped at a time while it is hashed. */
@@ -68,30 +71,84 @@ function checkVmas(manifest: Manifest, location: string): void {
   }
 }
 
-/** Open the image at `location` (a directory) and verify every part of it. */
-export async function readImage(location: string): Promise<Image> {
-  await initHashing();
+/** Parents followed at most, so that a loop of parents ends in an error. */
+const MAX_CHAIN = 256;
+
+function readIndex(source: ImageSource, name: string, size: number): PageIndex {
+  const reader = source.openPart(name);
+  try {
+    return decodePageIndex(reader.read(size));
+  } finally {
+    reader.close();
+  }
+}
+
+/** The image's own page layers, oldest first, its newest (pages.img) last. */
+function ownLayers(source: ImageSource, manifest: Manifest): PageLayer[] {
+  const names = [...manifest.layers, { pages: 'pages.img', index: 'pagemap.img' }];
+  return names.map(({ pages, index: indexName }) => {
+    const indexPart = manifest.parts[indexName];
+    if (!manifest.parts[pages] || !indexPart)
+      throw new FerryError(
+        'FERRY_IMAGE_INVALID',
+        `${source.location}: the manifest lists no ${pages} or ${indexName}`,
+      );
+    const index = readIndex(source, indexName, indexPart.size);
+    return {
+      name: `${source.location}/${pages}`,
+      index,
+      file: source.partFile(pages),
+      open: () => new PageStoreReader(index, source.openPart(pages)),
+    };
+  });
+}
+
+/** Read and verify one image and, through its parent, every image it builds on. */
+function openChain(
+  location: string,
+  depth: number,
+  expected?: string,
+  verified?: Record<string, PartSummary>,
+): { manifest: Manifest; source: ImageSource; layers: PageLayer[] } {
   const source = new DirSource(location);
   const manifest = openManifest(source.readManifest(), manifestRecord, location);
+  if (expected !== undefined && manifest.checksum !== expected) {
+    throw new FerryError(
+      'FERRY_IMAGE_CORRUPT',
+      `${location} is not the parent image its child was dumped on (its manifest changed): the chain is broken`,
+    );
+  }
   checkVmas(manifest, location);
-  for (const name of ['pages.img', 'pagemap.img']) {
-    if (!manifest.parts[name])
-      throw new FerryError('FERRY_IMAGE_INVALID', `${location}: the manifest lists no ${name}`);
-  }
-  for (const [name, part] of Object.entries(manifest.parts))
+  for (const [name, part] of Object.entries(manifest.parts)) {
+    const seen = verified?.[name];
+    if (
+      seen &&
+      seen.size === part.size &&
+      seen.checksum === part.checksum &&
+      source.partSize(name) === part.size
+    )
+      continue;
     verifyPart(source, name, part.size, part.checksum);
-  const indexReader = source.openPart('pagemap.img');
-  let index: PageIndex;
-  try {
-    index = decodePageIndex(indexReader.read(manifest.parts['pagemap.img']!.size));
-  } finally {
-    indexReader.close();
   }
-  return {
-    location,
-    manifest,
-    index,
-    source,
-    openPages: () => new PageStoreReader(index, source.openPart('pages.img')),
-  };
+  const layers = ownLayers(source, manifest);
+  const parent = manifest.parent;
+  if (!parent) return { manifest, source, layers };
+  if (depth >= MAX_CHAIN)
+    throw new FerryError(
+      'FERRY_IMAGE_INVALID',
+      `${location}: more than ${MAX_CHAIN} parent images in a chain`,
+    );
+  const above = openChain(resolve(location, parent.path), depth + 1, parent.checksum);
+  return { manifest, source, layers: [...above.layers, ...layers] };
+}
+
+/**
+ * Open the image at `location` (a directory) and verify every part of it and of its parents. Parts
+ * in `verified` were hashed as they were written (a received migration): when the manifest agrees
+ * with those sums, they are not read again.
+ */
+export async function readImage(location: string, verified?: Record<string, PartSummary>): Promise<Image> {
+  await initHashing();
+  const { manifest, source, layers } = openChain(location, 0, undefined, verified);
+  return { location, manifest, source, layers, pages: resolvePages(layers) };
 }

@@ -5,6 +5,7 @@ import { readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { isatty } from 'node:tty';
 import { FerryError, isFerryError } from './errors.js';
+import type { PartSummary } from './image/sink.js';
 import { readImage, type Image } from './read-image.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
@@ -40,6 +41,8 @@ export interface RestoreOptions {
    * kills it (a migration target holds it until the source lets go).
    */
   stopped?: boolean;
+  /** Parts whose size and checksum were taken as they were written: not hashed again. */
+  verifiedParts?: Record<string, PartSummary>;
   onWarning?: (message: string) => void;
 }
 
@@ -115,7 +118,7 @@ function bootstrap(ctx: RestoreContext, image: Image): void {
 export async function restore(dir: string, options: RestoreOptions = {}): Promise<RestoreResult> {
   const started = performance.now();
   const timings = new Timings();
-  const image = await readImage(dir);
+  const image = await readImage(dir, options.verifiedParts);
   timings.mark('verify');
   checkKernel(image);
   const state = image.manifest.state;
@@ -143,7 +146,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     const thread = state.threads[0]!;
 
     bootstrap(ctx, image);
-    const filled = vmasToFill(image.index, state.vmas);
+    const filled = vmasToFill(image.pages, state.vmas);
     const backings = prepareBackings(ctx, state.vmas);
     mapVmas(ctx, state.vmas, filled, backings);
     closeBackings(ctx, backings);

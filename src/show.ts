@@ -2,6 +2,7 @@
 // signal dispositions, descriptors; and one VMA's stored bytes for forensic tools.
 import { FerryError } from './errors.js';
 import { PAGE } from './image/page-index.js';
+import { LayerReader } from './image/page-layers.js';
 import type { Image } from './read-image.js';
 import type { VmaRecord } from './state/mem-vmas.js';
 
@@ -12,17 +13,16 @@ export interface VmaContent {
   zeroPages: number;
 }
 
-/** Stored and zero pages per VMA, from the page index. */
+/** Stored and zero pages per VMA, from the page index (and the layers it builds on). */
 export function vmaContents(image: Image): VmaContent[] {
   const out = image.manifest.state.vmas.map((vma) => ({ vma, storedPages: 0, zeroPages: 0 }));
   let i = 0;
-  for (const e of image.index.entries) {
-    for (let p = 0; p < e.pages; p++) {
-      const addr = e.addr + BigInt(p * PAGE);
+  for (const src of image.pages) {
+    for (let addr = src.start; addr < src.end; addr += BigInt(PAGE)) {
       while (i < out.length && out[i]!.vma.end <= addr) i++;
       const slot = out[i];
       if (!slot || slot.vma.start > addr) continue;
-      if (e.zero) slot.zeroPages++;
+      if (src.layer === null) slot.zeroPages++;
       else slot.storedPages++;
     }
   }
@@ -67,20 +67,25 @@ function* zeros(length: bigint): Generator<Buffer> {
  * as zeros (pages never touched, or not stored by a partial dump).
  */
 export function* vmaBytes(image: Image, vma: VmaRecord): Generator<Buffer> {
-  const reader = image.openPages();
+  const reader = new LayerReader(image.layers);
   let at = vma.start;
   try {
-    for (const e of image.index.entries) {
-      const bytes = e.pages * PAGE;
-      const data = e.zero ? null : reader.read(bytes);
-      const end = e.addr + BigInt(bytes);
-      if (end <= vma.start) continue;
-      if (e.addr >= vma.end) break;
-      const from = e.addr > vma.start ? e.addr : vma.start;
-      const to = end < vma.end ? end : vma.end;
+    for (const src of image.pages) {
+      if (src.end <= vma.start) continue;
+      if (src.start >= vma.end) break;
+      const from = src.start > vma.start ? src.start : vma.start;
+      const to = src.end < vma.end ? src.end : vma.end;
       if (from > at) yield* zeros(from - at);
-      if (data) yield data.subarray(Number(from - e.addr), Number(to - e.addr));
-      else yield* zeros(to - from);
+      if (src.layer === null) {
+        yield* zeros(to - from);
+      } else {
+        // A VMA's bytes go out in pieces of at most ZERO_CHUNK's size, so a huge one is never held whole.
+        for (let a = from; a < to;) {
+          const n = to - a < BigInt(ZERO_CHUNK.length) ? Number(to - a) : ZERO_CHUNK.length;
+          yield reader.read(src.layer, src.offset + Number(a - src.start), n);
+          a += BigInt(n);
+        }
+      }
       at = to;
     }
   } finally {

@@ -116,11 +116,17 @@ async function targetClean(agent: AgentProc): Promise<void> {
   assert.fail(`the target kept something: ${readdirSync(`${agent.dataDir}/migrations`).join(' ')}`);
 }
 
-/** memload: `mib` MiB of patterned memory that checks itself on SIGUSR1 ("CHECK ok"). */
-async function memload(mib: number): Promise<{ pid: number; check(): Promise<string> }> {
+/**
+ * A C fixture that checks its own memory on SIGUSR1 and prints "CHECK ok ..." or "CHECK bad ...":
+ * memload (`mib` MiB of a pattern) or dirty (`mib` MiB rewritten at a rate).
+ */
+async function selfChecking(
+  name: 'memload' | 'dirty',
+  args: string[],
+): Promise<{ pid: number; check(at?: number): Promise<string> }> {
   const out = `${dir()}/out`;
   const fd = openSync(out, 'w');
-  const child = spawn(fixture('memload'), [String(mib), 'random'], { stdio: ['ignore', fd, 'ignore'] });
+  const child = spawn(fixture(name), args, { stdio: ['ignore', fd, 'ignore'] });
   closeSync(fd);
   const pid = child.pid!;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -131,13 +137,16 @@ async function memload(mib: number): Promise<{ pid: number; check(): Promise<str
   await waitForLines(out, 1);
   return {
     pid,
-    async check() {
+    async check(at = pid) {
       const before = reportLines(out).length;
-      process.kill(pid, 'SIGUSR1');
+      process.kill(at, 'SIGUSR1');
       return (await waitForLines(out, before + 1)).at(-1)!;
     },
   };
 }
+
+const memload = (mib: number): ReturnType<typeof selfChecking> =>
+  selfChecking('memload', [String(mib), 'random']);
 
 async function started(): Promise<StateFixture> {
   const f = await startStateFixture(dir());
@@ -206,12 +215,16 @@ test('a wrong token is refused before the process is frozen', async () => {
  * Migrate 64 MiB to host 1 at 200 Mbit/s, `fault` striking 0.8 s into the stream; the migration must
  * fail and the source run on intact. `repair` undoes the fault.
  */
-async function faultMidStream(fault: () => Promise<void> | void, repair: () => void): Promise<string> {
+async function faultMidStream(
+  fault: () => Promise<void> | void,
+  repair: () => void,
+  ...extra: string[]
+): Promise<string> {
   const m = await memload(64);
   limitRate(hosts[1]!, '200mbit');
   let r: CliResult;
   try {
-    const migration = migrateCli(hosts[0]!, m.pid, hosts[1]!, '--timeout', '2000');
+    const migration = migrateCli(hosts[0]!, m.pid, hosts[1]!, '--timeout', '2000', ...extra);
     await new Promise((resolve) => setTimeout(resolve, 800));
     await fault();
     r = await migration;
@@ -221,8 +234,15 @@ async function faultMidStream(fault: () => Promise<void> | void, repair: () => v
   }
   assert.equal(r.code, 1, r.stdout);
   runsFree(m.pid);
+  untracked(m.pid);
   assert.equal(await m.check(), 'CHECK ok');
   return (JSON.parse(r.stdout) as { error: { code: string } }).error.code;
+}
+
+/** No VMA of the process is registered with a userfaultfd any more (smaps VmFlags "uw"). */
+function untracked(pid: number): void {
+  const flags = readFileSync(`/proc/${pid}/smaps`, 'utf8').match(/^VmFlags:.*$/gm) ?? [];
+  assert.ok(flags.length > 0 && flags.every((f) => !/ uw\b/.test(f)), `process ${pid} is still tracked`);
 }
 
 test('the target agent killed mid-stream: the source runs on intact; a new agent finds nothing left', async () => {
@@ -272,6 +292,47 @@ async function corruptingRelay(to: Host, at: number): Promise<string> {
   const port = (server.address() as { port: number }).port;
   return `${addr}:${port}`;
 }
+
+test('pre-copy: a process rewriting its memory migrates there and back with no page left stale', async () => {
+  // 64 MiB rewritten at 20 MB/s: every round copies what was written during the one before.
+  const d = await selfChecking('dirty', ['64', '20']);
+  interface PrecopyResult extends Migrated {
+    mode: string;
+    precopyRounds: { bytes: number; leftBytes: number }[];
+    finalPages: number;
+    unchangedPages: number;
+  }
+  const go = async (from: Host, pid: number, to: Host): Promise<PrecopyResult> => {
+    const r = await migrateCli(from, pid, to, '--mode', 'pre-copy', '--max-downtime', '100');
+    const out = migrated(r) as PrecopyResult;
+    assert.equal(out.mode, 'pre-copy');
+    assert.equal(out.rounds, out.precopyRounds.length + 1);
+    assert.ok(out.precopyRounds[0]!.bytes >= 64 << 20, 'the first round copies all the memory');
+    // Most pages went in the rounds: the frozen copy sent only what was written since the last.
+    assert.ok(out.unchangedPages > 8 * out.finalPages, `${out.finalPages} pages sent frozen`);
+    return out;
+  };
+  const there = await go(hosts[0]!, d.pid, hosts[1]!);
+  untracked(there.targetPid);
+  assert.match(await d.check(there.targetPid), /^CHECK ok \d+$/);
+  const back = await go(hosts[1]!, there.targetPid, hosts[0]!);
+  const line = await d.check(back.targetPid);
+  assert.match(line, /^CHECK ok \d+$/);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const later = await d.check(back.targetPid);
+  assert.ok(Number(later.split(' ')[2]) > Number(line.split(' ')[2]), 'it keeps writing after two moves');
+});
+
+test('pre-copy: the link cut during the rounds leaves the source running and no longer tracked', async () => {
+  const code = await faultMidStream(
+    () => setLink(hosts[1]!, false),
+    () => setLink(hosts[1]!, true),
+    '--mode',
+    'pre-copy',
+  );
+  assert.equal(code, 'FERRY_MIGRATION_FAILED');
+  await targetClean(agents[1]!);
+});
 
 test('a corrupted frame: the target refuses the image, the source runs on intact', async () => {
   const m = await memload(8);

@@ -69,10 +69,13 @@ export class Migrations {
           const text = frame.payload.toString('utf8');
           const { state } = openManifest(text, manifestRecord, `migration ${id}`);
           authorize(caller, state.creds.uids[0]!, `process ${state.pid}`);
-          await Promise.all([...parts.values()].map((p) => p.close()));
+          const names = [...parts.keys()];
+          const sums = await Promise.all([...parts.values()].map((p) => p.close()));
           await sink.commit(text);
           m.state = 'restoring';
-          const result = await restore(dir, { stopped: true, tty: 'null' });
+          // Each part was hashed as it arrived: restore checks the manifest against those sums.
+          const verifiedParts = Object.fromEntries(names.map((name, i) => [name, sums[i]!]));
+          const result = await restore(dir, { stopped: true, tty: 'null', verifiedParts });
           m.pid = result.pid;
           m.state = 'held';
           this.registry.add({

@@ -1,9 +1,10 @@
-// ferry migrate <pid> --to <host:port> [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
+// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>] [--token-file <f>]
+//   [--tls-ca <f>] [--timeout <ms>] [--json]
 import { readFileSync } from 'node:fs';
 import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
-import { migrate, type MigrateResult } from '../migrate/migrate.js';
+import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
 import { printResult, type Command } from './command.js';
 import { warnOnStderr } from './dump-command.js';
 import { formatBytes, formatMs } from './format.js';
@@ -22,8 +23,17 @@ export function parseMs(name: string, value: unknown): number | undefined {
 function summary(r: MigrateResult): string {
   return (
     `migrated ${r.pid} to ${r.target} as ${r.targetPid}: downtime ${formatMs(r.downtimeMs)}, ` +
-    `total ${formatMs(r.totalMs)}, ${formatBytes(r.bytesSent)} sent in ${r.rounds} round${r.rounds === 1 ? '' : 's'}`
+    `total ${formatMs(r.totalMs)}, ${formatBytes(r.bytesSent)} sent in ${r.rounds} round${r.rounds === 1 ? '' : 's'}` +
+    (r.mode === 'pre-copy' ? ` (${formatBytes(r.finalPages * 4096)} while frozen)` : '')
   );
+}
+
+const MODES: readonly MigrateMode[] = ['stop-copy', 'pre-copy'];
+
+function parseMode(value: unknown): MigrateMode {
+  if (value === undefined) return 'stop-copy';
+  if (typeof value === 'string' && (MODES as readonly string[]).includes(value)) return value as MigrateMode;
+  throw new FerryError('FERRY_USAGE', `--mode is ${MODES.join(' or ')}`);
 }
 
 function token(file: unknown): string | undefined {
@@ -34,9 +44,13 @@ function token(file: unknown): string | undefined {
 export const migrateCommand: Command = {
   name: 'migrate',
   summary: "move a running process to another host's agent; prints its PID there",
-  usage: 'ferry migrate <pid> --to <host:port> [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
+  usage:
+    'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>] ' +
+    '[--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
   options: {
     to: { type: 'string' },
+    mode: { type: 'string' },
+    'max-downtime': { type: 'string' },
     'token-file': { type: 'string' },
     'tls-ca': { type: 'string' },
     timeout: { type: 'string' },
@@ -55,11 +69,17 @@ export const migrateCommand: Command = {
         throw new FerryError('FERRY_USAGE', `cannot read ${values['tls-ca']}: ${String(err)}`);
       }
     }
+    const mode = parseMode(values.mode);
+    const maxDowntimeMs = parseMs('max-downtime', values['max-downtime']);
+    if (maxDowntimeMs !== undefined && mode !== 'pre-copy')
+      throw new FerryError('FERRY_USAGE', '--max-downtime goes with --mode pre-copy');
     const result = await withProgressBar(`migrating ${pid}`, formatBytes, (bar) =>
       migrate(pid, {
         to: { ...to, token: token(values['token-file']), ca },
+        mode,
+        maxDowntimeMs,
         timeoutMs: parseMs('timeout', values.timeout),
-        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),
+        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes, p.round > 0 ? `round ${p.round}` : 'frozen'),
         onWarning: values.json ? undefined : warnOnStderr,
       }),
     );

@@ -3,11 +3,22 @@
 import { FerryError } from '../errors.js';
 import { hashBytes } from './hash.js';
 import { serialize } from './json.js';
-import { hex64, integer, literal, object, record, string, type Schema } from './schema.js';
+import {
+  array,
+  hex64,
+  integer,
+  literal,
+  nullable,
+  object,
+  record,
+  string,
+  type Infer,
+  type Schema,
+} from './schema.js';
 import { PART_NAME } from './sink.js';
 
 export const IMAGE_FORMAT = 'ferry-image';
-export const IMAGE_VERSION = 1;
+export const IMAGE_VERSION = 2;
 
 const CHECKSUM = /^xxh64:[0-9a-f]{16}$/;
 export const partRecord = object({
@@ -21,6 +32,23 @@ export const hostRecord = object({
   xfeatures: hex64,
 });
 
+const IMAGE_PART = /^[a-z][a-z0-9-]*\.img$/;
+
+/** An earlier page layer inside the image: its page data and its index (docs/IMAGE.md). */
+export const layerRecord = object({
+  pages: string({ pattern: IMAGE_PART }),
+  index: string({ pattern: IMAGE_PART }),
+});
+
+/** The image an incremental dump builds on, and its manifest's checksum. */
+export const parentRecord = object({
+  path: string({ max: 4096, description: 'the parent image directory, relative to this one' }),
+  checksum: string({ pattern: CHECKSUM }),
+});
+
+export type LayerRecord = Infer<typeof layerRecord>;
+export type ParentRecord = Infer<typeof parentRecord>;
+
 export function manifestSchema<S>(state: Schema<S>) {
   return object({
     format: literal(IMAGE_FORMAT),
@@ -29,6 +57,8 @@ export function manifestSchema<S>(state: Schema<S>) {
     created: string({ max: 64 }),
     host: hostRecord,
     parts: record(PART_NAME, partRecord, 1 << 20),
+    layers: array(layerRecord, { max: 1024 }),
+    parent: nullable(parentRecord),
     state,
     checksum: string({
       pattern: CHECKSUM,
@@ -78,5 +108,7 @@ export function openManifest<M>(text: string, schema: Schema<M>, location: strin
       `${location}/manifest.json does not match its checksum: it was edited or damaged`,
     );
   }
-  return schema.check(value, 'manifest');
+  // Version 1 had neither page layers nor parents.
+  const current = version === 1 ? { ...value, version: IMAGE_VERSION, layers: [], parent: null } : value;
+  return schema.check(current, 'manifest');
 }

@@ -2,7 +2,8 @@
 // raw pages the same way). Little-endian binary:
 //   header  magic "FERRYPGS", u32 version, u32 flags (1 = zstd frames), u32 entries, u32 frames,
 //           u32 frame size, u32 reserved
-//   entry   u64 address, u32 pages, u32 kind (0 = data stored in order in pages.img, 1 = zero)
+//   entry   u64 address, u32 pages, u32 kind (0 = data stored in order in pages.img, 1 = zero,
+//           2 = unchanged: the data is in an earlier layer of the image or its parent)
 //   frame   u32 stored size, u32 raw size (compressed images only)
 import { FerryError } from '../errors.js';
 
@@ -15,11 +16,17 @@ const FRAME = 8;
 const MAX_ENTRIES = 1 << 26;
 export const FLAG_ZSTD = 1;
 
+/**
+ * 'data': stored here, in order; 'zero': all zero, nothing stored, they read back as zeros;
+ * 'earlier': unchanged since an earlier layer, which holds them.
+ */
+export const PAGE_KINDS = ['data', 'zero', 'earlier'] as const;
+export type PageKind = (typeof PAGE_KINDS)[number];
+
 export interface PageEntry {
   addr: bigint;
   pages: number;
-  /** The pages were all zero: nothing stored, they read back as zeros. */
-  zero: boolean;
+  kind: PageKind;
 }
 
 export interface Frame {
@@ -46,7 +53,7 @@ export function encodePageIndex(index: PageIndex): Buffer {
   for (const e of index.entries) {
     buf.writeBigUInt64LE(e.addr, off);
     buf.writeUInt32LE(e.pages, off + 8);
-    buf.writeUInt32LE(e.zero ? 1 : 0, off + 12);
+    buf.writeUInt32LE(PAGE_KINDS.indexOf(e.kind), off + 12);
     off += ENTRY;
   }
   for (const f of index.frames) {
@@ -84,12 +91,12 @@ export function decodePageIndex(buf: Buffer): PageIndex {
     const addr = buf.readBigUInt64LE(off);
     const pages = buf.readUInt32LE(off + 8);
     const kind = buf.readUInt32LE(off + 12);
-    if (addr % BigInt(PAGE) !== 0n || pages === 0 || kind > 1 || addr < previousEnd) {
+    if (addr % BigInt(PAGE) !== 0n || pages === 0 || kind >= PAGE_KINDS.length || addr < previousEnd) {
       throw corrupt(`entry ${i} (0x${addr.toString(16)}, ${pages} pages) is out of order or malformed`);
     }
     previousEnd = addr + BigInt(pages * PAGE);
     if (kind === 0) dataPages += pages;
-    entries.push({ addr, pages, zero: kind === 1 });
+    entries.push({ addr, pages, kind: PAGE_KINDS[kind]! });
   }
   const frames: Frame[] = [];
   let raw = 0;

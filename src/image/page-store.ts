@@ -2,7 +2,14 @@
 // zstd frames of 1 MiB; its index (pagemap.img) says where each run of pages goes.
 import { compress, decompress } from 'zstd-napi';
 import { FerryError } from '../errors.js';
-import { encodePageIndex, PAGE, type Frame, type PageEntry, type PageIndex } from './page-index.js';
+import {
+  encodePageIndex,
+  PAGE,
+  type Frame,
+  type PageEntry,
+  type PageIndex,
+  type PageKind,
+} from './page-index.js';
 import type { PartReader, PartSummary, PartWriter } from './sink.js';
 
 export const FRAME_SIZE = 1 << 20;
@@ -19,9 +26,22 @@ export interface PageStoreSummary {
   dataPages: number;
   /** Pages found all-zero and not stored. */
   zeroPages: number;
+  /** Pages recorded as unchanged since an earlier layer. */
+  earlierPages: number;
   pages: PartSummary;
   index: PartSummary;
 }
+
+/** Pages handed to the store: their bytes are in the room, unless they are unchanged (`earlier`). */
+export interface StoredRange {
+  addr: bigint;
+  len: number;
+  earlier?: boolean;
+}
+
+/** Bytes of `ranges` that take room (those not marked `earlier`). */
+export const roomBytes = (ranges: readonly StoredRange[]): number =>
+  ranges.reduce((n, r) => (r.earlier ? n : n + r.len), 0);
 
 export class PageStoreWriter {
   private readonly entries: PageEntry[] = [];
@@ -42,6 +62,7 @@ export class PageStoreWriter {
   private frameUsed = 0;
   private dataPages = 0;
   private zeroPages = 0;
+  private earlierPages = 0;
 
   constructor(
     private readonly pages: PartWriter,
@@ -73,23 +94,30 @@ export class PageStoreWriter {
 
   /**
    * Store the pages put in the last room(), which belong at `ranges` in order (addresses ascend
-   * from call to call). All-zero pages are left out.
+   * from call to call). All-zero pages are left out. Ranges marked `earlier` have no bytes in the
+   * room: they are recorded as unchanged since an earlier layer. `ranges` may cover less than the
+   * room (the rest of it was not filled).
    */
-  take(ranges: readonly { addr: bigint; len: number }[]): void {
-    const room = this.current;
-    if (!room || room.length !== ranges.reduce((n, r) => n + r.len, 0))
+  take(ranges: readonly StoredRange[]): void {
+    const bytes = roomBytes(ranges);
+    if (!this.current || this.current.length < bytes)
       throw new FerryError('FERRY_INTERNAL', 'take() does not match the last room()');
+    const room = this.current.subarray(0, bytes);
     this.current = undefined;
     let kept = 0;
     let off = 0;
     for (const r of ranges) {
+      if (r.earlier) {
+        this.addEntry(r.addr, r.len / PAGE, 'earlier');
+        continue;
+      }
       const count = r.len / PAGE;
       let runStart = 0;
       let runZero = count > 0 && isZeroPage(room, off);
       for (let i = 1; i <= count; i++) {
         const zero = i < count && isZeroPage(room, off + i * PAGE);
         if (i === count || zero !== runZero) {
-          this.addEntry(r.addr + BigInt(runStart * PAGE), i - runStart, runZero);
+          this.addEntry(r.addr + BigInt(runStart * PAGE), i - runStart, runZero ? 'zero' : 'data');
           if (!runZero) {
             const from = off + runStart * PAGE;
             const bytes = (i - runStart) * PAGE;
@@ -113,12 +141,13 @@ export class PageStoreWriter {
     return written;
   }
 
-  private addEntry(addr: bigint, pages: number, zero: boolean): void {
+  private addEntry(addr: bigint, pages: number, kind: PageKind): void {
     const last = this.entries.at(-1);
-    if (last && last.zero === zero && last.addr + BigInt(last.pages * PAGE) === addr) last.pages += pages;
-    else this.entries.push({ addr, pages, zero });
-    if (zero) this.zeroPages += pages;
-    else this.dataPages += pages;
+    if (last && last.kind === kind && last.addr + BigInt(last.pages * PAGE) === addr) last.pages += pages;
+    else this.entries.push({ addr, pages, kind });
+    if (kind === 'zero') this.zeroPages += pages;
+    else if (kind === 'data') this.dataPages += pages;
+    else this.earlierPages += pages;
   }
 
   private addToFrames(data: Buffer): void {
@@ -150,7 +179,13 @@ export class PageStoreWriter {
     this.writes.push(this.index.write(encodePageIndex(index)));
     await Promise.all(this.writes);
     const [pages, indexPart] = await Promise.all([this.pages.close(), this.index.close()]);
-    return { dataPages: this.dataPages, zeroPages: this.zeroPages, pages, index: indexPart };
+    return {
+      dataPages: this.dataPages,
+      zeroPages: this.zeroPages,
+      earlierPages: this.earlierPages,
+      pages,
+      index: indexPart,
+    };
   }
 }
 
@@ -175,6 +210,16 @@ export class PageStoreReader {
       done += n;
     }
     return out.subarray(0, bytes);
+  }
+
+  /** Pass over the next `bytes` bytes of page data. */
+  skip(bytes: number): void {
+    const scratch = Buffer.allocUnsafe(Math.min(bytes, FRAME_SIZE));
+    for (let left = bytes; left > 0;) {
+      const n = Math.min(left, scratch.length);
+      this.read(n, scratch);
+      left -= n;
+    }
   }
 
   private nextFrame(): Buffer {

@@ -1,20 +1,32 @@
-// Live migration, stop-copy (docs/PROTOCOL.md): freeze the process, stream its image to the target
-// agent while it stays frozen, and kill it only once the target says the restored copy runs. Any
-// failure before that lets it run on here, and the target kills and deletes what it received.
+// Live migration (docs/PROTOCOL.md). Stop-copy: freeze the process, stream its image to the target
+// agent while it stays frozen. Pre-copy: first copy its memory in rounds while it runs (precopy.ts),
+// then freeze it and send only what changed. Either way the process is killed only once the target
+// says the restored copy runs; any failure before that lets it run on here, and the target kills and
+// deletes what it received.
 import { randomUUID } from 'node:crypto';
 import { dump, type DumpResult } from '../checkpoint.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { initHashing } from '../image/hash.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { callAgent, describe, openRequest, responseOf, type AgentEndpoint } from './client.js';
+import { precopy, type Precopy, type RoundReport } from './precopy.js';
 import { StreamSink } from './stream-sink.js';
 import { readEvents, type Migration } from './wire.js';
 
+export type MigrateMode = 'stop-copy' | 'pre-copy';
+
 export interface MigrateOptions {
   to: AgentEndpoint;
+  /** 'stop-copy' (the default) or 'pre-copy'. */
+  mode?: MigrateMode;
+  /** Pre-copy: the downtime to aim for (default 300 ms). */
+  maxDowntimeMs?: number;
+  /** Pre-copy: hears each round as it ends. */
+  onRound?: (round: RoundReport) => void;
   /** How long to wait for the target at each step (connect, each answer, a silent connection). */
   timeoutMs?: number;
-  onProgress?: (progress: { stage: 'pages'; doneBytes: number; totalBytes: number }) => void;
+  /** Bytes of pages copied in the current round (`round` 0: the final, frozen copy). */
+  onProgress?: (progress: { round: number; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
 }
 
@@ -28,8 +40,14 @@ export interface MigrateResult {
   downtimeMs: number;
   totalMs: number;
   bytesSent: number;
-  /** Copy rounds (stop-copy: one). */
+  mode: MigrateMode;
+  /** Copy rounds, the final frozen one included (stop-copy: one). */
   rounds: number;
+  /** Pre-copy: the rounds while the process ran. */
+  precopyRounds: RoundReport[];
+  /** Pages the final copy sent, and pages it left to the rounds (unchanged since). */
+  finalPages: number;
+  unchangedPages: number;
   /** The target's own restore time, within the downtime. */
   targetRestoreMs: number;
   /** The dump's stages on this side. */
@@ -38,6 +56,7 @@ export interface MigrateResult {
 }
 
 const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_DOWNTIME_MS = 300;
 const RETRY_MS = 200;
 
 /** Migrate process `pid` to the agent `options.to`. */
@@ -62,9 +81,28 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
     timeoutMs,
     commitAgain: () => commitAgain(options.to, migrationId, timeoutMs),
   });
+  const mode = options.mode ?? 'stop-copy';
+  let pre: Precopy | undefined;
   let result: DumpResult;
   try {
-    result = await dump(pid, { sink, onProgress: options.onProgress, onWarning: options.onWarning });
+    if (mode === 'pre-copy') {
+      try {
+        pre = await precopy(pid, sink, {
+          maxDowntimeMs: options.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
+          onRound: options.onRound,
+          onProgress: options.onProgress,
+        });
+      } catch (err) {
+        await sink.abort();
+        throw err;
+      }
+    }
+    result = await dump(pid, {
+      sink,
+      baseline: pre?.baseline,
+      onProgress: (p) => options.onProgress?.({ round: 0, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
+      onWarning: options.onWarning,
+    });
   } catch (err) {
     if (isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) throw err;
     const why = err instanceof Error ? err.message : String(err);
@@ -73,6 +111,8 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
       `migration of ${pid} to ${target} failed: ${why}; the process runs on here`,
       { cause: err },
     );
+  } finally {
+    pre?.baseline.tracker.close();
   }
   const outcome = sink.outcome!;
   return {
@@ -83,7 +123,11 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
     downtimeMs: result.frozenMs,
     totalMs: performance.now() - started,
     bytesSent: sink.bytesSent,
-    rounds: 1,
+    mode,
+    rounds: (pre?.rounds.length ?? 0) + 1,
+    precopyRounds: pre?.rounds ?? [],
+    finalPages: result.pages + result.zeroPages,
+    unchangedPages: result.unchangedPages,
     targetRestoreMs: outcome.restoreMs,
     stages: result.stages,
     warnings: result.warnings,

@@ -4,8 +4,8 @@
 // from a compressed image, ferry writes them in with process_vm_writev.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import type { PageIndex } from '../image/page-index.js';
-import type { PageStoreReader, PageStoreWriter } from '../image/page-store.js';
+import { LayerReader, type PageSource } from '../image/page-layers.js';
+import type { PageStoreWriter } from '../image/page-store.js';
 import type { Image } from '../read-image.js';
 import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
@@ -20,9 +20,11 @@ import {
   type RemoteRange,
 } from '../sys/process-vm.js';
 import type { RemoteCall } from '../tracee/remote.js';
-import { openPageScanner } from '../vma/pages.js';
+import { openPageScanner, type PageScanner } from '../vma/pages.js';
+import type { Span } from '../vma/spans.js';
+import type { Vma } from '../vma/vma.js';
 import { contiguousRanges, dumpsPage } from '../vma/usage.js';
-import type { DumpContext, RestoreContext } from './context.js';
+import type { RestoreContext } from './context.js';
 import type { VmaRecord } from './mem-vmas.js';
 
 /** Bytes moved per process_vm_writev or preadv batch at restore. */
@@ -32,17 +34,25 @@ export const PAGE_BATCH = 16 << 20;
  * next, and the two staging buffers cost little to make.
  */
 export const DUMP_BATCH = 4 << 20;
-const PAGE = BigInt(PAGE_SIZE);
 
 export interface PageRange extends RemoteRange {
   /** The VMA can be read with process_vm_readv (it is mapped readable). */
   readable: boolean;
+  /** Unchanged since an earlier layer: recorded, not read. */
+  earlier?: boolean;
 }
 
-/** The ranges of pages a checkpoint stores, in address order, none longer than `maxLen` bytes. */
-export function pagesToDump(pid: number, vmas: readonly VmaRecord[], maxLen: number): PageRange[] {
+/**
+ * The ranges of pages a checkpoint stores, in address order, none longer than `maxLen` bytes; of
+ * the pages `scanner` reports (by default, every page present or swapped). Closes the scanner.
+ */
+export function pagesToDump(
+  pid: number,
+  vmas: readonly Pick<Vma, 'end' | 'perms' | 'kind' | 'start'>[],
+  maxLen: number,
+  scanner: PageScanner = openPageScanner(pid),
+): PageRange[] {
   const ranges: PageRange[] = [];
-  const scanner = openPageScanner(pid);
   try {
     let i = 0;
     for (const span of contiguousRanges(vmas)) {
@@ -62,21 +72,57 @@ export function pagesToDump(pid: number, vmas: readonly VmaRecord[], maxLen: num
   return ranges;
 }
 
-function pushRange(ranges: PageRange[], start: bigint, end: bigint, readable: boolean, maxLen: number): void {
+function pushRange(
+  ranges: PageRange[],
+  start: bigint,
+  end: bigint,
+  readable: boolean,
+  maxLen: number,
+  earlier = false,
+): void {
   for (let a = start; a < end; a += BigInt(maxLen)) {
     const len = Number(end - a < BigInt(maxLen) ? end - a : BigInt(maxLen));
     const last = ranges.at(-1);
     if (
       last &&
       last.readable === readable &&
+      (last.earlier ?? false) === earlier &&
       last.addr + BigInt(last.len) === a &&
       last.len + len <= maxLen
     ) {
       last.len += len;
     } else {
-      ranges.push({ addr: a, len, readable });
+      ranges.push(earlier ? { addr: a, len, readable, earlier } : { addr: a, len, readable });
     }
   }
+}
+
+/**
+ * `ranges` with the pages in `unchanged` (sorted spans) marked `earlier`: unchanged since an earlier
+ * layer, which holds them.
+ */
+export function markEarlier(
+  ranges: readonly PageRange[],
+  unchanged: readonly Span[],
+  maxLen: number,
+): PageRange[] {
+  const out: PageRange[] = [];
+  let j = 0;
+  for (const r of ranges) {
+    const end = r.addr + BigInt(r.len);
+    while (j < unchanged.length && unchanged[j]!.end <= r.addr) j++;
+    let at = r.addr;
+    for (let k = j; k < unchanged.length && unchanged[k]!.start < end; k++) {
+      const u = unchanged[k]!;
+      const from = u.start > at ? u.start : at;
+      const to = u.end < end ? u.end : end;
+      pushRange(out, at, from, r.readable, maxLen);
+      pushRange(out, from, to, r.readable, maxLen, true);
+      at = to;
+    }
+    pushRange(out, at, end, r.readable, maxLen);
+  }
+  return out;
 }
 
 /** Read pages through /proc/PID/mem, which also reaches VMAs mapped without read permission. */
@@ -110,55 +156,85 @@ function readWithVm(pid: number, buf: Buffer, batch: PageRange[]): number {
 }
 
 /**
- * Group ranges, in order, into transfers of at most `maxBytes` bytes and IOV_MAX ranges, each
- * group's ranges alike by `alike` (the first's).
+ * Group ranges, in order, into transfers of at most `maxBytes` bytes and IOV_MAX ranges, a range
+ * joining a group only when `fits` it (given the group's first range, the range and the group).
  */
 function* groups<R extends RemoteRange>(
   ranges: readonly R[],
   maxBytes: number,
-  alike: (a: R, b: R) => boolean = () => true,
+  fits: (first: R, r: R, group: readonly R[]) => boolean = () => true,
+  bytesOf: (r: R) => number = (r) => r.len,
 ): Generator<R[]> {
   let group: R[] = [];
   let bytes = 0;
   for (const r of ranges) {
-    if (group.length > 0 && (bytes + r.len > maxBytes || group.length === IOV_MAX || !alike(group[0]!, r))) {
+    const n = bytesOf(r);
+    if (
+      group.length > 0 &&
+      (bytes + n > maxBytes || group.length === IOV_MAX || !fits(group[0]!, r, group))
+    ) {
       yield group;
       group = [];
       bytes = 0;
     }
     group.push(r);
-    bytes += r.len;
+    bytes += n;
   }
   if (group.length > 0) yield group;
 }
 
-export interface CopyHooks {
+export interface CopyOptions {
   onProgress?: (doneBytes: number) => void;
+  /**
+   * The process is running (a pre-copy round): pages that cannot be read now (unmapped meanwhile,
+   * or not readable) are left out instead of failing the copy.
+   */
+  running?: boolean;
 }
 
 /**
  * Read every range into the page store, in order, in batches as large as the store's room (one batch
- * is read while the one before is written).
+ * is read while the one before is written). Returns the ranges stored with their bytes.
  */
 export async function copyPages(
-  ctx: DumpContext,
+  pid: number,
   ranges: readonly PageRange[],
   writer: PageStoreWriter,
-  hooks: CopyHooks = {},
-): Promise<void> {
+  options: CopyOptions = {},
+): Promise<RemoteRange[]> {
+  const stored: RemoteRange[] = [];
   let done = 0;
-  hooks.onProgress?.(done);
-  for (const batch of groups(ranges, writer.maxRoom, (a, b) => a.readable === b.readable)) {
-    const bytes = byteCount(batch);
+  options.onProgress?.(done);
+  const toCopy = options.running ? ranges.filter((r) => r.readable) : ranges;
+  const sameKind = (a: PageRange, b: PageRange): boolean => a.readable === b.readable;
+  for (const batch of groups(toCopy, writer.maxRoom, sameKind, (r) => (r.earlier ? 0 : r.len))) {
+    const data = batch.filter((r) => !r.earlier);
+    const bytes = byteCount(data);
     const room = await writer.room(bytes);
     // What process_vm_readv cannot read (it stops at the first such range; fails with EFAULT when
     // that is the first of the batch; is missing or forbidden on some systems) goes through /proc/PID/mem.
-    const got = batch[0]!.readable ? readWithVm(ctx.pid, room, batch) : 0;
-    if (got < bytes) readViaMem(ctx.pid, tail(batch, got), room.subarray(got));
-    writer.take(batch);
+    const got = batch[0]!.readable && data.length > 0 ? readWithVm(pid, room, data) : 0;
+    if (got < bytes && options.running) {
+      // Whole ranges only: process_vm_readv never splits one.
+      const read = head(data, got);
+      writer.take(read);
+      stored.push(...read);
+    } else {
+      if (got < bytes) readViaMem(pid, tail(data, got), room.subarray(got));
+      writer.take(batch);
+      stored.push(...data);
+    }
     done += bytes;
-    hooks.onProgress?.(done);
+    options.onProgress?.(done);
   }
+  return stored;
+}
+
+/** The ranges that make up the first `bytes` bytes of `ranges` (a whole number of them). */
+function head(ranges: readonly PageRange[], bytes: number): PageRange[] {
+  const out: PageRange[] = [];
+  for (let left = bytes, i = 0; left > 0 && i < ranges.length; left -= ranges[i++]!.len) out.push(ranges[i]!);
+  return out;
 }
 
 /** The part of `ranges` after the first `bytes` bytes. */
@@ -191,23 +267,21 @@ function vmaIndexAt(vmas: readonly VmaRecord[], from: number, addr: bigint): num
 
 const isFileBacked = (v: VmaRecord): boolean => v.name.startsWith('/') && v.kind !== 'anon-shared';
 
-/** A run of the page index cut at VMA boundaries: [start, stop) lies in `vma`. */
-interface IndexPiece {
-  start: bigint;
-  stop: bigint;
-  zero: boolean;
+/** A page source cut at VMA boundaries: it lies in `vma`. */
+interface SourcePiece extends PageSource {
   vma: VmaRecord;
 }
 
-/** Every run of the index, in order, cut where VMAs end; a page outside every VMA is an error. */
-function* indexPieces(index: PageIndex, vmas: readonly VmaRecord[]): Generator<IndexPiece> {
+/** Every page source, in order, cut where VMAs end; a page outside every VMA is an error. */
+function* sourcePieces(sources: readonly PageSource[], vmas: readonly VmaRecord[]): Generator<SourcePiece> {
   let i = 0;
-  for (const e of index.entries) {
-    for (let a = e.addr, end = e.addr + BigInt(e.pages) * PAGE; a < end;) {
+  for (const src of sources) {
+    for (let a = src.start; a < src.end;) {
       i = vmaIndexAt(vmas, i, a);
       const vma = vmas[i]!;
-      const stop = vma.end < end ? vma.end : end;
-      yield { start: a, stop, zero: e.zero, vma };
+      const stop = vma.end < src.end ? vma.end : src.end;
+      const offset = src.layer === null ? 0 : src.offset + Number(a - src.start);
+      yield { start: a, end: stop, layer: src.layer, offset, vma };
       a = stop;
     }
   }
@@ -217,33 +291,43 @@ function* indexPieces(index: PageIndex, vmas: readonly VmaRecord[]): Generator<I
  * The VMAs pages will be written into: those with stored pages, and file-backed ones whose
  * copied-on-write pages were all zeros (a fresh file mapping would show the file's bytes there).
  */
-export function vmasToFill(index: PageIndex, vmas: readonly VmaRecord[]): Set<VmaRecord> {
+export function vmasToFill(sources: readonly PageSource[], vmas: readonly VmaRecord[]): Set<VmaRecord> {
   const filled = new Set<VmaRecord>();
-  for (const p of indexPieces(index, vmas)) if (!p.zero || isFileBacked(p.vma)) filled.add(p.vma);
+  for (const p of sourcePieces(sources, vmas)) if (p.layer !== null || isFileBacked(p.vma)) filled.add(p.vma);
   return filled;
 }
 
-/** Where restored pages go: stored runs in the order of their data in pages.img, and zero fills. */
+/** Pages to copy from a layer's data: [addr, addr + len) from `offset` bytes into it. */
+interface LayerRange extends RemoteRange {
+  offset: number;
+}
+
+/** Where restored pages go: per layer, stored runs in the order of their data; and zero fills. */
 interface PageWrites {
-  stored: RemoteRange[];
+  stored: Map<number, LayerRange[]>;
   /** File-backed ranges whose pages were all zeros (fresh anonymous memory is zero already). */
   zeros: RemoteRange[];
   pages: number;
 }
 
-/** Split [addr, addr + bytes) into ranges of at most PAGE_BATCH bytes onto `out`. */
-function pushChunks(out: RemoteRange[], addr: bigint, bytes: number): void {
-  for (let off = 0; off < bytes; off += PAGE_BATCH)
-    out.push({ addr: addr + BigInt(off), len: Math.min(bytes - off, PAGE_BATCH) });
-}
-
-function pageWrites(index: PageIndex, vmas: readonly VmaRecord[]): PageWrites {
-  const writes: PageWrites = { stored: [], zeros: [], pages: 0 };
-  for (const p of indexPieces(index, vmas)) {
+function pageWrites(sources: readonly PageSource[], vmas: readonly VmaRecord[]): PageWrites {
+  const writes: PageWrites = { stored: new Map(), zeros: [], pages: 0 };
+  for (const p of sourcePieces(sources, vmas)) {
     // Zero pages read back as zeros in fresh anonymous memory; file-backed VMAs need them written.
-    if (p.zero && !isFileBacked(p.vma)) continue;
-    pushChunks(p.zero ? writes.zeros : writes.stored, p.start, Number(p.stop - p.start));
-    writes.pages += Number((p.stop - p.start) / PAGE);
+    if (p.layer === null && !isFileBacked(p.vma)) continue;
+    const bytes = Number(p.end - p.start);
+    for (let off = 0; off < bytes; off += PAGE_BATCH) {
+      const len = Math.min(bytes - off, PAGE_BATCH);
+      const addr = p.start + BigInt(off);
+      if (p.layer === null) {
+        writes.zeros.push({ addr, len });
+      } else {
+        let list = writes.stored.get(p.layer);
+        if (!list) writes.stored.set(p.layer, (list = []));
+        list.push({ addr, len, offset: p.offset + off });
+      }
+    }
+    writes.pages += bytes / PAGE_SIZE;
   }
   return writes;
 }
@@ -266,27 +350,31 @@ const PREADV_MAX = 1 << 30;
 
 /**
  * The restored process reads its pages from the page file itself: preadv() straight from the page
- * cache into its memory, many calls to a batch, with no copy through ferry.
+ * cache into its memory, one call per stretch of the file, many calls to a batch, with no copy
+ * through ferry.
  */
-function readInProcess(ctx: RestoreContext, file: string, stored: readonly RemoteRange[]): void {
+function readInProcess(ctx: RestoreContext, file: string, stored: readonly LayerRange[]): void {
   const remote = ctx.remote;
   const fd = remote.withData(() =>
     remote.check(`open(${file})`, NR.openat, AT_FDCWD, remote.putString(file), O.RDONLY | O.CLOEXEC, 0),
   );
   try {
-    const pending = [...groups(stored, PREADV_MAX)];
-    let offset = 0;
+    const contiguous = (_: LayerRange, r: LayerRange, group: readonly LayerRange[]): boolean =>
+      group.at(-1)!.offset + group.at(-1)!.len === r.offset;
+    const pending = [...groups(stored, PREADV_MAX, contiguous)];
     while (pending.length > 0) {
       remote.withData(() => {
         const calls: RemoteCall[] = [];
         const expected: number[] = [];
         while (pending.length > 0 && pending[0]!.length * 16 <= remote.dataFree) {
           const group = pending.shift()!;
-          const bytes = byteCount(group);
           const iov = remote.put(encodeIovecs(group));
-          calls.push({ name: `preadv(${file})`, nr: NR.preadv, args: [fd, iov, group.length, offset, 0] });
-          expected.push(bytes);
-          offset += bytes;
+          calls.push({
+            name: `preadv(${file})`,
+            nr: NR.preadv,
+            args: [fd, iov, group.length, group[0]!.offset, 0],
+          });
+          expected.push(byteCount(group));
         }
         remote.batch(calls).forEach((got, k) => {
           if (got !== BigInt(expected[k]!)) {
@@ -303,32 +391,40 @@ function readInProcess(ctx: RestoreContext, file: string, stored: readonly Remot
   }
 }
 
-/** Write the stored pages from `reader` (decompressed here when need be) through one reused buffer. */
-function copyIn(ctx: RestoreContext, reader: PageStoreReader, stored: readonly RemoteRange[]): void {
+/** Write a compressed layer's pages (decompressed here) through one reused buffer. */
+function copyIn(
+  ctx: RestoreContext,
+  reader: LayerReader,
+  layer: number,
+  stored: readonly LayerRange[],
+): void {
   const buf = Buffer.allocUnsafeSlow(PAGE_BATCH);
   for (const group of groups(stored, PAGE_BATCH)) {
-    const bytes = byteCount(group);
-    writeAll(ctx, reader.read(bytes, buf.subarray(0, bytes)), group);
+    let at = 0;
+    for (const r of group) {
+      reader.read(layer, r.offset, r.len, buf.subarray(at, at + r.len));
+      at += r.len;
+    }
+    writeAll(ctx, buf.subarray(0, at), group);
   }
 }
 
 /** Write the stored pages back into the restored process; returns how many pages were written. */
 export function restorePages(ctx: RestoreContext, image: Image, vmas: readonly VmaRecord[]): number {
-  const writes = pageWrites(image.index, vmas);
+  const writes = pageWrites(image.pages, vmas);
   if (writes.zeros.length > 0) {
     const zeros = Buffer.alloc(PAGE_BATCH);
     for (const group of groups(writes.zeros, PAGE_BATCH))
       writeAll(ctx, zeros.subarray(0, byteCount(group)), group);
   }
-  if (!image.index.compressed) {
-    readInProcess(ctx, image.source.partFile('pages.img'), writes.stored);
-  } else {
-    const reader = image.openPages();
-    try {
-      copyIn(ctx, reader, writes.stored);
-    } finally {
-      reader.close();
+  const reader = new LayerReader(image.layers);
+  try {
+    for (const [layer, stored] of writes.stored) {
+      if (image.layers[layer]!.index.compressed) copyIn(ctx, reader, layer, stored);
+      else readInProcess(ctx, image.layers[layer]!.file, stored);
     }
+  } finally {
+    reader.close();
   }
   return writes.pages;
 }

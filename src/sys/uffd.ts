@@ -23,6 +23,11 @@ export const UFFD_FEATURE = {
 } as const;
 
 export const UFFDIO_API = iowr(UFFDIO, 0x3f, 24);
+const UFFDIO_REGISTER = iowr(UFFDIO, 0x00, 32);
+
+/** userfaultfd(2) flag: handle faults from user mode only (allowed without privileges). */
+export const UFFD_USER_MODE_ONLY = 1;
+const UFFDIO_REGISTER_MODE_WP = 2n;
 
 /** Create a userfaultfd in this process. */
 export function userfaultfd(flags: number): number {
@@ -30,11 +35,36 @@ export function userfaultfd(flags: number): number {
 }
 
 /** Encode struct uffdio_api { u64 api; u64 features; u64 ioctls; }. */
-export function encodeUffdioApi(features: bigint): Buffer {
+function encodeUffdioApi(features: bigint): Buffer {
   const buf = Buffer.alloc(24);
   buf.writeBigUInt64LE(UFFD_API, 0);
   buf.writeBigUInt64LE(features, 8);
   return buf;
+}
+
+/** The UFFDIO_API handshake on `fd`, asking for `features`; returns what the kernel granted. */
+export function uffdApi(fd: number, features: bigint): bigint {
+  const api = encodeUffdioApi(features);
+  ioctl(fd, UFFDIO_API, 'UFFDIO_API', api);
+  return api.readBigUInt64LE(8);
+}
+
+/** struct uffdio_register { struct uffdio_range { u64 start; u64 len; }; u64 mode; u64 ioctls; }. */
+function registerArg(start: bigint, len: bigint, mode: bigint): Buffer {
+  const buf = Buffer.alloc(32);
+  buf.writeBigUInt64LE(start, 0);
+  buf.writeBigUInt64LE(len, 8);
+  buf.writeBigUInt64LE(mode, 16);
+  return buf;
+}
+
+/**
+ * Register [start, start + len) of the userfaultfd's process for write-protection faults. The
+ * descriptor may be a copy in another process (pidfd_getfd): the kernel acts on the memory of the
+ * process that created it.
+ */
+export function uffdRegisterWp(fd: number, start: bigint, len: bigint): void {
+  ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, UFFDIO_REGISTER_MODE_WP));
 }
 
 /**
@@ -44,9 +74,7 @@ export function encodeUffdioApi(features: bigint): Buffer {
 export function probeUffdFeatures(wanted: bigint): bigint {
   const fd = userfaultfd(O.CLOEXEC | O.NONBLOCK);
   try {
-    const api = encodeUffdioApi(wanted);
-    ioctl(fd, UFFDIO_API, 'UFFDIO_API', api);
-    return api.readBigUInt64LE(8);
+    return uffdApi(fd, wanted);
   } finally {
     closeSync(fd);
   }

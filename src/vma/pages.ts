@@ -5,7 +5,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { MAP, mmap, munmap, PROT } from '../sys/mman.js';
-import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan } from '../sys/pagemap-scan.js';
+import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan, PM_SCAN } from '../sys/pagemap-scan.js';
 import { closeProcFile, openProcFile } from '../proc/files.js';
 import { PAGE_SHIFT, PAGE_SIZE, PM_HIGH, readPagemap } from '../proc/pagemap.js';
 
@@ -42,12 +42,21 @@ export interface PageScanner {
 export const SCAN_REGIONS = 8192;
 const READ_PAGES = 131072;
 
+/** Which pages a PAGEMAP_SCAN walk reports, beyond present or swapped ones. */
+interface ScanFilter {
+  flags: bigint;
+  categoryMask: bigint;
+}
+
+const ALL_PAGES: ScanFilter = { flags: 0n, categoryMask: 0n };
+
 class ScanIoctlScanner implements PageScanner {
   readonly method = 'pagemap-scan';
   private readonly vec: Buffer;
   constructor(
     private readonly fd: number,
     regionsPerCall: number,
+    private readonly filter: ScanFilter = ALL_PAGES,
   ) {
     this.vec = Buffer.alloc(regionsPerCall * PAGE_REGION_SIZE);
   }
@@ -66,6 +75,8 @@ class ScanIoctlScanner implements PageScanner {
         {
           start: covered,
           end: range.end,
+          flags: this.filter.flags,
+          categoryMask: this.filter.categoryMask,
           categoryAnyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
           returnMask: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | PAGE_IS.FILE | PAGE_IS.PFNZERO,
         },
@@ -178,6 +189,17 @@ export function zeroPagePfn(): number | undefined {
     munmap(addr, PAGE_SIZE);
   }
   return cachedZeroPfn;
+}
+
+/**
+ * A scanner that reports only the pages written since they were last write-protected through a
+ * userfaultfd in async write-protect mode (VMAs without one are skipped); with `protect`, the
+ * pages it reports are write-protected again by the same walk.
+ */
+export function openWrittenScanner(pid: number, protect: boolean): PageScanner {
+  const fd = openProcFile(pid, 'pagemap');
+  const filter = { flags: protect ? PM_SCAN.WP_MATCHING : 0n, categoryMask: PAGE_IS.WRITTEN };
+  return new ScanIoctlScanner(fd, SCAN_REGIONS, filter);
 }
 
 /**

@@ -37,7 +37,7 @@ const SHARED_WITHOUT_FILE = new Set(['anon-shared', 'deleted-file']);
  * (never the zero page; file pages come back from the file); in shared memory that no file keeps,
  * every page; in kernel-provided VMAs, none.
  */
-export function dumpsPage(vma: Vma, flags: number): boolean {
+export function dumpsPage(vma: Pick<Vma, 'kind' | 'perms'>, flags: number): boolean {
   if (SPECIAL_KINDS.has(vma.kind) || flags & PAGE.ZERO) return false;
   if (vma.perms[3] === 'p') return (flags & PAGE.FILE) === 0;
   return SHARED_WITHOUT_FILE.has(vma.kind);
@@ -53,7 +53,9 @@ function addRun(counts: PageCounts, vma: Vma, flags: number, pages: number): voi
 }
 
 /** Merge address-adjacent VMAs into ranges, so one scan covers each stretch. */
-export function contiguousRanges(vmas: readonly Vma[]): { start: bigint; end: bigint }[] {
+export function contiguousRanges(
+  vmas: readonly { start: bigint; end: bigint }[],
+): { start: bigint; end: bigint }[] {
   const ranges: { start: bigint; end: bigint }[] = [];
   for (const v of vmas) {
     const last = ranges.at(-1);

@@ -9,12 +9,12 @@ before(() => initHashing());
 
 const schema = object({
   format: literal('ferry-image'),
-  version: literal(1),
+  version: literal(2),
   pid: integer(1, 100),
   name: string(),
   checksum: string(),
 });
-const content = { format: 'ferry-image', version: 1, pid: 42, name: 'x' };
+const content = { format: 'ferry-image', version: 2, pid: 42, name: 'x' };
 
 test('a sealed manifest opens to the same content, and re-seals to the same text', () => {
   const text = sealManifest(content);
@@ -36,8 +36,8 @@ test('edits, foreign files and newer versions are told apart', () => {
     ['FERRY_IMAGE_INVALID', 'not json', /is not JSON/],
     [
       'FERRY_IMAGE_INCOMPATIBLE',
-      sealManifest({ ...content, version: 2 }),
-      /format version 2; this ferry reads version 1/,
+      sealManifest({ ...content, version: 3 }),
+      /format version 3; this ferry reads version 2/,
     ],
     [
       'FERRY_IMAGE_INVALID',

@@ -7,8 +7,8 @@ const INDEX: PageIndex = {
   compressed: true,
   frameSize: 1 << 20,
   entries: [
-    { addr: 0x7f0000000000n, pages: 2, zero: false },
-    { addr: 0x7f0000002000n, pages: 1, zero: true },
+    { addr: 0x7f0000000000n, pages: 2, kind: 'data' },
+    { addr: 0x7f0000002000n, pages: 1, kind: 'zero' },
   ],
   frames: [{ stored: 100, raw: 8192 }],
 };
@@ -56,6 +56,7 @@ test('hostile indexes are refused with a reason, never a crash', () => {
       /entry 0 .* out of order or malformed/,
     ],
     ['zero pages', patched(40, (b) => b.writeUInt32LE(0)), /entry 0 .* out of order or malformed/],
+    ['unknown kind', patched(44, (b) => b.writeUInt32LE(3)), /entry 0 .* out of order or malformed/],
     [
       'overlapping entries',
       patched(48, (b) => b.writeBigUInt64LE(0x7f0000001000n)),

@@ -74,11 +74,11 @@ for (const compressed of [false, true]) {
     assert.equal(summary.dataPages, 3 + 512 + 1);
     const decoded = decodePageIndex(index.bytes());
     assert.deepEqual(
-      decoded.entries.map((e) => [e.addr, e.pages, e.zero]),
+      decoded.entries.map((e) => [e.addr, e.pages, e.kind]),
       [
-        [0x10000n, 3, false],
-        [0x13000n, 2, true],
-        [0x15000n, 513, false],
+        [0x10000n, 3, 'data'],
+        [0x13000n, 2, 'zero'],
+        [0x15000n, 513, 'data'],
       ],
     );
     if (compressed) assert.ok(pages.bytes().length < 1 << 20, 'the constant run compresses');

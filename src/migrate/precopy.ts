@@ -1,0 +1,130 @@
+// Pre-copy (docs/PROTOCOL.md): copy the process's memory while it runs, in rounds, each round only
+// the pages written since the round before, until what is left would fit the downtime budget or
+// stops shrinking. Each round's pages go out as an earlier page layer of the one image; the final
+// dump, frozen, then sends only what was written since the last round.
+import { PageStoreWriter, roomBytes } from '../image/page-store.js';
+import type { LayerRecord } from '../image/manifest.js';
+import type { ImageSink, PartSummary } from '../image/sink.js';
+import { readProcText } from '../proc/files.js';
+import { userProcessStat } from '../proc/process.js';
+import { parseSmaps } from '../proc/smaps.js';
+import { DirtyTracker, trackedSpans, type Baseline } from '../state/mem-dirty.js';
+import { copyPages, DUMP_BATCH, pagesToDump } from '../state/mem-pages.js';
+import { RemoteSyscalls } from '../tracee/remote.js';
+import { Tracee } from '../tracee/tracee.js';
+import { classifyVmas } from '../vma/classify.js';
+import { pushSpan, spanBytes, unionSpans, type Span } from '../vma/spans.js';
+import { SPECIAL_KINDS, type Vma } from '../vma/vma.js';
+
+export interface PrecopyOptions {
+  /** The downtime to aim for: rounds go on while what is left would take longer to send. */
+  maxDowntimeMs: number;
+  /** Rounds at most before the final copy. */
+  maxRounds?: number;
+  compress?: boolean;
+  onRound?: (round: RoundReport) => void;
+  /** Bytes copied so far in the current round. */
+  onProgress?: (progress: { round: number; doneBytes: number; totalBytes: number }) => void;
+}
+
+export interface RoundReport {
+  round: number;
+  /** Bytes of pages copied in the round, and how long it took. */
+  bytes: number;
+  ms: number;
+  /** Bytes written by the process meanwhile, plus what is never tracked: what the next copy has to send. */
+  leftBytes: number;
+}
+
+export interface Precopy {
+  baseline: Baseline;
+  rounds: RoundReport[];
+}
+
+const DEFAULT_MAX_ROUNDS = 30;
+/** A round that copies at least this much gives a fair measure of the transfer rate. */
+const RATE_SAMPLE_BYTES = 4 << 20;
+/** Rounds stop when what is left shrinks by less than this from one round to the next. */
+const SHRINK = 0.9;
+
+/** The process's VMAs now, while it runs. */
+function currentVmas(pid: number): Vma[] {
+  return classifyVmas(parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`), userProcessStat(pid), []);
+}
+
+/** Freeze the process just long enough to start a tracker in it. */
+function startTracking(pid: number): DirtyTracker {
+  const tracee = Tracee.freeze(pid);
+  try {
+    const remote = RemoteSyscalls.open(tracee);
+    try {
+      return DirtyTracker.start(remote, currentVmas(pid));
+    } finally {
+      remote.close();
+    }
+  } finally {
+    tracee.release();
+  }
+}
+
+const isTracked = (v: Vma): boolean => v.vmFlags.includes('uw');
+/** VMAs whose pages the final copy sends whole (the kernel's own VMAs hold none). */
+const isUntracked = (v: Vma): boolean => !isTracked(v) && !SPECIAL_KINDS.has(v.kind);
+
+/**
+ * Run the rounds into `sink`. The returned baseline's tracker is open: the final dump reads what
+ * changed since the last round from it, and the caller closes it.
+ */
+export async function precopy(pid: number, sink: ImageSink, options: PrecopyOptions): Promise<Precopy> {
+  const tracker = startTracking(pid);
+  try {
+    const rounds: RoundReport[] = [];
+    const layers: LayerRecord[] = [];
+    const parts: Record<string, PartSummary> = {};
+    let held: Span[] = [];
+    let rate = 0; // bytes per ms, the best seen
+    const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS;
+    for (let round = 1; round <= maxRounds; round++) {
+      const started = performance.now();
+      const vmas = currentVmas(pid);
+      const tracked = vmas.filter(isTracked);
+      const ranges = pagesToDump(pid, tracked, DUMP_BATCH, tracker.scanner(true));
+      const totalBytes = roomBytes(ranges);
+      const names = { pages: `pages-${round}.img`, index: `pagemap-${round}.img` };
+      const writer = new PageStoreWriter(
+        sink.openPart(names.pages),
+        sink.openPart(names.index),
+        options.compress ?? false,
+        DUMP_BATCH,
+      );
+      const stored = await copyPages(pid, ranges, writer, {
+        running: true,
+        onProgress: (doneBytes) => options.onProgress?.({ round, doneBytes, totalBytes }),
+      });
+      const summary = await writer.finish();
+      parts[names.pages] = summary.pages;
+      parts[names.index] = summary.index;
+      layers.push(names);
+      const copied: Span[] = [];
+      for (const r of stored) pushSpan(copied, r.addr, r.addr + BigInt(r.len));
+      held = unionSpans(held, copied);
+      const ms = performance.now() - started;
+      const bytes = spanBytes(copied);
+      if (bytes >= RATE_SAMPLE_BYTES || rate === 0) rate = Math.max(rate, bytes / Math.max(ms, 1));
+
+      // What the final copy would send now: pages written meanwhile, and the untracked VMAs' pages.
+      const written = spanBytes(tracker.written(trackedSpans(vmas), false));
+      const untracked = roomBytes(pagesToDump(pid, vmas.filter(isUntracked), DUMP_BATCH));
+      const report = { round, bytes, ms, leftBytes: written + untracked };
+      rounds.push(report);
+      options.onRound?.(report);
+      const previous = rounds.at(-2)?.leftBytes ?? Infinity;
+      if (report.leftBytes / Math.max(rate, 1) <= options.maxDowntimeMs / 2) break;
+      if (report.leftBytes >= previous * SHRINK) break;
+    }
+    return { baseline: { tracker, held, layers, parts, parent: null }, rounds };
+  } catch (err) {
+    tracker.close();
+    throw err;
+  }
+}
