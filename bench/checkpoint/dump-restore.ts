@@ -6,26 +6,16 @@
 // time (until the command returns with the process running) and ferry's own restore time; then
 // ferry/CRIU ratios. One warm-up round per configuration is not counted: first use of memory is
 // much slower in a virtual machine than any later one.
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
-import { fixture } from '../../test/helpers/fixtures.js';
 import { CLI } from '../../test/helpers/paths.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { median } from '../stats.js';
+import { criuVersion, dirBytes, startWorkload, time } from '../workload.js';
 
 const { values } = parseArgs({
   options: {
@@ -48,47 +38,6 @@ interface Sample {
 }
 
 type Tool = 'ferry' | 'criu';
-
-function criuVersion(): string | null {
-  const r = spawnSync('criu', ['--version'], { encoding: 'utf8' });
-  const m = /Version: (\d+)\.(\d+)/.exec(r.stdout ?? '');
-  if (!m) return null;
-  return Number(m[1]) > 4 || (Number(m[1]) === 4 && Number(m[2]) >= 1) ? `${m[1]}.${m[2]}` : null;
-}
-
-function dirBytes(dir: string): number {
-  let total = 0;
-  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) total += statSync(join(entry.parentPath, entry.name)).size;
-  }
-  return total;
-}
-
-/** Start the workload with stdout on a file (not a pipe) and wait until it has written its memory. */
-async function startWorkload(
-  work: string,
-  mib: number,
-  kind: string,
-): Promise<{ pid: number; exited: Promise<void> }> {
-  const out = join(work, 'workload.out');
-  const fd = openSync(out, 'w');
-  const child = spawn(fixture('memload'), [String(mib), kind], {
-    stdio: ['ignore', fd, 'ignore'],
-    detached: true,
-  });
-  closeSync(fd);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  for (;;) {
-    if (readFileSync(out, 'utf8').startsWith('READY')) return { pid: child.pid!, exited };
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function time<T>(fn: () => T): [T, number] {
-  const t0 = performance.now();
-  const result = fn();
-  return [result, performance.now() - t0];
-}
 
 function ferryDump(pid: number, image: string): { frozenMs: number } {
   const args = [CLI, 'dump', String(pid), '-D', image, '--json'];
@@ -121,7 +70,7 @@ async function sample(tool: Tool, mib: number, kind: string): Promise<Sample> {
   const image = join(work, 'image');
   mkdirSync(image);
   try {
-    const workload = await startWorkload(work, mib, kind);
+    const workload = await startWorkload(work, 'memload', [String(mib), kind]);
     const [dumped, dumpMs] = time(() =>
       tool === 'ferry' ? ferryDump(workload.pid, image) : criuDump(workload.pid, image),
     );

@@ -1,0 +1,177 @@
+// bench/migrate/downtime: live migration of a process that rewrites its memory at a given rate,
+// stop-copy and pre-copy, to an agent on this host (loopback), and, when criu >= 4.1 is on PATH,
+// CRIU's dump + restore of the same workload side by side (CRIU has no migration of its own).
+//   npm run bench:migrate -- [--sizes 64,1024] [--rates 0,10,100] [--runs 3] [--max-downtime 300]
+//                            [--no-criu]
+// Reports medians: downtime (frozen time, until the process runs at the target), total time,
+// bytes sent, rounds; every migrated process must pass its own check of every page ("CHECK ok").
+// Ratios: ferry's stop-copy total time over CRIU's dump + restore.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { renderTable } from '../../src/cli/format.js';
+import { CLI } from '../../test/helpers/paths.js';
+import { startProcess } from '../../test/helpers/processes.js';
+import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
+import { waitForLines } from '../../test/helpers/report.js';
+import { median } from '../stats.js';
+import { criuVersion, startWorkload, time, type Workload } from '../workload.js';
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '64,1024' },
+    rates: { type: 'string', default: '0,10,100' },
+    runs: { type: 'string', default: '3' },
+    'max-downtime': { type: 'string', default: '300' },
+    'no-criu': { type: 'boolean', default: false },
+  },
+});
+
+type Tool = 'stop-copy' | 'pre-copy' | 'criu';
+
+interface Sample {
+  downtimeMs: number;
+  totalMs: number;
+  sentMiB: number;
+  rounds: number;
+}
+
+const PORT = 7079;
+const TOKEN = 'bench-token-0123456789abcdef';
+
+/** Send SIGUSR1 and read the fixture's verdict on its own memory. */
+async function check(out: string, pid: number): Promise<void> {
+  const before = readFileSync(out, 'utf8').split('\n').filter(Boolean).length;
+  process.kill(pid, 'SIGUSR1');
+  const line = (await waitForLines(out, before + 1)).at(-1)!;
+  if (!line.startsWith('CHECK ok')) throw new Error(`the migrated process failed its check: ${line}`);
+}
+
+function ferryMigrate(pid: number, mode: Tool, tokenFile: string): Sample & { targetPid: number } {
+  const args = [CLI, 'migrate', String(pid), '--to', `127.0.0.1:${PORT}`, '--token-file', tokenFile];
+  args.push('--json', '--mode', mode);
+  if (mode === 'pre-copy') args.push('--max-downtime', values['max-downtime']);
+  const r = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as {
+    targetPid: number;
+    downtimeMs: number;
+    totalMs: number;
+    bytesSent: number;
+    rounds: number;
+  };
+  return { ...r, sentMiB: r.bytesSent / 2 ** 20 };
+}
+
+/**
+ * CRIU's dump (which kills the process) then, once it is reaped, restore: the process is down for
+ * both, which is also the total.
+ */
+async function criuDumpRestore(workload: Workload, image: string): Promise<Sample & { targetPid: number }> {
+  mkdirSync(image);
+  const criu = (args: string[]): number =>
+    time(() => execFileSync('criu', [...args, '-D', image], { stdio: 'ignore' }))[1];
+  const dumpMs = criu(['dump', '-t', String(workload.pid), '-o', 'dump.log']);
+  await workload.exited; // CRIU restores under the same PID
+  const ms = dumpMs + criu(['restore', '-d', '-o', 'restore.log']);
+  return { targetPid: workload.pid, downtimeMs: ms, totalMs: ms, sentMiB: 0, rounds: 1 };
+}
+
+async function sample(tool: Tool, mib: number, rate: number, tokenFile: string): Promise<Sample> {
+  const work = mkdtempSync(join(tmpdir(), `ferry-bench-mig-`));
+  try {
+    const workload = await startWorkload(work, 'dirty', [String(mib), String(rate)]);
+    await new Promise((r) => setTimeout(r, 1000)); // writing at its rate
+    const s =
+      tool === 'criu'
+        ? await criuDumpRestore(workload, join(work, 'image'))
+        : ferryMigrate(workload.pid, tool, tokenFile);
+    await workload.exited;
+    await check(workload.out, s.targetPid);
+    killAndReap(s.targetPid);
+    return s;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+becomeSubreaper();
+const criu = values['no-criu'] ? null : criuVersion();
+const tools: Tool[] = criu ? ['stop-copy', 'pre-copy', 'criu'] : ['stop-copy', 'pre-copy'];
+const runs = Number(values.runs);
+const work = mkdtempSync(join(tmpdir(), 'ferry-bench-agent-'));
+const tokenFile = join(work, 'token');
+writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+const agent = await startProcess(process.execPath, [
+  ...[CLI, 'agent', '--listen', `127.0.0.1:${PORT}`, '--data-dir', join(work, 'data')],
+  ...['--token-file', tokenFile],
+]);
+const rows: string[][] = [];
+const ratios: string[][] = [];
+const f1 = (n: number): string => n.toFixed(n < 10 ? 1 : 0);
+process.stdout.write(
+  `migration on loopback, pre-copy --max-downtime ${values['max-downtime']} ms; median of ${runs} runs after one ` +
+    `warm-up; ${criu ? `CRIU ${criu} dump + restore` : 'no CRIU >= 4.1 on PATH'}\n\n`,
+);
+try {
+  for (const mib of values.sizes.split(',').map(Number)) {
+    for (const rate of values.rates.split(',').map(Number)) {
+      const samples = new Map<Tool, Sample[]>(tools.map((t) => [t, []]));
+      for (let run = 0; run <= runs; run++) {
+        for (const tool of run % 2 ? [...tools].reverse() : tools) {
+          const s = await sample(tool, mib, rate, tokenFile);
+          if (run > 0) samples.get(tool)!.push(s);
+        }
+      }
+      const med = (tool: Tool, key: keyof Sample): number => median(samples.get(tool)!.map((s) => s[key]));
+      for (const tool of tools) {
+        rows.push([
+          `${mib} MiB`,
+          `${rate} MB/s`,
+          tool === 'criu' ? 'criu dump+restore' : `ferry ${tool}`,
+          f1(med(tool, 'downtimeMs')),
+          f1(med(tool, 'totalMs')),
+          tool === 'criu' ? '-' : f1(med(tool, 'sentMiB')),
+          tool === 'criu' ? '-' : String(med(tool, 'rounds')),
+        ]);
+      }
+      if (criu) {
+        const r = (tool: Tool): string => (med(tool, 'totalMs') / med('criu', 'totalMs')).toFixed(2);
+        ratios.push([`${mib} MiB`, `${rate} MB/s`, r('stop-copy'), r('pre-copy')]);
+      }
+      process.stderr.write(`done ${mib} MiB at ${rate} MB/s\n`);
+    }
+  }
+} finally {
+  await agent.stop();
+  rmSync(work, { recursive: true, force: true });
+}
+process.stdout.write(
+  renderTable(
+    [
+      { header: 'SIZE' },
+      { header: 'DIRTY RATE' },
+      { header: 'HOW' },
+      { header: 'DOWNTIME MS', align: 'right' },
+      { header: 'TOTAL MS', align: 'right' },
+      { header: 'SENT MIB', align: 'right' },
+      { header: 'ROUNDS', align: 'right' },
+    ],
+    rows,
+  ) + '\n',
+);
+if (criu) {
+  process.stdout.write(
+    "\nferry's total time / CRIU's dump + restore (target: stop-copy at most 1.2)\n" +
+      renderTable(
+        [
+          { header: 'SIZE' },
+          { header: 'DIRTY RATE' },
+          { header: 'STOP-COPY', align: 'right' },
+          { header: 'PRE-COPY', align: 'right' },
+        ],
+        ratios,
+      ) +
+      '\n',
+  );
+}
