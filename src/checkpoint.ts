@@ -4,7 +4,7 @@
 import { hostname, release } from 'node:os';
 import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
-import { IMAGE_VERSION, sealManifest } from './image/manifest.js';
+import { IMAGE_VERSION, manifestChecksum, sealManifest } from './image/manifest.js';
 import { PageStoreWriter, roomBytes } from './image/page-store.js';
 import { DirSink, type ImageSink, type PartSummary } from './image/sink.js';
 import { readProcBytes, readProcText } from './proc/files.js';
@@ -16,7 +16,7 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { trackedSpans, type Baseline } from './state/mem-dirty.js';
+import { DirtyTracker, trackedSpans, type Baseline, type DumpChain } from './state/mem-dirty.js';
 import { copyPages, DUMP_BATCH, markEarlier, pagesToDump } from './state/mem-pages.js';
 import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
@@ -31,6 +31,7 @@ import { Tracee } from './tracee/tracee.js';
 import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import { classifyVmas } from './vma/classify.js';
+import { contiguousRanges } from './vma/usage.js';
 import { parseVmaSelection } from './vma/select.js';
 import { intersectSpans, subtractSpans, type Span } from './vma/spans.js';
 
@@ -51,12 +52,15 @@ export interface DumpOptions {
   /** fsync the image before it counts as written (and before the process is killed). */
   sync?: boolean;
   /**
-   * Earlier layers this image builds on (pre-copy rounds, a parent image): pages unchanged since
-   * then are recorded as such, not stored again. The tracker is closed before the process runs on
-   * or is killed, unless `keepTracking`.
+   * Earlier layers this image builds on (pre-copy rounds): pages unchanged since then are recorded
+   * as such, not stored again. The tracker is closed before the process runs on or is killed.
    */
   baseline?: Baseline;
-  keepTracking?: boolean;
+  /**
+   * Or the chain of dumps this one continues (`dump --every`): the image's parent is the chain's
+   * last, and its tracker (started by the chain's first dump) stays open.
+   */
+  chain?: DumpChain;
   onProgress?: (progress: { stage: 'pages'; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
 }
@@ -124,6 +128,8 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     options.onWarning?.(message);
   };
   const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
+  const chain = options.chain;
+  const baseline = options.baseline ?? chain?.baseline(sink.location);
   const parts: Record<string, PartSummary> = {};
   /** Saved file contents being written (awaited before the commit). */
   const partWrites: Promise<void>[] = [];
@@ -154,7 +160,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     tracee = Tracee.freeze(pid);
     frozenAt = performance.now();
     const tracker = options.baseline?.tracker;
-    if (tracker && !options.keepTracking) tracee.onRelease(() => tracker.close());
+    if (tracker) tracee.onRelease(() => tracker.close());
     timings.mark('freeze');
     const remote = RemoteSyscalls.open(tracee);
     remote.installScratch({ size: SCRATCH_SIZE });
@@ -185,23 +191,27 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const fs = dumpFs(ctx);
     const rlimits = dumpRlimits(ctx);
     remote.removeScratch();
-    remote.close();
     timings.mark('state');
 
     // Memory: the VMAs, then the pages the checkpoint stores.
     const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
     const classified = classifyVmas(smaps, stat, [thread.regs.rsp]);
     const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
+    // The first dump of a chain starts its tracker.
+    const newTracker =
+      chain && !chain.tracker ? (chain.tracker = DirtyTracker.start(remote, classified)) : undefined;
+    remote.close();
     const stored = vmas.filter((v) => v.content === 'pages');
     let ranges = pagesToDump(pid, stored, writer.maxRoom);
-    if (options.baseline)
-      ranges = markEarlier(ranges, unchangedPages(options.baseline, stored), writer.maxRoom);
+    if (baseline) ranges = markEarlier(ranges, unchangedPages(baseline, stored), writer.maxRoom);
     const totalBytes = roomBytes(ranges);
     writer.reserve(totalBytes); // a full disk shows now, before any page is copied
     timings.mark('scan');
     await copyPages(pid, ranges, writer, {
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
     });
+    // A new tracker counts every page as written: protect them all now, as they were read.
+    newTracker?.written(contiguousRanges(stored), true);
     timings.mark('pages');
     // With --leave-running the process runs on once its last page is read, while the rest is written.
     if (options.leaveRunning) unfreeze('release');
@@ -210,7 +220,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     timings.mark('write');
     parts['pages.img'] = store.pages;
     parts['pagemap.img'] = store.index;
-    Object.assign(parts, options.baseline?.parts);
+    Object.assign(parts, baseline?.parts);
 
     const manifest: Omit<Manifest, 'checksum'> = {
       format: 'ferry-image',
@@ -219,8 +229,8 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       created: new Date().toISOString(),
       host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(thread.xstate) },
       parts,
-      layers: options.baseline?.layers ?? [],
-      parent: options.baseline?.parent ?? null,
+      layers: baseline?.layers ?? [],
+      parent: baseline?.parent ?? null,
       state: {
         pid,
         command: stat.comm,
@@ -239,6 +249,11 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const text = sealManifest(manifest);
     await sink.commit(text);
     timings.mark('commit');
+    chain?.committed(
+      sink.location,
+      manifestChecksum(text),
+      ranges.map((r) => ({ start: r.addr, end: r.addr + BigInt(r.len) })),
+    );
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     timings.mark('end');
     await sink.settle().catch((err: unknown) => warn(`after the dump: ${String(err)}`));
@@ -257,6 +272,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       stages: timings.toJSON(),
     };
   } catch (err) {
+    chain?.reset();
     try {
       // The target may run it: the process must not run here too, nor be lost (docs/PROTOCOL.md).
       if (tracee && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);

@@ -12,7 +12,9 @@ export {
   type InspectResult,
   type VmaReport,
 } from './inspect.js';
-export { migrate, type MigrateOptions, type MigrateResult } from './migrate/migrate.js';
+export { migrate, type MigrateMode, type MigrateOptions, type MigrateResult } from './migrate/migrate.js';
+export type { RoundReport } from './migrate/precopy.js';
+export { dumpEvery, type EveryOptions, type EveryResult } from './periodic.js';
 export type { AgentEndpoint } from './migrate/client.js';
 export { readImage, type Image } from './read-image.js';
 export { restore, type RestoreOptions, type RestoreResult } from './restore.js';

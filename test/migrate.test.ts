@@ -2,29 +2,19 @@
 // processes move and carry on; every fault leaves the source running with its state intact and
 // nothing at the target.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import {
-  closeSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
-import { fixture } from './helpers/fixtures.js';
 import { limitRate, makeHosts, setLink, type Host } from './helpers/netns.js';
 import { CLI } from './helpers/paths.js';
 import { startProcess, traceState, type Started } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
-import { reportLines, waitForLines } from './helpers/report.js';
+import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
@@ -116,37 +106,8 @@ async function targetClean(agent: AgentProc): Promise<void> {
   assert.fail(`the target kept something: ${readdirSync(`${agent.dataDir}/migrations`).join(' ')}`);
 }
 
-/**
- * A C fixture that checks its own memory on SIGUSR1 and prints "CHECK ok ..." or "CHECK bad ...":
- * memload (`mib` MiB of a pattern) or dirty (`mib` MiB rewritten at a rate).
- */
-async function selfChecking(
-  name: 'memload' | 'dirty',
-  args: string[],
-): Promise<{ pid: number; check(at?: number): Promise<string> }> {
-  const out = `${dir()}/out`;
-  const fd = openSync(out, 'w');
-  const child = spawn(fixture(name), args, { stdio: ['ignore', fd, 'ignore'] });
-  closeSync(fd);
-  const pid = child.pid!;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  cleanup(async () => {
-    child.kill('SIGKILL');
-    await exited; // reaped by Node, whose handle on it ends only so
-  });
-  await waitForLines(out, 1);
-  return {
-    pid,
-    async check(at = pid) {
-      const before = reportLines(out).length;
-      process.kill(at, 'SIGUSR1');
-      return (await waitForLines(out, before + 1)).at(-1)!;
-    },
-  };
-}
-
-const memload = (mib: number): ReturnType<typeof selfChecking> =>
-  selfChecking('memload', [String(mib), 'random']);
+const memload = (mib: number): Promise<SelfChecking> =>
+  startSelfChecking(dir(), 'memload', [String(mib), 'random'], cleanup);
 
 async function started(): Promise<StateFixture> {
   const f = await startStateFixture(dir());
@@ -234,15 +195,9 @@ async function faultMidStream(
   }
   assert.equal(r.code, 1, r.stdout);
   runsFree(m.pid);
-  untracked(m.pid);
+  assertUntracked(m.pid);
   assert.equal(await m.check(), 'CHECK ok');
   return (JSON.parse(r.stdout) as { error: { code: string } }).error.code;
-}
-
-/** No VMA of the process is registered with a userfaultfd any more (smaps VmFlags "uw"). */
-function untracked(pid: number): void {
-  const flags = readFileSync(`/proc/${pid}/smaps`, 'utf8').match(/^VmFlags:.*$/gm) ?? [];
-  assert.ok(flags.length > 0 && flags.every((f) => !/ uw\b/.test(f)), `process ${pid} is still tracked`);
 }
 
 test('the target agent killed mid-stream: the source runs on intact; a new agent finds nothing left', async () => {
@@ -295,7 +250,7 @@ async function corruptingRelay(to: Host, at: number): Promise<string> {
 
 test('pre-copy: a process rewriting its memory migrates there and back with no page left stale', async () => {
   // 64 MiB rewritten at 20 MB/s: every round copies what was written during the one before.
-  const d = await selfChecking('dirty', ['64', '20']);
+  const d = await startSelfChecking(dir(), 'dirty', ['64', '20'], cleanup);
   interface PrecopyResult extends Migrated {
     mode: string;
     precopyRounds: { bytes: number; leftBytes: number }[];
@@ -313,7 +268,7 @@ test('pre-copy: a process rewriting its memory migrates there and back with no p
     return out;
   };
   const there = await go(hosts[0]!, d.pid, hosts[1]!);
-  untracked(there.targetPid);
+  assertUntracked(there.targetPid);
   assert.match(await d.check(there.targetPid), /^CHECK ok \d+$/);
   const back = await go(hosts[1]!, there.targetPid, hosts[0]!);
   const line = await d.check(back.targetPid);

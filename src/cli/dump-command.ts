@@ -1,5 +1,7 @@
 // ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]
+// ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
+import { dumpEvery, type EveryResult } from '../periodic.js';
 import { FerryError } from '../errors.js';
 import { printResult, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
@@ -24,12 +26,66 @@ function summary(r: DumpResult): string {
   );
 }
 
+/** Milliseconds from `500ms`, `30s`, `5m`, `1h` or a number of seconds. */
+export function parseDuration(name: string, value: string): number {
+  const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value);
+  const ms = m ? Number(m[1]) * UNITS[m[2] ?? 's']! : NaN;
+  if (!(ms >= 1)) throw new FerryError('FERRY_USAGE', `--${name} takes a duration such as 500ms, 30s or 5m`);
+  return ms;
+}
+
+function parseKeep(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== 'string' || !Number.isInteger(n) || n < 1)
+    throw new FerryError('FERRY_USAGE', '--keep takes a whole number of images, 1 or more');
+  return n;
+}
+
+/** `dump --every`: one line per checkpoint until the process exits or SIGINT/SIGTERM. */
+async function runEvery(pid: number, dir: string, values: Record<string, unknown>): Promise<number> {
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.on('SIGINT', onSignal).on('SIGTERM', onSignal);
+  let result: EveryResult;
+  try {
+    result = await dumpEvery(pid, {
+      dir,
+      intervalMs: parseDuration('every', String(values.every)),
+      keep: parseKeep(values.keep),
+      compress: values.compress === true,
+      signal: stop.signal,
+      onWarning: values.json ? undefined : warnOnStderr,
+      onDump: (r) => {
+        const line = values.json
+          ? JSON.stringify(r)
+          : `${r.image}: frozen ${formatMs(r.frozenMs)}, ${formatBytes(r.bytesWritten)} written, ` +
+            `${r.pages} pages stored, ${r.unchangedPages} unchanged`;
+        process.stdout.write(`${line}\n`);
+      },
+    });
+  } finally {
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+  }
+  if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else {
+    const why = result.ended === 'exited' ? `process ${pid} exited` : 'stopped';
+    process.stdout.write(`${why}: ${result.dumps} checkpoints, the newest in ${result.latest ?? '-'}\n`);
+  }
+  return 0;
+}
+
 export const dumpCommand: Command = {
   name: 'dump',
   summary: 'checkpoint a running process into an image directory',
-  usage: 'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]',
+  usage:
+    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]\n' +
+    '       ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
+    every: { type: 'string' },
+    keep: { type: 'string' },
     vmas: { type: 'string' },
     'leave-running': { type: 'boolean' },
     compress: { type: 'boolean' },
@@ -39,6 +95,8 @@ export const dumpCommand: Command = {
   async run({ values, positionals }) {
     const pid = parsePid(positionals[0]);
     const dir = requireDir(values.dir);
+    if (values.every !== undefined) return runEvery(pid, dir, values);
+    if (values.keep !== undefined) throw new FerryError('FERRY_USAGE', '--keep goes with --every');
     const result = await withProgressBar(`dumping ${pid}`, formatBytes, (bar) =>
       dump(pid, {
         dir,

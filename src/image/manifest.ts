@@ -72,6 +72,11 @@ export function sealManifest(content: Record<string, unknown>): string {
   return serialize({ ...content, checksum: hashBytes(Buffer.from(serialize(content))) });
 }
 
+/** The checksum a sealed manifest's text carries. */
+export function manifestChecksum(text: string): string {
+  return (JSON.parse(text) as { checksum: string }).checksum;
+}
+
 /**
  * Parse a manifest: the format and version first (a newer image is refused as such), then the
  * checksum (any edit shows), then the schema.

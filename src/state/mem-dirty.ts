@@ -6,6 +6,8 @@
 // pages written (PAGE_IS_WRITTEN) and write-protects them again in the same walk. Closing the
 // tracker's descriptor unregisters it all.
 import { closeSync } from 'node:fs';
+import { relative, resolve } from 'node:path';
+import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
@@ -60,7 +62,16 @@ export class DirtyTracker {
     }
     const tracker = new DirtyTracker(pid, fd);
     try {
-      uffdApi(fd, UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED);
+      const wanted = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;
+      try {
+        uffdApi(fd, wanted);
+      } catch (err) {
+        throw new FerryError(
+          'FERRY_UNSUPPORTED',
+          'dirty-page tracking needs userfaultfd write-protection in async mode (Linux 6.7+; see ferry check)',
+          { cause: err },
+        );
+      }
       for (const v of vmas) {
         if (v.perms[3] !== 'p' || !TRACKED_KINDS.has(v.kind)) continue;
         try {
@@ -118,4 +129,38 @@ export interface Baseline {
   parts: Record<string, PartSummary>;
   /** The image the earlier layers belong to, for an incremental dump; null for one image. */
   parent: ParentRecord | null;
+}
+
+/**
+ * Dumps of one process, each storing only what changed since the one before (`dump --every`): the
+ * tracker stays open between them, and each image names the one before as its parent. A failed
+ * dump breaks the chain (the tracker may have protected pages that no image holds): the next dump
+ * starts a new one.
+ */
+export class DumpChain {
+  tracker: DirtyTracker | undefined;
+  private last: { dir: string; checksum: string; held: Span[] } | undefined;
+  /** Images in the current chain. */
+  length = 0;
+
+  /** What the next dump, into `dir`, builds on; undefined for the first of a chain. */
+  baseline(dir: string): Baseline | undefined {
+    if (!this.tracker || !this.last) return undefined;
+    const parent = { path: relative(dir, this.last.dir) || '.', checksum: this.last.checksum };
+    return { tracker: this.tracker, held: this.last.held, layers: [], parts: {}, parent };
+  }
+
+  /** A dump into `dir` is complete: the next one builds on it. */
+  committed(dir: string, checksum: string, held: Span[]): void {
+    this.last = { dir: resolve(dir), checksum, held };
+    this.length++;
+  }
+
+  /** Start a new chain: the next dump stores every page. */
+  reset(): void {
+    this.tracker?.close();
+    this.tracker = undefined;
+    this.last = undefined;
+    this.length = 0;
+  }
 }

@@ -1,0 +1,149 @@
+// Incremental checkpoints: `ferry dump --every` keeps dirty tracking open between dumps, so each
+// image after the first of a chain stores only what the process wrote since; restore follows the
+// chain of parents. The workload rewrites its memory at a rate and checks every page on SIGUSR1.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { before, test } from 'node:test';
+import { cleanupAfterAll } from './helpers/cleanup.js';
+import { runCli } from './helpers/cli.js';
+import { CLI } from './helpers/paths.js';
+import { traceState } from './helpers/processes.js';
+import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers/self-check.js';
+
+let work: string;
+const cleanup = cleanupAfterAll();
+
+before(() => {
+  becomeSubreaper();
+  work = mkdtempSync(`${tmpdir()}/ferry-inc-`);
+  cleanup(() => rmSync(work, { recursive: true, force: true }));
+});
+
+/**
+ * The dirty fixture: `mib` MiB rewritten at `rate` MB/s, its write counter in a private file mapping
+ * (stored whole by every dump), so that a restore with pages older than the counter fails its check.
+ */
+function dirty(mib: number, rate: number): Promise<SelfChecking> {
+  const home = mkdtempSync(`${work}/w-`);
+  return startSelfChecking(home, 'dirty', [String(mib), String(rate), `${home}/counter`], cleanup);
+}
+
+interface EveryLine {
+  image?: string;
+  pages?: number;
+  unchangedPages?: number;
+  chainLength?: number;
+  ended?: string;
+  dumps?: number;
+}
+
+/** Start `ferry dump --every`; its JSON lines as they come, and how it ends. */
+function every(pid: number, dir: string, ...extra: string[]) {
+  const child = spawn(process.execPath, [CLI, 'dump', String(pid), '-D', dir, '--json', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: EveryLine[] = [];
+  let stderr = '';
+  let buffered = '';
+  child.stdout.on('data', (d: Buffer) => {
+    buffered += d.toString();
+    for (let i = buffered.indexOf('\n'); i >= 0; i = buffered.indexOf('\n')) {
+      lines.push(JSON.parse(buffered.slice(0, i)) as EveryLine);
+      buffered = buffered.slice(i + 1);
+    }
+  });
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  cleanup(async () => {
+    child.kill('SIGKILL');
+    await closed;
+  });
+  return {
+    lines,
+    closed,
+    stderr: () => stderr,
+    async untilDumps(count: number): Promise<void> {
+      for (const until = Date.now() + 30_000; lines.filter((l) => l.image).length < count;) {
+        if (Date.now() > until) assert.fail(`only ${lines.length} dumps: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    stop: () => child.kill('SIGTERM'),
+  };
+}
+
+test('dump --every: later images store only what changed, --keep prunes whole chains, restore follows parents', async () => {
+  const d = await dirty(32, 4);
+  const dir = `${work}/every`;
+  const run = every(d.pid, dir, '--every', '250ms', '--keep', '3');
+  await run.untilDumps(6);
+  // Checked while dumps go on, so that the newest image has the report's offset past this line.
+  assert.match(await d.check(), /^CHECK ok /);
+  await run.untilDumps(8);
+  run.stop();
+  assert.equal(await run.closed, 0, run.stderr());
+  const images = run.lines.filter((l) => l.image);
+  assert.deepEqual(run.lines.at(-1), {
+    pid: d.pid,
+    dumps: images.length,
+    latest: images.at(-1)!.image,
+    ended: 'stopped',
+  });
+  // Chains of at most 3: every fourth image stores everything again.
+  assert.deepEqual(
+    images.slice(0, 7).map((l) => l.chainLength),
+    [1, 2, 3, 1, 2, 3, 1],
+  );
+  for (const l of images.filter((x) => x.chainLength! > 1))
+    assert.ok(
+      l.unchangedPages! > 4 * l.pages!,
+      `${l.image}: ${l.pages} pages stored, ${l.unchangedPages} unchanged`,
+    );
+  assert.equal(images[0]!.unchangedPages, 0);
+  // The newest 3 images and the chains they need stay: at most 2 × 3 - 1.
+  const left = readdirSync(dir).sort();
+  assert.ok(left.length >= 3 && left.length <= 5, left.join(' '));
+  assert.ok(left.includes('000001') === false, 'the first chain is gone');
+  // The process ran on throughout, and is neither traced nor tracked now.
+  assert.equal(traceState(d.pid).tracerPid, 0);
+  assertUntracked(d.pid);
+
+  // The newest image restores through its parents to a process whose every page is right.
+  const latest = images.at(-1)!.image!;
+  d.child.kill('SIGKILL');
+  await d.exited;
+  const r = await runCli(['restore', '-D', latest]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  cleanup(() => killAndReap(pid));
+  assert.match(await d.check(pid), /^CHECK ok /);
+  killAndReap(pid);
+
+  // A parent changed after its child was made breaks the chain, and restore says so.
+  assert.match(readFileSync(`${latest}/manifest.json`, 'utf8'), /"parent": \{/);
+  const parentOfLatest = JSON.parse(readFileSync(`${latest}/manifest.json`, 'utf8')) as {
+    parent: { path: string };
+  };
+  const parentDir = `${latest}/${parentOfLatest.parent.path}`;
+  const original = readFileSync(`${parentDir}/manifest.json`, 'utf8');
+  writeFileSync(
+    `${parentDir}/manifest.json`,
+    original.replace(/"created": "[^"]*"/, '"created": "2000-01-01T00:00:00.000Z"'),
+  );
+  const broken = await runCli(['restore', '-D', latest]);
+  assert.equal(broken.code, 1);
+  assert.match(broken.stderr, /FERRY_IMAGE_CORRUPT|checksum|not the parent image/);
+});
+
+test('dump --every ends with the process, and exits 0', async () => {
+  const d = await dirty(4, 1);
+  const run = every(d.pid, `${work}/ends`, '--every', '200ms');
+  await run.untilDumps(2);
+  d.child.kill('SIGKILL');
+  await d.exited;
+  assert.equal(await run.closed, 0, run.stderr());
+  assert.equal(run.lines.at(-1)!.ended, 'exited');
+});
