@@ -98,6 +98,7 @@ function ownLayers(source: ImageSource, manifest: Manifest): PageLayer[] {
       name: `${source.location}/${pages}`,
       index,
       file: source.partFile(pages),
+      part: pages,
       open: () => new PageStoreReader(index, source.openPart(pages)),
     };
   });
@@ -139,7 +140,7 @@ function openChain(
       `${location}: more than ${MAX_CHAIN} parent images in a chain`,
     );
   const above = openChain(resolve(location, parent.path), depth + 1, parent.checksum);
-  return { manifest, source, layers: [...above.layers, ...layers] };
+  return { manifest, source, layers: [...above.layers.map((l) => ({ ...l, part: null })), ...layers] };
 }
 
 /**

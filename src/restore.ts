@@ -13,7 +13,7 @@ import type { RestoreContext } from './state/context.js';
 import { restoreCreds } from './state/creds.js';
 import { restoreFiles } from './state/files.js';
 import { restoreFs } from './state/fs.js';
-import { restorePages, vmasToFill } from './state/mem-pages.js';
+import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
 import { closeBackings, mapVmas, prepareBackings, protectVmas } from './state/mem-vmas.js';
 import { restoreMm } from './state/mm.js';
@@ -27,7 +27,8 @@ import { ptraceGetXstate } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
 import { Timings } from './timings.js';
-import { findGap } from './vma/gaps.js';
+import { findGap, type Span } from './vma/gaps.js';
+import type { Prefill } from './prefill.js';
 
 export interface RestoreOptions {
   /** Keep the original PID: insist ('require'), when possible ('try', the default), or not ('no'). */
@@ -43,6 +44,8 @@ export interface RestoreOptions {
   stopped?: boolean;
   /** Parts whose size and checksum were taken as they were written: not hashed again. */
   verifiedParts?: Record<string, PartSummary>;
+  /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
+  prefill?: Prefill;
   onWarning?: (message: string) => void;
 }
 
@@ -96,11 +99,15 @@ function resolveTerminal(image: Image, tty: 'inherit' | 'null'): string {
   );
 }
 
-/** Turn the stub into a blank address space: a control region of ferry's, the kernel's VMAs in place. */
-function bootstrap(ctx: RestoreContext, image: Image): void {
+/**
+ * Turn the stub into a blank address space: a control region of ferry's, the kernel's VMAs in place.
+ * `keep` (staged memory of a prefill) stays.
+ */
+function bootstrap(ctx: RestoreContext, image: Image, keep: readonly Span[]): void {
   const vmas = image.manifest.state.vmas;
-  const stubMaps = parseMaps(readProcText(ctx.pid, 'maps'));
-  const control = findGap([...vmas, ...stubMaps], BigInt(DEFAULT_SCRATCH_SIZE));
+  const inKeep = (m: Span): boolean => keep.some((k) => k.start <= m.start && m.end <= k.end);
+  const stubMaps = parseMaps(readProcText(ctx.pid, 'maps')).filter((m) => !inKeep(m));
+  const control = findGap([...vmas, ...stubMaps, ...keep], BigInt(DEFAULT_SCRATCH_SIZE));
   if (control === undefined)
     throw new FerryError('FERRY_RESTORE_FAILED', 'no free address range for the restore');
   ctx.remote.installScratch({ at: control });
@@ -111,7 +118,7 @@ function bootstrap(ctx: RestoreContext, image: Image): void {
       .filter((m) => !KERNEL_VMAS.has(m.name))
       .map((m) => ({ name: `munmap(${m.name || 'stub'})`, nr: NR.munmap, args: [m.start, m.end - m.start] })),
   );
-  placeKernelVmas(ctx, vmas, stubMaps, [controlRange]);
+  placeKernelVmas(ctx, vmas, stubMaps, [controlRange, ...keep]);
 }
 
 /** Restore the process whose image is in `dir`. */
@@ -127,7 +134,9 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
   const cleanup: (() => void)[] = [];
   let stub: RestoreStub | undefined;
   try {
-    stub = startRestoreStub(state.pid, options.samePid ?? 'try', options.pidMethod);
+    stub = options.prefill
+      ? options.prefill.take()
+      : startRestoreStub(state.pid, options.samePid ?? 'try', options.pidMethod);
     checkCpu(image, stub.pid);
     timings.mark('spawn');
     const remote = RemoteSyscalls.open(stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
@@ -145,13 +154,21 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     };
     const thread = state.threads[0]!;
 
-    bootstrap(ctx, image);
+    bootstrap(ctx, image, options.prefill?.stagingRanges() ?? []);
+    const staged: StagedContent =
+      options.prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
     const filled = vmasToFill(image.pages, state.vmas);
+    for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
     const backings = prepareBackings(ctx, state.vmas);
-    mapVmas(ctx, state.vmas, filled, backings);
+    mapVmas(
+      ctx,
+      state.vmas.filter((v) => !staged.has(v)),
+      filled,
+      backings,
+    );
     closeBackings(ctx, backings);
     timings.mark('layout');
-    const pages = restorePages(ctx, image, state.vmas);
+    const pages = restorePages(ctx, image, state.vmas, staged);
     timings.mark('pages');
     protectVmas(ctx, filled);
     restoreMm(ctx, state.mm);
@@ -178,6 +195,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     };
   } catch (err) {
     stub?.tracee.kill();
+    options.prefill?.abort();
     if (
       isFerryError(
         err,

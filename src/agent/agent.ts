@@ -35,6 +35,8 @@ export interface AgentOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** How long a connection may stay silent, and a held migration wait for its commit. */
   idleTimeoutMs?: number;
+  /** Hears what went wrong without failing a request (a migration's prefill that gave up). */
+  onWarning?: (message: string) => void;
 }
 
 export interface Agent {
@@ -117,7 +119,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     rmSync(join(dataDir, 'migrations', left), { recursive: true, force: true });
   const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_MS;
   const registry = new Registry();
-  const migrations = new Migrations(dataDir, registry, idleMs);
+  const migrations = new Migrations(dataDir, registry, idleMs, options.onWarning);
   const counters = { dumps: 0, restores: 0, requests: 0, refused: 0 };
   const started = Date.now();
 

@@ -3,12 +3,23 @@
 // (abort, a broken or silent connection, a bad frame, a full disk, a failed restore) kills what was
 // restored and deletes what was received.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
-import { DirSink, type PartWriter } from '../image/sink.js';
+import { decodePageIndex } from '../image/page-index.js';
+import { DirSink, type PartSummary, type PartWriter } from '../image/sink.js';
 import { openManifest } from '../image/manifest.js';
-import { eventLine, FRAME, readFrames, type Migration, type TargetEvent } from '../migrate/wire.js';
+import {
+  decodeLayerNotice,
+  eventLine,
+  FRAME,
+  readFrames,
+  type LayerNotice,
+  type Migration,
+  type TargetEvent,
+} from '../migrate/wire.js';
+import { Prefill } from '../prefill.js';
 import { restore } from '../restore.js';
 import { manifestRecord } from '../state/image.js';
 import { authorize, type Caller } from './auth.js';
@@ -25,6 +36,7 @@ export class Migrations {
     private readonly dataDir: string,
     private readonly registry: Registry,
     private readonly graceMs: number,
+    private readonly warn: (message: string) => void = () => {},
   ) {}
 
   get(id: string): Migration | undefined {
@@ -49,6 +61,15 @@ export class Migrations {
     const dir = join(this.dataDir, 'migrations', id);
     const sink = new DirSink(dir);
     const parts = new Map<string, PartWriter>();
+    /** Parts closed so far, with the sums taken as they arrived. */
+    const closed = new Map<string, PartSummary>();
+    const close = async (name: string): Promise<void> => {
+      const part = parts.get(name);
+      if (!part) throw new FerryError('FERRY_CONNECTION', `the stream names a part it never sent: ${name}`);
+      parts.delete(name);
+      closed.set(name, await part.close());
+    };
+    let prefill: Prefill | undefined;
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     res.flushHeaders();
     const send = (event: TargetEvent): void => {
@@ -60,22 +81,30 @@ export class Migrations {
         if (frame.type === FRAME.PART) {
           if (m.state !== 'receiving')
             throw new FerryError('FERRY_CONNECTION', 'image data after the manifest');
+          if (closed.has(frame.name))
+            throw new FerryError('FERRY_CONNECTION', `part ${frame.name} after its end`);
           let part = parts.get(frame.name);
           if (!part) parts.set(frame.name, (part = sink.openPart(frame.name)));
           await part.write(frame.payload);
           m.bytes += frame.payload.length;
+        } else if (frame.type === FRAME.LAYER) {
+          if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a layer after the manifest');
+          const notice = decodeLayerNotice(frame.payload);
+          await close(notice.layer.pages);
+          await close(notice.layer.index);
+          prefill = this.prefillLayer(prefill, notice, sink);
+          send({ event: 'layered', layer: notice.layer.pages, prefilled: prefill !== undefined });
         } else if (frame.type === FRAME.MANIFEST) {
           if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a second manifest');
           const text = frame.payload.toString('utf8');
           const { state } = openManifest(text, manifestRecord, `migration ${id}`);
           authorize(caller, state.creds.uids[0]!, `process ${state.pid}`);
-          const names = [...parts.keys()];
-          const sums = await Promise.all([...parts.values()].map((p) => p.close()));
+          await Promise.all([...parts.keys()].map(close));
           await sink.commit(text);
           m.state = 'restoring';
           // Each part was hashed as it arrived: restore checks the manifest against those sums.
-          const verifiedParts = Object.fromEntries(names.map((name, i) => [name, sums[i]!]));
-          const result = await restore(dir, { stopped: true, tty: 'null', verifiedParts });
+          const verifiedParts = Object.fromEntries(closed);
+          const result = await restore(dir, { stopped: true, tty: 'null', verifiedParts, prefill });
           m.pid = result.pid;
           m.state = 'held';
           this.registry.add({
@@ -91,10 +120,11 @@ export class Migrations {
         } else if (frame.type === FRAME.COMMIT) {
           if (m.state !== 'held')
             throw new FerryError('FERRY_CONNECTION', 'a commit before the process was restored');
-          this.letRun(m, dir);
+          this.letRun(m);
           committed = true;
           send({ event: 'running', pid: m.pid! });
           res.end(); // the source ends its stream in turn
+          await rm(dir, { recursive: true, force: true }); // after the answer: it takes a while
         } else {
           throw new FerryError('FERRY_MIGRATION_FAILED', 'the source aborted the migration');
         }
@@ -102,6 +132,7 @@ export class Migrations {
       if (!committed)
         throw new FerryError('FERRY_CONNECTION', 'the source closed the stream before the commit');
     } catch (err) {
+      prefill?.abort();
       if (committed) return;
       const message = err instanceof Error ? err.message : String(err);
       send({ event: 'error', code: isFerryError(err) ? err.code : 'FERRY_INTERNAL', message });
@@ -117,10 +148,35 @@ export class Migrations {
     }
   }
 
-  private letRun(m: Migration, dir: string): void {
+  /**
+   * Start or go on restoring from a pre-copy round (prefill.ts). Only an optimization: if it fails,
+   * the restore at the manifest starts afresh.
+   */
+  private prefillLayer(
+    prefill: Prefill | undefined,
+    notice: LayerNotice,
+    sink: DirSink,
+  ): Prefill | undefined {
+    try {
+      const index = decodePageIndex(readFileSync(sink.partPath(notice.layer.index)));
+      const p = prefill ?? Prefill.start(notice.pid);
+      try {
+        p.addLayer(notice.layer.pages, sink.partPath(notice.layer.pages), index, notice.vmas);
+      } catch (err) {
+        p.abort();
+        throw err;
+      }
+      return p;
+    } catch (err) {
+      prefill?.abort();
+      this.warn(`prefill from ${notice.layer.pages} failed, the restore will do it all: ${String(err)}`);
+      return undefined;
+    }
+  }
+
+  private letRun(m: Migration): void {
     this.registry.run(m.pid!);
     m.state = 'running';
-    rmSync(dir, { recursive: true, force: true });
   }
 
   private abort(m: Migration, dir: string, reason: string): void {
@@ -142,8 +198,8 @@ export class Migrations {
         commit: () => {
           clearTimeout(timer);
           this.pendingCommit.delete(m.id);
-          this.letRun(m, dir);
-          resolve();
+          this.letRun(m);
+          void rm(dir, { recursive: true, force: true }).then(resolve, resolve);
         },
       });
     });

@@ -3,6 +3,7 @@ import { readTls, startAgent } from '../agent/agent.js';
 import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
+import { warnOnStderr } from './dump-command.js';
 import { printJson, type Command } from './command.js';
 import { parseMs } from './migrate-command.js';
 
@@ -44,6 +45,7 @@ export const agentCommand: Command = {
       tokens: typeof tokenFile === 'string' ? readTokenFile(tokenFile) : undefined,
       tls: typeof cert === 'string' && typeof key === 'string' ? readTls(cert, key) : undefined,
       idleTimeoutMs: parseMs('idle-timeout', values['idle-timeout']),
+      onWarning: warnOnStderr,
     });
     if (values.json) printJson({ listening: agent.address, pid: process.pid });
     else process.stdout.write(`ferry agent listening on ${agent.address} (pid ${process.pid})\n`);

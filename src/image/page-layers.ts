@@ -12,6 +12,8 @@ export interface PageLayer {
   index: PageIndex;
   /** The file holding the layer's page data (an uncompressed layer is read straight from it). */
   file: string;
+  /** The part holding its data in the image opened (null for a parent image's layers). */
+  part: string | null;
   open(): PageStoreReader;
 }
 

@@ -21,6 +21,17 @@ import { FerryError } from '../errors.js';
 import { isErrno, SysError } from '../sys/errno.js';
 import { fallocate } from '../sys/fcntl.js';
 import { createHasher } from './hash.js';
+import type { LayerRecord } from './manifest.js';
+import type { VmaKind } from '../vma/vma.js';
+
+/** A VMA as a round saw it. */
+export interface LayerVma {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  kind: VmaKind;
+  name: string;
+}
 
 export interface PartSummary {
   size: number;
@@ -49,6 +60,11 @@ export interface ImageSink {
    * process (a dump kills it next); when it throws, the process must run on.
    */
   commit(manifest: string): Promise<void>;
+  /**
+   * A pre-copy round's layer is written in full (its parts closed); `vmas` are the process's VMAs
+   * during the round. A target may start restoring from it: resolves true when it did.
+   */
+  layerDone?(pid: number, layer: LayerRecord, vmas: readonly LayerVma[]): Promise<boolean>;
   /** Work left once the process runs on or is gone (nothing here may need it frozen). */
   settle(): Promise<void>;
   /** Forget everything written so far. */
@@ -139,6 +155,11 @@ export class DirSink implements ImageSink {
     } catch (err) {
       throw writeError(this.partial, err);
     }
+  }
+
+  /** Where part `name` is while the image is being written (it moves into place on commit). */
+  partPath(name: string): string {
+    return join(this.partial, name);
   }
 
   openPart(name: string): PartWriter {

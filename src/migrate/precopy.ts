@@ -29,11 +29,13 @@ export interface PrecopyOptions {
 
 export interface RoundReport {
   round: number;
-  /** Bytes of pages copied in the round, and how long it took. */
+  /** Bytes of pages copied in the round, and how long it took (the target's prefill included). */
   bytes: number;
   ms: number;
   /** Bytes written by the process meanwhile, plus what is never tracked: what the next copy has to send. */
   leftBytes: number;
+  /** The target restored this round's pages into the new process already (prefill). */
+  prefilled: boolean;
 }
 
 export interface Precopy {
@@ -105,17 +107,24 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       parts[names.pages] = summary.pages;
       parts[names.index] = summary.index;
       layers.push(names);
+      // The copy's own time, for the rate: what follows is the target taking the layer in.
+      const copyMs = performance.now() - started;
+      const prefilled = await sink.layerDone?.(
+        pid,
+        names,
+        vmas.map(({ start, end, perms, kind, name }) => ({ start, end, perms, kind, name })),
+      );
       const copied: Span[] = [];
       for (const r of stored) pushSpan(copied, r.addr, r.addr + BigInt(r.len));
       held = unionSpans(held, copied);
       const ms = performance.now() - started;
       const bytes = spanBytes(copied);
-      if (bytes >= RATE_SAMPLE_BYTES || rate === 0) rate = Math.max(rate, bytes / Math.max(ms, 1));
+      if (bytes >= RATE_SAMPLE_BYTES || rate === 0) rate = Math.max(rate, bytes / Math.max(copyMs, 1));
 
       // What the final copy would send now: pages written meanwhile, and the untracked VMAs' pages.
       const written = spanBytes(tracker.written(trackedSpans(vmas), false));
       const untracked = roomBytes(pagesToDump(pid, vmas.filter(isUntracked), DUMP_BATCH));
-      const report = { round, bytes, ms, leftBytes: written + untracked };
+      const report = { round, bytes, ms, leftBytes: written + untracked, prefilled: prefilled ?? false };
       rounds.push(report);
       options.onRound?.(report);
       const previous = rounds.at(-2)?.leftBytes ?? Infinity;

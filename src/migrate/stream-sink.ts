@@ -5,8 +5,16 @@
 import type { Writable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';
 import { createHasher } from '../image/hash.js';
-import type { ImageSink, PartWriter } from '../image/sink.js';
-import { FRAME, frameHeader, MAX_PAYLOAD, type FrameType, type TargetEvent } from './wire.js';
+import type { LayerRecord } from '../image/manifest.js';
+import type { ImageSink, LayerVma, PartWriter } from '../image/sink.js';
+import {
+  encodeLayerNotice,
+  FRAME,
+  frameHeader,
+  MAX_PAYLOAD,
+  type FrameType,
+  type TargetEvent,
+} from './wire.js';
 
 export interface StreamSinkOptions {
   /** How long to wait for each answer of the target. */
@@ -124,6 +132,14 @@ export class StreamSink implements ImageSink {
       reserve: () => {}, // the target's disk: it says so when it fills up
       close: () => Promise.resolve({ size, checksum: hasher.digest() }),
     };
+  }
+
+  /** Send the LAYER frame and wait until the target has taken the layer in (it may prefill from it). */
+  async layerDone(pid: number, layer: LayerRecord, vmas: readonly LayerVma[]): Promise<boolean> {
+    const layered = this.next('layered');
+    layered.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
+    await this.send(FRAME.LAYER, '', encodeLayerNotice({ pid, layer, vmas: [...vmas] }));
+    return (await layered).prefilled;
   }
 
   async commit(manifest: string): Promise<void> {

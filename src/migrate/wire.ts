@@ -2,9 +2,13 @@
 // it adds bytes to, then the manifest; after the target has restored the process, one more frame
 // says whether it runs (commit) or goes (abort). The target answers with one JSON event per line.
 import { FerryError } from '../errors.js';
+import { serialize } from '../image/json.js';
+import { layerRecord } from '../image/manifest.js';
+import { array, hex64, integer, object, oneOf, string, type Infer } from '../image/schema.js';
 import { PART_NAME } from '../image/sink.js';
+import { VMA_KINDS } from '../vma/vma.js';
 
-export const FRAME = { PART: 1, MANIFEST: 2, COMMIT: 3, ABORT: 4 } as const;
+export const FRAME = { PART: 1, MANIFEST: 2, COMMIT: 3, ABORT: 4, LAYER: 5 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
 /** type u8, reserved u8 (0), name length u16 LE, payload length u32 LE. */
@@ -12,6 +16,38 @@ const HEADER = 8;
 /** The largest payload a frame may carry. */
 export const MAX_PAYLOAD = 64 << 20;
 const MAX_NAME = 256;
+
+/**
+ * A LAYER frame's payload: a pre-copy round's layer is complete (its parts sent in full), and the
+ * VMAs the process had during that round, so that the target can start restoring it.
+ */
+const layerNotice = object({
+  pid: integer(1, 2 ** 22),
+  layer: layerRecord,
+  vmas: array(
+    object({
+      start: hex64,
+      end: hex64,
+      perms: string({ pattern: /^[r-][w-][x-][ps]$/ }),
+      kind: oneOf(VMA_KINDS),
+      name: string({ max: 4096 }),
+    }),
+    { max: 1 << 20 },
+  ),
+});
+export type LayerNotice = Infer<typeof layerNotice>;
+
+export const encodeLayerNotice = (notice: LayerNotice): Buffer => Buffer.from(serialize(notice));
+
+export function decodeLayerNotice(payload: Buffer): LayerNotice {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw corrupt('a LAYER frame that is not JSON');
+  }
+  return layerNotice.check(value, 'layer');
+}
 
 export interface Frame {
   type: FrameType;
@@ -110,6 +146,7 @@ export interface Migration {
 /** What the target tells the source, one JSON object per line. */
 export type TargetEvent =
   | { event: 'received'; bytes: number }
+  | { event: 'layered'; layer: string; prefilled: boolean }
   | { event: 'restored'; pid: number; restoreMs: number }
   | { event: 'running'; pid: number }
   | { event: 'aborted'; reason: string }

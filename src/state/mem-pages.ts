@@ -12,6 +12,7 @@ import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
+import { MADV } from '../sys/mman.js';
 import {
   encodeIovecs,
   IOV_MAX,
@@ -19,9 +20,9 @@ import {
   processVmWritev,
   type RemoteRange,
 } from '../sys/process-vm.js';
-import type { RemoteCall } from '../tracee/remote.js';
+import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { openPageScanner, type PageScanner } from '../vma/pages.js';
-import type { Span } from '../vma/spans.js';
+import { pushSpan, subtractSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
 import { contiguousRanges, dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from './context.js';
@@ -298,7 +299,7 @@ export function vmasToFill(sources: readonly PageSource[], vmas: readonly VmaRec
 }
 
 /** Pages to copy from a layer's data: [addr, addr + len) from `offset` bytes into it. */
-interface LayerRange extends RemoteRange {
+export interface LayerRange extends RemoteRange {
   offset: number;
 }
 
@@ -307,27 +308,65 @@ interface PageWrites {
   stored: Map<number, LayerRange[]>;
   /** File-backed ranges whose pages were all zeros (fresh anonymous memory is zero already). */
   zeros: RemoteRange[];
+  /** Staged anonymous memory to drop (madvise DONTNEED): it reads back as zeros. */
+  clears: RemoteRange[];
   pages: number;
 }
 
-function pageWrites(sources: readonly PageSource[], vmas: readonly VmaRecord[]): PageWrites {
-  const writes: PageWrites = { stored: new Map(), zeros: [], pages: 0 };
-  for (const p of sourcePieces(sources, vmas)) {
-    // Zero pages read back as zeros in fresh anonymous memory; file-backed VMAs need them written.
-    if (p.layer === null && !isFileBacked(p.vma)) continue;
-    const bytes = Number(p.end - p.start);
+/** Pages of a VMA that a prefill moved into place: what each run holds (StagedRun of prefill.ts). */
+export type StagedContent = ReadonlyMap<
+  VmaRecord,
+  readonly { start: bigint; end: bigint; part: string | null }[]
+>;
+
+function pageWrites(
+  sources: readonly PageSource[],
+  vmas: readonly VmaRecord[],
+  layerParts: readonly (string | null)[],
+  staged: StagedContent,
+): PageWrites {
+  const writes: PageWrites = { stored: new Map(), zeros: [], clears: [], pages: 0 };
+  const add = (layer: number | null, start: bigint, end: bigint, offset: number): void => {
+    const bytes = Number(end - start);
     for (let off = 0; off < bytes; off += PAGE_BATCH) {
       const len = Math.min(bytes - off, PAGE_BATCH);
-      const addr = p.start + BigInt(off);
-      if (p.layer === null) {
+      const addr = start + BigInt(off);
+      if (layer === null) {
         writes.zeros.push({ addr, len });
       } else {
-        let list = writes.stored.get(p.layer);
-        if (!list) writes.stored.set(p.layer, (list = []));
-        list.push({ addr, len, offset: p.offset + off });
+        let list = writes.stored.get(layer);
+        if (!list) writes.stored.set(layer, (list = []));
+        list.push({ addr, len, offset: offset + off });
       }
     }
-    writes.pages += bytes / PAGE_SIZE;
+  };
+  /** Per staged VMA, the pages the image has data for. */
+  const kept = new Map<VmaRecord, Span[]>();
+  for (const p of sourcePieces(sources, vmas)) {
+    const runs = staged.get(p.vma);
+    if (runs) {
+      if (p.layer === null) continue; // cleared below if staging put something there
+      writes.pages += Number(p.end - p.start) / PAGE_SIZE;
+      const spans = kept.get(p.vma) ?? [];
+      pushSpan(spans, p.start, p.end);
+      kept.set(p.vma, spans);
+      // Pages staged from the same layer are in place already.
+      const same = runs.filter((r) => r.part !== null && r.part === layerParts[p.layer!]);
+      for (const s of subtractSpans([{ start: p.start, end: p.end }], same))
+        add(p.layer, s.start, s.end, p.offset + Number(s.start - p.start));
+      continue;
+    }
+    // Zero pages read back as zeros in fresh anonymous memory; file-backed VMAs need them written.
+    if (p.layer === null && !isFileBacked(p.vma)) continue;
+    writes.pages += Number(p.end - p.start) / PAGE_SIZE;
+    add(p.layer, p.start, p.end, p.offset);
+  }
+  // Staged pages the image has no data for (dropped, or zero since) must read as zeros.
+  for (const [vma, runs] of staged) {
+    const written: Span[] = [];
+    for (const r of runs) if (r.part !== null) pushSpan(written, r.start, r.end);
+    for (const s of subtractSpans(written, kept.get(vma) ?? []))
+      writes.clears.push({ addr: s.start, len: Number(s.end - s.start) });
   }
   return writes;
 }
@@ -353,8 +392,12 @@ const PREADV_MAX = 1 << 30;
  * cache into its memory, one call per stretch of the file, many calls to a batch, with no copy
  * through ferry.
  */
-function readInProcess(ctx: RestoreContext, file: string, stored: readonly LayerRange[]): void {
-  const remote = ctx.remote;
+export function readPagesInProcess(
+  remote: RemoteSyscalls,
+  file: string,
+  stored: readonly LayerRange[],
+): void {
+  if (stored.length === 0) return;
   const fd = remote.withData(() =>
     remote.check(`open(${file})`, NR.openat, AT_FDCWD, remote.putString(file), O.RDONLY | O.CLOEXEC, 0),
   );
@@ -410,8 +453,21 @@ function copyIn(
 }
 
 /** Write the stored pages back into the restored process; returns how many pages were written. */
-export function restorePages(ctx: RestoreContext, image: Image, vmas: readonly VmaRecord[]): number {
-  const writes = pageWrites(image.pages, vmas);
+export function restorePages(
+  ctx: RestoreContext,
+  image: Image,
+  vmas: readonly VmaRecord[],
+  staged: StagedContent = new Map(),
+): number {
+  const layerParts = image.layers.map((l) => l.part);
+  const writes = pageWrites(image.pages, vmas, layerParts, staged);
+  ctx.remote.batch(
+    writes.clears.map((r) => ({
+      name: `madvise(0x${r.addr.toString(16)}, DONTNEED)`,
+      nr: NR.madvise,
+      args: [r.addr, r.len, MADV.DONTNEED],
+    })),
+  );
   if (writes.zeros.length > 0) {
     const zeros = Buffer.alloc(PAGE_BATCH);
     for (const group of groups(writes.zeros, PAGE_BATCH))
@@ -421,7 +477,7 @@ export function restorePages(ctx: RestoreContext, image: Image, vmas: readonly V
   try {
     for (const [layer, stored] of writes.stored) {
       if (image.layers[layer]!.index.compressed) copyIn(ctx, reader, layer, stored);
-      else readInProcess(ctx, image.layers[layer]!.file, stored);
+      else readPagesInProcess(ctx.remote, image.layers[layer]!.file, stored);
     }
   } finally {
     reader.close();

@@ -16,6 +16,11 @@ export const MAP = {
   FIXED_NOREPLACE: 0x100000,
 } as const;
 
+/** mremap(2) flags. */
+export const MREMAP = { MAYMOVE: 1, FIXED: 2 } as const;
+/** madvise(2) advice. */
+export const MADV = { DONTNEED: 4 } as const;
+
 export function mmap(addr: bigint, length: number, prot: number, flags: number, fd = -1, offset = 0): bigint {
   const ret = syscall(
     NR.mmap,

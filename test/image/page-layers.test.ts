@@ -14,6 +14,7 @@ const layer = (name: string, ...entries: PageEntry[]): PageLayer => ({
   name,
   index: { compressed: false, frameSize: 0, entries, frames: [] },
   file: name,
+  part: name,
   open: () => assert.fail('not read'),
 });
 const src = (from: number, to: number, layer: number | null, offsetPages: number) => ({
