@@ -16,7 +16,8 @@ import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest } from './state/image.js';
-import { DirtyTracker, trackedSpans, type Baseline, type DumpChain } from './state/mem-dirty.js';
+import { trackedSpans, type Baseline } from './state/mem-dirty.js';
+import { ProcessTracking, type TrackingPlan } from './state/mem-tracking.js';
 import { copyPages, DUMP_BATCH, markEarlier, pagesToDump } from './state/mem-pages.js';
 import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
@@ -57,10 +58,17 @@ export interface DumpOptions {
    */
   baseline?: Baseline;
   /**
-   * Or the chain of dumps this one continues (`dump --every`): the image's parent is the chain's
-   * last, and its tracker (started by the chain's first dump) stays open.
+   * Or how this dump builds on an earlier image with dirty tracking kept between dumps: a
+   * DumpChain (`dump --every`) or ProcessTracking (`--track-mem`, `--parent`).
    */
-  chain?: DumpChain;
+  tracking?: TrackingPlan;
+  /**
+   * Leave dirty-page tracking on in the process after this dump (it keeps a descriptor of ferry's
+   * tracker), so that a later dump with `parent` stores only what changed. Needs `leaveRunning`.
+   */
+  trackMem?: boolean;
+  /** The image an earlier `trackMem` dump of this process wrote: this one builds on it. */
+  parent?: string;
   onProgress?: (progress: { stage: 'pages'; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
 }
@@ -128,8 +136,20 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     options.onWarning?.(message);
   };
   const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
-  const chain = options.chain;
-  const baseline = options.baseline ?? chain?.baseline(sink.location);
+  if (options.trackMem && !options.leaveRunning)
+    throw new FerryError(
+      'FERRY_USAGE',
+      '--track-mem needs --leave-running: a killed process has nothing to track',
+    );
+  if ((options.trackMem || options.parent !== undefined) && (options.tracking || options.sink))
+    throw new FerryError('FERRY_USAGE', '--track-mem and --parent write an image directory of their own');
+  const plan =
+    options.tracking ??
+    (await ProcessTracking.prepare(pid, userProcessStat(pid).startTime, {
+      trackMem: options.trackMem ?? false,
+      parent: options.parent,
+    }));
+  let baseline = options.baseline;
   const parts: Record<string, PartSummary> = {};
   /** Saved file contents being written (awaited before the commit). */
   const partWrites: Promise<void>[] = [];
@@ -161,6 +181,8 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     frozenAt = performance.now();
     const tracker = options.baseline?.tracker;
     if (tracker) tracee.onRelease(() => tracker.close());
+    plan.frozen(tracee);
+    baseline ??= plan.baseline(sink.location);
     timings.mark('freeze');
     const remote = RemoteSyscalls.open(tracee);
     remote.installScratch({ size: SCRATCH_SIZE });
@@ -179,6 +201,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         partWrites.push(written);
       },
       warn,
+      trackerFds: plan.trackerFds,
     };
 
     // Process state, each from its module. The remote scratch region goes before the VMAs are read.
@@ -197,9 +220,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
     const classified = classifyVmas(smaps, stat, [thread.regs.rsp]);
     const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
-    // The first dump of a chain starts its tracker.
-    const newTracker =
-      chain && !chain.tracker ? (chain.tracker = DirtyTracker.start(remote, classified)) : undefined;
+    plan.start(remote, classified);
     remote.close();
     const stored = vmas.filter((v) => v.content === 'pages');
     let ranges = pagesToDump(pid, stored, writer.maxRoom);
@@ -210,8 +231,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     await copyPages(pid, ranges, writer, {
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
     });
-    // A new tracker counts every page as written: protect them all now, as they were read.
-    newTracker?.written(contiguousRanges(stored), true);
+    plan.pagesRead(contiguousRanges(stored));
     timings.mark('pages');
     // With --leave-running the process runs on once its last page is read, while the rest is written.
     if (options.leaveRunning) unfreeze('release');
@@ -249,7 +269,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const text = sealManifest(manifest);
     await sink.commit(text);
     timings.mark('commit');
-    chain?.committed(
+    plan.committed(
       sink.location,
       manifestChecksum(text),
       ranges.map((r) => ({ start: r.addr, end: r.addr + BigInt(r.len) })),
@@ -272,7 +292,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       stages: timings.toJSON(),
     };
   } catch (err) {
-    chain?.reset();
+    plan.failed();
     try {
       // The target may run it: the process must not run here too, nor be lost (docs/PROTOCOL.md).
       if (tracee && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump, type DumpResult } from './checkpoint.js';
 import { FerryError, isFerryError } from './errors.js';
-import { DumpChain } from './state/mem-dirty.js';
+import { DumpChain } from './state/mem-tracking.js';
 
 export interface EveryOptions {
   /** The directory that holds the numbered images. */
@@ -83,7 +83,7 @@ export async function dumpEvery(pid: number, options: EveryOptions): Promise<Eve
         result = await dump(pid, {
           dir: image,
           leaveRunning: true,
-          chain,
+          tracking: chain,
           compress: options.compress,
           onWarning: options.onWarning,
         });

@@ -3,7 +3,7 @@
 // chain of parents. The workload rewrites its memory at a rate and checks every page on SIGUSR1.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
 import { cleanupAfterAll } from './helpers/cleanup.js';
@@ -146,4 +146,58 @@ test('dump --every ends with the process, and exits 0', async () => {
   await d.exited;
   assert.equal(await run.closed, 0, run.stderr());
   assert.equal(run.lines.at(-1)!.ended, 'exited');
+});
+
+test('dump --track-mem, then --parent: each image holds only what changed; a stale parent is refused', async () => {
+  const d = await dirty(16, 2);
+  const base = mkdtempSync(`${work}/track-`);
+  const dump = async (
+    image: string,
+    ...extra: string[]
+  ): Promise<{ pages: number; unchangedPages: number }> => {
+    const r = await runCli(['dump', String(d.pid), '-D', `${base}/${image}`, '--json', ...extra]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return JSON.parse(r.stdout) as { pages: number; unchangedPages: number };
+  };
+  const first = await dump('a', '--leave-running', '--track-mem');
+  assert.equal(first.unchangedPages, 0);
+  // The process holds the tracker now, and ferry's own dumps leave it out of their images.
+  assert.ok(readFileSync(`/proc/${d.pid}/smaps`, 'utf8').includes(' uw'), 'tracked after --track-mem');
+  await new Promise((r) => setTimeout(r, 300));
+  const second = await dump('b', '--leave-running', '--track-mem', '--parent', `${base}/a`);
+  assert.ok(
+    second.unchangedPages > 4 * second.pages,
+    `${second.pages} stored, ${second.unchangedPages} unchanged`,
+  );
+  // Tracking goes on from b now: a dump on top of a would miss what changed since.
+  const stale = await runCli([
+    'dump',
+    String(d.pid),
+    '-D',
+    `${base}/x`,
+    '--leave-running',
+    '--parent',
+    `${base}/a`,
+  ]);
+  assert.equal(stale.code, 1);
+  assert.match(stale.stderr, /tracking goes on from .*\/b now/);
+  assert.match(await d.check(), /^CHECK ok /);
+  // The last of the chain, without --track-mem: the process lets go of the tracker.
+  const third = await dump('c', '--leave-running', '--parent', `${base}/b`);
+  assert.ok(third.unchangedPages > 0);
+  assertUntracked(d.pid);
+  assert.ok(
+    readdirSync(`/proc/${d.pid}/fd`).every(
+      (fd) => !readlinkSync(`/proc/${d.pid}/fd/${fd}`).includes('userfaultfd'),
+    ),
+    'no tracker descriptor left in the process',
+  );
+  d.child.kill('SIGKILL');
+  await d.exited;
+  // c restores through b and a, to a process whose every page is right.
+  const r = await runCli(['restore', '-D', `${base}/c`]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  cleanup(() => killAndReap(pid));
+  assert.match(await d.check(pid), /^CHECK ok /);
 });

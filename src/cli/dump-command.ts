@@ -1,4 +1,5 @@
-// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]
+// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--track-mem] [--parent <dir>] [--compress]
+//   [--sync] [--json]
 // ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
@@ -20,9 +21,10 @@ export function warnOnStderr(message: string): void {
 
 function summary(r: DumpResult): string {
   const fate = r.leftRunning ? 'left running' : 'killed';
+  const unchanged = r.unchangedPages > 0 ? `, ${r.unchangedPages} unchanged since the parent` : '';
   return (
     `dumped ${r.pid} to ${r.dir}: frozen ${formatMs(r.frozenMs)}, ${formatBytes(r.bytesWritten)} written, ` +
-    `${r.pages} pages (${r.zeroPages} zero pages left out), ${r.vmas} VMAs; ${fate}`
+    `${r.pages} pages (${r.zeroPages} zero pages left out${unchanged}), ${r.vmas} VMAs; ${fate}`
   );
 }
 
@@ -80,11 +82,14 @@ export const dumpCommand: Command = {
   name: 'dump',
   summary: 'checkpoint a running process into an image directory',
   usage:
-    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--compress] [--sync] [--json]\n' +
+    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--track-mem] [--parent <dir>]\n' +
+    '       [--compress] [--sync] [--json]\n' +
     '       ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
     every: { type: 'string' },
+    'track-mem': { type: 'boolean' },
+    parent: { type: 'string' },
     keep: { type: 'string' },
     vmas: { type: 'string' },
     'leave-running': { type: 'boolean' },
@@ -102,6 +107,8 @@ export const dumpCommand: Command = {
         dir,
         vmas: values.vmas as string | undefined,
         leaveRunning: values['leave-running'] === true,
+        trackMem: values['track-mem'] === true,
+        parent: values.parent as string | undefined,
         compress: values.compress === true,
         sync: values.sync === true,
         onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),

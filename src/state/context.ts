@@ -20,6 +20,8 @@ export interface DumpContext {
   writePart(name: string, data: Buffer): void;
   /** Say something the user should know (the CLI prints it; --json collects it). */
   warn(message: string): void;
+  /** Descriptors that are ferry's own dirty tracker, left out of the image. */
+  trackerFds: readonly number[];
 }
 
 export interface RestoreContext {

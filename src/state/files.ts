@@ -63,6 +63,7 @@ function fdInfo(pid: number, fd: number): FdInfo {
 export function dumpFiles(ctx: DumpContext): FilesRecord {
   const fds = listProcDir(ctx.pid, 'fd')
     .map(Number)
+    .filter((fd) => !ctx.trackerFds.includes(fd))
     .sort((a, b) => a - b);
   return fds.map((fd) => {
     const info = fdInfo(ctx.pid, fd);

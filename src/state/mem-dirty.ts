@@ -5,8 +5,7 @@
 // clears the page's protection, in the kernel, without waking anyone; PAGEMAP_SCAN reports the
 // pages written (PAGE_IS_WRITTEN) and write-protects them again in the same walk. Closing the
 // tracker's descriptor unregisters it all.
-import { closeSync } from 'node:fs';
-import { relative, resolve } from 'node:path';
+import { closeSync, readlinkSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { O } from '../sys/fcntl.js';
@@ -38,29 +37,27 @@ export class DirtyTracker {
   private constructor(
     readonly pid: number,
     private readonly fd: number,
+    /** The descriptor the process itself holds (dump --track-mem), which keeps tracking on after ferry. */
+    readonly inProcessFd: number | undefined,
   ) {}
 
   /**
    * Start tracking writes to the private VMAs among `vmas` of the process frozen behind `remote`.
-   * Every page present now counts as written until the first scan that protects it.
+   * Every page present now counts as written until the first scan that protects it. With
+   * `keepInProcess` the process keeps a descriptor of the tracker (`inProcessFd`).
    */
-  static start(remote: RemoteSyscalls, vmas: readonly Vma[]): DirtyTracker {
+  static start(remote: RemoteSyscalls, vmas: readonly Vma[], keepInProcess = false): DirtyTracker {
     const pid = remote.pid;
     const inProcess = Number(
       remote.check('userfaultfd', NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY),
     );
     let fd: number;
     try {
-      const pidfd = pidfdOpen(pid);
-      try {
-        fd = pidfdGetfd(pidfd, inProcess);
-      } finally {
-        closeSync(pidfd);
-      }
+      fd = copyFd(pid, inProcess);
     } finally {
-      remote.check('close', NR.close, inProcess);
+      if (!keepInProcess) remote.check('close', NR.close, inProcess);
     }
-    const tracker = new DirtyTracker(pid, fd);
+    const tracker = new DirtyTracker(pid, fd, keepInProcess ? inProcess : undefined);
     try {
       const wanted = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;
       try {
@@ -86,6 +83,23 @@ export class DirtyTracker {
       throw err;
     }
     return tracker;
+  }
+
+  /** The tracker a process holds as descriptor `fd` (left by an earlier dump --track-mem). */
+  static adopt(pid: number, fd: number): DirtyTracker {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      target = 'nothing';
+    }
+    if (target !== 'anon_inode:[userfaultfd]') {
+      throw new FerryError(
+        'FERRY_TRACKING_LOST',
+        `process ${pid}'s dirty-page tracker (fd ${fd}) is gone (the fd is ${target}): dump with --track-mem and without --parent to start again`,
+      );
+    }
+    return new DirtyTracker(pid, copyFd(pid, fd), fd);
   }
 
   /**
@@ -116,6 +130,16 @@ export class DirtyTracker {
   }
 }
 
+/** Copy descriptor `fd` of process `pid` into this process. */
+function copyFd(pid: number, fd: number): number {
+  const pidfd = pidfdOpen(pid);
+  try {
+    return pidfdGetfd(pidfd, fd);
+  } finally {
+    closeSync(pidfd);
+  }
+}
+
 /**
  * What a dump builds on: the pages earlier layers hold and the tracker that knows which of them the
  * process wrote since.
@@ -129,38 +153,4 @@ export interface Baseline {
   parts: Record<string, PartSummary>;
   /** The image the earlier layers belong to, for an incremental dump; null for one image. */
   parent: ParentRecord | null;
-}
-
-/**
- * Dumps of one process, each storing only what changed since the one before (`dump --every`): the
- * tracker stays open between them, and each image names the one before as its parent. A failed
- * dump breaks the chain (the tracker may have protected pages that no image holds): the next dump
- * starts a new one.
- */
-export class DumpChain {
-  tracker: DirtyTracker | undefined;
-  private last: { dir: string; checksum: string; held: Span[] } | undefined;
-  /** Images in the current chain. */
-  length = 0;
-
-  /** What the next dump, into `dir`, builds on; undefined for the first of a chain. */
-  baseline(dir: string): Baseline | undefined {
-    if (!this.tracker || !this.last) return undefined;
-    const parent = { path: relative(dir, this.last.dir) || '.', checksum: this.last.checksum };
-    return { tracker: this.tracker, held: this.last.held, layers: [], parts: {}, parent };
-  }
-
-  /** A dump into `dir` is complete: the next one builds on it. */
-  committed(dir: string, checksum: string, held: Span[]): void {
-    this.last = { dir: resolve(dir), checksum, held };
-    this.length++;
-  }
-
-  /** Start a new chain: the next dump stores every page. */
-  reset(): void {
-    this.tracker?.close();
-    this.tracker = undefined;
-    this.last = undefined;
-    this.length = 0;
-  }
 }
