@@ -42,7 +42,7 @@ export interface FeatureReport {
   required: boolean;
 }
 
-export type DirtyTracking = 'uffd-wp-async' | 'soft-dirty' | 'page-hashes';
+export type DirtyTracking = 'uffd-wp-async' | 'page-hashes';
 
 export interface CheckReport {
   kernel: string;
@@ -160,7 +160,7 @@ const PROBES: Probe[] = [
   {
     id: 'uffd-wp-async',
     usedFor: 'dirty-page tracking for pre-copy migration and incremental dumps (with PAGEMAP_SCAN)',
-    without: 'dirty tracking falls back to soft-dirty, else to page hashes',
+    without: 'dirty tracking falls back to page hashes (each scan reads and hashes every tracked page)',
     required: false,
     run() {
       const wanted = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;
@@ -172,8 +172,8 @@ const PROBES: Probe[] = [
   },
   {
     id: 'soft-dirty',
-    usedFor: 'dirty-page tracking where userfaultfd write-protection is missing',
-    without: 'dirty tracking falls back to page hashes',
+    usedFor: 'nothing yet: reported for the record (ferry tracks writes with userfaultfd or page hashes)',
+    without: 'nothing lost',
     required: false,
     run() {
       // A page just written carries the soft-dirty bit in pagemap when the kernel tracks it at all.
@@ -329,11 +329,7 @@ export function check(): CheckReport {
   }
   const has = (id: string): boolean => features.some((f) => f.id === id && f.available);
   const dirtyTracking: DirtyTracking =
-    has('uffd-wp-async') && has('PAGEMAP_SCAN')
-      ? 'uffd-wp-async'
-      : has('soft-dirty')
-        ? 'soft-dirty'
-        : 'page-hashes';
+    has('uffd-wp-async') && has('PAGEMAP_SCAN') ? 'uffd-wp-async' : 'page-hashes';
   return {
     kernel: release(),
     features,

@@ -99,7 +99,7 @@ const SCRATCH_SIZE = 1 << 16;
  * VMAs' pages, less those written (protected again by the same scan), within what the layers hold.
  */
 function unchangedPages(baseline: Baseline, vmas: readonly VmaRecord[]): Span[] {
-  const tracked = trackedSpans(vmas);
+  const tracked = trackedSpans(baseline.tracker, vmas);
   const written = baseline.tracker.written(tracked, true);
   return intersectSpans(subtractSpans(tracked, written), baseline.held);
 }
@@ -228,7 +228,9 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const totalBytes = roomBytes(ranges);
     writer.reserve(totalBytes); // a full disk shows now, before any page is copied
     timings.mark('scan');
+    const copying = baseline?.tracker ?? plan.tracker;
     await copyPages(pid, ranges, writer, {
+      onCopied: (copied, data) => copying?.copied(copied, data),
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
     });
     plan.pagesRead(contiguousRanges(stored));

@@ -53,7 +53,7 @@ export async function dumpEvery(pid: number, options: EveryOptions): Promise<Eve
   } catch (err) {
     throw new FerryError('FERRY_IMAGE_WRITE', `cannot create ${dir}: ${String(err)}`, { cause: err });
   }
-  const chain = new DumpChain();
+  const chain = new DumpChain(options.onWarning);
   /** Images this run made, by chain, oldest first. */
   const chains: string[][] = [];
   let next = firstFreeNumber(dir);

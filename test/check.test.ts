@@ -50,9 +50,7 @@ test('the probes match what the kernel shows elsewhere', async () => {
     report.dirtyTracking,
     byId.get('uffd-wp-async')!.available && byId.get('PAGEMAP_SCAN')!.available
       ? 'uffd-wp-async'
-      : hasSd
-        ? 'soft-dirty'
-        : 'page-hashes',
+      : 'page-hashes',
   );
 });
 

@@ -291,6 +291,24 @@ test('pre-copy: a process rewriting its memory migrates there and back with no p
   assert.ok(Number(later.split(' ')[2]) > Number(line.split(' ')[2]), 'it keeps writing after two moves');
 });
 
+test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) moves the process intact', async () => {
+  const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
+  const r = await migrateCli(
+    hosts[0]!,
+    d.pid,
+    hosts[1]!,
+    '--mode',
+    'pre-copy',
+    '--dirty-tracking',
+    'page-hashes',
+  );
+  const out = migrated(r) as Migrated & { dirtyTracking: string; finalPages: number; unchangedPages: number };
+  assert.equal(out.dirtyTracking, 'page-hashes');
+  assert.ok(out.unchangedPages > out.finalPages, `${out.finalPages} pages sent frozen`);
+  assert.match(await d.check(out.targetPid), /^CHECK ok \d+$/);
+  killAndReap(out.targetPid); // the fault tests below want nothing running at the target
+});
+
 test('pre-copy: the link cut during the rounds leaves the source running and no longer tracked', async () => {
   const code = await faultMidStream(
     () => setLink(hosts[1]!, false),

@@ -1,10 +1,11 @@
-// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>] [--token-file <f>]
-//   [--tls-ca <f>] [--timeout <ms>] [--json]
+// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>]
+//   [--dirty-tracking auto|uffd-wp|page-hashes] [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
 import { readFileSync } from 'node:fs';
 import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
+import type { TrackingChoice } from '../migrate/precopy.js';
 import { printResult, type Command } from './command.js';
 import { warnOnStderr } from './dump-command.js';
 import { formatBytes, formatMs } from './format.js';
@@ -30,11 +31,14 @@ function summary(r: MigrateResult): string {
 
 const MODES: readonly MigrateMode[] = ['stop-copy', 'pre-copy'];
 
-function parseMode(value: unknown): MigrateMode {
-  if (value === undefined) return 'stop-copy';
-  if (typeof value === 'string' && (MODES as readonly string[]).includes(value)) return value as MigrateMode;
-  throw new FerryError('FERRY_USAGE', `--mode is ${MODES.join(' or ')}`);
+/** Option `name`'s value, one of `allowed` (the first when not given). */
+function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
+  if (value === undefined) return allowed[0]!;
+  if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T;
+  throw new FerryError('FERRY_USAGE', `--${name} is ${allowed.join(', ')}`);
 }
+
+const TRACKING: readonly TrackingChoice[] = ['auto', 'uffd-wp', 'page-hashes'];
 
 function token(file: unknown): string | undefined {
   if (typeof file === 'string') return readTokenFile(file)[0]!.token.toString();
@@ -46,11 +50,13 @@ export const migrateCommand: Command = {
   summary: "move a running process to another host's agent; prints its PID there",
   usage:
     'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>] ' +
+    '[--dirty-tracking auto|uffd-wp|page-hashes] ' +
     '[--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
   options: {
     to: { type: 'string' },
     mode: { type: 'string' },
     'max-downtime': { type: 'string' },
+    'dirty-tracking': { type: 'string' },
     'token-file': { type: 'string' },
     'tls-ca': { type: 'string' },
     timeout: { type: 'string' },
@@ -69,15 +75,17 @@ export const migrateCommand: Command = {
         throw new FerryError('FERRY_USAGE', `cannot read ${values['tls-ca']}: ${String(err)}`);
       }
     }
-    const mode = parseMode(values.mode);
+    const mode = oneOf('mode', values.mode, MODES);
     const maxDowntimeMs = parseMs('max-downtime', values['max-downtime']);
-    if (maxDowntimeMs !== undefined && mode !== 'pre-copy')
-      throw new FerryError('FERRY_USAGE', '--max-downtime goes with --mode pre-copy');
+    const dirtyTracking = oneOf('dirty-tracking', values['dirty-tracking'], TRACKING);
+    if ((maxDowntimeMs !== undefined || values['dirty-tracking'] !== undefined) && mode !== 'pre-copy')
+      throw new FerryError('FERRY_USAGE', '--max-downtime and --dirty-tracking go with --mode pre-copy');
     const result = await withProgressBar(`migrating ${pid}`, formatBytes, (bar) =>
       migrate(pid, {
         to: { ...to, token: token(values['token-file']), ca },
         mode,
         maxDowntimeMs,
+        dirtyTracking,
         timeoutMs: parseMs('timeout', values.timeout),
         onProgress: (p) => bar.update(p.doneBytes, p.totalBytes, p.round > 0 ? `round ${p.round}` : 'frozen'),
         onWarning: values.json ? undefined : warnOnStderr,

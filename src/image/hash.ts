@@ -39,3 +39,8 @@ export function hashBytes(data: Uint8Array): string {
   h.update(data);
   return h.digest();
 }
+
+/** The xxHash64 of one page (dirty tracking by page hashes). */
+export function pageHash(page: Uint8Array): bigint {
+  return loaded().h64Raw(page);
+}

@@ -9,7 +9,8 @@ import { FerryError, isFerryError } from '../errors.js';
 import { initHashing } from '../image/hash.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { callAgent, describe, openRequest, responseOf, type AgentEndpoint } from './client.js';
-import { precopy, type Precopy, type RoundReport } from './precopy.js';
+import { precopy, type Precopy, type RoundReport, type TrackingChoice } from './precopy.js';
+import type { WriteTracker } from '../state/mem-dirty.js';
 import { StreamSink } from './stream-sink.js';
 import { readEvents, type Migration } from './wire.js';
 
@@ -21,6 +22,8 @@ export interface MigrateOptions {
   mode?: MigrateMode;
   /** Pre-copy: the downtime to aim for (default 300 ms). */
   maxDowntimeMs?: number;
+  /** Pre-copy: how writes are tracked (default 'auto': userfaultfd, else page hashes). */
+  dirtyTracking?: TrackingChoice;
   /** Pre-copy: hears each round as it ends. */
   onRound?: (round: RoundReport) => void;
   /** How long to wait for the target at each step (connect, each answer, a silent connection). */
@@ -43,8 +46,9 @@ export interface MigrateResult {
   mode: MigrateMode;
   /** Copy rounds, the final frozen one included (stop-copy: one). */
   rounds: number;
-  /** Pre-copy: the rounds while the process ran. */
+  /** Pre-copy: the rounds while the process ran, and how writes were tracked. */
   precopyRounds: RoundReport[];
+  dirtyTracking: WriteTracker['method'] | null;
   /** Pages the final copy sent, and pages it left to the rounds (unchanged since). */
   finalPages: number;
   unchangedPages: number;
@@ -89,6 +93,8 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
       try {
         pre = await precopy(pid, sink, {
           maxDowntimeMs: options.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
+          tracking: options.dirtyTracking,
+          onWarning: options.onWarning,
           onRound: options.onRound,
           onProgress: options.onProgress,
         });
@@ -126,6 +132,7 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
     mode,
     rounds: (pre?.rounds.length ?? 0) + 1,
     precopyRounds: pre?.rounds ?? [],
+    dirtyTracking: pre?.baseline.tracker.method ?? null,
     finalPages: result.pages + result.zeroPages,
     unchangedPages: result.unchangedPages,
     targetRestoreMs: outcome.restoreMs,

@@ -8,7 +8,14 @@ import type { ImageSink, PartSummary } from '../image/sink.js';
 import { readProcText } from '../proc/files.js';
 import { userProcessStat } from '../proc/process.js';
 import { parseSmaps } from '../proc/smaps.js';
-import { DirtyTracker, trackedSpans, type Baseline } from '../state/mem-dirty.js';
+import {
+  DirtyTracker,
+  HashTracker,
+  trackedSpans,
+  type Baseline,
+  type WriteTracker,
+} from '../state/mem-dirty.js';
+import { startTracker } from '../state/mem-tracking.js';
 import { copyPages, DUMP_BATCH, pagesToDump } from '../state/mem-pages.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
 import { Tracee } from '../tracee/tracee.js';
@@ -16,7 +23,13 @@ import { classifyVmas } from '../vma/classify.js';
 import { pushSpan, spanBytes, unionSpans, type Span } from '../vma/spans.js';
 import { SPECIAL_KINDS, type Vma } from '../vma/vma.js';
 
+/** How writes are tracked: the best this kernel has ('auto'), or one forced. */
+export type TrackingChoice = 'auto' | 'uffd-wp' | 'page-hashes';
+
 export interface PrecopyOptions {
+  tracking?: TrackingChoice;
+  /** Hears that tracking fell back to page hashes. */
+  onWarning?: (message: string) => void;
   /** The downtime to aim for: rounds go on while what is left would take longer to send. */
   maxDowntimeMs: number;
   /** Rounds at most before the final copy. */
@@ -54,13 +67,16 @@ function currentVmas(pid: number): Vma[] {
   return classifyVmas(parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`), userProcessStat(pid), []);
 }
 
-/** Freeze the process just long enough to start a tracker in it. */
-function startTracking(pid: number): DirtyTracker {
+/** Start tracking, freezing the process just long enough to start a userfaultfd in it. */
+function startTracking(pid: number, options: PrecopyOptions): WriteTracker {
+  if (options.tracking === 'page-hashes') return new HashTracker(pid);
   const tracee = Tracee.freeze(pid);
   try {
     const remote = RemoteSyscalls.open(tracee);
     try {
-      return DirtyTracker.start(remote, currentVmas(pid));
+      const vmas = currentVmas(pid);
+      if (options.tracking === 'uffd-wp') return DirtyTracker.start(remote, vmas);
+      return startTracker(remote, vmas, options.onWarning ?? (() => {}));
     } finally {
       remote.close();
     }
@@ -69,16 +85,14 @@ function startTracking(pid: number): DirtyTracker {
   }
 }
 
-const isTracked = (v: Vma): boolean => v.vmFlags.includes('uw');
-/** VMAs whose pages the final copy sends whole (the kernel's own VMAs hold none). */
-const isUntracked = (v: Vma): boolean => !isTracked(v) && !SPECIAL_KINDS.has(v.kind);
-
 /**
  * Run the rounds into `sink`. The returned baseline's tracker is open: the final dump reads what
  * changed since the last round from it, and the caller closes it.
  */
 export async function precopy(pid: number, sink: ImageSink, options: PrecopyOptions): Promise<Precopy> {
-  const tracker = startTracking(pid);
+  const tracker = startTracking(pid, options);
+  /** VMAs whose pages the final copy sends whole (the kernel's own VMAs hold none). */
+  const isUntracked = (v: Vma): boolean => !tracker.tracks(v) && !SPECIAL_KINDS.has(v.kind);
   try {
     const rounds: RoundReport[] = [];
     const layers: LayerRecord[] = [];
@@ -89,7 +103,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
     for (let round = 1; round <= maxRounds; round++) {
       const started = performance.now();
       const vmas = currentVmas(pid);
-      const tracked = vmas.filter(isTracked);
+      const tracked = vmas.filter((v) => tracker.tracks(v));
       const ranges = pagesToDump(pid, tracked, DUMP_BATCH, tracker.scanner(true));
       const totalBytes = roomBytes(ranges);
       const names = { pages: `pages-${round}.img`, index: `pagemap-${round}.img` };
@@ -101,6 +115,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       );
       const stored = await copyPages(pid, ranges, writer, {
         running: true,
+        onCopied: (copied, data) => tracker.copied(copied, data),
         onProgress: (doneBytes) => options.onProgress?.({ round, doneBytes, totalBytes }),
       });
       const summary = await writer.finish();
@@ -122,7 +137,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       if (bytes >= RATE_SAMPLE_BYTES || rate === 0) rate = Math.max(rate, bytes / Math.max(copyMs, 1));
 
       // What the final copy would send now: pages written meanwhile, and the untracked VMAs' pages.
-      const written = spanBytes(tracker.written(trackedSpans(vmas), false));
+      const written = spanBytes(tracker.written(trackedSpans(tracker, vmas), false));
       const untracked = roomBytes(pagesToDump(pid, vmas.filter(isUntracked), DUMP_BATCH));
       const report = { round, bytes, ms, leftBytes: written + untracked, prefilled: prefilled ?? false };
       rounds.push(report);

@@ -15,7 +15,10 @@ import { UFFD_FEATURE, UFFD_USER_MODE_ONLY, uffdApi, uffdRegisterWp } from '../s
 import type { PartSummary } from '../image/sink.js';
 import type { LayerRecord, ParentRecord } from '../image/manifest.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
-import { openWrittenScanner, type PageScanner } from '../vma/pages.js';
+import { openPageScanner, openWrittenScanner, type PageScanner } from '../vma/pages.js';
+import { pageHash } from '../image/hash.js';
+import { PAGE_SIZE } from '../proc/pagemap.js';
+import { processVmReadv } from '../sys/process-vm.js';
 import { pushSpan, type Span } from '../vma/spans.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
 
@@ -24,14 +27,51 @@ const TRACKED_KINDS = new Set<VmaKind>(['bss', 'heap', 'stack', 'anon', 'data'])
 /** The VmFlags mnemonic (smaps) of a VMA registered for userfaultfd write-protection. */
 const UFFD_WP_FLAG = 'uw';
 
-/** The spans of `vmas` a tracker watches (registered for write-protection), merged where they touch. */
-export function trackedSpans(vmas: readonly Pick<Vma, 'start' | 'end' | 'vmFlags'>[]): Span[] {
+/** The tracked kinds of VMA, private. */
+const trackable = (v: Pick<Vma, 'perms' | 'kind'>): boolean =>
+  v.perms[3] === 'p' && TRACKED_KINDS.has(v.kind);
+
+type TrackedVma = Pick<Vma, 'start' | 'end' | 'vmFlags' | 'perms' | 'kind'>;
+
+/**
+ * What knows which pages a process wrote since they were last copied: DirtyTracker (userfaultfd
+ * write-protection) or, where the kernel has none, HashTracker (page hashes).
+ */
+export interface WriteTracker {
+  readonly method: 'uffd-wp-async' | 'page-hashes';
+  /** Whether it watches the writes to VMA `v`. */
+  tracks(v: TrackedVma): boolean;
+  /**
+   * A scanner of the pages written since they were last copied (or protected); `protect`: what it
+   * reports counts as seen.
+   */
+  scanner(protect: boolean): PageScanner;
+  /** The written pages in `spans`, as spans. */
+  written(spans: readonly Span[], protect: boolean): Span[];
+  /** Pages were copied: `data` holds the bytes of `ranges`, in order. */
+  copied(ranges: readonly { addr: bigint; len: number }[], data: Buffer): void;
+  close(): void;
+}
+
+/** The spans of the VMAs `tracker` watches, merged where they touch. */
+export function trackedSpans(tracker: WriteTracker, vmas: readonly TrackedVma[]): Span[] {
   const out: Span[] = [];
-  for (const v of vmas) if (v.vmFlags.includes(UFFD_WP_FLAG)) pushSpan(out, v.start, v.end);
+  for (const v of vmas) if (tracker.tracks(v)) pushSpan(out, v.start, v.end);
   return out;
 }
 
-export class DirtyTracker {
+function spansOfScan(scanner: PageScanner, spans: readonly Span[]): Span[] {
+  const out: Span[] = [];
+  try {
+    for (const s of spans) scanner.scan(s, (run) => pushSpan(out, run.start, run.end));
+  } finally {
+    scanner.close();
+  }
+  return out;
+}
+
+export class DirtyTracker implements WriteTracker {
+  readonly method = 'uffd-wp-async';
   private closed = false;
 
   private constructor(
@@ -70,7 +110,7 @@ export class DirtyTracker {
         );
       }
       for (const v of vmas) {
-        if (v.perms[3] !== 'p' || !TRACKED_KINDS.has(v.kind)) continue;
+        if (!trackable(v)) continue;
         try {
           uffdRegisterWp(fd, v.start, v.end - v.start);
         } catch (err) {
@@ -112,15 +152,16 @@ export class DirtyTracker {
 
   /** The written pages in `spans`, as spans; with `protect`, protected again. */
   written(spans: readonly Span[], protect: boolean): Span[] {
-    const out: Span[] = [];
-    const scanner = this.scanner(protect);
-    try {
-      for (const s of spans) scanner.scan(s, (run) => pushSpan(out, run.start, run.end));
-    } finally {
-      scanner.close();
-    }
-    return out;
+    return spansOfScan(this.scanner(protect), spans);
   }
+
+  /** The VMAs registered for write-protection (smaps shows 'uw'). */
+  tracks(v: TrackedVma): boolean {
+    return v.vmFlags.includes(UFFD_WP_FLAG);
+  }
+
+  /** Protection, not copies, tells what changed. */
+  copied(): void {}
 
   /** Stop tracking: the process's VMAs are unregistered as the descriptor closes. Idempotent. */
   close(): void {
@@ -144,8 +185,74 @@ function copyFd(pid: number, fd: number): number {
  * What a dump builds on: the pages earlier layers hold and the tracker that knows which of them the
  * process wrote since.
  */
+
+/**
+ * The last resort where the kernel offers no write tracking: the xxHash64 of every page as it was
+ * last copied. A page counts as written when its content hashes differently now (so reading the
+ * whole tracked memory is the price of every scan). Since the hashes are of the bytes actually
+ * copied, a page written and then written back is still sent again only if its content changed.
+ */
+export class HashTracker implements WriteTracker {
+  readonly method = 'page-hashes';
+  private readonly hashes = new Map<bigint, bigint>();
+
+  constructor(readonly pid: number) {}
+
+  tracks(v: TrackedVma): boolean {
+    return trackable(v);
+  }
+
+  scanner(): PageScanner {
+    const present = openPageScanner(this.pid);
+    const buf = Buffer.allocUnsafe(HASH_BATCH);
+    return {
+      method: present.method,
+      scan: (range, onRun) => {
+        present.scan(range, (run) => {
+          for (let at = run.start; at < run.end;) {
+            const len = Number(run.end - at < BigInt(HASH_BATCH) ? run.end - at : BigInt(HASH_BATCH));
+            let got = 0;
+            try {
+              got = processVmReadv(this.pid, buf, [{ addr: at, len }]);
+            } catch {
+              // unmapped meanwhile: reported as written, and the copy decides
+            }
+            for (let off = 0; off < len; off += PAGE_SIZE) {
+              const page = at + BigInt(off);
+              const same =
+                off < got && this.hashes.get(page) === pageHash(buf.subarray(off, off + PAGE_SIZE));
+              if (!same) onRun({ start: page, end: page + BigInt(PAGE_SIZE), flags: run.flags });
+            }
+            at += BigInt(len);
+          }
+        });
+      },
+      close: () => present.close(),
+    };
+  }
+
+  written(spans: readonly Span[]): Span[] {
+    return spansOfScan(this.scanner(), spans);
+  }
+
+  copied(ranges: readonly { addr: bigint; len: number }[], data: Buffer): void {
+    let off = 0;
+    for (const r of ranges) {
+      for (let p = 0; p < r.len; p += PAGE_SIZE, off += PAGE_SIZE)
+        this.hashes.set(r.addr + BigInt(p), pageHash(data.subarray(off, off + PAGE_SIZE)));
+    }
+  }
+
+  close(): void {
+    this.hashes.clear();
+  }
+}
+
+/** Bytes read per process_vm_readv while hashing. */
+const HASH_BATCH = 4 << 20;
+
 export interface Baseline {
-  tracker: DirtyTracker;
+  tracker: WriteTracker;
   /** Pages the earlier layers hold (data or zero), sorted. */
   held: Span[];
   /** The image's own earlier layers, already written through the same sink, and their parts. */

@@ -191,6 +191,8 @@ export interface CopyOptions {
    * or not readable) are left out instead of failing the copy.
    */
   running?: boolean;
+  /** Hears the pages read (before they are stored): `data` holds the bytes of `ranges`, in order. */
+  onCopied?: (ranges: readonly PageRange[], data: Buffer) => void;
 }
 
 /**
@@ -218,10 +220,12 @@ export async function copyPages(
     if (got < bytes && options.running) {
       // Whole ranges only: process_vm_readv never splits one.
       const read = head(data, got);
+      options.onCopied?.(read, room);
       writer.take(read);
       stored.push(...read);
     } else {
       if (got < bytes) readViaMem(pid, tail(data, got), room.subarray(got));
+      options.onCopied?.(data, room);
       writer.take(batch);
       stored.push(...data);
     }

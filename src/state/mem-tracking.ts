@@ -4,19 +4,21 @@
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
-import { FerryError } from '../errors.js';
+import { FerryError, isFerryError } from '../errors.js';
 import { readImage, type Image } from '../read-image.js';
 import { NR } from '../sys/nr.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
 import type { Tracee } from '../tracee/tracee.js';
 import { pushSpan, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
-import { DirtyTracker, type Baseline } from './mem-dirty.js';
+import { DirtyTracker, HashTracker, type Baseline, type WriteTracker } from './mem-dirty.js';
 
 /** How a dump builds on an earlier image, step by step as dump() goes. */
 export interface TrackingPlan {
   /** Descriptors of the process that are ferry's tracker: left out of the image. */
   readonly trackerFds: readonly number[];
+  /** The tracker, once there is one: it hears every page copied. */
+  readonly tracker: WriteTracker | undefined;
   /** The process is frozen, nothing read yet. */
   frozen(tracee: Tracee): void;
   /** What this dump, into `dir`, builds on (after frozen()); undefined: every page is stored. */
@@ -29,6 +31,24 @@ export interface TrackingPlan {
   committed(dir: string, checksum: string, held: Span[]): void;
   /** The dump failed. */
   failed(): void;
+}
+
+/**
+ * A tracker for the process frozen behind `remote`: userfaultfd write-protection, or page hashes
+ * where the kernel has none (`onFallback` hears it).
+ */
+export function startTracker(
+  remote: RemoteSyscalls,
+  vmas: readonly Vma[],
+  onFallback: (message: string) => void,
+): WriteTracker {
+  try {
+    return DirtyTracker.start(remote, vmas);
+  } catch (err) {
+    if (!isFerryError(err, 'FERRY_UNSUPPORTED')) throw err;
+    onFallback(`${err.message}: dirty tracking falls back to page hashes`);
+    return new HashTracker(remote.pid);
+  }
 }
 
 const spansOf = (xs: readonly { start: bigint; end: bigint }[]): Span[] => {
@@ -45,12 +65,15 @@ const spansOf = (xs: readonly { start: bigint; end: bigint }[]): Span[] => {
  */
 export class DumpChain implements TrackingPlan {
   readonly trackerFds = [];
-  tracker: DirtyTracker | undefined;
+  tracker: WriteTracker | undefined;
   /** The tracker this dump started, whose pages are all protected once read. */
   private fresh = false;
   private last: { dir: string; checksum: string; held: Span[] } | undefined;
   /** Images in the current chain. */
   length = 0;
+
+  /** `onFallback` hears that tracking falls back to page hashes on this kernel. */
+  constructor(private readonly onFallback: (message: string) => void = () => {}) {}
 
   /** What the next dump, into `dir`, builds on; undefined for the first of a chain. */
   baseline(dir: string): Baseline | undefined {
@@ -63,7 +86,7 @@ export class DumpChain implements TrackingPlan {
 
   start(remote: RemoteSyscalls, vmas: readonly Vma[]): void {
     this.fresh = !this.tracker;
-    this.tracker ??= DirtyTracker.start(remote, vmas);
+    this.tracker ??= startTracker(remote, vmas, this.onFallback);
   }
 
   pagesRead(stored: readonly Span[]): void {
@@ -153,7 +176,7 @@ export function removeTrackingRecord(pid: number, startTime: bigint): void {
  * --track-mem the tracker stays (restarting from this image), without it the tracker goes.
  */
 export class ProcessTracking implements TrackingPlan {
-  private tracker: DirtyTracker | undefined;
+  tracker: DirtyTracker | undefined;
 
   private constructor(
     private readonly pid: number,
