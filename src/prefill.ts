@@ -15,6 +15,8 @@ import { startRestoreStub, type RestoreStub } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { MADV, MAP, MREMAP, PROT } from './sys/mman.js';
 import { NR } from './sys/nr.js';
+import { PR } from './sys/prctl.js';
+import { SIG } from './sys/signal.js';
 import { RemoteSyscalls, type RemoteCall } from './tracee/remote.js';
 import { findGap } from './vma/gaps.js';
 import { pushSpan, type Span } from './vma/spans.js';
@@ -79,7 +81,20 @@ export class Prefill {
 
   /** Start a stub for the process that had PID `originalPid` (kept when free here). */
   static start(originalPid: number): Prefill {
-    return new Prefill(startRestoreStub(originalPid, 'try'));
+    const stub = startRestoreStub(originalPid, 'try');
+    try {
+      // Like the held process it becomes, the stub must not outlive the agent.
+      const remote = RemoteSyscalls.open(stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
+      try {
+        remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
+      } finally {
+        remote.close();
+      }
+    } catch (err) {
+      stub.tracee.kill();
+      throw err;
+    }
+    return new Prefill(stub);
   }
 
   /**

@@ -23,6 +23,8 @@ import { finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state
 import { startRestoreStub, type PidMethod, type RestoreStub, type SamePid } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { NR } from './sys/nr.js';
+import { PR } from './sys/prctl.js';
+import { Tracee } from './tracee/tracee.js';
 import { ptraceGetXstate } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
@@ -121,6 +123,26 @@ function bootstrap(ctx: RestoreContext, image: Image, keep: readonly Span[]): vo
   placeKernelVmas(ctx, vmas, stubMaps, [controlRange, ...keep]);
 }
 
+/**
+ * Let a process restored with `stopped` run, and no longer die with its restorer: the death signal
+ * a held process has is cleared inside it, frozen again for that once it runs (remote syscalls
+ * cannot run in a process that is group-stopped).
+ */
+export function letRun(pid: number): void {
+  kill(pid, SIG.SIGCONT);
+  const tracee = Tracee.freeze(pid);
+  try {
+    const remote = RemoteSyscalls.open(tracee);
+    try {
+      remote.check('prctl(PR_SET_PDEATHSIG, 0)', NR.prctl, PR.SET_PDEATHSIG, 0);
+    } finally {
+      remote.close();
+    }
+  } finally {
+    tracee.release();
+  }
+}
+
 /** Restore the process whose image is in `dir`. */
 export async function restore(dir: string, options: RestoreOptions = {}): Promise<RestoreResult> {
   const started = performance.now();
@@ -178,6 +200,8 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     restoreThread(ctx, thread);
     restoreCreds(ctx, state.creds);
     restoreSignals(ctx, state.signals);
+    // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
+    if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
     remote.removeScratch();
     timings.mark('state');
     finishThread(ctx, thread, stub.pid);

@@ -3,10 +3,13 @@
 // nothing at the target.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request, type IncomingMessage } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
+import { FRAME, frameHeader, readEvents } from '../src/migrate/wire.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
@@ -216,6 +219,52 @@ test('the target agent killed mid-stream: the source runs on intact; a new agent
   const restarted = await startAgentOn(hosts[1]!, agents[1]!.dataDir);
   agents[1] = restarted;
   await targetClean(restarted);
+});
+
+test('a target agent killed while it holds the restored process takes that process with it', async () => {
+  // A source that stops after "restored", as if the agent died before the commit came.
+  const f = await started();
+  const image = dir();
+  const dumped = await runCli(['dump', String(f.pid), '-D', image, '--leave-running']);
+  assert.equal(dumped.code, 0, dumped.stderr);
+  const manifest = readFileSync(`${image}/manifest.json`);
+  const req = request({
+    host: hosts[1]!.addr,
+    port: PORT,
+    method: 'POST',
+    path: '/v1/migrations',
+    headers: { authorization: `Bearer ${TOKEN}`, 'ferry-migration-id': randomUUID() },
+  });
+  const response = new Promise<IncomingMessage>((resolve, reject) =>
+    req.on('response', resolve).on('error', reject),
+  );
+  const parts = Object.keys((JSON.parse(manifest.toString()) as { parts: object }).parts);
+  for (const name of parts) {
+    const data = readFileSync(`${image}/${name}`);
+    req.write(frameHeader(FRAME.PART, name, data.length));
+    req.write(data);
+  }
+  req.write(frameHeader(FRAME.MANIFEST, '', manifest.length));
+  req.write(manifest);
+  let held = 0;
+  for await (const event of readEvents(await response)) {
+    if (event.event === 'restored') {
+      held = event.pid;
+      break;
+    }
+  }
+  cleanup(() => killAndReap(held));
+  assert.equal(traceState(held).state, 'T', 'held: stopped');
+  await agents[1]!.process.stop();
+  req.destroy();
+  // The held process got SIGKILL with its parent's death, and came to us (the subreaper) to reap.
+  for (let i = 0; i < 100 && !/^State:\s+Z/m.test(readFileSync(`/proc/${held}/status`, 'utf8')); i++)
+    await new Promise((r) => setTimeout(r, 20));
+  assert.match(readFileSync(`/proc/${held}/status`, 'utf8'), /^State:\s+Z/m, 'the held process is dead');
+  killAndReap(held);
+  assert.match(await f.verify(), /^PASS 1 /, 'the source runs on');
+  agents[1] = await startAgentOn(hosts[1]!, agents[1]!.dataDir);
+  await targetClean(agents[1]);
 });
 
 test('the link to the target cut mid-stream: the source runs on intact, the target cleans up', async () => {

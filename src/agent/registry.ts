@@ -1,5 +1,6 @@
 // The processes an agent manages: those it restored (its children, which it reaps) and those it
 // holds for a migration. A held process is stopped until the source lets go.
+import { letRun } from '../restore.js';
 import { kill, SIG } from '../sys/signal.js';
 import { waitpid, WNOHANG } from '../sys/wait.js';
 import { isErrno } from '../sys/errno.js';
@@ -45,11 +46,11 @@ export class Registry {
     return [...this.processes.values()];
   }
 
-  /** Let a held process run. */
+  /** Let a held process run (it no longer dies with the agent). */
   run(pid: number): void {
     const p = this.processes.get(pid);
     if (!p || p.state !== 'held') return;
-    kill(pid, SIG.SIGCONT);
+    letRun(pid);
     p.state = 'running';
   }
 

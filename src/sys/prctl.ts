@@ -4,6 +4,7 @@ import type { SysArg } from './libc.js';
 import { NR } from './nr.js';
 
 export const PR = {
+  SET_PDEATHSIG: 1,
   SET_NAME: 15,
   GET_NAME: 16,
   GET_DUMPABLE: 3,
