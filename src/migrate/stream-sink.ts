@@ -130,7 +130,11 @@ export class StreamSink implements ImageSink {
         return this.send(FRAME.PART, name, data);
       },
       reserve: () => {}, // the target's disk: it says so when it fills up
-      close: () => Promise.resolve({ size, checksum: hasher.digest() }),
+      close: async () => {
+        // A part with no bytes still exists: one empty frame makes the target create it.
+        if (size === 0) await this.send(FRAME.PART, name, Buffer.alloc(0));
+        return { size, checksum: hasher.digest() };
+      },
     };
   }
 

@@ -1,6 +1,9 @@
 // The migration stream's frames: what goes in comes out, split anywhere; hostile input is refused.
 import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
+import { hashBytes, initHashing } from '../../src/image/hash.js';
+import { StreamSink } from '../../src/migrate/stream-sink.js';
 import { FRAME, frameHeader, readEvents, readFrames, type Frame } from '../../src/migrate/wire.js';
 
 function* chunks(bytes: Buffer, size: number): Generator<Buffer> {
@@ -66,4 +69,37 @@ test('events are read line by line; a line that is not an event is refused', asy
   await assert.rejects(async () => {
     for await (const e of readEvents(chunks(Buffer.from('HTTP/1.1 garbage\n'), 4))) void e;
   }, /not JSON/);
+});
+
+test('a streamed part with no bytes still reaches the target, as one empty frame', async () => {
+  await initHashing();
+  const out = new PassThrough();
+  const sent: Buffer[] = [];
+  out.on('data', (d: Buffer) => sent.push(d));
+  let hangUp = (): void => {};
+  const silence = new Promise<void>((resolve) => (hangUp = resolve));
+  // A target that says nothing until the test is over.
+  const events = (async function* () {
+    await silence;
+    yield* [];
+  })();
+  const sink = new StreamSink('target', out, events, {
+    timeoutMs: 1000,
+    commitAgain: () => Promise.resolve('aborted'),
+  });
+  const empty = sink.openPart('pages.img');
+  const full = sink.openPart('pagemap.img');
+  await full.write(Buffer.from('index'));
+  assert.deepEqual(await empty.close(), { size: 0, checksum: hashBytes(Buffer.alloc(0)) });
+  await full.close();
+  out.end();
+  hangUp();
+  const got = await frames(Buffer.concat(sent), 4096);
+  assert.deepEqual(
+    got.map((f) => [f.type, f.name, f.payload.length]),
+    [
+      [FRAME.PART, 'pagemap.img', 5],
+      [FRAME.PART, 'pages.img', 0],
+    ],
+  );
 });
