@@ -194,6 +194,9 @@ test('dump --track-mem, then --parent: each image holds only what changed; a sta
   );
   d.child.kill('SIGKILL');
   await d.exited;
+  const shown = await runCli(['show', `${base}/c`]);
+  assert.match(shown.stdout, /^incremental: builds on .*\/b \(/m);
+  assert.match(shown.stdout, /^3 page layers: .*\/a\/pages\.img, .*\/b\/pages\.img, .*\/c\/pages\.img$/m);
   // c restores through b and a, to a process whose every page is right.
   const r = await runCli(['restore', '-D', `${base}/c`]);
   assert.equal(r.code, 0, r.stderr);

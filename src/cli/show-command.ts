@@ -1,4 +1,5 @@
 // ferry show <dir> [--json] [--vma <addr|name|kind>] [--raw]
+import { resolve } from 'node:path';
 import { once } from 'node:events';
 import { FerryError } from '../errors.js';
 import { toJsonValue } from '../image/json.js';
@@ -54,6 +55,12 @@ function render(image: Image, contents: VmaContent[]): string {
     lines.push(
       `partial dump: pages stored only for VMAs matching "${s.selection}"; the others come back empty`,
     );
+  if (manifest.parent)
+    lines.push(
+      `incremental: builds on ${resolve(image.location, manifest.parent.path)} (pages unchanged since come from it)`,
+    );
+  if (image.layers.length > 1)
+    lines.push(`${image.layers.length} page layers: ${image.layers.map((l) => l.name).join(', ')}`);
   lines.push('', vmaTable(contents), '');
   lines.push(
     `thread ${t.tid} (${t.name}): rip ${hex(r.rip)} rsp ${hex(r.rsp)} rax ${hex(r.rax)} orig_rax ${hex(r.orig_rax)} fs_base ${hex(r.fs_base)}`,
