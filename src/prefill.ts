@@ -44,15 +44,18 @@ export interface Staged extends Span {
 const SCRATCH = 1 << 20;
 const PAGE = 4096n;
 
+/** Page tables move by whole 2 MiB tables when source and destination agree modulo this. */
+const PMD = 2n << 20n;
+
 /**
- * A free range for `len` bytes of staging that does not even touch `occupied`: staging next to the
- * stub's own anonymous memory would merge with it into one VMA.
+ * A free range for the staging of VMA [start, start + len) that does not even touch `occupied`
+ * (staging next to the stub's own anonymous memory would merge with it into one VMA), at the same
+ * offset within 2 MiB as the VMA, so that moving it into place moves whole page tables.
  */
-function stagingGap(occupied: readonly Span[], len: bigint): bigint | undefined {
-  return findGap(
-    occupied.map((o) => ({ start: o.start - PAGE, end: o.end + PAGE })),
-    len,
-  );
+function stagingGap(occupied: readonly Span[], start: bigint, len: bigint): bigint | undefined {
+  const padded = occupied.map((o) => ({ start: o.start - PAGE, end: o.end + PAGE }));
+  const base = findGap(padded, len + PMD);
+  return base === undefined ? undefined : base + (start % PMD);
 }
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
 
@@ -159,7 +162,7 @@ export class Prefill {
       const len = v.end - v.start;
       const s = this.staged.get(v.start);
       if (s && s.end === v.end) continue;
-      const at = stagingGap(occupied(), len);
+      const at = stagingGap(occupied(), v.start, len);
       if (at === undefined) continue; // left to the restore
       if (s) {
         const old = s.end - s.start;
@@ -209,7 +212,7 @@ export class Prefill {
     for (const s of all) {
       if (!inTheWay(s)) continue;
       const len = s.end - s.start;
-      const at = stagingGap(occupied(), len);
+      const at = stagingGap(occupied(), s.start, len);
       if (at === undefined) {
         remote.check('munmap(staging)', NR.munmap, s.at, len);
         this.staged.delete(s.start);
