@@ -150,8 +150,8 @@ test('the C fixture migrates to another host and back, carrying on where it stop
 let reference: string | undefined;
 
 for (const mode of ['stop-copy', 'pre-copy']) {
-  test(`python3 migrated midway (${mode}) finishes with the result of an uninterrupted run`, async () => {
-    const rounds = 3_000_000;
+  test(`python3 migrated midway (${mode}) there and back finishes with the result of an uninterrupted run`, async () => {
+    const rounds = 8_000_000;
     if (!reference) {
       reference = `${dir()}/result`;
       await compute(reference, rounds, cleanup).done;
@@ -159,8 +159,10 @@ for (const mode of ['stop-copy', 'pre-copy']) {
     const out = `${dir()}/result`;
     const run = compute(out, rounds, cleanup);
     await fileContent(`${out}.started`);
-    const r = migrated(await migrateCli(hosts[0]!, run.pid, hosts[1]!, '--mode', mode));
-    assert.equal(r.rounds > 1, mode === 'pre-copy');
+    const there = migrated(await migrateCli(hosts[0]!, run.pid, hosts[1]!, '--mode', mode));
+    assert.equal(there.rounds > 1, mode === 'pre-copy');
+    const back = migrated(await migrateCli(hosts[1]!, there.targetPid, hosts[0]!, '--mode', mode));
+    assert.equal(back.rounds > 1, mode === 'pre-copy');
     await run.done;
     assert.equal(await fileContent(out, /^[0-9a-f]{64}$/), readFileSync(reference, 'utf8'));
   });
