@@ -3,7 +3,15 @@
 // chain of parents. The workload rewrites its memory at a rate and checks every page on SIGUSR1.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
 import { cleanupAfterAll } from './helpers/cleanup.js';
@@ -203,4 +211,13 @@ test('dump --track-mem, then --parent: each image holds only what changed; a sta
   const pid = Number(r.stdout.trim());
   cleanup(() => killAndReap(pid));
   assert.match(await d.check(pid), /^CHECK ok /);
+  // Records of tracked processes that are gone are forgotten by the next dump.
+  const runtime = mkdtempSync(`${work}/run-`);
+  mkdirSync(`${runtime}/tracking`);
+  writeFileSync(`${runtime}/tracking/${d.pid}-1.json`, '{}');
+  const next = await runCli(['dump', String(pid), '-D', `${base}/d`, '--leave-running'], {
+    wrap: ['env', `FERRY_RUNTIME_DIR=${runtime}`],
+  });
+  assert.equal(next.code, 0, next.stderr);
+  assert.deepEqual(readdirSync(`${runtime}/tracking`), []);
 });

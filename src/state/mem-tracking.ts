@@ -1,7 +1,8 @@
 // Dirty tracking across dumps. A TrackingPlan tells dump() how the image builds on an earlier one:
 // DumpChain keeps the tracker open in ferry between the dumps of `dump --every`; ProcessTracking
 // leaves it in the process between separate commands (`dump --track-mem`, then `--parent`).
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { parseStat } from '../proc/stat.js';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
@@ -139,6 +140,29 @@ function trackingDir(): string {
 const recordPath = (pid: number, startTime: bigint): string =>
   join(trackingDir(), `${pid}-${startTime}.json`);
 
+const RECORD_NAME = /^(\d+)-(\d+)\.json$/;
+
+/** Forget the records of processes that are gone (a PID reused later has another start time). */
+function pruneTrackingRecords(): void {
+  let names: string[];
+  try {
+    names = readdirSync(trackingDir());
+  } catch {
+    return; // no records at all
+  }
+  for (const name of names) {
+    const m = RECORD_NAME.exec(name);
+    if (!m) continue;
+    let alive = false;
+    try {
+      alive = parseStat(readFileSync(`/proc/${m[1]}/stat`, 'latin1')).startTime === BigInt(m[2]!);
+    } catch {
+      // gone
+    }
+    if (!alive) rmSync(join(trackingDir(), name), { force: true });
+  }
+}
+
 export function readTrackingRecord(pid: number, startTime: bigint): TrackingRecord | undefined {
   try {
     const r = JSON.parse(readFileSync(recordPath(pid, startTime), 'utf8')) as TrackingRecord;
@@ -195,6 +219,7 @@ export class ProcessTracking implements TrackingPlan {
     startTime: bigint,
     options: { trackMem: boolean; parent?: string },
   ): Promise<ProcessTracking> {
+    pruneTrackingRecords();
     const record = readTrackingRecord(pid, startTime);
     if (options.parent === undefined)
       return new ProcessTracking(pid, startTime, options.trackMem, record, undefined);
