@@ -32,9 +32,8 @@ import { Tracee } from './tracee/tracee.js';
 import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import { classifyVmas } from './vma/classify.js';
-import { contiguousRanges } from './vma/usage.js';
 import { parseVmaSelection } from './vma/select.js';
-import { intersectSpans, subtractSpans, type Span } from './vma/spans.js';
+import { intersectSpans, mergeSpans, rangeSpans, subtractSpans, type Span } from './vma/spans.js';
 
 export interface DumpOptions {
   /** Directory to write the image into (created if missing; an older image there is replaced). */
@@ -233,7 +232,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       onCopied: (copied, data) => copying?.copied(copied, data),
       onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
     });
-    plan.pagesRead(contiguousRanges(stored));
+    plan.pagesRead(mergeSpans(stored));
     timings.mark('pages');
     // With --leave-running the process runs on once its last page is read, while the rest is written.
     if (options.leaveRunning) unfreeze('release');
@@ -271,11 +270,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const text = sealManifest(manifest);
     await sink.commit(text);
     timings.mark('commit');
-    plan.committed(
-      sink.location,
-      manifestChecksum(text),
-      ranges.map((r) => ({ start: r.addr, end: r.addr + BigInt(r.len) })),
-    );
+    plan.committed(sink.location, manifestChecksum(text), rangeSpans(ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     timings.mark('end');
     await sink.settle().catch((err: unknown) => warn(`after the dump: ${String(err)}`));

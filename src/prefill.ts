@@ -10,7 +10,7 @@ import type { PageIndex } from './image/page-index.js';
 import type { LayerVma } from './image/sink.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
-import { readPagesInProcess, type LayerRange } from './state/mem-pages.js';
+import { readPagesInProcess, type LayerRange, type StagedRun } from './state/mem-pages.js';
 import { startRestoreStub, type RestoreStub } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { MADV, MAP, MREMAP, PROT } from './sys/mman.js';
@@ -19,7 +19,7 @@ import { PR } from './sys/prctl.js';
 import { SIG } from './sys/signal.js';
 import { RemoteSyscalls, type RemoteCall } from './tracee/remote.js';
 import { findGap } from './vma/gaps.js';
-import { pushSpan, type Span } from './vma/spans.js';
+import { overlaySpans, pushSpan, type Span } from './vma/spans.js';
 import type { VmaKind } from './vma/vma.js';
 
 /** Kinds whose VMAs are staged: private anonymous memory without a name or growth direction. */
@@ -27,11 +27,6 @@ const STAGED_KINDS = new Set<VmaKind>(['anon', 'heap', 'bss']);
 
 export function isStageable(v: Pick<LayerVma, 'perms' | 'kind' | 'name'>): boolean {
   return v.perms[3] === 'p' && STAGED_KINDS.has(v.kind) && (v.name === '' || v.name === '[heap]');
-}
-
-/** A run of staged pages: the data of the layer in image part `part` (null: zeros), at process addresses. */
-export interface StagedRun extends Span {
-  part: string | null;
 }
 
 /** One VMA's staging: [start, end) of the process, held at `at` in the stub. */
@@ -58,22 +53,6 @@ function stagingGap(occupied: readonly Span[], start: bigint, len: bigint): bigi
   return base === undefined ? undefined : base + (start % PMD);
 }
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
-
-/** `runs` with `newer` laid over it (both sorted, disjoint). */
-function overlayRuns(runs: readonly StagedRun[], newer: readonly StagedRun[]): StagedRun[] {
-  const out: StagedRun[] = [];
-  let j = 0;
-  for (const r of runs) {
-    while (j < newer.length && newer[j]!.end <= r.start) j++;
-    let at = r.start;
-    for (let k = j; k < newer.length && newer[k]!.start < r.end; k++) {
-      if (newer[k]!.start > at) out.push({ start: at, end: newer[k]!.start, part: r.part });
-      if (newer[k]!.end > at) at = newer[k]!.end;
-    }
-    if (at < r.end) out.push({ start: at, end: r.end, part: r.part });
-  }
-  return [...out, ...newer].sort((a, b) => (a.start < b.start ? -1 : 1));
-}
 
 export class Prefill {
   /** Staging by the VMA's start address. */
@@ -144,7 +123,8 @@ export class Prefill {
       }
       remote.batch(clears);
       readPagesInProcess(remote, file, reads);
-      for (const [s, runs] of written) s.runs = overlayRuns(s.runs, runs);
+      for (const [s, runs] of written)
+        s.runs = overlaySpans(s.runs, runs, (r, start, end) => ({ start, end, part: r.part }));
       remote.removeScratch();
     } finally {
       remote.close();

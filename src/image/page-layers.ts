@@ -5,6 +5,7 @@
 import { FerryError } from '../errors.js';
 import { PAGE, type PageIndex } from './page-index.js';
 import type { PageStoreReader } from './page-store.js';
+import { overlaySpans } from '../vma/spans.js';
 
 export interface PageLayer {
   /** For messages: where the layer is (image directory and part). */
@@ -71,28 +72,6 @@ function layerSources(
   return out;
 }
 
-/** `older` with `newer` laid over it: both sorted and disjoint, `newer` wins where they overlap. */
-function overlay(older: readonly PageSource[], newer: readonly PageSource[]): PageSource[] {
-  const rest: PageSource[] = [];
-  let j = 0;
-  for (const src of older) {
-    while (j < newer.length && newer[j]!.end <= src.start) j++;
-    let at = src.start;
-    for (let k = j; k < newer.length && newer[k]!.start < src.end; k++) {
-      if (newer[k]!.start > at) rest.push(clip(src, at, newer[k]!.start));
-      if (newer[k]!.end > at) at = newer[k]!.end;
-    }
-    if (at < src.end) rest.push(clip(src, at, src.end));
-  }
-  const out: PageSource[] = [];
-  for (let a = 0, b = 0; a < rest.length || b < newer.length;) {
-    out.push(
-      b >= newer.length || (a < rest.length && rest[a]!.start < newer[b]!.start) ? rest[a++]! : newer[b++]!,
-    );
-  }
-  return out;
-}
-
 /**
  * Where every page of the newest layer comes from, in address order. A page marked unchanged that no
  * older layer holds makes the image corrupt.
@@ -102,7 +81,7 @@ export function resolvePages(layers: readonly PageLayer[]): PageSource[] {
   for (let i = 0; i < layers.length; i++) {
     const own = layerSources(layers[i]!.index, i, seen, layers[i]!.name);
     if (i === layers.length - 1) return own;
-    seen = overlay(seen, own);
+    seen = overlaySpans(seen, own, clip);
   }
   return [];
 }

@@ -20,7 +20,7 @@ import { copyPages, DUMP_BATCH, pagesToDump } from '../state/mem-pages.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
 import { Tracee } from '../tracee/tracee.js';
 import { classifyVmas } from '../vma/classify.js';
-import { pushSpan, spanBytes, unionSpans, type Span } from '../vma/spans.js';
+import { rangeSpans, spanBytes, unionSpans, type Span } from '../vma/spans.js';
 import { SPECIAL_KINDS, type Vma } from '../vma/vma.js';
 
 /** How writes are tracked: the best this kernel has ('auto'), or one forced. */
@@ -129,8 +129,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
         names,
         vmas.map(({ start, end, perms, kind, name }) => ({ start, end, perms, kind, name })),
       );
-      const copied: Span[] = [];
-      for (const r of stored) pushSpan(copied, r.addr, r.addr + BigInt(r.len));
+      const copied = rangeSpans(stored);
       held = unionSpans(held, copied);
       const ms = performance.now() - started;
       const bytes = spanBytes(copied);

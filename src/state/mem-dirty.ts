@@ -19,7 +19,7 @@ import { openPageScanner, openWrittenScanner, type PageScanner } from '../vma/pa
 import { pageHash } from '../image/hash.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { processVmReadv } from '../sys/process-vm.js';
-import { pushSpan, type Span } from '../vma/spans.js';
+import { mergeSpans, pushSpan, type Span } from '../vma/spans.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
 
 /** Kinds of VMA whose writes are tracked: private memory (anonymous, or a program's data). */
@@ -55,9 +55,7 @@ export interface WriteTracker {
 
 /** The spans of the VMAs `tracker` watches, merged where they touch. */
 export function trackedSpans(tracker: WriteTracker, vmas: readonly TrackedVma[]): Span[] {
-  const out: Span[] = [];
-  for (const v of vmas) if (tracker.tracks(v)) pushSpan(out, v.start, v.end);
-  return out;
+  return mergeSpans(vmas.filter((v) => tracker.tracks(v)));
 }
 
 function spansOfScan(scanner: PageScanner, spans: readonly Span[]): Span[] {

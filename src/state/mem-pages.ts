@@ -22,9 +22,9 @@ import {
 } from '../sys/process-vm.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { openPageScanner, type PageScanner } from '../vma/pages.js';
-import { pushSpan, subtractSpans, type Span } from '../vma/spans.js';
+import { mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
-import { contiguousRanges, dumpsPage } from '../vma/usage.js';
+import { dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from './context.js';
 import type { VmaRecord } from './mem-vmas.js';
 
@@ -56,7 +56,7 @@ export function pagesToDump(
   const ranges: PageRange[] = [];
   try {
     let i = 0;
-    for (const span of contiguousRanges(vmas)) {
+    for (const span of mergeSpans(vmas)) {
       scanner.scan(span, (run) => {
         for (let start = run.start; start < run.end;) {
           while (vmas[i]!.end <= start) i++;
@@ -317,11 +317,13 @@ interface PageWrites {
   pages: number;
 }
 
-/** Pages of a VMA that a prefill moved into place: what each run holds (StagedRun of prefill.ts). */
-export type StagedContent = ReadonlyMap<
-  VmaRecord,
-  readonly { start: bigint; end: bigint; part: string | null }[]
->;
+/** A run of staged pages: the data of the layer in image part `part` (null: zeros), at process addresses. */
+export interface StagedRun extends Span {
+  part: string | null;
+}
+
+/** Pages of each VMA a prefill (prefill.ts) moved into place: what each run holds. */
+export type StagedContent = ReadonlyMap<VmaRecord, readonly StagedRun[]>;
 
 function pageWrites(
   sources: readonly PageSource[],

@@ -10,7 +10,7 @@ import { readImage, type Image } from '../read-image.js';
 import { NR } from '../sys/nr.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
 import type { Tracee } from '../tracee/tracee.js';
-import { pushSpan, type Span } from '../vma/spans.js';
+import { mergeSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
 import { DirtyTracker, HashTracker, type Baseline, type WriteTracker } from './mem-dirty.js';
 
@@ -51,12 +51,6 @@ export function startTracker(
     return new HashTracker(remote.pid);
   }
 }
-
-const spansOf = (xs: readonly { start: bigint; end: bigint }[]): Span[] => {
-  const out: Span[] = [];
-  for (const x of xs) pushSpan(out, x.start, x.end);
-  return out;
-};
 
 /**
  * Dumps of one process, each storing only what changed since the one before (`dump --every`): the
@@ -253,7 +247,7 @@ export class ProcessTracking implements TrackingPlan {
     if (!this.parent || !this.tracker) return undefined;
     return {
       tracker: this.tracker,
-      held: spansOf(this.parent.image.pages),
+      held: mergeSpans(this.parent.image.pages),
       layers: [],
       parts: {},
       parent: {

@@ -1,4 +1,5 @@
 // Page counts per VMA, and which pages a checkpoint stores: the rule shared by inspect and dump.
+import { mergeSpans } from './spans.js';
 import { PAGE_SHIFT, PAGE_SIZE } from '../proc/pagemap.js';
 import { PAGE, type PageRun, type PageScanner } from './pages.js';
 import { SPECIAL_KINDS, type Vma } from './vma.js';
@@ -52,19 +53,6 @@ function addRun(counts: PageCounts, vma: Vma, flags: number, pages: number): voi
   if (dumpsPage(vma, flags)) counts.dump += pages;
 }
 
-/** Merge address-adjacent VMAs into ranges, so one scan covers each stretch. */
-export function contiguousRanges(
-  vmas: readonly { start: bigint; end: bigint }[],
-): { start: bigint; end: bigint }[] {
-  const ranges: { start: bigint; end: bigint }[] = [];
-  for (const v of vmas) {
-    const last = ranges.at(-1);
-    if (last && last.end === v.start) last.end = v.end;
-    else ranges.push({ start: v.start, end: v.end });
-  }
-  return ranges;
-}
-
 /**
  * Count pages for each VMA (sorted by address, none in the vsyscall area), with `scanner`.
  * `hugeBytes` gives the bytes a VMA has in huge pages (from smaps). `onProgress` hears the bytes of
@@ -88,7 +76,7 @@ export function countPages(
       start = end;
     }
   };
-  for (const range of contiguousRanges(vmas)) {
+  for (const range of mergeSpans(vmas)) {
     while (vmas[i]!.end <= range.start) i++;
     scanner.scan(range, onRun);
     scanned += Number(range.end - range.start);
