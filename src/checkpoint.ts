@@ -4,7 +4,7 @@
 import { hostname, release } from 'node:os';
 import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
-import { IMAGE_VERSION, manifestChecksum, sealManifest } from './image/manifest.js';
+import { IMAGE_VERSION, sealManifest } from './image/manifest.js';
 import { PageStoreWriter, roomBytes } from './image/page-store.js';
 import { DirSink, type ImageSink, type PartSummary } from './image/sink.js';
 import { readProcBytes, readProcText } from './proc/files.js';
@@ -267,10 +267,10 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         signals,
       },
     };
-    const text = sealManifest(manifest);
+    const { text, checksum } = sealManifest(manifest);
     await sink.commit(text);
     timings.mark('commit');
-    plan.committed(sink.location, manifestChecksum(text), rangeSpans(ranges));
+    plan.committed(sink.location, checksum, rangeSpans(ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     timings.mark('end');
     await sink.settle().catch((err: unknown) => warn(`after the dump: ${String(err)}`));

@@ -150,7 +150,7 @@ function editManifest(image: string, edit: (m: Record<string, unknown>) => void,
   edit(manifest);
   if (reseal) {
     delete manifest.checksum;
-    writeFileSync(path, sealManifest(manifest));
+    writeFileSync(path, sealManifest(manifest).text);
   } else {
     writeFileSync(path, JSON.stringify(manifest, null, 1));
   }

@@ -67,14 +67,10 @@ export function manifestSchema<S>(state: Schema<S>) {
   });
 }
 
-/** Add the checksum to a manifest's content and give the text to write. */
-export function sealManifest(content: Record<string, unknown>): string {
-  return serialize({ ...content, checksum: hashBytes(Buffer.from(serialize(content))) });
-}
-
-/** The checksum a sealed manifest's text carries. */
-export function manifestChecksum(text: string): string {
-  return (JSON.parse(text) as { checksum: string }).checksum;
+/** Add the checksum to a manifest's content: the text to write, and that checksum. */
+export function sealManifest(content: Record<string, unknown>): { text: string; checksum: string } {
+  const checksum = hashBytes(Buffer.from(serialize(content)));
+  return { text: serialize({ ...content, checksum }), checksum };
 }
 
 /**

@@ -17,15 +17,15 @@ const schema = object({
 const content = { format: 'ferry-image', version: 2, pid: 42, name: 'x' };
 
 test('a sealed manifest opens to the same content, and re-seals to the same text', () => {
-  const text = sealManifest(content);
+  const text = sealManifest(content).text;
   const opened = openManifest(text, schema, '/img');
   assert.deepEqual({ ...opened, checksum: undefined }, { ...content, checksum: undefined });
   const { checksum: _c, ...again } = opened;
-  assert.equal(sealManifest(again), text);
+  assert.equal(sealManifest(again).text, text);
 });
 
 test('edits, foreign files and newer versions are told apart', () => {
-  const text = sealManifest(content);
+  const text = sealManifest(content).text;
   const cases: [string, string, RegExp][] = [
     [
       'FERRY_IMAGE_CORRUPT',
@@ -36,12 +36,12 @@ test('edits, foreign files and newer versions are told apart', () => {
     ['FERRY_IMAGE_INVALID', 'not json', /is not JSON/],
     [
       'FERRY_IMAGE_INCOMPATIBLE',
-      sealManifest({ ...content, version: 3 }),
+      sealManifest({ ...content, version: 3 }).text,
       /format version 3; this ferry reads version 2/,
     ],
     [
       'FERRY_IMAGE_INVALID',
-      sealManifest({ ...content, pid: 0 }),
+      sealManifest({ ...content, pid: 0 }).text,
       /manifest\.pid must be an integer from 1 to 100/,
     ],
   ];
