@@ -50,6 +50,8 @@ export interface WriteTracker {
   written(spans: readonly Span[], protect: boolean): Span[];
   /** Pages were copied: `data` holds the bytes of `ranges`, in order. */
   copied(ranges: readonly { addr: bigint; len: number }[], data: Buffer): void;
+  /** Every page in `spans` was just copied, the process frozen: from now on each counts as unchanged. */
+  restart(spans: readonly Span[]): void;
   close(): void;
 }
 
@@ -161,6 +163,10 @@ export class DirtyTracker implements WriteTracker {
   /** Protection, not copies, tells what changed. */
   copied(): void {}
 
+  restart(spans: readonly Span[]): void {
+    this.written(spans, true);
+  }
+
   /** Stop tracking: the process's VMAs are unregistered as the descriptor closes. Idempotent. */
   close(): void {
     if (this.closed) return;
@@ -240,6 +246,9 @@ export class HashTracker implements WriteTracker {
         this.hashes.set(r.addr + BigInt(p), pageHash(data.subarray(off, off + PAGE_SIZE)));
     }
   }
+
+  /** copied() has the hashes of all of them already. */
+  restart(): void {}
 
   close(): void {
     this.hashes.clear();

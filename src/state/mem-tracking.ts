@@ -86,7 +86,7 @@ export class DumpChain implements TrackingPlan {
 
   pagesRead(stored: readonly Span[]): void {
     // A new tracker counts every page as written: protect them all now, as they were read.
-    if (this.fresh) this.tracker!.written(stored, true);
+    if (this.fresh) this.tracker!.restart(stored);
   }
 
   /** A dump into `dir` is complete: the next one builds on it. */
@@ -272,7 +272,7 @@ export class ProcessTracking implements TrackingPlan {
 
   pagesRead(stored: readonly Span[]): void {
     // Without a parent, tracking starts from this image: protect every page as it was read.
-    if (this.trackMem && !this.parent) this.tracker!.written(stored, true);
+    if (this.trackMem && !this.parent) this.tracker!.restart(stored);
   }
 
   committed(dir: string, checksum: string): void {
