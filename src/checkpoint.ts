@@ -206,7 +206,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     // Process state, each from its module. The remote scratch region goes before the VMAs are read.
     refuseUnsupported(ctx);
     const files = dumpFiles(ctx);
-    const thread = dumpThread(ctx, pid);
+    const threads = tracee.tids.map((tid) => dumpThread(ctx, tid));
     const signals = dumpSignals(ctx);
     const mm = dumpMm(ctx);
     const creds = dumpCreds(ctx);
@@ -217,7 +217,11 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
 
     // Memory: the VMAs, then the pages the checkpoint stores.
     const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
-    const classified = classifyVmas(smaps, stat, [thread.regs.rsp]);
+    const classified = classifyVmas(
+      smaps,
+      stat,
+      threads.map((t) => t.regs.rsp),
+    );
     const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
     plan.start(remote, classified);
     remote.close();
@@ -248,7 +252,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       version: IMAGE_VERSION,
       ferry: FERRY_VERSION,
       created: new Date().toISOString(),
-      host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(thread.xstate) },
+      host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(threads[0]!.xstate) },
       parts,
       layers: baseline?.layers ?? [],
       parent: baseline?.parent ?? null,
@@ -257,7 +261,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         command: stat.comm,
         cmdline: cmdline(pid),
         selection: options.vmas ?? null,
-        threads: [thread],
+        threads,
         mm,
         vmas,
         files,

@@ -19,7 +19,7 @@ import { closeBackings, mapVmas, prepareBackings, protectVmas } from './state/me
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restoreSignals } from './state/signals.js';
-import { finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state/thread.js';
+import { cloneThreads, finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state/thread.js';
 import { startRestoreStub, type PidMethod, type RestoreStub, type SamePid } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { NR } from './sys/nr.js';
@@ -174,7 +174,6 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
         options.onWarning?.(message);
       },
     };
-    const thread = state.threads[0]!;
 
     bootstrap(ctx, image, options.prefill?.stagingRanges() ?? []);
     const staged: StagedContent =
@@ -197,14 +196,22 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     restoreFiles({ ...ctx, terminal }, state.files);
     restoreFs(ctx, state.fs);
     restoreRlimits(ctx, state.rlimits);
-    restoreThread(ctx, thread);
-    restoreCreds(ctx, state.creds);
+    // The other threads share what is restored so far; IDs, names and credentials are each thread's.
+    const tids = [stub.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid ?? 'try')];
+    const channels = tids.map((tid) => (tid === stub!.pid ? remote : remote.thread(tid)));
+    state.threads.forEach((thread, i) => {
+      const inThread = { ...ctx, remote: channels[i]! };
+      restoreThread(inThread, thread);
+      restoreCreds(inThread, state.creds);
+    });
     restoreSignals(ctx, state.signals);
     // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
     if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
+    for (const channel of channels.slice(1)) channel.close();
     remote.removeScratch();
+    remote.close(); // before finishThread: closing puts back the mask the channel found
     timings.mark('state');
-    finishThread(ctx, thread, stub.pid);
+    state.threads.forEach((thread, i) => finishThread(ctx, thread, tids[i]!));
     // Queued while traced, the stop takes the process as soon as it leaves the ptrace stop.
     if (options.stopped) kill(stub.pid, SIG.SIGSTOP);
     stub.tracee.release();

@@ -5,7 +5,6 @@ import { execFileSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readlinkSync,
   readdirSync,
   readFileSync,
@@ -14,30 +13,24 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
 import { dump } from '../src/checkpoint.js';
 import { isFerryError } from '../src/errors.js';
 import { initHashing } from '../src/image/hash.js';
 import { sealManifest } from '../src/image/manifest.js';
-import { cleanupAfterAll } from './helpers/cleanup.js';
+import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { startOtherUserProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
 import { becomeSubreaper } from './helpers/reaper.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
-let work: string;
 const cleanup = cleanupAfterAll();
+const { dir } = workDirs('ferry-err', cleanup);
 
 before(async () => {
   becomeSubreaper();
   await initHashing();
-  work = mkdtempSync(`${tmpdir()}/ferry-err-`);
-  cleanup(() => rmSync(work, { recursive: true, force: true }));
 });
-
-let n = 0;
-const dir = (): string => mkdtempSync(`${work}/${n++}-`);
 
 async function started(): Promise<StateFixture> {
   const f = await startStateFixture(dir());
@@ -196,7 +189,7 @@ test('damaged images are refused before anything is spawned', async () => {
     [
       'a manifest that breaks the schema',
       (image) => editManifest(image, (m) => ((m.state as { threads: unknown[] }).threads = []), true),
-      /manifest\.state\.threads must be an array of 1 items, not \[\]/,
+      /manifest\.state\.threads must be an array of 1 to 32768 items, not \[\]/,
     ],
   ];
   for (const [what, damage, message] of cases) {

@@ -2,32 +2,22 @@
 // own state, python3 computations, partial and compressed images, `show`.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { dump } from '../src/checkpoint.js';
 import { readImage } from '../src/read-image.js';
-import { cleanupAfterAll } from './helpers/cleanup.js';
-import { runCli } from './helpers/cli.js';
+import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
+import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
 import { PYTHON } from './helpers/paths.js';
 import { startProcess } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, visibleState, type StateFixture } from './helpers/state-fixture.js';
 
-let work: string;
 const cleanup = cleanupAfterAll();
+const { dir } = workDirs('ferry-cr', cleanup);
 
-before(() => {
-  becomeSubreaper();
-  work = mkdtempSync(`${tmpdir()}/ferry-cr-`);
-  cleanup(() => rmSync(work, { recursive: true, force: true }));
-});
-
-let n = 0;
-function dir(): string {
-  return mkdtempSync(`${work}/${n++}-`);
-}
+before(() => becomeSubreaper());
 
 async function started(): Promise<StateFixture> {
   const f = await startStateFixture(dir());
@@ -35,18 +25,8 @@ async function started(): Promise<StateFixture> {
   return f;
 }
 
-async function cli(args: string[]): Promise<string> {
-  const r = await runCli(args);
-  assert.equal(r.code, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function restoreCli(image: string, ...extra: string[]): Promise<number> {
-  const pid = Number((await cli(['restore', '-D', image, ...extra])).trim());
-  assert.ok(pid > 0);
-  cleanup(() => killAndReap(pid));
-  return pid;
-}
+const cli = cliOk;
+const restored = (image: string, ...extra: string[]): Promise<number> => restoreCli(image, cleanup, ...extra);
 
 test('dump, kill, restore under the same PID: the process finds its state intact, /proc shows the same', async () => {
   const f = await started();
@@ -58,7 +38,7 @@ test('dump, kill, restore under the same PID: the process finds its state intact
     out,
     new RegExp(`^dumped ${f.pid} to ${image}: frozen [0-9.]+ ms, .* written, \\d+ pages .* VMAs; killed\\n$`),
   );
-  const pid = await restoreCli(image, '--same-pid', 'require');
+  const pid = await restored(image, '--same-pid', 'require');
   assert.equal(pid, f.pid);
   assert.deepEqual(visibleState(pid), before);
   assert.match(await f.verify(pid), /^PASS 2 scratch=ab$/, 'the counter carried on from 1');
@@ -70,7 +50,7 @@ test('--leave-running keeps the original; a copy restored under a new PID passes
   const image = dir();
   assert.match(await cli(['dump', String(f.pid), '-D', image, '--leave-running']), /left running\n$/);
   const pidfile = `${image}.pid`;
-  const pid = await restoreCli(image, '--same-pid', 'no', '--pidfile', pidfile);
+  const pid = await restored(image, '--same-pid', 'no', '--pidfile', pidfile);
   assert.notEqual(pid, f.pid);
   assert.equal(readFileSync(pidfile, 'utf8'), `${pid}\n`);
   assert.deepEqual(visibleState(pid).maps, visibleState(f.pid).maps);
@@ -102,7 +82,7 @@ test('a partial dump keeps the layout of VMAs outside --vmas, which come back ze
     shown,
     new RegExp(`^${f.scratch.toString(16)}\\s+\\S+\\s+1\\.0 MiB\\s+rw-p\\s+anon\\s+layout only`, 'm'),
   );
-  const pid = await restoreCli(image);
+  const pid = await restored(image);
   assert.match(await f.verify(pid), /^PASS 1 scratch=00$/);
 });
 
@@ -121,7 +101,7 @@ test('--compress: a smaller image that restores the same', async () => {
     json.bytesWritten < plainJson.manifest.parts['pages.img']!.size,
     'the random buffer does not compress, the rest does',
   );
-  const pid = await restoreCli(packed);
+  const pid = await restored(packed);
   assert.match(await f.verify(pid), /^PASS 1 /);
 });
 
@@ -184,7 +164,7 @@ test('python3 checkpointed midway and restored finishes with the same result', a
   const image = dir();
   await cli(['dump', String(run.pid), '-D', image]);
   await run.done;
-  const pid = await restoreCli(image);
+  const pid = await restored(image);
   assert.equal(await fileContent(out, HASH), expected);
   killAndReap(pid);
 });
@@ -245,7 +225,7 @@ test('a deleted file, mapped privately and open, comes back with its content', a
   const shown = await cli(['show', image]);
   assert.match(shown, /deleted-file\s+\d+ pages\s+\S+\/mapped \(deleted\)$/m);
   assert.match(shown, /^\d+\s+file\s+\S+\s+\S+\/open @10 \(deleted, 10 bytes saved\)$/m);
-  const pid = await restoreCli(image);
+  const pid = await restored(image);
   assert.match(
     readFileSync(`/proc/${pid}/maps`, 'latin1'),
     /\/mapped \(deleted\)$/m,
@@ -311,6 +291,6 @@ test('credentials: uids, gids, capability sets, ambient caps and no_new_privs co
   // Through the CLI: this process started it, and libuv would reap its ptrace stops.
   await cli(['dump', String(p.pid), '-D', image]);
   await p.stop();
-  const pid = await restoreCli(image, '--same-pid', 'no');
+  const pid = await restored(image, '--same-pid', 'no');
   assert.deepEqual(credLines(pid), before);
 });

@@ -43,8 +43,6 @@ function vmaTable(contents: VmaContent[]): string {
 function render(image: Image, contents: VmaContent[]): string {
   const { manifest } = image;
   const s = manifest.state;
-  const t = s.threads[0]!;
-  const r = t.regs;
   const lines = [
     `image ${image.location}: process ${s.pid} (${s.command}) ${s.mm.exe ?? '(executable deleted)'}`,
     `made ${manifest.created} on ${manifest.host.hostname}, Linux ${manifest.host.kernel}, by ferry ${manifest.ferry}`,
@@ -62,10 +60,12 @@ function render(image: Image, contents: VmaContent[]): string {
   if (image.layers.length > 1)
     lines.push(`${image.layers.length} page layers: ${image.layers.map((l) => l.name).join(', ')}`);
   lines.push('', vmaTable(contents), '');
-  lines.push(
-    `thread ${t.tid} (${t.name}): rip ${hex(r.rip)} rsp ${hex(r.rsp)} rax ${hex(r.rax)} orig_rax ${hex(r.orig_rax)} fs_base ${hex(r.fs_base)}`,
-    `  signal mask ${hex(t.sigmask)}, ${t.xstate.length}-byte xsave area, rseq ${t.rseq ? hex(t.rseq.abi) : 'none'}`,
-  );
+  for (const { tid, name, regs: r, sigmask, xstate, rseq } of s.threads) {
+    lines.push(
+      `thread ${tid} (${name}): rip ${hex(r.rip)} rsp ${hex(r.rsp)} rax ${hex(r.rax)} orig_rax ${hex(r.orig_rax)} fs_base ${hex(r.fs_base)}`,
+      `  signal mask ${hex(sigmask)}, ${xstate.length}-byte xsave area, rseq ${rseq ? hex(rseq.abi) : 'none'}`,
+    );
+  }
   const actions = s.signals.map(
     (a) =>
       `${signalName(a.signal)} ${a.handler === 1n ? 'ignored' : a.handler === 0n ? 'default' : `-> ${hex(a.handler)}`}`,

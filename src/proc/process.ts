@@ -14,10 +14,11 @@ export function userProcessStat(pid: number): ProcStat {
     );
   }
   if (stat.state === 'Z' || stat.state === 'X') {
-    throw new FerryError(
-      'FERRY_ZOMBIE',
-      `process ${pid} (${stat.comm}) is a zombie: it has exited and holds no memory`,
-    );
+    const why =
+      stat.numThreads > 1
+        ? `its main thread has exited while ${stat.numThreads - 1} other thread(s) run on, which ferry cannot restore`
+        : 'it has exited and holds no memory';
+    throw new FerryError('FERRY_ZOMBIE', `process ${pid} (${stat.comm}) is a zombie: ${why}`);
   }
   return stat;
 }

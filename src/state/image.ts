@@ -1,6 +1,6 @@
 // The process state an image holds: one record per state module, composed into the manifest schema
 // (docs/image.schema.json is generated from it).
-import { manifestSchema } from '../image/manifest.js';
+import { IMAGE_VERSION, manifestSchema } from '../image/manifest.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { credsRecord } from './creds.js';
 import { filesRecord } from './files.js';
@@ -11,12 +11,15 @@ import { rlimitsRecord } from './rlimits.js';
 import { signalsRecord } from './signals.js';
 import { threadRecord } from './thread.js';
 
+/** Threads an image may hold: the first is the thread-group leader. */
+const MAX_THREADS = 1 << 15;
+
 export const stateRecord = object({
   pid: integer(1, 2 ** 22),
   command: string({ max: 16, description: 'comm: the process name' }),
   cmdline: array(string({ max: 1 << 20 }), { max: 1 << 16 }),
   selection: nullable(string({ max: 4096, description: 'the --vmas spec of a partial dump, null for all' })),
-  threads: array(threadRecord, { min: 1, max: 1 }),
+  threads: array(threadRecord, { min: 1, max: MAX_THREADS }),
   mm: mmRecord,
   vmas: vmasRecord,
   files: filesRecord,
@@ -34,7 +37,7 @@ export type ProcessState = Manifest['state'];
 export function imageJsonSchema(): Record<string, unknown> {
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
-    title: 'ferry image manifest (manifest.json), format version 1',
+    title: `ferry image manifest (manifest.json), format version ${IMAGE_VERSION}`,
     description:
       'Addresses, registers, masks and offsets are hex strings (0x...); byte strings are base64. See docs/IMAGE.md.',
     ...manifestRecord.json(),

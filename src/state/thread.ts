@@ -12,19 +12,22 @@ import {
   type Schema,
 } from '../image/schema.js';
 import { readProcText } from '../proc/files.js';
-import { isErrno } from '../sys/errno.js';
+import { CLONE_ARGS_SIZE, CLONE_THREAD_FLAGS, cloneArgs } from '../sys/clone.js';
+import { errnoName, isErrno, SysError } from '../sys/errno.js';
 import { NR } from '../sys/nr.js';
 import { PR } from '../sys/prctl.js';
 import {
+  PTRACE_O,
   ptraceGetRseqConfiguration,
-  ptraceGetSigmask,
   ptraceGetXstate,
+  ptraceSetOptions,
   ptraceSetSigmask,
   ptraceSetXstate,
 } from '../sys/ptrace.js';
 import { REG_NAMES, signed, type RegName, type Regs } from '../sys/regs.js';
 import { getRobustList } from '../sys/thread-state.js';
-import type { RemoteCall } from '../tracee/remote.js';
+import type { SamePid } from '../stub/restore-stub.js';
+import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import type { DumpContext, RestoreContext } from './context.js';
 
 const regsRecord = object(
@@ -83,28 +86,71 @@ function readRseq(ctx: DumpContext, tid: number): ThreadRecord['rseq'] {
   }
 }
 
-/** Dump the thread `remote` runs in (issue 4 brings the others). */
+/** Dump one thread; the calls that read the calling thread's state run in it. */
 export function dumpThread(ctx: DumpContext, tid: number): ThreadRecord {
+  const remote = tid === ctx.remote.tid ? ctx.remote : ctx.remote.thread(tid);
+  try {
+    const tidAddress = remote.alloc(8);
+    const stack = remote.alloc(STACK_T);
+    remote.batch([
+      { name: 'prctl(PR_GET_TID_ADDRESS)', nr: NR.prctl, args: [PR.GET_TID_ADDRESS, tidAddress, 0, 0, 0] },
+      { name: 'sigaltstack', nr: NR.sigaltstack, args: [0, stack] },
+    ]);
+    const ss = remote.read(stack, STACK_T);
+    return {
+      tid,
+      name: readProcText(ctx.pid, `task/${tid}/comm`).replace(/\n$/, ''),
+      regs: ctx.tracee.savedRegs(tid),
+      xstate: ptraceGetXstate(tid),
+      sigmask: remote.savedMask,
+      tidAddress: remote.read(tidAddress, 8).readBigUInt64LE(0),
+      robustList: getRobustList(tid),
+      rseq: readRseq(ctx, tid),
+      sigaltstack: { sp: ss.readBigUInt64LE(0), flags: ss.readUInt32LE(8), size: ss.readBigUInt64LE(16) },
+    };
+  } finally {
+    if (remote !== ctx.remote) remote.close();
+  }
+}
+
+/**
+ * Make the restored process's other threads from its first, each held by ferry before it runs.
+ * They keep their thread IDs when the process kept its PID and the IDs are free; else they get new
+ * ones, unless `samePid` is 'require'. Returns the new ID of each.
+ */
+export function cloneThreads(ctx: RestoreContext, recs: readonly ThreadRecord[], samePid: SamePid): number[] {
+  if (recs.length === 0) return [];
   const remote = ctx.remote;
-  const tidAddress = remote.alloc(8);
-  const stack = remote.alloc(STACK_T);
-  remote.batch([
-    { name: 'prctl(PR_GET_TID_ADDRESS)', nr: NR.prctl, args: [PR.GET_TID_ADDRESS, tidAddress, 0, 0, 0] },
-    { name: 'sigaltstack', nr: NR.sigaltstack, args: [0, stack] },
-  ]);
-  const ss = remote.read(stack, STACK_T);
-  const regs = ctx.tracee.savedRegs(tid);
-  return {
-    tid,
-    name: readProcText(ctx.pid, `task/${tid}/comm`).replace(/\n$/, ''),
-    regs,
-    xstate: ptraceGetXstate(tid),
-    sigmask: tid === remote.tid ? remote.savedMask : ptraceGetSigmask(tid),
-    tidAddress: remote.read(tidAddress, 8).readBigUInt64LE(0),
-    robustList: getRobustList(tid),
-    rseq: readRseq(ctx, tid),
-    sigaltstack: { sp: ss.readBigUInt64LE(0), flags: ss.readUInt32LE(8), size: ss.readBigUInt64LE(16) },
-  };
+  ptraceSetOptions(ctx.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACECLONE);
+  const keepIds = samePid !== 'no' && ctx.pid === ctx.originalPid;
+  return recs.map((rec) =>
+    remote.withData(() => {
+      let tid = keepIds ? cloneThread(remote, rec.tid) : -1n;
+      if (tid < 0n) {
+        if (samePid === 'require') {
+          throw new FerryError(
+            'FERRY_PID_TAKEN',
+            `cannot restore thread ${rec.tid} under its ID: clone3 set_tid gave ${errnoName(Number(-tid))}`,
+          );
+        }
+        tid = cloneThread(remote);
+        if (tid < 0n) throw new SysError(`clone3 of a thread in process ${ctx.pid}`, [], Number(-tid));
+      }
+      ctx.stub.adoptThread(Number(tid));
+      return Number(tid);
+    }),
+  );
+}
+
+/** clone3 a thread in the stub (with ID `id` when given): its ID, or a negative errno. */
+function cloneThread(remote: RemoteSyscalls, id?: number): bigint {
+  let setTid: bigint | undefined;
+  if (id !== undefined) {
+    const word = Buffer.alloc(4);
+    word.writeInt32LE(id);
+    setTid = remote.put(word);
+  }
+  return remote.call(NR.clone3, remote.put(cloneArgs(CLONE_THREAD_FLAGS, 0, setTid)), CLONE_ARGS_SIZE);
 }
 
 /** Give the stub this thread's kernel-side state. */
@@ -136,18 +182,21 @@ export function restoreThread(ctx: RestoreContext, rec: ThreadRecord): void {
 
 /**
  * Registers to resume with. A thread stopped in an interrupted syscall re-executes it (rip back over
- * the 2-byte `syscall`), as the kernel would have on the way out; one interrupted with
- * -ERESTART_RESTARTBLOCK cannot be (its restart block stayed in the old kernel task) and sees
- * -EINTR instead.
+ * the 2-byte `syscall`), as the kernel would have on the way out. One interrupted with
+ * -ERESTART_RESTARTBLOCK (a relative sleep or timed wait) would have gone on with the time left,
+ * which stayed in the old kernel task: it runs again whole, from its own arguments (syscalls keep
+ * them in their registers), and may wait longer than it asked, as a sleep may. restart_syscall
+ * itself has no arguments left to run again from and sees -EINTR.
  */
 export function resumeRegs(regs: Regs): Regs {
   const out = { ...regs, orig_rax: NO_RESTART };
   if (signed(regs.orig_rax) < 0n) return out;
   const ret = signed(regs.rax);
-  if (ret === ERESTARTSYS || ret === ERESTARTNOINTR || ret === ERESTARTNOHAND) {
-    return { ...out, rax: regs.orig_rax, rip: regs.rip - 2n };
+  const again = { ...out, rax: regs.orig_rax, rip: regs.rip - 2n };
+  if (ret === ERESTARTSYS || ret === ERESTARTNOINTR || ret === ERESTARTNOHAND) return again;
+  if (ret === ERESTART_RESTARTBLOCK) {
+    return regs.orig_rax === BigInt(NR.restart_syscall) ? { ...out, rax: BigInt.asUintN(64, EINTR) } : again;
   }
-  if (ret === ERESTART_RESTARTBLOCK) return { ...out, rax: BigInt.asUintN(64, EINTR) };
   return out;
 }
 

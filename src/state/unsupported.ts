@@ -1,10 +1,12 @@
 // State ferry cannot save yet is refused at dump time, by name, so a dump never succeeds into a
-// restore that would lose it: more threads, child processes, timers, pending signals, seccomp.
+// restore that would lose it: child processes, timers, pending signals, seccomp, threads whose
+// credentials differ.
 // Each refusal here goes when the state module that saves it arrives.
 import { readdirSync, readFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { readProcText } from '../proc/files.js';
 import { parseStat } from '../proc/stat.js';
+import { parseStatus, type ProcStatus } from '../proc/status.js';
 import { NR } from '../sys/nr.js';
 import { signalName } from '../sys/signal.js';
 import { unsupportedMessage, type DumpContext } from './context.js';
@@ -36,15 +38,30 @@ function signalList(mask: bigint): string {
   return names.join(', ');
 }
 
+/** Threads normally share their credentials (glibc changes them in every thread at once). */
+function sameCreds(a: ProcStatus, b: ProcStatus): boolean {
+  return (
+    a.uids.join() === b.uids.join() &&
+    a.gids.join() === b.gids.join() &&
+    a.groups.join() === b.groups.join() &&
+    a.capEffective === b.capEffective &&
+    a.capPermitted === b.capPermitted &&
+    a.capInheritable === b.capInheritable &&
+    a.capAmbient === b.capAmbient &&
+    a.noNewPrivs === b.noNewPrivs
+  );
+}
+
 /** Refuse, naming it, state of the frozen process that ferry cannot restore yet. */
 export function refuseUnsupported(ctx: DumpContext): void {
   const { pid, status } = ctx;
-  if (ctx.tracee.tids.length > 1)
-    refuse(
-      pid,
-      `it has ${ctx.tracee.tids.length} threads:`,
-      'ferry checkpoints single-threaded processes for now',
-    );
+  let pending = status.sigShared;
+  for (const tid of ctx.tracee.tids) {
+    const thread = tid === pid ? status : parseStatus(readProcText(pid, `task/${tid}/status`));
+    pending |= thread.sigPending;
+    if (!sameCreds(thread, status))
+      refuse(pid, `its thread ${tid} has credentials of its own`, 'which ferry cannot restore yet');
+  }
   const children = childrenOf(pid);
   if (children.length > 0)
     refuse(pid, `it has child processes (${children.join(', ')}):`, 'process trees come in a later release');
@@ -54,7 +71,6 @@ export function refuseUnsupported(ctx: DumpContext): void {
       'it runs under seccomp',
       '(mode ' + String(status.seccomp) + '), which ferry cannot restore yet',
     );
-  const pending = status.sigPending | status.sigShared;
   if (pending !== 0n)
     refuse(pid, `it has pending signals (${signalList(pending)})`, 'which ferry cannot save yet');
   if (readProcText(pid, 'timers').trim() !== '')

@@ -4,6 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { parseStat } from '../proc/stat.js';
+import { CLONE, CLONE_ARGS_SIZE, cloneArgs } from '../sys/clone.js';
 import { NR } from '../sys/nr.js';
 import { PTRACE_O, ptraceSetOptions } from '../sys/ptrace.js';
 import { kill, SIG } from '../sys/signal.js';
@@ -24,8 +25,6 @@ export interface RestoreStub {
 const STUB_NAME = 'ferry-restore';
 /** PID 1 reaps orphaned zombies late: wait this long for the old PID to come free. */
 const ZOMBIE_WAIT_MS = 5000;
-const CLONE_PARENT = 0x8000n;
-const CLONE_ARGS_SIZE = 88;
 const NS_LAST_PID = '/proc/sys/kernel/ns_last_pid';
 
 function pidState(pid: number): { state: 'free' } | { state: 'zombie' | 'taken'; comm: string } {
@@ -60,11 +59,7 @@ function cloneWithPid(first: RestoreStub, pid: number): RestoreStub | bigint {
   remote.installScratch({ size: 1 << 16 });
   const tid = Buffer.alloc(4);
   tid.writeInt32LE(pid);
-  const args = Buffer.alloc(CLONE_ARGS_SIZE);
-  args.writeBigUInt64LE(CLONE_PARENT, 0);
-  args.writeBigUInt64LE(BigInt(SIG.SIGCHLD), 32); // exit_signal
-  args.writeBigUInt64LE(remote.put(tid), 64); // set_tid
-  args.writeBigUInt64LE(1n, 72); // set_tid_size
+  const args = cloneArgs(CLONE.PARENT, SIG.SIGCHLD, remote.put(tid));
   const ret = remote.call(NR.clone3, remote.put(args), CLONE_ARGS_SIZE);
   if (ret !== BigInt(pid)) {
     remote.close();

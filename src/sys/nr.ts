@@ -44,6 +44,7 @@ export const NR = {
   setrlimit: 160,
   gettid: 186,
   set_tid_address: 218,
+  restart_syscall: 219,
   exit_group: 231,
   tgkill: 234,
   openat: 257,

@@ -91,6 +91,8 @@ export class RemoteSyscalls {
   readonly children: number[] = [];
   private lastStop: 'event' | 'syscall' | 'trap' = 'event';
   private scratch: Scratch | undefined;
+  /** The channel whose scratch region this one borrows (a channel on another thread). */
+  private owner: RemoteSyscalls | undefined;
   private closed = false;
   /** SIGTRAP's action, to set again after the last batch (whose int3 may have reset it). */
   private sigtrapAction: Buffer | undefined;
@@ -120,6 +122,17 @@ export class RemoteSyscalls {
     const remote = new RemoteSyscalls(tracee, tid, insn, savedMask, !sigtrap.pending, sigtrap.ignored);
     // Whatever happens, releasing the tracee first undoes what this channel did.
     tracee.onRelease(() => remote.undo());
+    return remote;
+  }
+
+  /**
+   * A channel on another thread of the same process, for calls that act on the calling thread. It
+   * shares this channel's scratch region, which stays this channel's to remove; close it first.
+   */
+  thread(tid: number): RemoteSyscalls {
+    const remote = RemoteSyscalls.open(this.tracee, { tid, insn: this.syscallInsn });
+    remote.scratch = this.requireScratch();
+    remote.owner = this;
     return remote;
   }
 
@@ -235,7 +248,10 @@ export class RemoteSyscalls {
       // The executor's int3 will reset an ignored SIGTRAP to SIG_DFL: keep its action to set it back.
       const out = this.alloc(SIGACTION_SIZE);
       this.check('rt_sigaction(SIGTRAP)', NR.rt_sigaction, SIG.SIGTRAP, 0, out, 8);
-      this.sigtrapAction = this.read(out, SIGACTION_SIZE);
+      // Dispositions are the process's: the channel that removes the scratch region sets it back.
+      const keeper = this.owner ?? this;
+      keeper.sigtrapAction ??= this.read(out, SIGACTION_SIZE);
+      keeper.sigtrapIgnored = false;
       this.sigtrapIgnored = false;
     }
     const capacity = Math.floor((this.scratch.tableBytes - TABLE_HEADER) / CALL_SIZE);
@@ -316,7 +332,7 @@ export class RemoteSyscalls {
   private undo(): void {
     if (this.closed) return;
     try {
-      if (this.scratch) this.removeScratch();
+      if (this.scratch && !this.owner) this.removeScratch();
     } finally {
       this.close();
     }

@@ -87,6 +87,15 @@ export class Tracee {
     }
   }
 
+  /**
+   * Hold a thread the process just made under our tracing (PTRACE_O_TRACECLONE): wait for its
+   * first stop, before it runs any instruction.
+   */
+  adoptThread(tid: number, options: FreezeOptions = {}): void {
+    this.awaitStop(tid, Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
+    if (!this.threads.has(tid)) throw exited(this.pid);
+  }
+
   /** Thread IDs, the thread-group leader first. */
   get tids(): number[] {
     return [...this.threads.keys()].sort((a, b) => (a === this.pid ? -1 : b === this.pid ? 1 : a - b));
@@ -158,7 +167,8 @@ export class Tracee {
     } catch (err) {
       if (!isErrno(err, 'ESRCH')) throw err;
     }
-    for (const tid of this.tids) {
+    // The leader's exit is reported only once every other thread is reaped: it goes last.
+    for (const tid of this.tids.reverse()) {
       try {
         waitpid(tid, 0);
       } catch (err) {

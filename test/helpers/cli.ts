@@ -1,6 +1,8 @@
 // Run the ferry executable as a user would, and capture what it says.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { CLI } from './paths.js';
+import { killAndReap } from './reaper.js';
 
 export interface CliResult {
   code: number | null;
@@ -19,4 +21,23 @@ export function runCli(args: string[], options: { wrap?: string[] } = {}): Promi
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Run ferry, insisting that it succeeds; what it printed. */
+export async function cliOk(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  assert.equal(r.code, 0, `ferry ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** `ferry restore -D <image> ...`: the restored PID, which `cleanup` kills. */
+export async function restoreCli(
+  image: string,
+  cleanup: (step: () => void) => void,
+  ...extra: string[]
+): Promise<number> {
+  const pid = Number((await cliOk(['restore', '-D', image, ...extra])).trim());
+  assert.ok(pid > 0);
+  cleanup(() => killAndReap(pid));
+  return pid;
 }
