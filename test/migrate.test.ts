@@ -15,7 +15,8 @@ import { runCli, type CliResult } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
 import { limitRate, makeHosts, setLink, type Host } from './helpers/netns.js';
 import { CLI } from './helpers/paths.js';
-import { startProcess, traceState, type Started } from './helpers/processes.js';
+import { startLogged, startProcess, traceState, type Started } from './helpers/processes.js';
+import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
@@ -417,4 +418,25 @@ test("the target's data directory fills up: the source runs on intact, the targe
   runsFree(m.pid);
   assert.equal(await m.check(), 'CHECK ok');
   await targetClean(agent);
+});
+
+test('redis-server with 100,000 keys migrates (pre-copy) there and back; every key reads back, writes work', async () => {
+  const port = 16379;
+  const [a, b] = [hosts[0]!, hosts[1]!];
+  const pid = await startLogged(
+    `${dir()}/redis.log`,
+    'ip',
+    ['netns', 'exec', a.ns, 'redis-server', '--port', String(port), ...REDIS_OPTIONS],
+    /Ready to accept connections/,
+    cleanup,
+  );
+  assert.match(loadKeys(a.addr, port), new RegExp(`errors: 0, replies: ${KEYS}`));
+  const there = migrated(await migrateCli(a, pid, b, '--mode', 'pre-copy'));
+  assert.equal(checkKeys(b.addr, port), '-1');
+  assert.equal(redisCli(b.addr, port, 'SET', 'moved', 'once'), 'OK');
+  await new Promise((r) => setTimeout(r, 100)); // redis closes its side of the connection
+  migrated(await migrateCli(b, there.targetPid, a, '--mode', 'pre-copy'));
+  assert.equal(checkKeys(a.addr, port), '-1');
+  assert.equal(redisCli(a.addr, port, 'GET', 'moved'), 'once');
+  assert.equal(redisCli(a.addr, port, 'DBSIZE'), String(KEYS + 1));
 });

@@ -2,8 +2,7 @@
 // and the fixture checks from inside that thread-to-thread references (glibc's copies of the thread
 // IDs, pthread_join's tid futexes, a condition variable) still work.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { before, test } from 'node:test';
@@ -12,8 +11,8 @@ import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { fileContent } from './helpers/compute.js';
 import { fixture } from './helpers/fixtures.js';
-import { traceState } from './helpers/processes.js';
-import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { startLogged, traceState } from './helpers/processes.js';
+import { becomeSubreaper } from './helpers/reaper.js';
 
 const WORKERS = 3;
 const cleanup = cleanupAfterAll();
@@ -30,14 +29,7 @@ interface Threaded {
 /** Start the fixture with its output in a file; wait until it has ticked a few times. */
 async function startThreaded(): Promise<Threaded> {
   const out = `${dir()}/out`;
-  const fd = openSync(out, 'w');
-  const child = spawn(fixture('threads'), [String(WORKERS)], { stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  child.unref(); // reaped by killAndReap, which Node's handle would wait for in vain
-  const pid = child.pid!;
-  cleanup(() => killAndReap(pid));
-  await fileContent(out, /^tick 3 /m);
-  return { pid, out };
+  return { pid: await startLogged(out, fixture('threads'), [String(WORKERS)], /^tick 3 /m, cleanup), out };
 }
 
 const cli = cliOk;

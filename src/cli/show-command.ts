@@ -5,6 +5,9 @@ import { FerryError } from '../errors.js';
 import { toJsonValue } from '../image/json.js';
 import { readImage, type Image } from '../read-image.js';
 import { findVma, vmaBytes, vmaContents, type VmaContent } from '../show.js';
+import { formatSockaddr } from '../state/fd-socket.js';
+import type { FdRecord } from '../state/files.js';
+import { SOCK } from '../sys/socket.js';
 import { signalName } from '../sys/signal.js';
 import { printJson, type Command } from './command.js';
 import { formatBytes, renderTable } from './format.js';
@@ -74,17 +77,38 @@ function render(image: Image, contents: VmaContent[]): string {
   lines.push(
     renderTable(
       [{ header: 'FD' }, { header: 'KIND' }, { header: 'FLAGS' }, { header: 'WHAT' }],
-      s.files.map((f) => [
-        String(f.fd),
-        f.kind,
-        `0${f.flags.toString(8)}`,
-        f.kind === 'file'
-          ? `${f.path} @${f.pos}${f.ghost ? ` (deleted, ${f.ghost.size} bytes saved)` : ''}`
-          : f.path,
-      ]),
+      s.files.map((f) => [String(f.fd), f.kind, `0${f.flags.toString(8)}`, describeFd(f)]),
     ),
   );
   return lines.join('\n');
+}
+
+/** What a saved descriptor refers to, in words. */
+function describeFd(f: FdRecord): string {
+  switch (f.kind) {
+    case 'file':
+      return `${f.path} @${f.pos}${f.ghost ? ` (deleted, ${f.ghost.size} bytes saved)` : ''}`;
+    case 'dup':
+      return `the open file of fd ${f.of}`;
+    case 'pipe':
+      return `${f.write ? 'write' : 'read'} end of pipe ${f.pipe}${f.data ? ` (${f.data.size} bytes buffered)` : ''}`;
+    case 'eventfd':
+      return `eventfd, count ${f.count}${f.semaphore ? ', semaphore' : ''}`;
+    case 'epoll':
+      return `epoll watching ${f.watches.map((w) => `fd ${w.fd}`).join(', ') || 'nothing'}`;
+    case 'socket': {
+      const proto = f.type === SOCK.STREAM ? 'TCP' : 'UDP';
+      const state =
+        f.backlog !== null
+          ? `listening (backlog ${f.backlog})`
+          : f.peer
+            ? `to ${formatSockaddr(f.peer)}`
+            : '';
+      return `${proto} socket ${formatSockaddr(f.address)} ${state}`.trim();
+    }
+    default:
+      return f.path;
+  }
 }
 
 async function writeRaw(image: Image, which: string): Promise<void> {

@@ -1,7 +1,7 @@
 // Memory character devices (/dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom): they hold
 // no state, so opening the same path again gives the same descriptor.
 import { integer, object, string } from '../image/schema.js';
-import { major, reopenFlags, type FdKind } from './fd-kind.js';
+import { major, reopen, reopenFlags, type FdKind } from './fd-kind.js';
 
 const MEM_MAJOR = 1;
 const record = object({
@@ -16,5 +16,6 @@ export const fdChardev: FdKind<'chardev', { fd: number; flags: number; path: str
   matches: (info) =>
     info.stat.isCharacterDevice() && major(info.stat.rdev) === MEM_MAJOR && info.target.startsWith('/'),
   dump: (_ctx, info) => ({ fd: info.fd, flags: info.fdinfo.flags, path: info.target }),
-  reopen: (_ctx, rec) => ({ path: rec.path, flags: reopenFlags(rec.flags), pos: null }),
+  restore: (ctx, rec, fds) =>
+    reopen(ctx, fds, rec.fd, { path: rec.path, flags: reopenFlags(rec.flags), pos: null }),
 };

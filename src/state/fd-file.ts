@@ -1,7 +1,7 @@
 // Regular files and directories, opened again by path at the same position. A file deleted while
 // open is saved in the image and recreated for the restore (a ghost file, see ghost.ts).
 import { hex64, integer, nullable, object, string, type Infer } from '../image/schema.js';
-import { reopenFlags, type FdKind } from './fd-kind.js';
+import { reopen, reopenFlags, type FdKind } from './fd-kind.js';
 import { createGhost, ghostRecord, saveGhost } from './ghost.js';
 
 const DELETED = ' (deleted)';
@@ -29,8 +29,8 @@ export const fdFile: FdKind<'file', FileRecord> = {
       ghost: saveGhost(ctx, `fd ${info.fd} (${path})`, `/proc/${ctx.pid}/fd/${info.fd}`, `files/${info.fd}`),
     };
   },
-  reopen(ctx, rec) {
+  restore(ctx, rec, fds) {
     const path = rec.ghost ? createGhost(ctx, rec.path, rec.ghost) : rec.path;
-    return { path, flags: reopenFlags(rec.flags), pos: rec.pos };
+    reopen(ctx, fds, rec.fd, { path, flags: reopenFlags(rec.flags), pos: rec.pos });
   },
 };

@@ -3,7 +3,14 @@ import type { Stats } from 'node:fs';
 import type { Schema } from '../image/schema.js';
 import type { Fdinfo } from '../proc/fdinfo.js';
 import type { DumpContext, RestoreContext } from './context.js';
-import { O } from '../sys/fcntl.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
+import { NR } from '../sys/nr.js';
+import type { RemoteCall } from '../tracee/remote.js';
+
+const SEEK_SET = 0;
+const F_SETFL = 4;
+/** File status flags F_SETFL sets: O_APPEND, O_NONBLOCK, O_DIRECT (a pipe's packet mode). */
+const STATUS_FLAGS = O.APPEND | O.NONBLOCK | 0o40000;
 
 /** One open descriptor of the dumped process, as /proc shows it. */
 export interface FdInfo {
@@ -24,17 +31,61 @@ export interface Reopen {
   pos: bigint | null;
 }
 
+export interface FilesDumpContext extends DumpContext {
+  /** Every descriptor of the process, by number (a pipe's other end, what an epoll watches). */
+  fds: ReadonlyMap<number, FdInfo>;
+}
+
 export interface FilesRestoreContext extends RestoreContext {
   /** The terminal to give descriptors that were a terminal (or /dev/null). */
   terminal: string;
+}
+
+/**
+ * How kinds make their descriptors in the stub. Made descriptors are kept out of the way (above
+ * every saved number) until each is placed at its number, all at once; calls are batched.
+ */
+export interface FdBuilder {
+  /** A call that returns a new descriptor: where that descriptor is kept. */
+  create(call: RemoteCall): number;
+  /** A call that writes two new descriptors (pipe2) to `out`: where they are kept. */
+  createPair(call: RemoteCall, out: bigint): [number, number];
+  /** A call on made descriptors, before they are placed (fcntl, lseek). */
+  call(call: RemoteCall): void;
+  /** Run the calls so far (to reuse scratch memory after). */
+  flush(): void;
+  /** What was made for `key` (a pipe's ends, for the second end's record), made on first use. */
+  shared<T>(key: string, make: () => T): T;
+  /** Put descriptor `made` at `fd`, close-on-exec if `flags` has O_CLOEXEC. */
+  place(fd: number, made: number, flags: number): void;
+  /** A call for once every descriptor is in place (an epoll's interest list). */
+  after(call: RemoteCall): void;
+}
+
+/** Give a descriptor back by opening a path again. */
+export function reopen(ctx: FilesRestoreContext, fds: FdBuilder, fd: number, spec: Reopen): void {
+  const made = fds.create({
+    name: `open(${spec.path})`,
+    nr: NR.openat,
+    args: [AT_FDCWD, ctx.remote.putString(spec.path), spec.flags & ~O.CLOEXEC, 0],
+  });
+  if (spec.pos !== null && spec.pos > 0n)
+    fds.call({ name: `lseek(${fd})`, nr: NR.lseek, args: [made, spec.pos, SEEK_SET] });
+  fds.place(fd, made, spec.flags);
+}
+
+/** Give a made descriptor the file status flags (O_NONBLOCK, ...) it had. */
+export function setStatusFlags(fds: FdBuilder, made: number, flags: number): void {
+  const status = flags & STATUS_FLAGS;
+  if (status !== 0) fds.call({ name: 'fcntl(F_SETFL)', nr: NR.fcntl, args: [made, F_SETFL, status] });
 }
 
 export interface FdKind<K extends string, R extends { fd: number }> {
   readonly kind: K;
   readonly record: Schema<R>;
   matches(info: FdInfo): boolean;
-  dump(ctx: DumpContext, info: FdInfo): R;
-  reopen(ctx: FilesRestoreContext, rec: R): Reopen;
+  dump(ctx: FilesDumpContext, info: FdInfo): R;
+  restore(ctx: FilesRestoreContext, rec: R, fds: FdBuilder): void;
 }
 
 /** Flags to open a path again with: as the process had them, minus creation and truncation. */

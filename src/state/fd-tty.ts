@@ -1,7 +1,7 @@
 // Terminals: a descriptor on the controlling terminal (or any tty) is given back on the terminal the
 // restore runs in, or on /dev/null.
 import { integer, object, string } from '../image/schema.js';
-import { major, reopenFlags, type FdKind } from './fd-kind.js';
+import { major, reopen, reopenFlags, type FdKind } from './fd-kind.js';
 
 /** Pseudo-terminal slaves (136-143), virtual consoles and serial lines (4), /dev/tty and /dev/console (5:0, 5:1). */
 export function isTerminal(rdev: number): boolean {
@@ -20,5 +20,6 @@ export const fdTty: FdKind<'tty', { fd: number; flags: number; path: string }> =
   record,
   matches: (info) => info.stat.isCharacterDevice() && isTerminal(info.stat.rdev),
   dump: (_ctx, info) => ({ fd: info.fd, flags: info.fdinfo.flags, path: info.target }),
-  reopen: (ctx, rec) => ({ path: ctx.terminal, flags: reopenFlags(rec.flags), pos: null }),
+  restore: (ctx, rec, fds) =>
+    reopen(ctx, fds, rec.fd, { path: ctx.terminal, flags: reopenFlags(rec.flags), pos: null }),
 };

@@ -2,32 +2,52 @@
 // refused at dump time, naming the descriptor and what it is.
 import { readdirSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { array, tagged, type Infer } from '../image/schema.js';
+import { array, integer, object, tagged, type Infer } from '../image/schema.js';
 import { parseFdinfo } from '../proc/fdinfo.js';
 import { listProcDir, procError, readProcLink, readProcText } from '../proc/files.js';
 import { NR } from '../sys/nr.js';
-import type { RemoteCall } from '../tracee/remote.js';
+import { sameOpenFile } from '../sys/kcmp.js';
+import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { expectFd, unsupportedMessage, type DumpContext } from './context.js';
 import { fdChardev } from './fd-chardev.js';
+import { fdEpoll } from './fd-epoll.js';
+import { fdEventfd } from './fd-eventfd.js';
 import { fdFile } from './fd-file.js';
-import { major, minor, type FdInfo, type FilesRestoreContext } from './fd-kind.js';
-import { AT_FDCWD, O } from '../sys/fcntl.js';
+import {
+  major,
+  minor,
+  type FdBuilder,
+  type FdInfo,
+  type FilesDumpContext,
+  type FilesRestoreContext,
+} from './fd-kind.js';
+import { O } from '../sys/fcntl.js';
+import { fdPipe } from './fd-pipe.js';
+import { fdSocket } from './fd-socket.js';
 import { fdTty } from './fd-tty.js';
 
 /** Every kind of descriptor ferry saves, tried in this order. */
-export const FD_KINDS = [fdTty, fdChardev, fdFile] as const;
+export const FD_KINDS = [fdTty, fdChardev, fdFile, fdPipe, fdEventfd, fdEpoll, fdSocket] as const;
 
 type Kinds = (typeof FD_KINDS)[number];
 type Variants = { [K in Kinds as K['kind']]: K['record'] };
 
+/** A descriptor that shares the open file of a lower one (dup, inheritance): placed from it. */
+const dupRecord = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  of: integer(0, 1 << 20),
+});
+
 export const filesRecord = array(
-  tagged('kind', Object.fromEntries(FD_KINDS.map((k) => [k.kind, k.record])) as Variants),
+  tagged('kind', {
+    ...(Object.fromEntries(FD_KINDS.map((k) => [k.kind, k.record])) as Variants),
+    dup: dupRecord,
+  }),
   { max: 1 << 20 },
 );
 export type FilesRecord = Infer<typeof filesRecord>;
 export type FdRecord = FilesRecord[number];
-
-const SEEK_SET = 0;
 
 /** What an unsupported descriptor is, in words. */
 function describeFd(info: FdInfo): string {
@@ -60,59 +80,179 @@ function fdInfo(pid: number, fd: number): FdInfo {
   };
 }
 
+/**
+ * Pairs of descriptors that are one open file, later one -> earlier one. Only descriptors on the
+ * same inode can be, so only those are compared.
+ */
+function duplicates(pid: number, infos: readonly FdInfo[]): Map<number, number> {
+  const byInode = new Map<string, number[]>();
+  for (const info of infos) {
+    const key = `${info.stat.dev}:${info.stat.ino}`;
+    byInode.set(key, [...(byInode.get(key) ?? []), info.fd]);
+  }
+  const of = new Map<number, number>();
+  for (const fds of byInode.values()) {
+    for (let i = 1; i < fds.length; i++) {
+      const first = fds.slice(0, i).find((f) => !of.has(f) && sameOpenFile(pid, f, pid, fds[i]!));
+      if (first !== undefined) of.set(fds[i]!, first);
+    }
+  }
+  return of;
+}
+
 export function dumpFiles(ctx: DumpContext): FilesRecord {
-  const fds = listProcDir(ctx.pid, 'fd')
+  const numbers = listProcDir(ctx.pid, 'fd')
     .map(Number)
     .filter((fd) => !ctx.trackerFds.includes(fd))
     .sort((a, b) => a - b);
-  return fds.map((fd) => {
-    const info = fdInfo(ctx.pid, fd);
+  const infos = numbers.map((fd) => fdInfo(ctx.pid, fd));
+  const fctx: FilesDumpContext = { ...ctx, fds: new Map(infos.map((i) => [i.fd, i])) };
+  const dups = duplicates(ctx.pid, infos);
+  return infos.map((info) => {
+    const of = dups.get(info.fd);
+    if (of !== undefined) return { kind: 'dup', fd: info.fd, flags: info.fdinfo.flags, of };
     const kind = FD_KINDS.find((k) => k.matches(info));
     if (!kind) {
       throw new FerryError(
         'FERRY_UNSUPPORTED_STATE',
-        unsupportedMessage(ctx.pid, `fd ${fd} is`, `${describeFd(info)}, which ferry cannot checkpoint yet`),
+        unsupportedMessage(
+          ctx.pid,
+          `fd ${info.fd} is`,
+          `${describeFd(info)}, which ferry cannot checkpoint yet`,
+        ),
       );
     }
-    return { kind: kind.kind, ...kind.dump(ctx, info) } as FdRecord;
+    return { kind: kind.kind, ...kind.dump(fctx, info) } as FdRecord;
   });
 }
 
-function kindOf(rec: FdRecord): Kinds {
+/** The stub's side of FdBuilder: parks made descriptors at `top` and up, then places them. */
+class Builder implements FdBuilder {
+  private pending: RemoteCall[] = [];
+  private readonly checks: { call: number; fd: number; what: string }[] = [];
+  private readonly pairs: { out: bigint; fds: [number, number]; what: string }[] = [];
+  private readonly placements: RemoteCall[] = [];
+  private readonly afters: RemoteCall[] = [];
+  private readonly parked: number[] = [];
+  private readonly made = new Map<string, unknown>();
+  /** Where each placed descriptor was made (for the dup records placed from it). */
+  readonly madeFor = new Map<number, number>();
+
+  constructor(
+    private readonly remote: RemoteSyscalls,
+    /** Descriptors the stub has open: new ones come at the lowest number not among them. */
+    private readonly open: ReadonlySet<number>,
+    private next: number,
+  ) {}
+
+  private free(count: number): number[] {
+    const out: number[] = [];
+    for (let fd = 0; out.length < count; fd++) if (!this.open.has(fd)) out.push(fd);
+    return out;
+  }
+
+  private park(tmp: number): number {
+    const at = this.next++;
+    this.parked.push(at);
+    this.pending.push(
+      { name: `dup3(${tmp}, ${at})`, nr: NR.dup3, args: [tmp, at, 0] },
+      { name: `close(${tmp})`, nr: NR.close, args: [tmp] },
+    );
+    return at;
+  }
+
+  create(call: RemoteCall): number {
+    const [tmp] = this.free(1) as [number];
+    this.checks.push({ call: this.pending.length, fd: tmp, what: call.name });
+    this.pending.push(call);
+    return this.park(tmp);
+  }
+
+  createPair(call: RemoteCall, out: bigint): [number, number] {
+    const tmps = this.free(2) as [number, number];
+    this.pending.push(call);
+    this.pairs.push({ out, fds: tmps, what: call.name });
+    // Both exist before either moves: park the second first, then the first.
+    const [a, b] = tmps;
+    const at = this.next;
+    this.next += 2;
+    this.parked.push(at, at + 1);
+    this.pending.push(
+      { name: `dup3(${a}, ${at})`, nr: NR.dup3, args: [a, at, 0] },
+      { name: `dup3(${b}, ${at + 1})`, nr: NR.dup3, args: [b, at + 1, 0] },
+      { name: `close(${a})`, nr: NR.close, args: [a] },
+      { name: `close(${b})`, nr: NR.close, args: [b] },
+    );
+    return [at, at + 1];
+  }
+
+  call(call: RemoteCall): void {
+    this.pending.push(call);
+  }
+
+  flush(): void {
+    const base = this.pending;
+    this.pending = [];
+    const results = this.remote.batch(base);
+    for (const c of this.checks.splice(0)) expectFd(results[c.call], c.fd, c.what);
+    for (const p of this.pairs.splice(0)) {
+      const got = this.remote.read(p.out, 8);
+      expectFd(BigInt(got.readInt32LE(0)), p.fds[0], p.what);
+      expectFd(BigInt(got.readInt32LE(4)), p.fds[1], p.what);
+    }
+  }
+
+  shared<T>(key: string, make: () => T): T {
+    if (!this.made.has(key)) this.made.set(key, make());
+    return this.made.get(key) as T;
+  }
+
+  place(fd: number, made: number, flags: number): void {
+    this.madeFor.set(fd, made);
+    this.placements.push({ name: `dup3(${made}, ${fd})`, nr: NR.dup3, args: [made, fd, flags & O.CLOEXEC] });
+  }
+
+  after(call: RemoteCall): void {
+    this.afters.push(call);
+  }
+
+  /** Place every descriptor, close the parked ones, then run what waited for the placing. */
+  finish(): void {
+    this.pending.push(
+      ...this.placements,
+      ...this.parked.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })),
+      ...this.afters,
+    );
+    this.flush();
+  }
+}
+
+function kindOf(rec: Exclude<FdRecord, { kind: 'dup' }>): Kinds {
   return FD_KINDS.find((k) => k.kind === rec.kind)!;
 }
 
 /**
- * Give the stub every descriptor, at its number. Each is opened at the lowest free descriptor (the
- * stub has no other), moved to its number with dup3, and sought to its position.
+ * Give the stub every descriptor, at its number: each kind makes its descriptors (kept above every
+ * saved number meanwhile), then all are moved to their numbers and what needs them in place runs.
  */
 export function restoreFiles(ctx: FilesRestoreContext, recs: FilesRecord): void {
   const open = new Set(readdirSync(`/proc/${ctx.pid}/fd`).map(Number));
-  const calls: RemoteCall[] = [];
-  const predicted: { call: number; fd: number; what: string }[] = [];
-  for (const rec of [...recs].sort((a, b) => a.fd - b.fd)) {
-    const spec = (kindOf(rec).reopen as (c: FilesRestoreContext, r: FdRecord) => ReturnType<Kinds['reopen']>)(
-      ctx,
-      rec,
-    );
-    let tmp = 0;
-    while (open.has(tmp)) tmp++;
-    const cloexec = spec.flags & O.CLOEXEC;
-    predicted.push({ call: calls.length, fd: tmp, what: `open(${spec.path})` });
-    calls.push({
-      name: `open(${spec.path})`,
-      nr: NR.openat,
-      args: [AT_FDCWD, ctx.remote.putString(spec.path), spec.flags, 0],
-    });
-    if (tmp !== rec.fd) {
-      calls.push({ name: `dup3(${tmp}, ${rec.fd})`, nr: NR.dup3, args: [tmp, rec.fd, cloexec] });
-      calls.push({ name: `close(${tmp})`, nr: NR.close, args: [tmp] });
+  const top = Math.max(-1, ...open, ...recs.map((r) => r.fd)) + 1;
+  const fds = new Builder(ctx.remote, open, top);
+  ctx.remote.withData(() => {
+    for (const rec of [...recs].sort((a, b) => a.fd - b.fd)) {
+      if (rec.kind === 'dup') {
+        const made = fds.madeFor.get(rec.of);
+        if (made === undefined)
+          throw new FerryError(
+            'FERRY_IMAGE_CORRUPT',
+            `fd ${rec.fd} shares the file of fd ${rec.of}, which the image lacks`,
+          );
+        fds.place(rec.fd, made, rec.flags);
+        continue;
+      }
+      (kindOf(rec).restore as (c: FilesRestoreContext, r: FdRecord, b: FdBuilder) => void)(ctx, rec, fds);
     }
-    open.add(rec.fd);
-    if (spec.pos !== null && spec.pos > 0n) {
-      calls.push({ name: `lseek(${rec.fd})`, nr: NR.lseek, args: [rec.fd, spec.pos, SEEK_SET] });
-    }
-  }
-  const results = ctx.remote.batch(calls);
-  for (const p of predicted) expectFd(results[p.call], p.fd, p.what);
+    fds.finish();
+  });
 }

@@ -1,8 +1,10 @@
 // Processes a test starts: each prints a line when it is ready, and is killed by PID when the test
 // is done with it, whatever happened.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { fileContent } from './compute.js';
+import { killAndReap } from './reaper.js';
 
 export interface Started {
   pid: number;
@@ -97,3 +99,24 @@ export const WITHOUT_TRACE_CAPS = [
   '--bounding-set=-sys_ptrace,-sys_admin,-perfmon',
   '--inh-caps=-all',
 ];
+
+/**
+ * Start `cmd` with stdout and stderr in the file `out`, which a restored copy goes on writing;
+ * wait until the file matches `ready`. `cleanup` kills it by PID.
+ */
+export async function startLogged(
+  out: string,
+  cmd: string,
+  args: string[],
+  ready: RegExp,
+  cleanup: (step: () => void) => void,
+): Promise<number> {
+  const fd = openSync(out, 'w');
+  const child = spawn(cmd, args, { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  child.unref(); // reaped by killAndReap, which Node's handle would wait for in vain
+  const pid = child.pid!;
+  cleanup(() => killAndReap(pid));
+  await fileContent(out, ready);
+  return pid;
+}

@@ -1,0 +1,67 @@
+// epoll: the interest list, from fdinfo's `tfd:` records; made again with epoll_create1 and each
+// watch added once every descriptor is at its number. A watch on a descriptor that was closed
+// since (epoll keeps it while the file lives on elsewhere) cannot be added again and is refused.
+import { FerryError } from '../errors.js';
+import { array, hex64, integer, object, type Infer } from '../image/schema.js';
+import { NR } from '../sys/nr.js';
+import { unsupportedMessage } from './context.js';
+import type { FdKind } from './fd-kind.js';
+
+const EPOLL_CTL_ADD = 1;
+/** struct epoll_event on x86_64: packed u32 events, u64 data. */
+const EPOLL_EVENT = 12;
+const TFD = /^(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*\d+\s+ino:\s*([0-9a-f]+)/;
+
+const record = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  watches: array(object({ fd: integer(0, 1 << 20), events: integer(0, 2 ** 32 - 1), data: hex64 }), {
+    max: 1 << 20,
+  }),
+});
+type EpollRecord = Infer<typeof record>;
+
+export const fdEpoll: FdKind<'epoll', EpollRecord> = {
+  kind: 'epoll',
+  record,
+  matches: (info) => info.target === 'anon_inode:[eventpoll]',
+  dump(ctx, info) {
+    const watches = info.fdinfo.records
+      .filter((r) => r.key === 'tfd')
+      .map((r) => {
+        const m = TFD.exec(r.value);
+        if (!m)
+          throw new FerryError(
+            'FERRY_PARSE',
+            `/proc/${ctx.pid}/fdinfo/${info.fd}: unreadable "tfd: ${r.value}"`,
+          );
+        const fd = Number(m[1]);
+        const watched = ctx.fds.get(fd);
+        if (watched?.stat.ino !== Number.parseInt(m[4]!, 16)) {
+          throw new FerryError(
+            'FERRY_UNSUPPORTED_STATE',
+            unsupportedMessage(
+              ctx.pid,
+              `epoll fd ${info.fd} watches fd ${fd}`,
+              'which was closed or replaced since, and cannot be watched again',
+            ),
+          );
+        }
+        return { fd, events: Number.parseInt(m[2]!, 16), data: BigInt(`0x${m[3]!}`) };
+      });
+    return { fd: info.fd, flags: info.fdinfo.flags, watches };
+  },
+  restore(ctx, rec, fds) {
+    fds.place(rec.fd, fds.create({ name: 'epoll_create1', nr: NR.epoll_create1, args: [0] }), rec.flags);
+    for (const w of rec.watches) {
+      const event = Buffer.alloc(EPOLL_EVENT);
+      event.writeUInt32LE(w.events, 0);
+      event.writeBigUInt64LE(w.data, 4);
+      fds.after({
+        name: `epoll_ctl(${rec.fd}, ADD, ${w.fd})`,
+        nr: NR.epoll_ctl,
+        args: [rec.fd, EPOLL_CTL_ADD, w.fd, ctx.remote.put(event)],
+      });
+    }
+  },
+};

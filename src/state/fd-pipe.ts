@@ -1,0 +1,96 @@
+// Pipes whose both ends the process holds: made again with pipe2, at the capacity they had, and
+// given back the bytes that were buffered in them (read at dump time without taking them out).
+// A pipe whose other end is held elsewhere is refused: nothing here could give that end back.
+import { FerryError } from '../errors.js';
+import { boolean, integer, nullable, object, string, type Infer } from '../image/schema.js';
+import { O } from '../sys/fcntl.js';
+import { NR } from '../sys/nr.js';
+import { F_SETPIPE_SZ, peekPipe } from '../sys/pipe.js';
+import { unsupportedMessage } from './context.js';
+import {
+  setStatusFlags,
+  type FdBuilder,
+  type FdInfo,
+  type FdKind,
+  type FilesRestoreContext,
+} from './fd-kind.js';
+
+const DEFAULT_CAPACITY = 65536;
+/** Buffered bytes are written back in pieces of this size, each through scratch memory. */
+const WRITE_CHUNK = 128 * 1024;
+
+const record = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  pipe: integer(0, Number.MAX_SAFE_INTEGER),
+  write: boolean,
+  /** Only on the pipe's first descriptor: its capacity and buffered bytes (an image part). */
+  capacity: integer(4096, 1 << 30),
+  data: nullable(object({ part: string({ max: 256 }), size: integer(1, 1 << 30) })),
+});
+type PipeRecord = Infer<typeof record>;
+
+const isWriteEnd = (info: FdInfo): boolean => (info.fdinfo.flags & O.ACCMODE) === O.WRONLY;
+
+interface MadePipe {
+  read: number;
+  write: number;
+}
+
+function makePipe(ctx: FilesRestoreContext, rec: PipeRecord, fds: FdBuilder): MadePipe {
+  const remote = ctx.remote;
+  const out = remote.alloc(8);
+  const [read, write] = fds.createPair({ name: 'pipe2', nr: NR.pipe2, args: [out, 0] }, out);
+  if (rec.capacity !== DEFAULT_CAPACITY) {
+    fds.call({ name: 'fcntl(F_SETPIPE_SZ)', nr: NR.fcntl, args: [write, F_SETPIPE_SZ, rec.capacity] });
+  }
+  if (rec.data) {
+    fds.flush();
+    const reader = ctx.source.openPart(rec.data.part);
+    try {
+      for (let done = 0; done < rec.data.size;) {
+        const piece = reader.read(Math.min(WRITE_CHUNK, rec.data.size - done));
+        remote.withData(() => {
+          fds.call({ name: 'write(pipe)', nr: NR.write, args: [write, remote.put(piece), piece.length] });
+          fds.flush();
+        });
+        done += piece.length;
+      }
+    } finally {
+      reader.close();
+    }
+  }
+  return { read, write };
+}
+
+export const fdPipe: FdKind<'pipe', PipeRecord> = {
+  kind: 'pipe',
+  record,
+  matches: (info) => info.target.startsWith('pipe:') && (info.fdinfo.flags & O.ACCMODE) !== O.RDWR,
+  dump(ctx, info) {
+    const ino = info.stat.ino;
+    const ends = [...ctx.fds.values()].filter((f) => f.target === info.target);
+    if (!ends.some((f) => isWriteEnd(f) !== isWriteEnd(info))) {
+      throw new FerryError(
+        'FERRY_UNSUPPORTED_STATE',
+        unsupportedMessage(
+          ctx.pid,
+          `fd ${info.fd} is one end of a pipe (${info.target})`,
+          'whose other end another process holds, which ferry cannot checkpoint yet',
+        ),
+      );
+    }
+    const base = { fd: info.fd, flags: info.fdinfo.flags, pipe: ino, write: isWriteEnd(info) };
+    if (ends[0]!.fd !== info.fd) return { ...base, capacity: DEFAULT_CAPACITY, data: null };
+    const { data, capacity } = peekPipe(`/proc/${ctx.pid}/fd/${info.fd}`);
+    const part = `files/pipe-${ino}`;
+    if (data.length > 0) ctx.writePart(part, data);
+    return { ...base, capacity, data: data.length > 0 ? { part, size: data.length } : null };
+  },
+  restore(ctx, rec, fds) {
+    const made = fds.shared(`pipe:${rec.pipe}`, () => makePipe(ctx, rec, fds));
+    const end = rec.write ? made.write : made.read;
+    setStatusFlags(fds, end, rec.flags);
+    fds.place(rec.fd, end, rec.flags);
+  },
+};

@@ -1,0 +1,174 @@
+// TCP and UDP sockets (IPv4 and IPv6) that are unbound, bound or listening, and UDP sockets with a
+// default peer: made again with socket, their options, bind, listen and connect. Their state is read
+// in ferry from a copy of the socket (pidfd_getfd). TCP connections and other families are refused.
+import { closeSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+import { base64, boolean, integer, nullable, object, type Infer } from '../image/schema.js';
+import { NR } from '../sys/nr.js';
+import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
+import {
+  AF,
+  getpeername,
+  getsockname,
+  getsockopt,
+  getsockoptInt,
+  IPV6_V6ONLY,
+  SO,
+  SOCK,
+  SOL,
+  TCP_INFO,
+  TCP_NODELAY,
+} from '../sys/socket.js';
+import { unsupportedMessage } from './context.js';
+import { setStatusFlags, type FdKind } from './fd-kind.js';
+
+const TCP_LISTEN = 10;
+const TCP_CLOSE = 7;
+/** struct tcp_info: of a listener, tcpi_unacked is its accept queue and tcpi_sacked its backlog. */
+const TCPI_UNACKED = 24;
+const TCPI_SACKED = 28;
+
+const sockaddr = base64(128);
+const record = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  family: integer(0, 64),
+  type: integer(0, 16),
+  protocol: integer(0, 255),
+  /** getsockname: port 0 when unbound. */
+  address: sockaddr,
+  peer: nullable(sockaddr),
+  backlog: nullable(integer(0, 2 ** 31 - 1)),
+  reuseaddr: boolean,
+  reuseport: boolean,
+  keepalive: boolean,
+  nodelay: boolean,
+  v6only: boolean,
+});
+type SocketRecord = Infer<typeof record>;
+
+/** "127.0.0.1:6379" or "[::1]:6379". */
+export function formatSockaddr(addr: Buffer): string {
+  const port = addr.readUInt16BE(2);
+  if (addr.readUInt16LE(0) === AF.INET) return `${[...addr.subarray(4, 8)].join('.')}:${port}`;
+  const words = Array.from({ length: 8 }, (_, i) => addr.readUInt16BE(8 + i * 2).toString(16));
+  return `[${words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::')}]:${port}`;
+}
+
+const port = (addr: Buffer): number => addr.readUInt16BE(2);
+
+/** Read the socket's state from `copy`, a descriptor of ferry's on it. */
+function readSocket(
+  ctx: { pid: number; warn(m: string): void },
+  fd: number,
+  copy: number,
+  flags: number,
+): SocketRecord {
+  const refuse = (what: string): never => {
+    throw new FerryError(
+      'FERRY_UNSUPPORTED_STATE',
+      unsupportedMessage(ctx.pid, `fd ${fd} is ${what},`, 'which ferry cannot checkpoint yet'),
+    );
+  };
+  const family = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
+  const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
+  const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
+  if (family === AF.UNIX) refuse('a Unix socket');
+  if (family !== AF.INET && family !== AF.INET6) refuse(`a socket of address family ${family}`);
+  if (type !== SOCK.STREAM && type !== SOCK.DGRAM) refuse(`an IP socket of type ${type}`);
+  const address = getsockname(copy);
+  const peer = getpeername(copy);
+  let backlog: number | null = null;
+  if (type === SOCK.STREAM) {
+    const info = getsockopt(copy, SOL.TCP, TCP_INFO, 232);
+    const state = info.readUInt8(0);
+    if (state === TCP_LISTEN) {
+      backlog = info.readUInt32LE(TCPI_SACKED);
+      const waiting = info.readUInt32LE(TCPI_UNACKED);
+      if (waiting > 0) {
+        ctx.warn(
+          `fd ${fd} (listening on ${formatSockaddr(address)}): ${waiting} connection(s) not yet accepted are dropped`,
+        );
+      }
+    } else if (state !== TCP_CLOSE) {
+      refuse(`a TCP connection (${formatSockaddr(address)} -> ${peer ? formatSockaddr(peer) : '?'})`);
+    }
+  }
+  const option = (level: number, name: number): boolean => getsockoptInt(copy, level, name) !== 0;
+  return {
+    fd,
+    flags,
+    family,
+    type,
+    protocol,
+    address,
+    peer,
+    backlog,
+    reuseaddr: option(SOL.SOCKET, SO.REUSEADDR),
+    reuseport: option(SOL.SOCKET, SO.REUSEPORT),
+    keepalive: option(SOL.SOCKET, SO.KEEPALIVE),
+    nodelay: type === SOCK.STREAM && option(SOL.TCP, TCP_NODELAY),
+    v6only: family === AF.INET6 && option(SOL.IPV6, IPV6_V6ONLY),
+  };
+}
+
+export const fdSocket: FdKind<'socket', SocketRecord> = {
+  kind: 'socket',
+  record,
+  matches: (info) => info.target.startsWith('socket:'),
+  dump(ctx, info) {
+    const pidfd = pidfdOpen(ctx.pid);
+    try {
+      const copy = pidfdGetfd(pidfd, info.fd);
+      try {
+        return readSocket(ctx, info.fd, copy, info.fdinfo.flags);
+      } finally {
+        closeSync(copy);
+      }
+    } finally {
+      closeSync(pidfd);
+    }
+  },
+  restore(ctx, rec, fds) {
+    const remote = ctx.remote;
+    const made = fds.create({ name: 'socket', nr: NR.socket, args: [rec.family, rec.type, rec.protocol] });
+    const int = (value: number): bigint => {
+      const buf = Buffer.alloc(4);
+      buf.writeInt32LE(value);
+      return remote.put(buf);
+    };
+    const set = (level: number, name: number, value: boolean, what: string): void =>
+      fds.call({
+        name: `setsockopt(${what})`,
+        nr: NR.setsockopt,
+        args: [made, level, name, int(value ? 1 : 0), 4],
+      });
+    const where = formatSockaddr(rec.address);
+    // Bound again even beside connections of the old socket still in TIME_WAIT; put back after.
+    set(SOL.SOCKET, SO.REUSEADDR, true, 'SO_REUSEADDR');
+    if (rec.family === AF.INET6) set(SOL.IPV6, IPV6_V6ONLY, rec.v6only, 'IPV6_V6ONLY');
+    if (rec.reuseport) set(SOL.SOCKET, SO.REUSEPORT, true, 'SO_REUSEPORT');
+    if (rec.keepalive) set(SOL.SOCKET, SO.KEEPALIVE, true, 'SO_KEEPALIVE');
+    if (rec.nodelay) set(SOL.TCP, TCP_NODELAY, true, 'TCP_NODELAY');
+    if (port(rec.address) !== 0) {
+      fds.call({
+        name: `bind(${where})`,
+        nr: NR.bind,
+        args: [made, remote.put(rec.address), rec.address.length],
+      });
+    }
+    if (rec.backlog !== null)
+      fds.call({ name: `listen(${where})`, nr: NR.listen, args: [made, rec.backlog] });
+    if (rec.peer) {
+      const peer = formatSockaddr(rec.peer);
+      fds.call({
+        name: `connect(${peer})`,
+        nr: NR.connect,
+        args: [made, remote.put(rec.peer), rec.peer.length],
+      });
+    }
+    if (!rec.reuseaddr) set(SOL.SOCKET, SO.REUSEADDR, false, 'SO_REUSEADDR');
+    setStatusFlags(fds, made, rec.flags);
+    fds.place(rec.fd, made, rec.flags);
+  },
+};

@@ -1,0 +1,67 @@
+// Socket options and addresses, read in ferry from a copy of a process's socket (pidfd_getfd).
+import { syscall } from './call.js';
+import { isErrno } from './errno.js';
+import { NR } from './nr.js';
+
+export const AF = { UNIX: 1, INET: 2, INET6: 10 } as const;
+export const SOCK = { STREAM: 1, DGRAM: 2 } as const;
+export const SOL = { SOCKET: 1, IPV6: 41, TCP: 6 } as const;
+export const SO = {
+  REUSEADDR: 2,
+  TYPE: 3,
+  SNDBUF: 7,
+  RCVBUF: 8,
+  KEEPALIVE: 9,
+  REUSEPORT: 15,
+  ACCEPTCONN: 30,
+  PROTOCOL: 38,
+  DOMAIN: 39,
+} as const;
+export const IPV6_V6ONLY = 26;
+export const TCP_NODELAY = 1;
+export const TCP_INFO = 11;
+
+const SOCKADDR_MAX = 128;
+
+/** getsockopt into a buffer of `size` bytes; the bytes the kernel wrote. */
+export function getsockopt(fd: number, level: number, name: number, size = 4): Buffer {
+  const value = Buffer.alloc(size);
+  const length = new Uint32Array([size]);
+  syscall(
+    NR.getsockopt,
+    'getsockopt',
+    () => [String(fd), String(level), String(name)],
+    fd,
+    level,
+    name,
+    value,
+    length,
+  );
+  return value.subarray(0, length[0]);
+}
+
+export function getsockoptInt(fd: number, level: number, name: number): number {
+  return getsockopt(fd, level, name).readInt32LE(0);
+}
+
+function address(nr: number, call: string, fd: number): Buffer {
+  const addr = Buffer.alloc(SOCKADDR_MAX);
+  const length = new Uint32Array([SOCKADDR_MAX]);
+  syscall(nr, call, () => [String(fd)], fd, addr, length);
+  return addr.subarray(0, Math.min(length[0]!, SOCKADDR_MAX));
+}
+
+/** The address the socket is bound to (all zeros, port 0, when it is not). */
+export function getsockname(fd: number): Buffer {
+  return address(NR.getsockname, 'getsockname', fd);
+}
+
+/** The address the socket is connected to, or null when it is not connected. */
+export function getpeername(fd: number): Buffer | null {
+  try {
+    return address(NR.getpeername, 'getpeername', fd);
+  } catch (err) {
+    if (isErrno(err, 'ENOTCONN')) return null;
+    throw err;
+  }
+}

@@ -1,0 +1,92 @@
+// Descriptors beyond plain files through dump and restore: pipes with their buffered bytes,
+// eventfd, epoll and its interest list, descriptors sharing one open file, and listening TCP
+// sockets, on a C fixture that checks them itself and on redis-server from Debian's package.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { childrenOf } from '../src/state/unsupported.js';
+import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
+import { cliOk, restoreCli, runCli } from './helpers/cli.js';
+import { fileContent } from './helpers/compute.js';
+import { fixture } from './helpers/fixtures.js';
+import { startLogged as startProcessLogged, traceState } from './helpers/processes.js';
+import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
+
+const cleanup = cleanupAfterAll();
+const { dir } = workDirs('ferry-files', cleanup);
+const REDIS_PORT = 16399;
+
+before(() => becomeSubreaper());
+
+/** Start `cmd` with its output in a file, which a restored copy goes on writing. */
+async function startLogged(
+  cmd: string,
+  args: string[],
+  ready: RegExp,
+): Promise<{ pid: number; out: string }> {
+  const out = `${dir()}/out`;
+  return { pid: await startProcessLogged(out, cmd, args, ready, cleanup), out };
+}
+
+test('pipes, eventfd, epoll and shared open files come back as they were', async () => {
+  const work = dir();
+  const p = await startLogged(fixture('fds'), [work], /^READY\n/);
+  const image = dir();
+  await cliOk(['dump', String(p.pid), '-D', image]);
+  const shown = await cliOk(['show', image]);
+  assert.match(shown, /read end of pipe \d+ \(12 bytes buffered\)/);
+  assert.match(shown, /read end of pipe \d+ \(204800 bytes buffered\)/);
+  assert.match(shown, /eventfd, count 7, semaphore/);
+  assert.match(shown, /the open file of fd 1\n/);
+  const pid = await restoreCli(image, cleanup);
+  process.kill(pid, 'SIGUSR1');
+  assert.match(await fileContent(p.out, /^CHECK .*\n/m), /^CHECK ok$/m);
+});
+
+test('a pipe whose other end another process holds is refused by name; the process runs on', async () => {
+  const out = `${dir()}/out`;
+  const sh = await startLogged('sh', ['-c', `"$0" "$1" | cat > "$2"`, fixture('fds'), dir(), out], /^/);
+  let fds: number | undefined;
+  for (const until = Date.now() + 10_000; fds === undefined && Date.now() < until; await sleep(20))
+    fds = childrenOf(sh.pid).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('fds'));
+  assert.ok(fds, 'the fixture started');
+  cleanup(() => killAndReap(fds));
+  await fileContent(out, /^READY\n/);
+  const r = await runCli(['dump', String(fds), '-D', dir()]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /fd 1 is one end of a pipe \(pipe:\[\d+\]\) whose other end another process holds/);
+  assert.deepEqual(traceState(fds), { state: 'S', tracerPid: 0 });
+});
+
+test('redis-server with 100,000 keys: checkpoint, kill, restore; every key reads back and writes work', async () => {
+  const host = '127.0.0.1';
+  const redis = await startLogged(
+    'redis-server',
+    ['--port', String(REDIS_PORT), '--bind', host, ...REDIS_OPTIONS],
+    /Ready to accept connections/,
+  );
+  assert.match(loadKeys(host, REDIS_PORT), new RegExp(`errors: 0, replies: ${KEYS}`));
+
+  // A client still connected is a TCP connection ferry refuses (for now); redis runs on.
+  const client = connect(REDIS_PORT, host);
+  await new Promise((resolve) => client.once('connect', resolve));
+  const refused = await runCli(['dump', String(redis.pid), '-D', dir()]);
+  client.destroy();
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /fd \d+ is a TCP connection \(127\.0\.0\.1:16399 -> 127\.0\.0\.1:\d+\)/);
+  assert.equal(traceState(redis.pid).tracerPid, 0);
+  await sleep(100); // redis closes its side of the connection
+
+  const image = dir();
+  await cliOk(['dump', String(redis.pid), '-D', image]);
+  assert.match(await cliOk(['show', image]), /TCP socket 127\.0\.0\.1:16399 listening/);
+  const pid = await restoreCli(image, cleanup, '--same-pid', 'require');
+  assert.equal(pid, redis.pid);
+  assert.equal(redisCli(host, REDIS_PORT, 'DBSIZE'), String(KEYS));
+  assert.equal(checkKeys(host, REDIS_PORT), '-1');
+  assert.equal(redisCli(host, REDIS_PORT, 'SET', 'after', 'restore'), 'OK');
+  assert.equal(redisCli(host, REDIS_PORT, 'GET', 'after'), 'restore');
+});
