@@ -1,8 +1,10 @@
 // Descriptors beyond plain files through dump and restore: pipes with their buffered bytes,
 // eventfd, epoll and its interest list, descriptors sharing one open file, and listening TCP
-// sockets, on a C fixture that checks them itself and on redis-server from Debian's package.
+// sockets, on a C fixture that checks them itself, on redis-server from Debian's package and on a
+// Node.js HTTP server.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { connect } from 'node:net';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -89,4 +91,44 @@ test('redis-server with 100,000 keys: checkpoint, kill, restore; every key reads
   assert.equal(checkKeys(host, REDIS_PORT), '-1');
   assert.equal(redisCli(host, REDIS_PORT, 'SET', 'after', 'restore'), 'OK');
   assert.equal(redisCli(host, REDIS_PORT, 'GET', 'after'), 'restore');
+});
+
+const NODE_SERVER = `
+const http = require('http');
+const state = process.argv[1];
+let ticks = 0;
+setInterval(() => ticks++, 5);
+http
+  .createServer((req, res) => res.setHeader('connection', 'close').end(state + ' ' + ticks))
+  .listen(Number(process.argv[2]), '127.0.0.1', () => console.log('READY'));
+`;
+
+/** GET / on a new connection that the server closes: its body. */
+function get(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, agent: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(body));
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer on port ${port}`)));
+    req.on('error', reject).end();
+  });
+}
+
+test('a Node.js HTTP server with a timer answers after restore with the state it held', async () => {
+  const port = 18080;
+  const state = `state-${process.pid}`;
+  const server = await startLogged(process.execPath, ['-e', NODE_SERVER, state, String(port)], /^READY\n/);
+  const before = /^(\S+) (\d+)$/.exec(await get(port));
+  assert.equal(before?.[1], state);
+  await sleep(100); // the server closes its side of the connection
+  const image = dir();
+  await cliOk(['dump', String(server.pid), '-D', image]);
+  const pid = await restoreCli(image, cleanup);
+  assert.ok(readdirSync(`/proc/${pid}/task`).length > 1, 'node runs with its threads');
+  await sleep(100);
+  const after = /^(\S+) (\d+)$/.exec(await get(port));
+  assert.equal(after?.[1], state);
+  assert.ok(Number(after?.[2]) > Number(before?.[2]), 'the timer ran on');
 });
