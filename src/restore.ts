@@ -198,7 +198,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     restoreRlimits(ctx, state.rlimits);
     // The other threads share what is restored so far; IDs, names and credentials are each thread's.
     const tids = [stub.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid ?? 'try')];
-    const channels = tids.map((tid) => (tid === stub!.pid ? remote : remote.thread(tid)));
+    const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
     state.threads.forEach((thread, i) => {
       const inThread = { ...ctx, remote: channels[i]! };
       restoreThread(inThread, thread);

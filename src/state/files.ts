@@ -169,21 +169,10 @@ class Builder implements FdBuilder {
   }
 
   createPair(call: RemoteCall, out: bigint): [number, number] {
-    const tmps = this.free(2) as [number, number];
+    const [a, b] = this.free(2) as [number, number];
     this.pending.push(call);
-    this.pairs.push({ out, fds: tmps, what: call.name });
-    // Both exist before either moves: park the second first, then the first.
-    const [a, b] = tmps;
-    const at = this.next;
-    this.next += 2;
-    this.parked.push(at, at + 1);
-    this.pending.push(
-      { name: `dup3(${a}, ${at})`, nr: NR.dup3, args: [a, at, 0] },
-      { name: `dup3(${b}, ${at + 1})`, nr: NR.dup3, args: [b, at + 1, 0] },
-      { name: `close(${a})`, nr: NR.close, args: [a] },
-      { name: `close(${b})`, nr: NR.close, args: [b] },
-    );
-    return [at, at + 1];
+    this.pairs.push({ out, fds: [a, b], what: call.name });
+    return [this.park(a), this.park(b)];
   }
 
   call(call: RemoteCall): void {

@@ -125,9 +125,9 @@ export function cloneThreads(ctx: RestoreContext, recs: readonly ThreadRecord[],
   const keepIds = samePid !== 'no' && ctx.pid === ctx.originalPid;
   return recs.map((rec) =>
     remote.withData(() => {
-      let tid = keepIds ? cloneThread(remote, rec.tid) : -1n;
-      if (tid < 0n) {
-        if (samePid === 'require') {
+      let tid = keepIds ? cloneThread(remote, rec.tid) : undefined;
+      if (tid === undefined || tid < 0n) {
+        if (tid !== undefined && samePid === 'require') {
           throw new FerryError(
             'FERRY_PID_TAKEN',
             `cannot restore thread ${rec.tid} under its ID: clone3 set_tid gave ${errnoName(Number(-tid))}`,
