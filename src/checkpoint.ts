@@ -4,7 +4,7 @@
 import { hostname, release } from 'node:os';
 import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
-import { IMAGE_VERSION, sealManifest } from './image/manifest.js';
+import { IMAGE_VERSION, pageParts, sealManifest } from './image/manifest.js';
 import { PageStoreWriter, roomBytes } from './image/page-store.js';
 import { DirSink, type ImageSink, type PartSummary } from './image/sink.js';
 import { readProcBytes, readProcText } from './proc/files.js';
@@ -14,15 +14,17 @@ import { parseStatus } from './proc/status.js';
 import type { DumpContext } from './state/context.js';
 import { dumpCreds } from './state/creds.js';
 import { dumpFiles } from './state/files.js';
+import { TreeFiles } from './state/fd-shared.js';
+import { freezeTree } from './state/tree.js';
 import { dumpFs } from './state/fs.js';
-import type { Manifest } from './state/image.js';
+import type { Manifest, ProcessState } from './state/image.js';
 import { trackedSpans, type Baseline } from './state/mem-dirty.js';
 import { ProcessTracking, type TrackingPlan } from './state/mem-tracking.js';
-import { copyPages, DUMP_BATCH, markEarlier, pagesToDump } from './state/mem-pages.js';
+import { copyPages, DUMP_BATCH, markEarlier, pagesToDump, type PageRange } from './state/mem-pages.js';
 import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
-import { dumpSignals } from './state/signals.js';
+import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { refuseUnsupported } from './state/unsupported.js';
 import { isErrno } from './sys/errno.js';
@@ -32,7 +34,7 @@ import { Tracee } from './tracee/tracee.js';
 import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import { classifyVmas } from './vma/classify.js';
-import { parseVmaSelection } from './vma/select.js';
+import { parseVmaSelection, type VmaSelection } from './vma/select.js';
 import { intersectSpans, mergeSpans, rangeSpans, subtractSpans, type Span } from './vma/spans.js';
 
 export interface DumpOptions {
@@ -47,6 +49,11 @@ export interface DumpOptions {
   vmas?: string;
   /** Let the process run on after the dump instead of killing it. */
   leaveRunning?: boolean;
+  /**
+   * Take the process's descendants too (the default): the image holds the tree. false refuses a
+   * process that has children.
+   */
+  tree?: boolean;
   /** Compress the page data with zstd. */
   compress?: boolean;
   /** fsync the image before it counts as written (and before the process is killed). */
@@ -79,6 +86,9 @@ export interface DumpResult {
   /** Milliseconds the process did not run: from freezing until it ran on or was killed. */
   frozenMs: number;
   totalMs: number;
+  /** Processes in the image: the dumped one and its descendants (zombies included). */
+  processes: number;
+  /** VMAs of all of them. */
   vmas: number;
   /** Pages stored, pages found all-zero and left out, pages unchanged since an earlier layer. */
   pages: number;
@@ -122,7 +132,102 @@ function imageDir(options: DumpOptions): string {
   return options.dir;
 }
 
-/** Checkpoint process `pid` into `options.dir` (or `options.sink`). */
+/** What dump() reads of one frozen process before its pages are copied. */
+interface Capture {
+  pid: number;
+  state: ProcessState;
+  writer: PageStoreWriter;
+  /** The pages to copy, and the VMAs they come from. */
+  ranges: PageRange[];
+  stored: VmaRecord[];
+}
+
+/** The root process's part in an incremental dump or a pre-copy round. */
+interface RootTracking {
+  plan: TrackingPlan;
+  baseline: Baseline | undefined;
+}
+
+/**
+ * Read one frozen process: its state from each module, then its VMAs and which pages to copy.
+ * `tracking` is given for the dumped process itself (never for its descendants).
+ */
+function captureProcess(
+  base: Omit<DumpContext, 'pid' | 'tracee' | 'remote' | 'stat' | 'status' | 'trackerFds'>,
+  tracee: Tracee,
+  writer: PageStoreWriter,
+  selection: VmaSelection | undefined,
+  treeFiles: TreeFiles,
+  tracking?: RootTracking,
+): Capture {
+  const pid = tracee.pid;
+  const remote = RemoteSyscalls.open(tracee);
+  remote.installScratch({ size: SCRATCH_SIZE });
+  const stat = userProcessStat(pid);
+  const ctx: DumpContext = {
+    ...base,
+    pid,
+    tracee,
+    remote,
+    stat,
+    status: parseStatus(readProcText(pid, 'status'), `/proc/${pid}/status`),
+    trackerFds: tracking?.plan.trackerFds ?? [],
+  };
+  // Process state, each from its module. The remote scratch region goes before the VMAs are read.
+  refuseUnsupported(ctx);
+  const files = dumpFiles(ctx, treeFiles);
+  const threads = tracee.tids.map((tid) => dumpThread(ctx, tid));
+  const signals = dumpSignals(ctx);
+  const pending = dumpPending(ctx);
+  const mm = dumpMm(ctx);
+  const creds = dumpCreds(ctx);
+  const fs = dumpFs(ctx);
+  const rlimits = dumpRlimits(ctx);
+  remote.removeScratch();
+
+  // Memory: the VMAs, then the pages the checkpoint stores.
+  const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
+  const classified = classifyVmas(
+    smaps,
+    stat,
+    threads.map((t) => t.regs.rsp),
+  );
+  const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
+  tracking?.plan.start(remote, classified);
+  remote.close();
+  const stored = vmas.filter((v) => v.content === 'pages');
+  let ranges = pagesToDump(pid, stored, writer.maxRoom);
+  const baseline = tracking?.baseline;
+  if (baseline) ranges = markEarlier(ranges, unchangedPages(baseline, stored), writer.maxRoom);
+  const state: ProcessState = {
+    pid,
+    command: stat.comm,
+    cmdline: cmdline(pid),
+    selection: selection?.spec ?? null,
+    threads,
+    mm,
+    vmas,
+    files,
+    fs,
+    creds,
+    rlimits,
+    signals,
+    pending,
+  };
+  return { pid, state, writer, ranges, stored };
+}
+
+/** Why a dump takes one process only, or undefined when it takes the tree. */
+function oneProcessOnly(options: DumpOptions): string | undefined {
+  if (options.tree === false) return 'and --no-tree was given: dump without it to take them too';
+  if (options.sink || options.baseline)
+    return 'and migrating a process tree is not supported yet: migrate one process';
+  if (options.tracking || options.trackMem || options.parent !== undefined)
+    return 'and incremental dumps (--every, --track-mem, --parent) take one process: dump the tree whole';
+  return undefined;
+}
+
+/** Checkpoint process `pid` (and its descendants) into `options.dir` (or `options.sink`). */
 export async function dump(pid: number, options: DumpOptions): Promise<DumpResult> {
   const started = performance.now();
   const timings = new Timings();
@@ -152,141 +257,128 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
   const parts: Record<string, PartSummary> = {};
   /** Saved file contents being written (awaited before the commit). */
   const partWrites: Promise<void>[] = [];
-  let tracee: Tracee | undefined;
+  /** Every process frozen, the dumped one first. */
+  let tracees: Tracee[] = [];
   let frozenAt = 0;
   let frozenMs = 0;
   const unfreeze = (how: 'release' | 'kill'): void => {
-    if (!tracee) return;
-    const t = tracee;
-    tracee = undefined;
+    const held = tracees.reverse(); // descendants first
+    tracees = [];
+    if (held.length === 0) return;
     if (how === 'kill') {
       // Killed is never running again: the time the kernel takes to tear it down is not frozen time.
       frozenMs = performance.now() - frozenAt;
-      t.kill();
+      for (const t of held) t.kill();
       return;
     }
-    t.release();
+    let first: Error | undefined;
+    for (const t of held) {
+      try {
+        t.release();
+      } catch (err) {
+        first ??= err instanceof Error ? err : new Error(String(err));
+      }
+    }
     frozenMs = performance.now() - frozenAt;
+    if (first) throw first;
   };
   try {
+    const writerFor = (names: { pages: string; index: string }): PageStoreWriter =>
+      new PageStoreWriter(
+        sink.openPart(names.pages),
+        sink.openPart(names.index),
+        options.compress ?? false,
+        DUMP_BATCH,
+      );
     // Made before the freeze: a compressed store's buffers take a while to fault in.
-    const writer = new PageStoreWriter(
-      sink.openPart('pages.img'),
-      sink.openPart('pagemap.img'),
-      options.compress ?? false,
-      DUMP_BATCH,
-    );
-    tracee = Tracee.freeze(pid);
+    const rootWriter = writerFor(pageParts());
+    const root = Tracee.freeze(pid);
+    tracees = [root];
     frozenAt = performance.now();
     const tracker = options.baseline?.tracker;
-    if (tracker) tracee.onRelease(() => tracker.close());
-    plan.frozen(tracee);
+    if (tracker) root.onRelease(() => tracker.close());
+    const members = freezeTree(root, oneProcessOnly(options));
+    tracees = members.flatMap((m) => (m.tracee ? [m.tracee] : []));
+    plan.frozen(root);
     baseline ??= plan.baseline(sink.location);
     timings.mark('freeze');
-    const remote = RemoteSyscalls.open(tracee);
-    remote.installScratch({ size: SCRATCH_SIZE });
-    const stat = userProcessStat(pid);
-    const ctx: DumpContext = {
-      pid,
-      tracee,
-      remote,
-      stat,
-      status: parseStatus(readProcText(pid, 'status'), `/proc/${pid}/status`),
+    const base = {
       sink,
-      writePart(name, data) {
+      writePart(name: string, data: Buffer) {
         const part = sink.openPart(name);
         const written = part.write(data).then(async () => void (parts[name] = await part.close()));
         written.catch(() => {}); // awaited later; a failure must not go unhandled meanwhile
         partWrites.push(written);
       },
       warn,
-      trackerFds: plan.trackerFds,
     };
-
-    // Process state, each from its module. The remote scratch region goes before the VMAs are read.
-    refuseUnsupported(ctx);
-    const files = dumpFiles(ctx);
-    const threads = tracee.tids.map((tid) => dumpThread(ctx, tid));
-    const signals = dumpSignals(ctx);
-    const mm = dumpMm(ctx);
-    const creds = dumpCreds(ctx);
-    const fs = dumpFs(ctx);
-    const rlimits = dumpRlimits(ctx);
-    remote.removeScratch();
-    timings.mark('state');
-
-    // Memory: the VMAs, then the pages the checkpoint stores.
-    const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
-    const classified = classifyVmas(
-      smaps,
-      stat,
-      threads.map((t) => t.regs.rsp),
+    const treeFiles = new TreeFiles();
+    const captures = tracees.map((t, i) =>
+      i === 0
+        ? captureProcess(base, t, rootWriter, selection, treeFiles, { plan, baseline })
+        : captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
     );
-    const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
-    plan.start(remote, classified);
-    remote.close();
-    const stored = vmas.filter((v) => v.content === 'pages');
-    let ranges = pagesToDump(pid, stored, writer.maxRoom);
-    if (baseline) ranges = markEarlier(ranges, unchangedPages(baseline, stored), writer.maxRoom);
-    const totalBytes = roomBytes(ranges);
-    writer.reserve(totalBytes); // a full disk shows now, before any page is copied
+    treeFiles.checkPipes();
+    const sizes = captures.map((c) => roomBytes(c.ranges));
+    const totalBytes = sizes.reduce((a, b) => a + b, 0);
+    captures.forEach((c, i) => c.writer.reserve(sizes[i]!)); // a full disk shows now, before any page is copied
     timings.mark('scan');
     const copying = baseline?.tracker ?? plan.tracker;
-    await copyPages(pid, ranges, writer, {
-      onCopied: (copied, data) => copying?.copied(copied, data),
-      onProgress: (doneBytes) => options.onProgress?.({ stage: 'pages', doneBytes, totalBytes }),
-    });
-    plan.pagesRead(mergeSpans(stored));
+    let before = 0;
+    for (const [i, c] of captures.entries()) {
+      await copyPages(c.pid, c.ranges, c.writer, {
+        onCopied: i === 0 ? (copied, data) => copying?.copied(copied, data) : undefined,
+        onProgress: (doneBytes) =>
+          options.onProgress?.({ stage: 'pages', doneBytes: before + doneBytes, totalBytes }),
+      });
+      before += sizes[i]!;
+    }
+    plan.pagesRead(mergeSpans(captures[0]!.stored));
     timings.mark('pages');
-    // With --leave-running the process runs on once its last page is read, while the rest is written.
+    // With --leave-running the processes run on once their last page is read, while the rest is written.
     if (options.leaveRunning) unfreeze('release');
-    const store = await writer.finish();
+    const stores = await Promise.all(captures.map((c) => c.writer.finish()));
     await Promise.all(partWrites);
     timings.mark('write');
-    parts['pages.img'] = store.pages;
-    parts['pagemap.img'] = store.index;
+    captures.forEach((c, i) => {
+      const names = pageParts(i === 0 ? undefined : c.pid);
+      parts[names.pages] = stores[i]!.pages;
+      parts[names.index] = stores[i]!.index;
+    });
     Object.assign(parts, baseline?.parts);
 
+    const [first, ...children] = captures.map((c) => c.state);
     const manifest: Omit<Manifest, 'checksum'> = {
       format: 'ferry-image',
       version: IMAGE_VERSION,
       ferry: FERRY_VERSION,
       created: new Date().toISOString(),
-      host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(threads[0]!.xstate) },
+      host: { kernel: release(), hostname: hostname(), xfeatures: xsaveFeatures(first!.threads[0]!.xstate) },
       parts,
       layers: baseline?.layers ?? [],
       parent: baseline?.parent ?? null,
-      state: {
-        pid,
-        command: stat.comm,
-        cmdline: cmdline(pid),
-        selection: options.vmas ?? null,
-        threads,
-        mm,
-        vmas,
-        files,
-        fs,
-        creds,
-        rlimits,
-        signals,
-      },
+      state: first!,
+      tree: members.map((m) => m.record),
+      children,
     };
     const { text, checksum } = sealManifest(manifest);
     await sink.commit(text);
     timings.mark('commit');
-    plan.committed(sink.location, checksum, rangeSpans(ranges));
+    plan.committed(sink.location, checksum, rangeSpans(captures[0]!.ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     timings.mark('end');
     await sink.settle().catch((err: unknown) => warn(`after the dump: ${String(err)}`));
+    const sum = (f: (s: (typeof stores)[number]) => number): number => stores.reduce((n, s) => n + f(s), 0);
     return {
       pid,
       dir: sink.location,
       frozenMs,
       totalMs: performance.now() - started,
-      vmas: vmas.length,
-      pages: store.dataPages,
-      zeroPages: store.zeroPages,
-      unchangedPages: store.earlierPages,
+      processes: members.length,
+      vmas: captures.reduce((n, c) => n + c.state.vmas.length, 0),
+      pages: sum((s) => s.dataPages),
+      zeroPages: sum((s) => s.zeroPages),
+      unchangedPages: sum((s) => s.earlierPages),
       bytesWritten: Object.values(parts).reduce((n, p) => n + p.size, 0) + text.length,
       leftRunning: options.leaveRunning ?? false,
       warnings,
@@ -296,7 +388,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     plan.failed();
     try {
       // The target may run it: the process must not run here too, nor be lost (docs/PROTOCOL.md).
-      if (tracee && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);
+      if (tracees.length > 0 && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);
       unfreeze('release');
     } finally {
       await Promise.allSettled(partWrites);

@@ -3,23 +3,30 @@
 import { closeSync, openSync } from 'node:fs';
 import { FerryError } from './errors.js';
 import { createHasher, initHashing } from './image/hash.js';
-import { openManifest } from './image/manifest.js';
+import { pageParts } from './image/manifest.js';
 import { decodePageIndex, PAGE, type PageIndex } from './image/page-index.js';
 import { PageStoreReader } from './image/page-store.js';
 import { DirSource, type ImageSource, type PartSummary } from './image/sink.js';
 import { resolvePages, type PageLayer, type PageSource } from './image/page-layers.js';
 import { resolve } from 'node:path';
-import { manifestRecord, type Manifest } from './state/image.js';
+import { openImageManifest, type Manifest, type ProcessState } from './state/image.js';
 import { withFileBytes } from './sys/mman.js';
 
-export interface Image {
-  location: string;
-  manifest: Manifest;
-  source: ImageSource;
-  /** Page layers, oldest first (the parents' first); the image's own pages.img last. */
+/** One process of an image, and where its pages are. */
+export interface ProcessImage {
+  state: ProcessState;
+  /** Page layers, oldest first (the parents' first); the process's own page store last. */
   layers: PageLayer[];
   /** Where each run of the process's pages comes from, in address order. */
   pages: PageSource[];
+}
+
+export interface Image extends ProcessImage {
+  location: string;
+  manifest: Manifest;
+  source: ImageSource;
+  /** Every process: the dumped one (this image's state, layers and pages) first, then its descendants. */
+  processes: ProcessImage[];
 }
 
 /** Bytes of a part mapped at a time while it is hashed. */
@@ -53,9 +60,9 @@ function verifyPart(source: ImageSource, name: string, size: number, checksum: s
     throw corrupt(`${path} does not match its checksum: the image is damaged`);
 }
 
-function checkVmas(manifest: Manifest, location: string): void {
+function checkVmas(state: ProcessState, location: string): void {
   let previous = 0n;
-  for (const v of manifest.state.vmas) {
+  for (const v of state.vmas) {
     if (
       v.start < previous ||
       v.end <= v.start ||
@@ -83,9 +90,12 @@ function readIndex(source: ImageSource, name: string, size: number): PageIndex {
   }
 }
 
-/** The image's own page layers, oldest first, its newest (pages.img) last. */
-function ownLayers(source: ImageSource, manifest: Manifest): PageLayer[] {
-  const names = [...manifest.layers, { pages: 'pages.img', index: 'pagemap.img' }];
+/** Page layers of `names` in this image, oldest first. */
+function ownLayers(
+  source: ImageSource,
+  manifest: Manifest,
+  names: readonly { pages: string; index: string }[],
+): PageLayer[] {
   return names.map(({ pages, index: indexName }) => {
     const indexPart = manifest.parts[indexName];
     if (!manifest.parts[pages] || !indexPart)
@@ -112,14 +122,14 @@ function openChain(
   verified?: Record<string, PartSummary>,
 ): { manifest: Manifest; source: ImageSource; layers: PageLayer[] } {
   const source = new DirSource(location);
-  const manifest = openManifest(source.readManifest(), manifestRecord, location);
+  const manifest = openImageManifest(source.readManifest(), location);
   if (expected !== undefined && manifest.checksum !== expected) {
     throw new FerryError(
       'FERRY_IMAGE_CORRUPT',
       `${location} is not the parent image its child was dumped on (its manifest changed): the chain is broken`,
     );
   }
-  checkVmas(manifest, location);
+  for (const state of [manifest.state, ...manifest.children]) checkVmas(state, location);
   for (const [name, part] of Object.entries(manifest.parts)) {
     const seen = verified?.[name];
     if (
@@ -131,7 +141,7 @@ function openChain(
       continue;
     verifyPart(source, name, part.size, part.checksum);
   }
-  const layers = ownLayers(source, manifest);
+  const layers = ownLayers(source, manifest, [...manifest.layers, pageParts()]);
   const parent = manifest.parent;
   if (!parent) return { manifest, source, layers };
   if (depth >= MAX_CHAIN)
@@ -151,5 +161,10 @@ function openChain(
 export async function readImage(location: string, verified?: Record<string, PartSummary>): Promise<Image> {
   await initHashing();
   const { manifest, source, layers } = openChain(location, 0, undefined, verified);
-  return { location, manifest, source, layers, pages: resolvePages(layers) };
+  const root = { state: manifest.state, layers, pages: resolvePages(layers) };
+  const children = manifest.children.map((state) => {
+    const own = ownLayers(source, manifest, [pageParts(state.pid)]);
+    return { state, layers: own, pages: resolvePages(own) };
+  });
+  return { location, manifest, source, ...root, processes: [root, ...children] };
 }

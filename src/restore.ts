@@ -6,21 +6,23 @@ import { release } from 'node:os';
 import { isatty } from 'node:tty';
 import { FerryError, isFerryError } from './errors.js';
 import type { PartSummary } from './image/sink.js';
-import { readImage, type Image } from './read-image.js';
+import { readImage, type Image, type ProcessImage } from './read-image.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
 import type { RestoreContext } from './state/context.js';
 import { restoreCreds } from './state/creds.js';
-import { restoreFiles } from './state/files.js';
+import { restoreFiles, treeFds } from './state/files.js';
+import type { TreeFds } from './state/fd-shared.js';
+import { exitZombies, forkTree, type Made, type TreeRecord } from './state/tree.js';
 import { restoreFs } from './state/fs.js';
 import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
-import { closeBackings, mapVmas, prepareBackings, protectVmas } from './state/mem-vmas.js';
+import { closeBackings, mapVmas, prepareBackings, protectVmas, type VmaRecord } from './state/mem-vmas.js';
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
-import { restoreSignals } from './state/signals.js';
+import { restorePending, restoreSignals } from './state/signals.js';
 import { cloneThreads, finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state/thread.js';
-import { startRestoreStub, type PidMethod, type RestoreStub, type SamePid } from './stub/restore-stub.js';
+import { startRestoreStub, type PidMethod, type SamePid } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { NR } from './sys/nr.js';
 import { PR } from './sys/prctl.js';
@@ -54,6 +56,8 @@ export interface RestoreOptions {
 export interface RestoreResult {
   pid: number;
   originalPid: number;
+  /** Every process restored (the first is `pid`), under its new PID and the one it was dumped with. */
+  processes: { pid: number; originalPid: number }[];
   /** Milliseconds from the start of restore() until the process ran. */
   restoreMs: number;
   pages: number;
@@ -78,7 +82,7 @@ function checkKernel(image: Image): void {
 /** The saved FPU/vector state must fit this CPU: every component in use must exist here. */
 function checkCpu(image: Image, stubPid: number): void {
   const here = xsaveFeatures(ptraceGetXstate(stubPid));
-  for (const t of image.manifest.state.threads) {
+  for (const t of image.processes.flatMap((p) => p.state.threads)) {
     const missing = xstateInUse(t.xstate) & ~here;
     if (missing !== 0n) {
       throw new FerryError(
@@ -92,7 +96,7 @@ function checkCpu(image: Image, stubPid: number): void {
 
 /** The terminal to give descriptors that were one, or null when none was. */
 function resolveTerminal(image: Image, tty: 'inherit' | 'null'): string {
-  const fds = image.manifest.state.files.filter((f) => f.kind === 'tty').map((f) => f.fd);
+  const fds = image.processes.flatMap((p) => p.state.files.filter((f) => f.kind === 'tty').map((f) => f.fd));
   if (fds.length === 0 || tty === 'null') return '/dev/null';
   for (const fd of [0, 1, 2]) if (isatty(fd)) return readlinkSync(`/proc/self/fd/${fd}`);
   throw new FerryError(
@@ -105,8 +109,7 @@ function resolveTerminal(image: Image, tty: 'inherit' | 'null'): string {
  * Turn the stub into a blank address space: a control region of ferry's, the kernel's VMAs in place.
  * `keep` (staged memory of a prefill) stays.
  */
-function bootstrap(ctx: RestoreContext, image: Image, keep: readonly Span[]): void {
-  const vmas = image.manifest.state.vmas;
+function bootstrap(ctx: RestoreContext, vmas: readonly VmaRecord[], keep: readonly Span[]): void {
   const inKeep = (m: Span): boolean => keep.some((k) => k.start <= m.start && m.end <= k.end);
   const stubMaps = parseMaps(readProcText(ctx.pid, 'maps')).filter((m) => !inKeep(m));
   const control = findGap([...vmas, ...stubMaps, ...keep], BigInt(DEFAULT_SCRATCH_SIZE));
@@ -143,7 +146,90 @@ export function letRun(pid: number): void {
   }
 }
 
-/** Restore the process whose image is in `dir`. */
+/** What every process of the restore shares. */
+interface Shared {
+  image: Image;
+  terminal: string;
+  tree: TreeFds;
+  timings: Timings;
+  cleanup: (() => void)[];
+  warn: (message: string) => void;
+}
+
+/**
+ * Turn one held stub into the process `proc` (its memory, descriptors, threads and state) and leave
+ * it held, ready to run. `prefill` (the dumped process only) brings memory staged by a migration.
+ * Returns the pages written.
+ */
+function restoreProcess(
+  made: Made,
+  proc: ProcessImage,
+  shared: Shared,
+  options: { prefill?: Prefill; stopped?: boolean; samePid: SamePid },
+): number {
+  const { image, timings } = shared;
+  const state = proc.state;
+  const remote = RemoteSyscalls.open(made.tracee, { insn: STUB_SYSCALL_ADDRESS });
+  const ctx: RestoreContext = {
+    pid: made.pid,
+    originalPid: state.pid,
+    stub: made.tracee,
+    remote,
+    source: image.source,
+    cleanup: shared.cleanup,
+    warn: shared.warn,
+  };
+  const prefill = options.prefill;
+  bootstrap(ctx, state.vmas, prefill?.stagingRanges() ?? []);
+  const staged: StagedContent = prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
+  const filled = vmasToFill(proc.pages, state.vmas);
+  for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
+  const backings = prepareBackings(ctx, state.vmas);
+  mapVmas(
+    ctx,
+    state.vmas.filter((v) => !staged.has(v)),
+    filled,
+    backings,
+  );
+  closeBackings(ctx, backings);
+  timings.mark('layout');
+  const pages = restorePages(ctx, proc, state.vmas, staged);
+  timings.mark('pages');
+  protectVmas(ctx, filled);
+  restoreMm(ctx, state.mm);
+  restoreFiles({ ...ctx, terminal: shared.terminal, tree: shared.tree }, state.files);
+  restoreFs(ctx, state.fs);
+  restoreRlimits(ctx, state.rlimits);
+  // The other threads share what is restored so far; IDs, names and credentials are each thread's.
+  const tids = [made.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid)];
+  const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
+  state.threads.forEach((thread, i) => {
+    const inThread = { ...ctx, remote: channels[i]! };
+    restoreThread(inThread, thread);
+    restoreCreds(inThread, state.creds);
+  });
+  restoreSignals(ctx, state.signals);
+  state.threads.forEach((thread, i) =>
+    restorePending({ ...ctx, remote: channels[i]! }, state.pending, thread.tid, tids[i]!),
+  );
+  // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
+  if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
+  for (const channel of channels.slice(1)) channel.close();
+  remote.removeScratch();
+  remote.close(); // before finishThread: closing puts back the mask the channel found
+  timings.mark('state');
+  state.threads.forEach((thread, i) => finishThread(ctx, thread, tids[i]!));
+  return pages;
+}
+
+/** The tree of an image: its record, or the dumped process alone (an image of one process). */
+function treeOf(image: Image): TreeRecord {
+  if (image.manifest.tree.length > 0) return image.manifest.tree;
+  const pid = image.manifest.state.pid;
+  return [{ pid, ppid: 0, pgid: pid, sid: pid, command: image.manifest.state.command, exit: null }];
+}
+
+/** Restore the process (or tree of processes) whose image is in `dir`. */
 export async function restore(dir: string, options: RestoreOptions = {}): Promise<RestoreResult> {
   const started = performance.now();
   const timings = new Timings();
@@ -151,81 +237,63 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
   timings.mark('verify');
   checkKernel(image);
   const state = image.manifest.state;
-  const terminal = resolveTerminal(image, options.tty ?? 'inherit');
-  const warnings: string[] = [];
-  const cleanup: (() => void)[] = [];
-  let stub: RestoreStub | undefined;
-  try {
-    stub = options.prefill
-      ? options.prefill.take()
-      : startRestoreStub(state.pid, options.samePid ?? 'try', options.pidMethod);
-    checkCpu(image, stub.pid);
-    timings.mark('spawn');
-    const remote = RemoteSyscalls.open(stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
-    const ctx: RestoreContext = {
-      pid: stub.pid,
-      originalPid: state.pid,
-      stub: stub.tracee,
-      remote,
-      source: image.source,
-      cleanup,
-      warn(message) {
-        warnings.push(message);
-        options.onWarning?.(message);
-      },
-    };
-
-    bootstrap(ctx, image, options.prefill?.stagingRanges() ?? []);
-    const staged: StagedContent =
-      options.prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
-    const filled = vmasToFill(image.pages, state.vmas);
-    for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
-    const backings = prepareBackings(ctx, state.vmas);
-    mapVmas(
-      ctx,
-      state.vmas.filter((v) => !staged.has(v)),
-      filled,
-      backings,
+  const tree = treeOf(image);
+  if (tree.length > 1 && (options.stopped || options.prefill))
+    throw new FerryError(
+      'FERRY_UNSUPPORTED',
+      `${dir} holds a tree of ${tree.length} processes: migrating a tree is not supported yet`,
     );
-    closeBackings(ctx, backings);
-    timings.mark('layout');
-    const pages = restorePages(ctx, image, state.vmas, staged);
-    timings.mark('pages');
-    protectVmas(ctx, filled);
-    restoreMm(ctx, state.mm);
-    restoreFiles({ ...ctx, terminal }, state.files);
-    restoreFs(ctx, state.fs);
-    restoreRlimits(ctx, state.rlimits);
-    // The other threads share what is restored so far; IDs, names and credentials are each thread's.
-    const tids = [stub.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid ?? 'try')];
-    const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
-    state.threads.forEach((thread, i) => {
-      const inThread = { ...ctx, remote: channels[i]! };
-      restoreThread(inThread, thread);
-      restoreCreds(inThread, state.creds);
-    });
-    restoreSignals(ctx, state.signals);
-    // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
-    if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
-    for (const channel of channels.slice(1)) channel.close();
-    remote.removeScratch();
-    remote.close(); // before finishThread: closing puts back the mask the channel found
-    timings.mark('state');
-    state.threads.forEach((thread, i) => finishThread(ctx, thread, tids[i]!));
+  const warnings: string[] = [];
+  const samePid = options.samePid ?? 'try';
+  const shared: Shared = {
+    image,
+    terminal: resolveTerminal(image, options.tty ?? 'inherit'),
+    tree: treeFds(image.processes.map((p) => ({ pid: p.state.pid, files: p.state.files }))),
+    timings,
+    cleanup: [],
+    warn(message) {
+      warnings.push(message);
+      options.onWarning?.(message);
+    },
+  };
+  /** Every stub made, the dumped process's first: on failure all are killed. */
+  const made: Made[] = [];
+  try {
+    const stub = options.prefill
+      ? options.prefill.take()
+      : startRestoreStub(state.pid, samePid, options.pidMethod);
+    const root: Made = { record: tree[0]!, pid: stub.pid, tracee: stub.tracee };
+    made.push(root);
+    checkCpu(image, stub.pid);
+    forkTree(tree, root, made);
+    timings.mark('spawn');
+    const byOriginal = new Map(made.map((m) => [m.record.pid, m]));
+    let pages = 0;
+    for (const [i, proc] of image.processes.entries()) {
+      const prefill = i === 0 ? options.prefill : undefined;
+      pages += restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
+        prefill,
+        stopped: options.stopped,
+        // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.
+        samePid: i === 0 ? samePid : 'try',
+      });
+    }
+    exitZombies(made.filter((m) => m.record.exit !== null));
     // Queued while traced, the stop takes the process as soon as it leaves the ptrace stop.
     if (options.stopped) kill(stub.pid, SIG.SIGSTOP);
-    stub.tracee.release();
+    for (const m of made.splice(0).reverse()) m.tracee.release();
     timings.mark('finish');
     return {
       pid: stub.pid,
       originalPid: state.pid,
+      processes: [...byOriginal.values()].map((m) => ({ pid: m.pid, originalPid: m.record.pid })),
       restoreMs: performance.now() - started,
       pages,
       warnings,
       stages: timings.toJSON(),
     };
   } catch (err) {
-    stub?.tracee.kill();
+    for (const m of made.reverse()) m.tracee.kill();
     options.prefill?.abort();
     if (
       isFerryError(
@@ -238,14 +306,12 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     )
       throw err;
     const why = err instanceof Error ? err.message : String(err);
-    throw new FerryError(
-      'FERRY_RESTORE_FAILED',
-      `restore of ${dir} failed: ${why}; the new process was killed`,
-      {
-        cause: err,
-      },
-    );
+    const what = made.length > 1 ? 'the new processes were killed' : 'the new process was killed';
+    throw new FerryError('FERRY_RESTORE_FAILED', `restore of ${dir} failed: ${why}; ${what}`, {
+      cause: err,
+    });
   } finally {
-    for (const step of cleanup) step();
+    shared.tree.close();
+    for (const step of shared.cleanup) step();
   }
 }

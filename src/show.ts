@@ -3,7 +3,7 @@
 import { FerryError } from './errors.js';
 import { PAGE } from './image/page-index.js';
 import { LayerReader } from './image/page-layers.js';
-import type { Image } from './read-image.js';
+import type { Image, ProcessImage } from './read-image.js';
 import type { VmaRecord } from './state/mem-vmas.js';
 
 export interface VmaContent {
@@ -14,8 +14,8 @@ export interface VmaContent {
 }
 
 /** Stored and zero pages per VMA, from the page index (and the layers it builds on). */
-export function vmaContents(image: Image): VmaContent[] {
-  const out = image.manifest.state.vmas.map((vma) => ({ vma, storedPages: 0, zeroPages: 0 }));
+export function vmaContents(image: ProcessImage): VmaContent[] {
+  const out = image.state.vmas.map((vma) => ({ vma, storedPages: 0, zeroPages: 0 }));
   let i = 0;
   for (const src of image.pages) {
     for (let addr = src.start; addr < src.end; addr += BigInt(PAGE)) {
@@ -33,15 +33,16 @@ export function vmaContents(image: Image): VmaContent[] {
  * The VMA an argument names: an address inside it (0x...), its path or [pseudo-name], or its kind
  * (`heap`, `stack`, ...).
  */
-export function findVma(image: Image, which: string): VmaRecord {
-  const vmas = image.manifest.state.vmas;
+export function findVma(image: ProcessImage, which: string): VmaRecord {
+  const vmas = image.state.vmas;
   const byName = vmas.filter((v) => v.name === which);
   const found = /^0x[0-9a-f]+$/i.test(which)
     ? vmas.filter((v) => v.start <= BigInt(which) && BigInt(which) < v.end)
     : byName.length > 0
       ? byName
       : vmas.filter((v) => v.kind === which);
-  if (found.length === 0) throw new FerryError('FERRY_USAGE', `${image.location} has no VMA ${which}`);
+  if (found.length === 0)
+    throw new FerryError('FERRY_USAGE', `process ${image.state.pid} has no VMA ${which}`);
   if (found.length > 1) {
     const list = found.map((v) => `0x${v.start.toString(16)}`).join(', ');
     throw new FerryError(
@@ -66,7 +67,7 @@ function* zeros(length: bigint): Generator<Buffer> {
  * Every byte of one VMA as the image has it, in chunks: stored pages as stored, every other page
  * as zeros (pages never touched, or not stored by a partial dump).
  */
-export function* vmaBytes(image: Image, vma: VmaRecord): Generator<Buffer> {
+export function* vmaBytes(image: ProcessImage, vma: VmaRecord): Generator<Buffer> {
   const reader = new LayerReader(image.layers);
   let at = vma.start;
   try {
@@ -92,4 +93,15 @@ export function* vmaBytes(image: Image, vma: VmaRecord): Generator<Buffer> {
     reader.close();
   }
   if (at < vma.end) yield* zeros(vma.end - at);
+}
+
+/** The process of an image with PID `pid` (as dumped); the dumped process itself by default. */
+export function findProcess(image: Image, pid?: number): ProcessImage {
+  if (pid === undefined) return image;
+  const found = image.processes.find((p) => p.state.pid === pid);
+  if (!found) {
+    const pids = image.processes.map((p) => p.state.pid).join(', ');
+    throw new FerryError('FERRY_USAGE', `${image.location} holds no process ${pid} (it holds ${pids})`);
+  }
+  return found;
 }

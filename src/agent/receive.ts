@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
 import { decodePageIndex } from '../image/page-index.js';
 import { DirSink, type PartSummary, type PartWriter } from '../image/sink.js';
-import { openManifest } from '../image/manifest.js';
 import {
   decodeLayerNotice,
   eventLine,
@@ -21,7 +20,7 @@ import {
 } from '../migrate/wire.js';
 import { Prefill } from '../prefill.js';
 import { restore } from '../restore.js';
-import { manifestRecord } from '../state/image.js';
+import { openImageManifest } from '../state/image.js';
 import { authorize, type Caller } from './auth.js';
 import type { Registry } from './registry.js';
 
@@ -97,7 +96,7 @@ export class Migrations {
         } else if (frame.type === FRAME.MANIFEST) {
           if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a second manifest');
           const text = frame.payload.toString('utf8');
-          const { state } = openManifest(text, manifestRecord, `migration ${id}`);
+          const { state } = openImageManifest(text, `migration ${id}`);
           authorize(caller, state.creds.uids[0]!, `process ${state.pid}`);
           await Promise.all([...parts.keys()].map(close));
           await sink.commit(text);

@@ -1,5 +1,5 @@
-// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--track-mem] [--parent <dir>] [--compress]
-//   [--sync] [--json]
+// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--track-mem] [--parent <dir>]
+//   [--compress] [--sync] [--json]
 // ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
@@ -23,7 +23,7 @@ function summary(r: DumpResult): string {
   const fate = r.leftRunning ? 'left running' : 'killed';
   const unchanged = r.unchangedPages > 0 ? `, ${r.unchangedPages} unchanged since the parent` : '';
   return (
-    `dumped ${r.pid} to ${r.dir}: frozen ${formatMs(r.frozenMs)}, ${formatBytes(r.bytesWritten)} written, ` +
+    `dumped ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendants` : ''} to ${r.dir}: frozen ${formatMs(r.frozenMs)}, ${formatBytes(r.bytesWritten)} written, ` +
     `${r.pages} pages (${r.zeroPages} zero pages left out${unchanged}), ${r.vmas} VMAs; ${fate}`
   );
 }
@@ -82,7 +82,7 @@ export const dumpCommand: Command = {
   name: 'dump',
   summary: 'checkpoint a running process into an image directory',
   usage:
-    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--track-mem] [--parent <dir>]\n' +
+    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--track-mem] [--parent <dir>]\n' +
     '       [--compress] [--sync] [--json]\n' +
     '       ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]',
   options: {
@@ -93,6 +93,7 @@ export const dumpCommand: Command = {
     keep: { type: 'string' },
     vmas: { type: 'string' },
     'leave-running': { type: 'boolean' },
+    'no-tree': { type: 'boolean' },
     compress: { type: 'boolean' },
     sync: { type: 'boolean' },
   },
@@ -107,6 +108,7 @@ export const dumpCommand: Command = {
         dir,
         vmas: values.vmas as string | undefined,
         leaveRunning: values['leave-running'] === true,
+        tree: values['no-tree'] !== true,
         trackMem: values['track-mem'] === true,
         parent: values.parent as string | undefined,
         compress: values.compress === true,

@@ -3,13 +3,14 @@ import { resolve } from 'node:path';
 import { once } from 'node:events';
 import { FerryError } from '../errors.js';
 import { toJsonValue } from '../image/json.js';
-import { readImage, type Image } from '../read-image.js';
-import { findVma, vmaBytes, vmaContents, type VmaContent } from '../show.js';
+import { readImage, type Image, type ProcessImage } from '../read-image.js';
+import { findProcess, findVma, vmaBytes, vmaContents, type VmaContent } from '../show.js';
 import { formatSockaddr } from '../state/fd-socket.js';
 import type { FdRecord } from '../state/files.js';
 import { SOCK } from '../sys/socket.js';
 import { signalName } from '../sys/signal.js';
 import { printJson, type Command } from './command.js';
+import { parsePid } from './inspect-command.js';
 import { formatBytes, renderTable } from './format.js';
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
@@ -43,14 +44,12 @@ function vmaTable(contents: VmaContent[]): string {
   );
 }
 
-function render(image: Image, contents: VmaContent[]): string {
+function render(image: Image): string {
   const { manifest } = image;
   const s = manifest.state;
   const lines = [
     `image ${image.location}: process ${s.pid} (${s.command}) ${s.mm.exe ?? '(executable deleted)'}`,
     `made ${manifest.created} on ${manifest.host.hostname}, Linux ${manifest.host.kernel}, by ferry ${manifest.ferry}`,
-    `command line: ${s.cmdline.join(' ')}`,
-    `cwd ${s.fs.cwd}, umask ${s.fs.umask.toString(8).padStart(4, '0')}, uid ${s.creds.uids.join('/')}, gid ${s.creds.gids.join('/')}`,
   ];
   if (s.selection !== null)
     lines.push(
@@ -62,7 +61,25 @@ function render(image: Image, contents: VmaContent[]): string {
     );
   if (image.layers.length > 1)
     lines.push(`${image.layers.length} page layers: ${image.layers.map((l) => l.name).join(', ')}`);
-  lines.push('', vmaTable(contents), '');
+  if (manifest.tree.length > 1) {
+    lines.push(`a tree of ${manifest.tree.length} processes:`);
+    for (const m of manifest.tree) {
+      const exited = m.exit === null ? '' : `, a zombie (wait status 0x${m.exit.toString(16)})`;
+      lines.push(`  ${m.pid}: child of ${m.ppid}, group ${m.pgid}, session ${m.sid}${exited}`);
+    }
+  }
+  return [...lines, ...image.processes.map(renderProcess)].join('\n');
+}
+
+function renderProcess(p: ProcessImage): string {
+  const s = p.state;
+  const lines = [
+    '',
+    `process ${s.pid} (${s.command}) ${s.mm.exe ?? '(executable deleted)'}`,
+    `command line: ${s.cmdline.join(' ')}`,
+    `cwd ${s.fs.cwd}, umask ${s.fs.umask.toString(8).padStart(4, '0')}, uid ${s.creds.uids.join('/')}, gid ${s.creds.gids.join('/')}`,
+  ];
+  lines.push('', vmaTable(vmaContents(p)), '');
   for (const { tid, name, regs: r, sigmask, xstate, rseq } of s.threads) {
     lines.push(
       `thread ${tid} (${name}): rip ${hex(r.rip)} rsp ${hex(r.rsp)} rax ${hex(r.rax)} orig_rax ${hex(r.orig_rax)} fs_base ${hex(r.fs_base)}`,
@@ -90,6 +107,8 @@ function describeFd(f: FdRecord): string {
       return `${f.path} @${f.pos}${f.ghost ? ` (deleted, ${f.ghost.size} bytes saved)` : ''}`;
     case 'dup':
       return `the open file of fd ${f.of}`;
+    case 'inherit':
+      return `the open file of fd ${f.of} of process ${f.pid}`;
     case 'pipe':
       return `${f.write ? 'write' : 'read'} end of pipe ${f.pipe}${f.data ? ` (${f.data.size} bytes buffered)` : ''}`;
     case 'eventfd':
@@ -111,7 +130,7 @@ function describeFd(f: FdRecord): string {
   }
 }
 
-async function writeRaw(image: Image, which: string): Promise<void> {
+async function writeRaw(image: ProcessImage, which: string): Promise<void> {
   if (process.stdout.isTTY)
     throw new FerryError('FERRY_USAGE', '--raw writes binary data: redirect it to a file or a pipe');
   const vma = findVma(image, which);
@@ -128,31 +147,35 @@ async function writeRaw(image: Image, which: string): Promise<void> {
 export const showCommand: Command = {
   name: 'show',
   summary: 'show what an image holds; --raw writes one VMA as stored',
-  usage: 'ferry show <dir> [--json] [--vma <addr|name|kind>] [--raw]',
-  options: { vma: { type: 'string' }, raw: { type: 'boolean' } },
+  usage: 'ferry show <dir> [--json] [--pid <pid>] [--vma <addr|name|kind>] [--raw]',
+  options: { vma: { type: 'string' }, raw: { type: 'boolean' }, pid: { type: 'string' } },
   positionals: { min: 1, max: 1 },
   async run({ values, positionals }) {
     const image = await readImage(positionals[0]!);
     const which = values.vma as string | undefined;
+    const pid = values.pid === undefined ? undefined : parsePid(values.pid as string);
+    const proc = findProcess(image, pid);
     if (values.raw) {
       if (which === undefined) throw new FerryError('FERRY_USAGE', '--raw needs --vma <addr|name|kind>');
-      await writeRaw(image, which);
+      await writeRaw(proc, which);
       return 0;
     }
-    let contents = vmaContents(image);
-    if (which !== undefined) {
-      const vma = findVma(image, which);
-      contents = contents.filter((c) => c.vma === vma);
-    }
+    const only = which === undefined ? undefined : findVma(proc, which);
     if (values.json) {
-      const stored = contents.map((c) => ({
-        start: hex(c.vma.start),
-        storedPages: c.storedPages,
-        zeroPages: c.zeroPages,
-      }));
-      printJson({ location: image.location, stored, manifest: toJsonValue(image.manifest) });
+      const storedOf = (p: ProcessImage): unknown[] =>
+        vmaContents(p)
+          .filter((c) => only === undefined || c.vma === only)
+          .map((c) => ({ start: hex(c.vma.start), storedPages: c.storedPages, zeroPages: c.zeroPages }));
+      printJson({
+        location: image.location,
+        stored: storedOf(proc),
+        processes: image.processes.map((p) => ({ pid: p.state.pid, stored: storedOf(p) })),
+        manifest: toJsonValue(image.manifest),
+      });
+    } else if (only !== undefined) {
+      process.stdout.write(`${vmaTable(vmaContents(proc).filter((c) => c.vma === only))}\n`);
     } else {
-      process.stdout.write(`${which !== undefined ? vmaTable(contents) : render(image, contents)}\n`);
+      process.stdout.write(`${pid === undefined ? render(image) : renderProcess(proc).trimStart()}\n`);
     }
     return 0;
   },

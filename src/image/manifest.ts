@@ -18,7 +18,7 @@ import {
 import { PART_NAME } from './sink.js';
 
 export const IMAGE_FORMAT = 'ferry-image';
-export const IMAGE_VERSION = 2;
+export const IMAGE_VERSION = 3;
 
 const CHECKSUM = /^xxh64:[0-9a-f]{16}$/;
 export const partRecord = object({
@@ -33,6 +33,15 @@ export const hostRecord = object({
 });
 
 const IMAGE_PART = /^[a-z][a-z0-9-]*\.img$/;
+
+/**
+ * The parts holding a process's pages in an image: the dumped process's are pages.img and
+ * pagemap.img, those of a descendant (`pid`, as dumped) pages-p<pid>.img and pagemap-p<pid>.img.
+ */
+export function pageParts(pid?: number): { pages: string; index: string } {
+  const suffix = pid === undefined ? '' : `-p${pid}`;
+  return { pages: `pages${suffix}.img`, index: `pagemap${suffix}.img` };
+}
 
 /** An earlier page layer inside the image: its page data and its index (docs/IMAGE.md). */
 export const layerRecord = object({
@@ -49,7 +58,10 @@ export const parentRecord = object({
 export type LayerRecord = Infer<typeof layerRecord>;
 export type ParentRecord = Infer<typeof parentRecord>;
 
-export function manifestSchema<S>(state: Schema<S>) {
+/** Processes an image of a tree may hold. */
+const MAX_PROCESSES = 1 << 15;
+
+export function manifestSchema<S, T>(state: Schema<S>, tree: Schema<T>) {
   return object({
     format: literal(IMAGE_FORMAT),
     version: literal(IMAGE_VERSION),
@@ -60,6 +72,8 @@ export function manifestSchema<S>(state: Schema<S>) {
     layers: array(layerRecord, { max: 1024 }),
     parent: nullable(parentRecord),
     state,
+    tree,
+    children: array(state, { max: MAX_PROCESSES }),
     checksum: string({
       pattern: CHECKSUM,
       description: 'xxh64 of this manifest without its checksum, as ferry writes it',
@@ -75,9 +89,15 @@ export function sealManifest(content: Record<string, unknown>): { text: string; 
 
 /**
  * Parse a manifest: the format and version first (a newer image is refused as such), then the
- * checksum (any edit shows), then the schema.
+ * checksum (any edit shows), then the schema. `upgrade` turns the content of an image of an older
+ * version into this version's.
  */
-export function openManifest<M>(text: string, schema: Schema<M>, location: string): M {
+export function openManifest<M>(
+  text: string,
+  schema: Schema<M>,
+  location: string,
+  upgrade: (old: Record<string, unknown>, version: number) => Record<string, unknown> = (old) => old,
+): M {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -109,7 +129,9 @@ export function openManifest<M>(text: string, schema: Schema<M>, location: strin
       `${location}/manifest.json does not match its checksum: it was edited or damaged`,
     );
   }
-  // Version 1 had neither page layers nor parents.
-  const current = version === 1 ? { ...value, version: IMAGE_VERSION, layers: [], parent: null } : value;
+  const older = typeof version === 'number' && version < IMAGE_VERSION;
+  const current = older
+    ? { ...upgrade(value as Record<string, unknown>, version), version: IMAGE_VERSION }
+    : value;
   return schema.check(current, 'manifest');
 }

@@ -3,6 +3,7 @@ import type { Stats } from 'node:fs';
 import type { Schema } from '../image/schema.js';
 import type { Fdinfo } from '../proc/fdinfo.js';
 import type { DumpContext, RestoreContext } from './context.js';
+import type { TreeFds, TreeFiles } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
@@ -34,11 +35,15 @@ export interface Reopen {
 export interface FilesDumpContext extends DumpContext {
   /** Every descriptor of the process, by number (a pipe's other end, what an epoll watches). */
   fds: ReadonlyMap<number, FdInfo>;
+  /** What the processes of the tree dumped so far hold. */
+  tree: TreeFiles;
 }
 
 export interface FilesRestoreContext extends RestoreContext {
   /** The terminal to give descriptors that were a terminal (or /dev/null). */
   terminal: string;
+  /** What the processes of the tree lend one another. */
+  tree: TreeFds;
 }
 
 /**
@@ -56,6 +61,10 @@ export interface FdBuilder {
   flush(): void;
   /** What was made for `key` (a pipe's ends, for the second end's record), made on first use. */
   shared<T>(key: string, make: () => T): T;
+  /** Hand a copy of `made` to ferry for later processes of the tree, if one asks for `key`. */
+  lend(key: string, made: number): void;
+  /** A descriptor an earlier process lent under `key`, made here; undefined if none was. */
+  borrow(key: string): number | undefined;
   /** Put descriptor `made` at `fd`, close-on-exec if `flags` has O_CLOEXEC. */
   place(fd: number, made: number, flags: number): void;
   /** A call for once every descriptor is in place (an epoll's interest list). */

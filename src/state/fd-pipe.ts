@@ -1,12 +1,12 @@
-// Pipes whose both ends the process holds: made again with pipe2, at the capacity they had, and
-// given back the bytes that were buffered in them (read at dump time without taking them out).
-// A pipe whose other end is held elsewhere is refused: nothing here could give that end back.
-import { FerryError } from '../errors.js';
+// Pipes: made again with pipe2, at the capacity they had, and given back the bytes that were
+// buffered in them (read at dump time without taking them out). The first process of a tree that
+// holds a pipe makes it and lends its ends to the others. A pipe whose other end is held outside
+// the dump is refused (TreeFiles.checkPipes): nothing here could give that end back.
 import { boolean, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import { F_SETPIPE_SZ, peekPipe } from '../sys/pipe.js';
-import { unsupportedMessage } from './context.js';
+import { pipeKey } from './fd-shared.js';
 import {
   setStatusFlags,
   type FdBuilder,
@@ -24,7 +24,7 @@ const record = object({
   flags: integer(0, 2 ** 31 - 1),
   pipe: integer(0, Number.MAX_SAFE_INTEGER),
   write: boolean,
-  /** Only on the pipe's first descriptor: its capacity and buffered bytes (an image part). */
+  /** Only on the pipe's first descriptor in the tree: its capacity and buffered bytes (an image part). */
   capacity: integer(4096, 1 << 30),
   data: nullable(object({ part: string({ max: 256 }), size: integer(1, 1 << 30) })),
 });
@@ -60,7 +60,15 @@ function makePipe(ctx: FilesRestoreContext, rec: PipeRecord, fds: FdBuilder): Ma
       reader.close();
     }
   }
+  fds.lend(pipeKey(rec.pipe, false), read);
+  fds.lend(pipeKey(rec.pipe, true), write);
   return { read, write };
+}
+
+/** A pipe an earlier process of the tree made: both its ends, when it lent them. */
+function borrowPipe(rec: PipeRecord, fds: FdBuilder): MadePipe | undefined {
+  const read = fds.borrow(pipeKey(rec.pipe, false));
+  return read === undefined ? undefined : { read, write: fds.borrow(pipeKey(rec.pipe, true))! };
 }
 
 export const fdPipe: FdKind<'pipe', PipeRecord> = {
@@ -69,26 +77,16 @@ export const fdPipe: FdKind<'pipe', PipeRecord> = {
   matches: (info) => info.target.startsWith('pipe:') && (info.fdinfo.flags & O.ACCMODE) !== O.RDWR,
   dump(ctx, info) {
     const ino = info.stat.ino;
-    const ends = [...ctx.fds.values()].filter((f) => f.target === info.target);
-    if (!ends.some((f) => isWriteEnd(f) !== isWriteEnd(info))) {
-      throw new FerryError(
-        'FERRY_UNSUPPORTED_STATE',
-        unsupportedMessage(
-          ctx.pid,
-          `fd ${info.fd} is one end of a pipe (${info.target})`,
-          'whose other end another process holds, which ferry cannot checkpoint yet',
-        ),
-      );
-    }
     const base = { fd: info.fd, flags: info.fdinfo.flags, pipe: ino, write: isWriteEnd(info) };
-    if (ends[0]!.fd !== info.fd) return { ...base, capacity: DEFAULT_CAPACITY, data: null };
+    if (!ctx.tree.pipeEnd(ctx.pid, info, base.write))
+      return { ...base, capacity: DEFAULT_CAPACITY, data: null };
     const { data, capacity } = peekPipe(`/proc/${ctx.pid}/fd/${info.fd}`);
     const part = `files/pipe-${ino}`;
     if (data.length > 0) ctx.writePart(part, data);
     return { ...base, capacity, data: data.length > 0 ? { part, size: data.length } : null };
   },
   restore(ctx, rec, fds) {
-    const made = fds.shared(`pipe:${rec.pipe}`, () => makePipe(ctx, rec, fds));
+    const made = fds.shared(`pipe:${rec.pipe}`, () => borrowPipe(rec, fds) ?? makePipe(ctx, rec, fds));
     const end = rec.write ? made.write : made.read;
     setStatusFlags(fds, end, rec.flags);
     fds.place(rec.fd, end, rec.flags);

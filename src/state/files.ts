@@ -23,6 +23,7 @@ import {
 } from './fd-kind.js';
 import { O } from '../sys/fcntl.js';
 import { fdPipe } from './fd-pipe.js';
+import { inheritedKey, pipeKey, TreeFds, type TreeFiles } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
 import { fdTty } from './fd-tty.js';
 
@@ -39,10 +40,19 @@ const dupRecord = object({
   of: integer(0, 1 << 20),
 });
 
+/** A descriptor that shares the open file of fd `of` of process `pid`, earlier in the image. */
+const inheritRecord = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  pid: integer(1, 2 ** 22),
+  of: integer(0, 1 << 20),
+});
+
 export const filesRecord = array(
   tagged('kind', {
     ...(Object.fromEntries(FD_KINDS.map((k) => [k.kind, k.record])) as Variants),
     dup: dupRecord,
+    inherit: inheritRecord,
   }),
   { max: 1 << 20 },
 );
@@ -100,17 +110,25 @@ function duplicates(pid: number, infos: readonly FdInfo[]): Map<number, number> 
   return of;
 }
 
-export function dumpFiles(ctx: DumpContext): FilesRecord {
+/**
+ * The descriptor table of a frozen process. `tree` knows the open files of the processes of its
+ * tree dumped before: one this process shares is saved as inherited from there.
+ */
+export function dumpFiles(ctx: DumpContext, tree: TreeFiles): FilesRecord {
   const numbers = listProcDir(ctx.pid, 'fd')
     .map(Number)
     .filter((fd) => !ctx.trackerFds.includes(fd))
     .sort((a, b) => a - b);
   const infos = numbers.map((fd) => fdInfo(ctx.pid, fd));
-  const fctx: FilesDumpContext = { ...ctx, fds: new Map(infos.map((i) => [i.fd, i])) };
+  const fctx: FilesDumpContext = { ...ctx, fds: new Map(infos.map((i) => [i.fd, i])), tree };
   const dups = duplicates(ctx.pid, infos);
   return infos.map((info) => {
+    const flags = info.fdinfo.flags;
     const of = dups.get(info.fd);
-    if (of !== undefined) return { kind: 'dup', fd: info.fd, flags: info.fdinfo.flags, of };
+    if (of !== undefined) return { kind: 'dup', fd: info.fd, flags, of };
+    const earlier = tree.earlier(ctx.pid, info);
+    if (earlier) return { kind: 'inherit', fd: info.fd, flags, pid: earlier.pid, of: earlier.fd };
+    tree.add(ctx.pid, info);
     const kind = FD_KINDS.find((k) => k.matches(info));
     if (!kind) {
       throw new FerryError(
@@ -138,8 +156,13 @@ class Builder implements FdBuilder {
   /** Where each placed descriptor was made (for the dup records placed from it). */
   readonly madeFor = new Map<number, number>();
 
+  private readonly lent: { key: string; made: number }[] = [];
+  /** ferry's process, opened in the stub to borrow from (a pidfd), once something is borrowed. */
+  private ferry: number | undefined;
+
   constructor(
     private readonly remote: RemoteSyscalls,
+    private readonly tree: TreeFds,
     /** Descriptors the stub has open: new ones come at the lowest number not among them. */
     private readonly open: ReadonlySet<number>,
     private next: number,
@@ -196,6 +219,21 @@ class Builder implements FdBuilder {
     return this.made.get(key) as T;
   }
 
+  lend(key: string, made: number): void {
+    if (this.tree.wants(key)) this.lent.push({ key, made });
+  }
+
+  borrow(key: string): number | undefined {
+    const held = this.tree.get(key);
+    if (held === undefined) return undefined;
+    this.ferry ??= this.create({ name: 'pidfd_open(ferry)', nr: NR.pidfd_open, args: [process.pid, 0] });
+    return this.create({
+      name: `pidfd_getfd(ferry, ${held})`,
+      nr: NR.pidfd_getfd,
+      args: [this.ferry, held, 0],
+    });
+  }
+
   place(fd: number, made: number, flags: number): void {
     this.madeFor.set(fd, made);
     this.placements.push({ name: `dup3(${made}, ${fd})`, nr: NR.dup3, args: [made, fd, flags & O.CLOEXEC] });
@@ -205,8 +243,13 @@ class Builder implements FdBuilder {
     this.afters.push(call);
   }
 
-  /** Place every descriptor, close the parked ones, then run what waited for the placing. */
+  /**
+   * Hand ferry what later processes borrow, place every descriptor, close the parked ones, then
+   * run what waited for the placing.
+   */
   finish(): void {
+    this.flush();
+    for (const { key, made } of this.lent) this.tree.hold(key, this.remote.pid, made);
     this.pending.push(
       ...this.placements,
       ...this.parked.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })),
@@ -216,7 +259,7 @@ class Builder implements FdBuilder {
   }
 }
 
-function kindOf(rec: Exclude<FdRecord, { kind: 'dup' }>): Kinds {
+function kindOf(rec: Exclude<FdRecord, { kind: 'dup' | 'inherit' }>): Kinds {
   return FD_KINDS.find((k) => k.kind === rec.kind)!;
 }
 
@@ -227,9 +270,19 @@ function kindOf(rec: Exclude<FdRecord, { kind: 'dup' }>): Kinds {
 export function restoreFiles(ctx: FilesRestoreContext, recs: FilesRecord): void {
   const open = new Set(readdirSync(`/proc/${ctx.pid}/fd`).map(Number));
   const top = Math.max(-1, ...open, ...recs.map((r) => r.fd)) + 1;
-  const fds = new Builder(ctx.remote, open, top);
+  const fds = new Builder(ctx.remote, ctx.tree, open, top);
   ctx.remote.withData(() => {
     for (const rec of [...recs].sort((a, b) => a.fd - b.fd)) {
+      if (rec.kind === 'inherit') {
+        const made = fds.borrow(inheritedKey(rec.pid, rec.of));
+        if (made === undefined)
+          throw new FerryError(
+            'FERRY_IMAGE_CORRUPT',
+            `fd ${rec.fd} shares the file of fd ${rec.of} of process ${rec.pid}, which the image lacks`,
+          );
+        fds.place(rec.fd, made, rec.flags);
+        continue;
+      }
       if (rec.kind === 'dup') {
         const made = fds.madeFor.get(rec.of);
         if (made === undefined)
@@ -242,6 +295,26 @@ export function restoreFiles(ctx: FilesRestoreContext, recs: FilesRecord): void 
       }
       (kindOf(rec).restore as (c: FilesRestoreContext, r: FdRecord, b: FdBuilder) => void)(ctx, rec, fds);
     }
+    for (const [fd, made] of fds.madeFor) fds.lend(inheritedKey(ctx.originalPid, fd), made);
     fds.finish();
   });
+}
+
+/**
+ * What the processes of a tree will borrow from one another: descriptors some process inherits,
+ * and both ends of pipes that more than one process holds.
+ */
+export function treeFds(processes: readonly { pid: number; files: FilesRecord }[]): TreeFds {
+  const wanted = new Set<string>();
+  const pipeHolders = new Map<number, Set<number>>();
+  for (const p of processes) {
+    for (const rec of p.files) {
+      if (rec.kind === 'inherit') wanted.add(inheritedKey(rec.pid, rec.of));
+      if (rec.kind === 'pipe') pipeHolders.set(rec.pipe, (pipeHolders.get(rec.pipe) ?? new Set()).add(p.pid));
+    }
+  }
+  for (const [ino, holders] of pipeHolders) {
+    if (holders.size > 1) wanted.add(pipeKey(ino, false)).add(pipeKey(ino, true));
+  }
+  return new TreeFds(wanted);
 }

@@ -1,6 +1,6 @@
 // The process state an image holds: one record per state module, composed into the manifest schema
 // (docs/image.schema.json is generated from it).
-import { IMAGE_VERSION, manifestSchema } from '../image/manifest.js';
+import { IMAGE_VERSION, manifestSchema, openManifest } from '../image/manifest.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { credsRecord } from './creds.js';
 import { filesRecord } from './files.js';
@@ -8,8 +8,9 @@ import { fsRecord } from './fs.js';
 import { vmasRecord } from './mem-vmas.js';
 import { mmRecord } from './mm.js';
 import { rlimitsRecord } from './rlimits.js';
-import { signalsRecord } from './signals.js';
+import { pendingRecord, signalsRecord } from './signals.js';
 import { threadRecord } from './thread.js';
+import { treeRecord } from './tree.js';
 
 /** Threads an image may hold: the first is the thread-group leader. */
 const MAX_THREADS = 1 << 15;
@@ -27,10 +28,25 @@ export const stateRecord = object({
   creds: credsRecord,
   rlimits: rlimitsRecord,
   signals: signalsRecord,
+  pending: pendingRecord,
 });
 
-export const manifestRecord = manifestSchema(stateRecord);
+export const manifestRecord = manifestSchema(stateRecord, treeRecord);
 export type Manifest = Infer<typeof manifestRecord>;
+
+/**
+ * An image of an older format version, as this one reads it: version 1 had neither page layers
+ * nor parents; versions 1 and 2 held one process and no pending signals.
+ */
+function upgradeManifest(old: Record<string, unknown>): Record<string, unknown> {
+  const state = old.state as Record<string, unknown> | undefined;
+  return { layers: [], parent: null, ...old, state: { ...state, pending: [] }, tree: [], children: [] };
+}
+
+/** Open an image's manifest.json text (openManifest() with this version's schema and upgrades). */
+export function openImageManifest(text: string, location: string): Manifest {
+  return openManifest(text, manifestRecord, location, upgradeManifest);
+}
 export type ProcessState = Manifest['state'];
 
 /** The manifest schema as JSON Schema (docs/image.schema.json). */

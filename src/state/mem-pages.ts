@@ -6,7 +6,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { LayerReader, type PageSource } from '../image/page-layers.js';
 import type { PageStoreWriter } from '../image/page-store.js';
-import type { Image } from '../read-image.js';
+import type { ProcessImage } from '../read-image.js';
 import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
@@ -461,7 +461,7 @@ function copyIn(
 /** Write the stored pages back into the restored process; returns how many pages were written. */
 export function restorePages(
   ctx: RestoreContext,
-  image: Image,
+  image: ProcessImage,
   vmas: readonly VmaRecord[],
   staged: StagedContent = new Map(),
 ): number {

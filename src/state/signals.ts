@@ -1,5 +1,8 @@
 // Signal dispositions: handler, flags, restorer and mask of every signal that is not at its default.
-import { array, hex64, integer, object, type Infer } from '../image/schema.js';
+// And signals queued but not delivered yet (blocked, or sent as the process was frozen), each with
+// its siginfo, to the process or to one of its threads.
+import { array, base64, hex64, integer, nullable, object, type Infer } from '../image/schema.js';
+import { ptracePeekSiginfo, SIGINFO_SIZE } from '../sys/ptrace.js';
 import { NR } from '../sys/nr.js';
 import { NSIG, SIG } from '../sys/signal.js';
 import type { RemoteCall } from '../tracee/remote.js';
@@ -72,4 +75,51 @@ export function restoreSignals(ctx: RestoreContext, rec: SignalsRecord): void {
     });
   }
   ctx.remote.batch(calls);
+}
+
+/** Real-time signals queue up to RLIMIT_SIGPENDING; ferry keeps as many as an image may. */
+const MAX_PENDING = 1 << 16;
+
+export const pendingRecord = array(
+  object({
+    /** The thread it was sent to, or null: sent to the process. */
+    tid: nullable(integer(1, 2 ** 22)),
+    siginfo: base64(SIGINFO_SIZE),
+  }),
+  { max: MAX_PENDING },
+);
+export type PendingRecord = Infer<typeof pendingRecord>;
+
+/** Every queued signal of the frozen process: the process's own, then each thread's. */
+export function dumpPending(ctx: DumpContext): PendingRecord {
+  return [
+    ...ptracePeekSiginfo(ctx.pid, true).map((siginfo) => ({ tid: null, siginfo })),
+    ...ctx.tracee.tids.flatMap((tid) => ptracePeekSiginfo(tid, false).map((siginfo) => ({ tid, siginfo }))),
+  ];
+}
+
+/**
+ * Queue again, in their order, the saved signals of one thread: `thread` is its saved ID, `tid` its
+ * new one, and `ctx.remote` runs inside it (the kernel lets only a thread itself queue a siginfo of
+ * any kind to itself, and only the leader to its process). The leader also queues the process's.
+ * They wait, as every signal does while ferry works in the process, until it runs with its mask.
+ */
+export function restorePending(ctx: RestoreContext, rec: PendingRecord, thread: number, tid: number): void {
+  const leader = tid === ctx.pid;
+  const mine = rec.filter((p) => p.tid === thread || (leader && p.tid === null));
+  ctx.remote.withData(() =>
+    ctx.remote.batch(
+      mine.map(({ tid: to, siginfo }) => {
+        const signal = siginfo.readInt32LE(0);
+        const info = ctx.remote.put(siginfo);
+        return to === null
+          ? { name: `rt_sigqueueinfo(${signal})`, nr: NR.rt_sigqueueinfo, args: [ctx.pid, signal, info] }
+          : {
+              name: `rt_tgsigqueueinfo(${tid}, ${signal})`,
+              nr: NR.rt_tgsigqueueinfo,
+              args: [ctx.pid, tid, signal, info],
+            };
+      }),
+    ),
+  );
 }

@@ -24,7 +24,7 @@ import {
   ptraceSetSigmask,
   ptraceSetXstate,
 } from '../sys/ptrace.js';
-import { REG_NAMES, signed, type RegName, type Regs } from '../sys/regs.js';
+import { NO_RESTART, REG_NAMES, signed, type RegName, type Regs } from '../sys/regs.js';
 import { getRobustList } from '../sys/thread-state.js';
 import type { SamePid } from '../stub/restore-stub.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
@@ -51,7 +51,6 @@ export type ThreadRecord = Infer<typeof threadRecord>;
 const SS_ONSTACK = 1;
 const SS_DISABLE = 2;
 const STACK_T = 24;
-const NO_RESTART = (1n << 64n) - 1n;
 const ERESTARTSYS = -512n;
 const ERESTARTNOINTR = -513n;
 const ERESTARTNOHAND = -514n;

@@ -1,14 +1,10 @@
 // State ferry cannot save yet is refused at dump time, by name, so a dump never succeeds into a
-// restore that would lose it: child processes, timers, pending signals, seccomp, threads whose
-// credentials differ.
+// restore that would lose it: timers, seccomp, threads whose credentials differ.
 // Each refusal here goes when the state module that saves it arrives.
-import { readdirSync, readFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { readProcText } from '../proc/files.js';
-import { parseStat } from '../proc/stat.js';
 import { parseStatus, type ProcStatus } from '../proc/status.js';
 import { NR } from '../sys/nr.js';
-import { signalName } from '../sys/signal.js';
 import { unsupportedMessage, type DumpContext } from './context.js';
 
 const ITIMER = ['ITIMER_REAL', 'ITIMER_VIRTUAL', 'ITIMER_PROF'];
@@ -16,26 +12,6 @@ const ITIMERVAL = 32;
 
 function refuse(pid: number, what: string, why: string): never {
   throw new FerryError('FERRY_UNSUPPORTED_STATE', unsupportedMessage(pid, what, why));
-}
-
-/** PIDs whose parent is `pid`. */
-export function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (parseStat(readFileSync(`/proc/${entry}/stat`, 'latin1')).ppid === pid) children.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return children;
-}
-
-function signalList(mask: bigint): string {
-  const names: string[] = [];
-  for (let s = 1; s <= 64; s++) if ((mask >> BigInt(s - 1)) & 1n) names.push(signalName(s));
-  return names.join(', ');
 }
 
 /** Threads normally share their credentials (glibc changes them in every thread at once). */
@@ -55,24 +31,17 @@ function sameCreds(a: ProcStatus, b: ProcStatus): boolean {
 /** Refuse, naming it, state of the frozen process that ferry cannot restore yet. */
 export function refuseUnsupported(ctx: DumpContext): void {
   const { pid, status } = ctx;
-  let pending = status.sigShared;
   for (const tid of ctx.tracee.tids) {
     const thread = tid === pid ? status : parseStatus(readProcText(pid, `task/${tid}/status`));
-    pending |= thread.sigPending;
     if (!sameCreds(thread, status))
       refuse(pid, `its thread ${tid} has credentials of its own`, 'which ferry cannot restore yet');
   }
-  const children = childrenOf(pid);
-  if (children.length > 0)
-    refuse(pid, `it has child processes (${children.join(', ')}):`, 'process trees come in a later release');
   if (status.seccomp !== 0)
     refuse(
       pid,
       'it runs under seccomp',
       '(mode ' + String(status.seccomp) + '), which ferry cannot restore yet',
     );
-  if (pending !== 0n)
-    refuse(pid, `it has pending signals (${signalList(pending)})`, 'which ferry cannot save yet');
   if (readProcText(pid, 'timers').trim() !== '')
     refuse(pid, 'it has POSIX timers', 'which ferry cannot save yet');
   const out = ctx.remote.alloc(ITIMER.length * ITIMERVAL);

@@ -27,13 +27,30 @@ const STUB_NAME = 'ferry-restore';
 const ZOMBIE_WAIT_MS = 5000;
 const NS_LAST_PID = '/proc/sys/kernel/ns_last_pid';
 
-function pidState(pid: number): { state: 'free' } | { state: 'zombie' | 'taken'; comm: string } {
+type PidState = { state: 'free' } | { state: 'zombie' | 'taken'; comm: string };
+
+function pidState(pid: number): PidState {
   try {
     const stat = parseStat(readFileSync(`/proc/${pid}/stat`, 'latin1'));
     return { state: stat.state === 'Z' || stat.state === 'X' ? 'zombie' : 'taken', comm: stat.comm };
   } catch {
     return { state: 'free' };
   }
+}
+
+/** Who holds `pid`, once a zombie holding it has had time to be reaped. */
+export function settledPidState(pid: number): PidState {
+  let found = pidState(pid);
+  for (const until = Date.now() + ZOMBIE_WAIT_MS; found.state === 'zombie' && Date.now() < until;) {
+    sleepMs(20);
+    found = pidState(pid);
+  }
+  return found;
+}
+
+/** Why `pid` cannot be had, in words. */
+export function pidTakenBy(found: Exclude<PidState, { state: 'free' }>): string {
+  return `it belongs to ${found.comm}${found.state === 'zombie' ? ' (a zombie)' : ''}`;
 }
 
 /** Spawn a stub and hold it frozen. */
@@ -100,18 +117,13 @@ export function startRestoreStub(
   method: PidMethod = 'auto',
 ): RestoreStub {
   if (samePid === 'no') return plainStub();
-  let found = pidState(original);
-  for (const until = Date.now() + ZOMBIE_WAIT_MS; found.state === 'zombie' && Date.now() < until;) {
-    sleepMs(20);
-    found = pidState(original);
-  }
+  const found = settledPidState(original);
   const taken = (why: string): RestoreStub => {
     if (samePid === 'require')
       throw new FerryError('FERRY_PID_TAKEN', `cannot restore under PID ${original}: ${why}`);
     return plainStub();
   };
-  if (found.state !== 'free')
-    return taken(`it belongs to ${found.comm}${found.state === 'zombie' ? ' (a zombie)' : ''}`);
+  if (found.state !== 'free') return taken(pidTakenBy(found));
   if (method === 'ns_last_pid') return stubViaNsLastPid(original) ?? taken('ns_last_pid did not give it');
   const first = plainStub();
   let result: RestoreStub | bigint;

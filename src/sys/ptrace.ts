@@ -19,6 +19,7 @@ export const PTRACE = {
   SEIZE: 0x4206,
   INTERRUPT: 0x4207,
   LISTEN: 0x4208,
+  PEEKSIGINFO: 0x4209,
   GETSIGMASK: 0x420a,
   SETSIGMASK: 0x420b,
   GET_RSEQ_CONFIGURATION: 0x420f,
@@ -109,6 +110,30 @@ export function ptraceGetSiginfo(pid: number): Buffer {
   const out = Buffer.alloc(128);
   ptrace(PTRACE.GETSIGINFO, pid, 0, out);
   return out;
+}
+
+/** Size of a siginfo_t. */
+export const SIGINFO_SIZE = 128;
+const PEEKSIGINFO_SHARED = 1;
+const PEEK_BATCH = 32;
+
+/**
+ * The queued signals of a stopped thread, oldest first, each as its raw siginfo_t: those sent to
+ * the thread, or (`shared`) those sent to its whole process. They stay queued.
+ */
+export function ptracePeekSiginfo(tid: number, shared: boolean): Buffer[] {
+  const out: Buffer[] = [];
+  const args = Buffer.alloc(16);
+  const data = Buffer.alloc(PEEK_BATCH * SIGINFO_SIZE);
+  for (;;) {
+    args.writeBigUInt64LE(BigInt(out.length), 0);
+    args.writeUInt32LE(shared ? PEEKSIGINFO_SHARED : 0, 8);
+    args.writeInt32LE(PEEK_BATCH, 12);
+    const n = ptrace(PTRACE.PEEKSIGINFO, tid, addressOf(args), data);
+    for (let i = 0; i < n; i++)
+      out.push(Buffer.from(data.subarray(i * SIGINFO_SIZE, (i + 1) * SIGINFO_SIZE)));
+    if (n < PEEK_BATCH) return out;
+  }
 }
 
 /** Read a register set into a buffer; returns the bytes the kernel filled. */

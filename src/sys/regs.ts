@@ -36,6 +36,9 @@ export type RegName = (typeof REG_NAMES)[number];
 /** General registers, each as an unsigned 64-bit value. */
 export type Regs = Record<RegName, bigint>;
 
+/** orig_rax of a thread not in a syscall: the kernel restarts nothing on its way out. */
+export const NO_RESTART = (1n << 64n) - 1n;
+
 /** Size of user_regs_struct in bytes. */
 export const USER_REGS_SIZE = REG_NAMES.length * 8;
 

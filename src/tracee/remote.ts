@@ -24,7 +24,7 @@ import {
   ptraceSetSigmask,
   ptraceSyscall,
 } from '../sys/ptrace.js';
-import { signed } from '../sys/regs.js';
+import { NO_RESTART, signed } from '../sys/regs.js';
 import { SIG } from '../sys/signal.js';
 import { waitpid, type WaitStatus } from '../sys/wait.js';
 import { CALL_SIZE, EXECUTOR_CODE, EXECUTOR_END, EXECUTOR_SYSCALL, TABLE_HEADER } from './executor.js';
@@ -34,7 +34,6 @@ const SYSCALL_INSN = Buffer.from([0x0f, 0x05]);
 const SYSCALL_STOP = SIG.SIGTRAP | 0x80;
 const SIGTRAP_BIT = 1n << BigInt(SIG.SIGTRAP - 1);
 const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~SIGTRAP_BIT;
-const NO_RESTART = (1n << 64n) - 1n;
 const FORK_EVENTS = new Set<number>([PTRACE_EVENT.FORK, PTRACE_EVENT.VFORK, PTRACE_EVENT.CLONE]);
 
 /** Layout of a scratch region: executor code, a call table of a quarter of it, then data. */

@@ -2,19 +2,19 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { isFerryError } from '../../src/errors.js';
 import { initHashing } from '../../src/image/hash.js';
-import { openManifest, sealManifest } from '../../src/image/manifest.js';
+import { IMAGE_VERSION, openManifest, sealManifest } from '../../src/image/manifest.js';
 import { integer, literal, object, string } from '../../src/image/schema.js';
 
 before(() => initHashing());
 
 const schema = object({
   format: literal('ferry-image'),
-  version: literal(2),
+  version: literal(IMAGE_VERSION),
   pid: integer(1, 100),
   name: string(),
   checksum: string(),
 });
-const content = { format: 'ferry-image', version: 2, pid: 42, name: 'x' };
+const content = { format: 'ferry-image', version: IMAGE_VERSION, pid: 42, name: 'x' };
 
 test('a sealed manifest opens to the same content, and re-seals to the same text', () => {
   const text = sealManifest(content).text;
@@ -36,8 +36,8 @@ test('edits, foreign files and newer versions are told apart', () => {
     ['FERRY_IMAGE_INVALID', 'not json', /is not JSON/],
     [
       'FERRY_IMAGE_INCOMPATIBLE',
-      sealManifest({ ...content, version: 3 }).text,
-      /format version 3; this ferry reads version 2/,
+      sealManifest({ ...content, version: IMAGE_VERSION + 1 }).text,
+      new RegExp(`format version ${IMAGE_VERSION + 1}; this ferry reads version ${IMAGE_VERSION}`),
     ],
     [
       'FERRY_IMAGE_INVALID',
@@ -52,4 +52,14 @@ test('edits, foreign files and newer versions are told apart', () => {
       code,
     );
   }
+});
+
+test('an image of an older version is read through the upgrade it is given', () => {
+  const old = sealManifest({ format: 'ferry-image', version: IMAGE_VERSION - 1, pid: 42 }).text;
+  const opened = openManifest(old, schema, '/img', (value, version) => ({
+    ...value,
+    name: `from ${version}`,
+  }));
+  assert.equal(opened.version, IMAGE_VERSION);
+  assert.equal(opened.name, `from ${IMAGE_VERSION - 1}`);
 });

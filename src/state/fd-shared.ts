@@ -1,0 +1,102 @@
+// Descriptors the processes of a tree share: an open file one inherited from another (its offset and
+// flags shared), and pipes whose ends are in different processes.
+// On dump, TreeFiles finds them across the processes dumped so far. On restore, TreeFds holds, in
+// ferry, what one process made and a later one needs, until the tree is restored.
+import { closeSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
+import { sameOpenFile } from '../sys/kcmp.js';
+import { unsupportedMessage } from './context.js';
+import type { FdInfo } from './fd-kind.js';
+
+interface Where {
+  pid: number;
+  fd: number;
+}
+
+interface PipeEnds extends Where {
+  target: string;
+  read: boolean;
+  write: boolean;
+}
+
+export class TreeFiles {
+  /** One descriptor of each open file met so far, by inode. */
+  private readonly files = new Map<string, Where[]>();
+  private readonly pipes = new Map<number, PipeEnds>();
+
+  /** The descriptor of an earlier process that is one open file with `fd` of `pid`. */
+  earlier(pid: number, info: FdInfo): Where | undefined {
+    return this.files
+      .get(`${info.stat.dev}:${info.stat.ino}`)
+      ?.find((w) => w.pid !== pid && sameOpenFile(w.pid, w.fd, pid, info.fd));
+  }
+
+  /** An open file met for the first time, at `fd` of `pid`. */
+  add(pid: number, info: FdInfo): void {
+    const key = `${info.stat.dev}:${info.stat.ino}`;
+    this.files.set(key, [...(this.files.get(key) ?? []), { pid, fd: info.fd }]);
+  }
+
+  /** Note one end of a pipe; true when the tree meets this pipe for the first time. */
+  pipeEnd(pid: number, info: FdInfo, write: boolean): boolean {
+    const seen = this.pipes.get(info.stat.ino);
+    if (seen) {
+      seen[write ? 'write' : 'read'] = true;
+      return false;
+    }
+    this.pipes.set(info.stat.ino, { pid, fd: info.fd, target: info.target, read: !write, write });
+    return true;
+  }
+
+  /** A pipe is made again with both its ends: one whose other end is outside the tree is refused. */
+  checkPipes(): void {
+    for (const p of this.pipes.values()) {
+      if (p.read && p.write) continue;
+      throw new FerryError(
+        'FERRY_UNSUPPORTED_STATE',
+        unsupportedMessage(
+          p.pid,
+          `fd ${p.fd} is one end of a pipe (${p.target})`,
+          'whose other end a process outside the dump holds, which ferry cannot checkpoint',
+        ),
+      );
+    }
+  }
+}
+
+/** Key of the descriptor `fd` of the process dumped as `pid`, for the processes inheriting it. */
+export const inheritedKey = (pid: number, fd: number): string => `fd:${pid}:${fd}`;
+/** Key of one end of pipe `ino`. */
+export const pipeKey = (ino: number, write: boolean): string => `pipe:${ino}:${write ? 'write' : 'read'}`;
+
+export class TreeFds {
+  private readonly held = new Map<string, number>();
+
+  /** `wanted`: keys some later process of the tree will ask for. */
+  constructor(private readonly wanted: ReadonlySet<string>) {}
+
+  wants(key: string): boolean {
+    return this.wanted.has(key);
+  }
+
+  /** Keep a copy of descriptor `fd` of process `pid` (held by ferry, not running) for later. */
+  hold(key: string, pid: number, fd: number): void {
+    const pidfd = pidfdOpen(pid);
+    try {
+      this.held.set(key, pidfdGetfd(pidfd, fd));
+    } finally {
+      closeSync(pidfd);
+    }
+  }
+
+  /** ferry's copy of what was held under `key`. */
+  get(key: string): number | undefined {
+    return this.held.get(key);
+  }
+
+  close(): void {
+    for (const fd of this.held.values()) closeSync(fd);
+    this.held.clear();
+  }
+}

@@ -1,0 +1,254 @@
+// Process trees: a process is dumped with its descendants, and restored as the same tree, each
+// process forked from its parent's stub, with the sessions and process groups they had, and the
+// zombies they had not reaped yet.
+import { readFileSync } from 'node:fs';
+import { FerryError, isFerryError } from '../errors.js';
+import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
+import { listThreads, readProcText } from '../proc/files.js';
+import { parseStat, type ProcStat } from '../proc/stat.js';
+import { CLONE_ARGS_SIZE, cloneArgs } from '../sys/clone.js';
+import { SysError } from '../sys/errno.js';
+import { NR } from '../sys/nr.js';
+import { PR } from '../sys/prctl.js';
+import { PTRACE_O, ptraceSetOptions } from '../sys/ptrace.js';
+import { NO_RESTART } from '../sys/regs.js';
+import { SIG } from '../sys/signal.js';
+import { RemoteSyscalls } from '../tracee/remote.js';
+import { Tracee } from '../tracee/tracee.js';
+import { STUB_SYSCALL_ADDRESS } from '../stub/stub.js';
+import { pidTakenBy, settledPidState } from '../stub/restore-stub.js';
+import { unsupportedMessage } from './context.js';
+
+const PID = integer(1, 2 ** 22);
+
+/** One process of the tree, parents before their children; the first is the dumped process. */
+const memberRecord = object({
+  pid: PID,
+  ppid: integer(0, 2 ** 22),
+  pgid: PID,
+  sid: PID,
+  command: string({ max: 16, description: 'comm: the process name' }),
+  /** A zombie's wait status (exit code << 8, or the signal that killed it); null while it runs. */
+  exit: nullable(integer(0, 0xffff)),
+});
+
+export const treeRecord = array(memberRecord, { max: 1 << 15 });
+export type TreeRecord = Infer<typeof treeRecord>;
+export type MemberRecord = Infer<typeof memberRecord>;
+
+/** A process of a frozen tree: held by `tracee`, or a zombie with nothing to hold. */
+export interface Member {
+  record: MemberRecord;
+  tracee: Tracee | undefined;
+}
+
+function statOf(pid: number): ProcStat | undefined {
+  try {
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'latin1'), `/proc/${pid}/stat`);
+  } catch {
+    return undefined; // gone (reaped)
+  }
+}
+
+/** Children of a frozen process: they cannot change while it is frozen. */
+function childrenOf(pid: number): number[] {
+  const out = new Set<number>();
+  for (const tid of listThreads(pid)) {
+    const text = readProcText(pid, `task/${tid}/children`).trim();
+    for (const child of text === '' ? [] : text.split(' ')) out.add(Number(child));
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
+function refuse(pid: number, what: string, why: string): never {
+  throw new FerryError('FERRY_UNSUPPORTED_STATE', unsupportedMessage(pid, what, why));
+}
+
+function recordOf(stat: ProcStat, exit: number | null): MemberRecord {
+  return { pid: stat.pid, ppid: stat.ppid, pgid: stat.pgrp, sid: stat.session, command: stat.comm, exit };
+}
+
+/** A child that has exited: a zombie whose parent has not reaped it. */
+function zombie(pid: number, stat: ProcStat): Member {
+  if (stat.numThreads > 1)
+    refuse(
+      pid,
+      'it is a zombie whose threads run on',
+      '(its main thread exited), which ferry cannot restore',
+    );
+  return { record: recordOf(stat, stat.exitCode), tracee: undefined };
+}
+
+/**
+ * Freeze every descendant of the process frozen as `rootTracee`, parents first: a frozen process
+ * forks no more, so its children are listed once it is frozen. With `oneOnly` (why), children are
+ * refused instead. On failure every descendant frozen so far runs on.
+ */
+export function freezeTree(rootTracee: Tracee, oneOnly: string | undefined): Member[] {
+  const root = rootTracee.pid;
+  const members: Member[] = [{ record: recordOf(statOf(root)!, null), tracee: rootTracee }];
+  try {
+    for (let i = 0; i < members.length; i++) {
+      const parent = members[i]!;
+      if (!parent.tracee) continue;
+      const children = childrenOf(parent.record.pid);
+      if (children.length > 0 && oneOnly !== undefined)
+        refuse(root, `it has child processes (${children.join(', ')}),`, oneOnly);
+      for (const pid of children) {
+        const member = freezeChild(pid);
+        if (member) members.push(member);
+      }
+    }
+    checkTree(members.map((m) => m.record));
+    return members;
+  } catch (err) {
+    for (const m of members.slice(1).reverse()) m.tracee?.release();
+    throw err;
+  }
+}
+
+function freezeChild(pid: number): Member | undefined {
+  const before = statOf(pid);
+  if (!before) return undefined;
+  if (before.state === 'Z') return zombie(pid, before);
+  try {
+    const tracee = Tracee.freeze(pid);
+    return { record: recordOf(statOf(pid)!, null), tracee };
+  } catch (err) {
+    if (!isFerryError(err, 'FERRY_PROCESS_EXITED')) throw err;
+    const after = statOf(pid); // it exited meanwhile: a zombie now, or reaped
+    return after ? zombie(pid, after) : undefined;
+  }
+}
+
+/**
+ * Sessions and groups come back through setsid and setpgid, which reach only what is in the tree:
+ * each must be led by a process of the tree or be the one the dumped process was in (a restore puts
+ * the tree in a session of its own).
+ */
+function checkTree(members: readonly MemberRecord[]): void {
+  const root = members[0]!;
+  const byPid = new Map(members.map((m) => [m.pid, m]));
+  for (const m of members) {
+    if (m.sid !== root.sid && !byPid.has(m.sid))
+      refuse(m.pid, `it is in session ${m.sid}`, 'whose leader is not in the dumped tree');
+    if (m.pgid !== root.pgid && !byPid.has(m.pgid))
+      refuse(m.pid, `it is in process group ${m.pgid}`, 'whose leader is not in the dumped tree');
+    // A session is inherited: its leader must be this process or an ancestor.
+    let up: MemberRecord | undefined = m;
+    while (up && up.pid !== m.sid) up = byPid.get(up.ppid);
+    if (byPid.has(m.sid) && !up)
+      refuse(m.pid, `it is in session ${m.sid}`, 'led by a process that is not its ancestor');
+  }
+}
+
+/** A process of the tree being restored: its stub, under its new PID. */
+export interface Made {
+  record: MemberRecord;
+  pid: number;
+  tracee: Tracee;
+}
+
+/** clone3 a child of the stub held by `parent`, with PID `pid`: its PID or -errno. */
+function forkIn(parent: Tracee, pid: number): bigint {
+  ptraceSetOptions(parent.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK);
+  const remote = RemoteSyscalls.open(parent, { insn: STUB_SYSCALL_ADDRESS });
+  try {
+    remote.installScratch({ size: 1 << 12 });
+    const word = Buffer.alloc(4);
+    word.writeInt32LE(pid);
+    const args = cloneArgs(0n, SIG.SIGCHLD, remote.put(word));
+    const ret = remote.call(NR.clone3, remote.put(args), CLONE_ARGS_SIZE);
+    remote.removeScratch();
+    return ret;
+  } finally {
+    remote.close();
+  }
+}
+
+/**
+ * Fork the rest of the tree from the root's stub, each process from its parent's stub before any
+ * is restored. Each keeps its PID, which its parent knows it by (waitpid, kill): one that is taken
+ * fails the restore. A session leader makes its session before it forks its children. `made` gets
+ * each process as it is forked, so that a failure can kill them all.
+ */
+export function forkTree(tree: TreeRecord, root: Made, made: Made[]): void {
+  const byOriginal = new Map<number, Made>([[root.record.pid, root]]);
+  for (const record of tree.slice(1)) {
+    const parent = byOriginal.get(record.ppid);
+    if (!parent)
+      throw new FerryError(
+        'FERRY_IMAGE_INVALID',
+        `process ${record.pid}'s parent ${record.ppid} is not in the image`,
+      );
+    const taken = (why: string): never => {
+      throw new FerryError(
+        'FERRY_PID_TAKEN',
+        `cannot restore process ${record.pid} (${record.command}) under its PID, which its parent knows it by: ${why}`,
+      );
+    };
+    const holder = settledPidState(record.pid);
+    if (holder.state !== 'free') taken(pidTakenBy(holder));
+    const pid = forkIn(parent.tracee, record.pid);
+    if (pid < 0n) {
+      if (pid === -17n) taken('another process took it');
+      throw new SysError(`clone3 of process ${record.pid} in process ${parent.pid}`, [], Number(-pid));
+    }
+    const child: Made = { record, pid: Number(pid), tracee: Tracee.adopt(Number(pid)) };
+    made.push(child);
+    byOriginal.set(record.pid, child);
+    if (record.sid === record.pid) inProcess(child, (r) => r.check('setsid', NR.setsid));
+  }
+  joinGroups(tree, byOriginal);
+}
+
+function inProcess<T>(made: Made, fn: (remote: RemoteSyscalls) => T): T {
+  const remote = RemoteSyscalls.open(made.tracee, { insn: STUB_SYSCALL_ADDRESS });
+  try {
+    return fn(remote);
+  } finally {
+    remote.close();
+  }
+}
+
+/** Put each process in its group: group leaders first, then their members. */
+function joinGroups(tree: TreeRecord, byOriginal: ReadonlyMap<number, Made>): void {
+  const root = byOriginal.get(tree[0]!.pid)!;
+  const rootGroup = statOf(root.pid)!.pgrp;
+  const leadersFirst = [...tree].sort((a, b) => Number(a.pgid !== a.pid) - Number(b.pgid !== b.pid));
+  for (const record of leadersFirst) {
+    const made = byOriginal.get(record.pid)!;
+    const leader = byOriginal.get(record.pgid);
+    const group = leader ? leader.pid : rootGroup;
+    if (statOf(made.pid)?.pgrp !== group)
+      inProcess(made, (r) => r.check(`setpgid(0, ${group})`, NR.setpgid, 0, group));
+  }
+}
+
+/**
+ * Let the zombies of the tree exit, as they had: with their exit code, or killed by their signal
+ * (not dumping core). Each is sent off running one syscall in its stub; its parent, restored and
+ * still held, finds it when it runs.
+ */
+export function exitZombies(zombies: readonly Made[]): void {
+  for (const z of zombies) {
+    const status = z.record.exit!;
+    const signal = status & 0x7f;
+    inProcess(z, (r) => {
+      r.installScratch({ size: 1 << 12 });
+      r.check('prctl(PR_SET_NAME)', NR.prctl, PR.SET_NAME, r.putString(z.record.command));
+      if (signal !== 0) r.check('prctl(PR_SET_DUMPABLE, 0)', NR.prctl, PR.SET_DUMPABLE, 0);
+      r.removeScratch();
+    });
+    const [nr, rdi, rsi] = signal === 0 ? [NR.exit_group, status >> 8, 0] : [NR.kill, z.pid, signal];
+    z.tracee.replaceSavedRegs(z.pid, {
+      ...z.tracee.savedRegs(z.pid),
+      rip: STUB_SYSCALL_ADDRESS,
+      rax: BigInt(nr),
+      orig_rax: NO_RESTART,
+      rdi: BigInt(rdi),
+      rsi: BigInt(rsi),
+    });
+    z.tracee.release();
+  }
+}

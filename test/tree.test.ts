@@ -1,0 +1,191 @@
+// Process trees through dump and restore: a shell pipeline, python3 threads feeding a child through
+// a pipe, and a tree with its own session, a process group, a zombie and a pending signal. Each is
+// checked from outside (/proc: who is whose parent, group and session) and from what it writes.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseStat } from '../src/proc/stat.js';
+import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
+import { cliOk, restoreCli, runCli } from './helpers/cli.js';
+import { fileContent } from './helpers/compute.js';
+import { FIXTURE_SOURCES, PYTHON } from './helpers/paths.js';
+import { startLogged, traceState } from './helpers/processes.js';
+import { becomeSubreaper, killAndReap, killTree, treeOf } from './helpers/reaper.js';
+
+const cleanup = cleanupAfterAll();
+const { dir } = workDirs('ferry-tree', cleanup);
+
+before(() => becomeSubreaper());
+
+/** Start `cmd` with its output in `<d>/log`; the whole tree it makes is killed at the end. */
+async function startTree(d: string, cmd: string, args: string[]): Promise<number> {
+  const pid = await startLogged(`${d}/log`, cmd, args, /^/, cleanup);
+  cleanup(() => killTree(pid));
+  return pid;
+}
+
+/** Restore `image`; the tree it makes is killed at the end. */
+async function restoreTree(image: string, ...extra: string[]): Promise<number> {
+  const pid = await restoreCli(image, cleanup, ...extra);
+  cleanup(() => killTree(pid));
+  return pid;
+}
+
+/**
+ * Dump the tree of `pid` into a new image, killing it; its processes, which come to this test
+ * process as orphans, are reaped so that their PIDs are free again.
+ */
+async function dumpTree(pid: number): Promise<string> {
+  const image = dir();
+  await cliOk(['dump', String(pid), '-D', image]);
+  const shown = JSON.parse(await cliOk(['show', image, '--json'])) as {
+    manifest: { tree: { pid: number }[] };
+  };
+  for (const p of shown.manifest.tree) killAndReap(p.pid);
+  return image;
+}
+
+async function until(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  for (const end = Date.now() + timeoutMs; !check(); await sleep(20))
+    assert.ok(Date.now() < end, `timed out waiting until ${what}`);
+}
+
+const lines = (path: string): string[] => readFileSync(path, 'utf8').split('\n').slice(0, -1);
+
+test('a shell pipeline restores as a tree, and its output goes on unbroken', async () => {
+  const d = dir();
+  const out = `${d}/out`;
+  const script = 'i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done | sed -u "s/^/n=/" | cat > "$0"';
+  const pid = await startTree(d, 'sh', ['-c', script, out]);
+  await fileContent(out, /^n=20$/m);
+  const processes = treeOf(pid).length;
+  assert.ok(processes >= 4, `sh, its loop, sed and cat (${processes})`);
+  const image = await dumpTree(pid);
+  const atDump = lines(out).length;
+  assert.equal(await restoreTree(image, '--same-pid', 'require'), pid);
+  await until('the pipeline wrote 50 more lines', () => lines(out).length > atDump + 50);
+  killTree(pid); // now: its loop forks all the time, taking PIDs the next tests restore under
+  lines(out).forEach((line, i) => assert.equal(line, `n=${i}`, `line ${i + 1} of the pipeline's output`));
+});
+
+/** The last number each thread ("t<i> <n>") got through the pipe to the child, by thread. */
+function lastCounts(out: string): number[] {
+  const last = [0, 0, 0, 0];
+  for (const line of lines(out)) {
+    const [, i, n] = /^t(\d) (\d+)$/.exec(line) ?? assert.fail(`unexpected line ${line}`);
+    assert.equal(Number(n), last[Number(i)]! + 1, `thread ${i} counts on by one: ${line}`);
+    last[Number(i)] = Number(n);
+  }
+  return last;
+}
+
+test('python3 with 4 threads writing to a pipe its child reads: after restore each counter advances and the child reads on', async () => {
+  const d = dir();
+  const out = `${d}/out`;
+  const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/threads-pipe.py`, out]);
+  await until('every thread wrote', () => existsSync(out) && lastCounts(out).every((n) => n > 5));
+  assert.equal(readFileSync(`/proc/${pid}/status`, 'latin1').match(/^Threads:\s+(\d+)/m)?.[1], '5');
+  const image = await dumpTree(pid);
+  const atDump = lastCounts(out);
+  const restored = await restoreTree(image);
+  await until('every thread counted 30 more, through the child', () =>
+    lastCounts(out).every((n, i) => n > atDump[i]! + 30),
+  );
+  killTree(restored);
+});
+
+interface Shape {
+  role: string;
+  state: string;
+  parent: string;
+  group: string;
+  session: string;
+}
+
+/**
+ * The tree of the tree.py fixture by role (its processes' names): each one's parent, group leader
+ * and session leader by role. The root's group and session are outside the tree when it starts and
+ * its own after a restore: both are called "top".
+ */
+function shape(root: number): Shape[] {
+  const stats = treeOf(root).map((pid) => parseStat(readFileSync(`/proc/${pid}/stat`, 'latin1')));
+  const role = (pid: number): string => {
+    const found = stats.find((s) => s.pid === pid);
+    return !found || pid === root ? 'top' : found.comm.replace(/^tree-/, '');
+  };
+  return stats
+    .map((s) => ({
+      role: role(s.pid),
+      state: s.state === 'Z' ? 'zombie' : 'live',
+      parent: role(s.ppid),
+      group: role(s.pgrp),
+      session: role(s.session),
+    }))
+    .sort((a, b) => a.role.localeCompare(b.role));
+}
+
+const ROLES = ['parent', 'leader', 'member', 'group', 'joiner'];
+
+async function startFixtureTree(d: string): Promise<number> {
+  const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/tree.py`, d]);
+  await until('every process ticks', () => ROLES.every((r) => existsSync(`${d}/${r}`)));
+  await until('the zombie has exited', () => shape(pid).some((s) => s.state === 'zombie'));
+  process.kill(pid, 'SIGUSR1'); // blocked: it stays pending
+  return pid;
+}
+
+/** Every process of the fixture ticks on past where it was. */
+async function ticksOn(d: string): Promise<void> {
+  const count = (r: string): number => Number(readFileSync(`${d}/${r}`, 'utf8'));
+  const from = ROLES.map(count);
+  await until('every process ticks on', () => ROLES.every((r, i) => count(r) > from[i]! + 5));
+}
+
+/** Ask the fixture's parent to reap its zombie and take its pending signal. */
+async function report(d: string): Promise<string> {
+  writeFileSync(`${d}/check`, '');
+  return (await fileContent(`${d}/report`, /\n$/)).trim();
+}
+
+const EXPECTED_SHAPE: Shape[] = [
+  { role: 'group', state: 'live', parent: 'top', group: 'group', session: 'top' },
+  { role: 'joiner', state: 'live', parent: 'top', group: 'group', session: 'top' },
+  { role: 'leader', state: 'live', parent: 'top', group: 'leader', session: 'leader' },
+  { role: 'member', state: 'live', parent: 'leader', group: 'leader', session: 'leader' },
+  { role: 'top', state: 'live', parent: 'top', group: 'top', session: 'top' },
+  { role: 'zombie', state: 'zombie', parent: 'top', group: 'top', session: 'top' },
+];
+
+for (const samePid of ['require', 'no'] as const) {
+  test(`a tree with a session, a process group, a zombie and a pending signal comes back whole (--same-pid ${samePid})`, async () => {
+    const d = dir();
+    const pid = await startFixtureTree(d);
+    assert.deepEqual(shape(pid), EXPECTED_SHAPE);
+    const image = await dumpTree(pid);
+    const shown = await cliOk(['show', image]);
+    assert.match(shown, /^a tree of 6 processes:$/m);
+    assert.match(shown, /a zombie \(wait status 0x700\)/);
+    const restored = await restoreTree(image, '--same-pid', samePid);
+    assert.equal(restored === pid, samePid === 'require');
+    assert.deepEqual(shape(restored), EXPECTED_SHAPE);
+    await ticksOn(d);
+    assert.equal(await report(d), `zombie 7 usr1 ${process.pid}`);
+  });
+}
+
+test('--no-tree refuses a process with children, naming them, and the tree runs on', async () => {
+  const d = dir();
+  const pid = await startFixtureTree(d);
+  const children = treeOf(pid).slice(1, 1 + 5);
+  const r = await runCli(['dump', String(pid), '-D', dir(), '--no-tree']);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    new RegExp(`cannot checkpoint process ${pid}: it has child processes \\(${children[0]}, `),
+  );
+  assert.match(r.stderr, /--no-tree was given/);
+  for (const p of treeOf(pid)) assert.equal(traceState(p).tracerPid, 0);
+  await ticksOn(d);
+  assert.equal(await report(d), `zombie 7 usr1 ${process.pid}`);
+});
