@@ -1,9 +1,10 @@
 // What the benchmarks share: CRIU's presence, C fixture workloads started with stdout on a file,
 // and wall-clock timing.
 import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fixture } from '../test/helpers/fixtures.js';
+import { CLI } from '../test/helpers/paths.js';
 
 /** CRIU's version when `criu` >= 4.1 is on PATH, else null. */
 export function criuVersion(): string | null {
@@ -48,4 +49,39 @@ export function time<T>(fn: () => T): [T, number] {
   const t0 = performance.now();
   const result = fn();
   return [result, performance.now() - t0];
+}
+
+export interface DumpFlags {
+  leaveRunning?: boolean;
+  /** ferry only: zstd page data. */
+  compress?: boolean;
+}
+
+/** `ferry dump --json` of `pid` into `image`: its own frozen time. */
+export function ferryDump(pid: number, image: string, flags: DumpFlags = {}): { frozenMs: number } {
+  const args = [CLI, 'dump', String(pid), '-D', image, '--json'];
+  if (flags.leaveRunning) args.push('--leave-running');
+  if (flags.compress) args.push('--compress');
+  return JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as { frozenMs: number };
+}
+
+/** `ferry restore --json` of `image`: the new PID and ferry's own restore time. */
+export function ferryRestore(image: string): { pid: number; restoreMs: number } {
+  const out = execFileSync(process.execPath, [CLI, 'restore', '-D', image, '--json'], { encoding: 'utf8' });
+  return JSON.parse(out) as { pid: number; restoreMs: number };
+}
+
+/** `criu dump` of `pid` (and its tree) into `image`: the frozen time CRIU reports. */
+export function criuDump(pid: number, image: string, flags: DumpFlags = {}): { frozenMs: number } {
+  const args = ['dump', '-t', String(pid), '-D', image, '-o', 'dump.log', '--display-stats'];
+  if (flags.leaveRunning) args.push('--leave-running');
+  const out = execFileSync('criu', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const us = /Frozen time: (\d+) us/.exec(out);
+  if (!us) throw new Error(`criu dump printed no frozen time:\n${out}`);
+  return { frozenMs: Number(us[1]) / 1000 };
+}
+
+/** `criu restore -d` of `image`: the process runs under its old PID, CRIU detached. */
+export function criuRestore(image: string): void {
+  execFileSync('criu', ['restore', '-D', image, '-d', '-o', 'restore.log'], { stdio: 'ignore' });
 }

@@ -1,21 +1,33 @@
 // bench/checkpoint/dump-restore: dump and restore of workloads of several sizes and kinds of
-// memory, with ferry and, when criu >= 4.1 is on PATH, CRIU interleaved, run by run.
+// memory, then of real programs (4 threads; redis-server holding 1 GiB), with ferry and, when
+// criu >= 4.1 is on PATH, CRIU interleaved, run by run.
 //   npm run bench:checkpoint -- [--sizes 64,512,2048] [--kinds random,zero,half] [--runs 5]
+//                                [--programs threads,redis] [--redis-mib 1024]
 //                                [--mode kill|leave-running] [--compress] [--no-criu]
+// (`--sizes ''` or `--programs ''` leaves those out.) A restored program is checked before it is
+// counted: every thread there, every redis key read back.
 // Reports medians: frozen time (each tool's own figure), dump wall time, image size, restore wall
 // time (until the command returns with the process running) and ferry's own restore time; then
 // ferry/CRIU ratios. One warm-up round per configuration is not counted: first use of memory is
 // much slower in a virtual machine than any later one.
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
-import { CLI } from '../../test/helpers/paths.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { median } from '../stats.js';
-import { criuVersion, dirBytes, startWorkload, time } from '../workload.js';
+import { redisProgram, threadsProgram, type Program } from './programs.js';
+import {
+  criuDump,
+  criuRestore,
+  criuVersion,
+  dirBytes,
+  ferryDump,
+  ferryRestore,
+  startWorkload,
+  time,
+} from '../workload.js';
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +35,8 @@ const { values } = parseArgs({
     kinds: { type: 'string', default: 'random,zero,half' },
     runs: { type: 'string', default: '5' },
     mode: { type: 'string', default: 'kill' },
+    programs: { type: 'string', default: 'threads,redis' },
+    'redis-mib': { type: 'string', default: '1024' },
     compress: { type: 'boolean', default: false },
     'no-criu': { type: 'boolean', default: false },
   },
@@ -39,49 +53,43 @@ interface Sample {
 
 type Tool = 'ferry' | 'criu';
 
-function ferryDump(pid: number, image: string): { frozenMs: number } {
-  const args = [CLI, 'dump', String(pid), '-D', image, '--json'];
-  if (values.mode === 'leave-running') args.push('--leave-running');
-  if (values.compress) args.push('--compress');
-  return JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as { frozenMs: number };
+/** A synthetic workload: `mib` MiB of memory of one kind (the memload fixture). */
+function memload(mib: number, kind: string): Program {
+  return {
+    size: `${mib} MiB`,
+    kind,
+    async start(work) {
+      const w = await startWorkload(work, 'memload', [String(mib), kind]);
+      return { pid: w.pid, exited: w.exited, check: () => {} };
+    },
+  };
 }
 
-function ferryRestore(image: string): { pid: number; restoreMs: number } {
-  const out = execFileSync(process.execPath, [CLI, 'restore', '-D', image, '--json'], { encoding: 'utf8' });
-  return JSON.parse(out) as { pid: number; restoreMs: number };
-}
-
-function criuDump(pid: number, image: string): { frozenMs: number } {
-  const args = ['dump', '-t', String(pid), '-D', image, '-o', 'dump.log', '--display-stats'];
-  if (values.mode === 'leave-running') args.push('--leave-running');
-  const out = execFileSync('criu', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const us = /Frozen time: (\d+) us/.exec(out);
-  if (!us) throw new Error(`criu dump printed no frozen time:\n${out}`);
-  return { frozenMs: Number(us[1]) / 1000 };
-}
-
-function criuRestore(image: string, pid: number): { pid: number; restoreMs: null } {
-  execFileSync('criu', ['restore', '-D', image, '-d', '-o', 'restore.log'], { stdio: 'ignore' });
-  return { pid, restoreMs: null };
-}
-
-async function sample(tool: Tool, mib: number, kind: string): Promise<Sample> {
+async function sample(tool: Tool, program: Program): Promise<Sample> {
   const work = mkdtempSync(join(tmpdir(), `ferry-bench-${tool}-`));
   const image = join(work, 'image');
   mkdirSync(image);
   try {
-    const workload = await startWorkload(work, 'memload', [String(mib), kind]);
+    const running = await program.start(work);
+    const flags = { leaveRunning: values.mode === 'leave-running', compress: values.compress };
     const [dumped, dumpMs] = time(() =>
-      tool === 'ferry' ? ferryDump(workload.pid, image) : criuDump(workload.pid, image),
+      tool === 'ferry' ? ferryDump(running.pid, image, flags) : criuDump(running.pid, image, flags),
     );
     const imageBytes = dirBytes(image);
-    if (values.mode === 'leave-running') killAndReap(workload.pid);
-    await workload.exited;
-    const [restored, restoreMs] = time(() =>
-      tool === 'ferry' ? ferryRestore(image) : criuRestore(image, workload.pid),
-    );
-    if (!existsSync(`/proc/${restored.pid}`)) throw new Error(`${tool} restored no process ${restored.pid}`);
-    killAndReap(restored.pid);
+    if (values.mode === 'leave-running') killAndReap(running.pid);
+    await running.exited;
+    const [restored, restoreMs] = time(() => {
+      if (tool === 'ferry') return ferryRestore(image);
+      criuRestore(image);
+      return { pid: running.pid, restoreMs: null };
+    });
+    try {
+      if (!existsSync(`/proc/${restored.pid}`))
+        throw new Error(`${tool} restored no process ${restored.pid}`);
+      running.check(restored.pid);
+    } finally {
+      killAndReap(restored.pid);
+    }
     return {
       frozenMs: dumped.frozenMs,
       dumpMs,
@@ -94,6 +102,20 @@ async function sample(tool: Tool, mib: number, kind: string): Promise<Sample> {
   }
 }
 
+const list = (spec: string): string[] => spec.split(',').filter((x) => x !== '');
+const programs: Record<string, Program> = {
+  threads: threadsProgram,
+  redis: redisProgram(Number(values['redis-mib'])),
+};
+const cases = [
+  ...list(values.sizes).flatMap((mib) => list(values.kinds).map((kind) => memload(Number(mib), kind))),
+  ...list(values.programs).map((name) => {
+    const program = programs[name];
+    if (!program) throw new Error(`no program ${name} (there are ${Object.keys(programs).join(', ')})`);
+    return program;
+  }),
+];
+
 becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
 const tools: Tool[] = criu ? ['ferry', 'criu'] : ['ferry'];
@@ -105,42 +127,40 @@ process.stdout.write(
   `dump (${values.mode}${values.compress ? ', ferry --compress' : ''}) and restore; median of ${runs} runs after one warm-up; ` +
     `${criu ? `CRIU ${criu}` : 'no CRIU >= 4.1 on PATH'}\n\n`,
 );
-for (const mib of values.sizes.split(',').map(Number)) {
-  for (const kind of values.kinds.split(',')) {
-    const samples = new Map<Tool, Sample[]>(tools.map((t) => [t, []]));
-    for (let run = 0; run <= runs; run++) {
-      // Interleaved, and alternating which tool goes first.
-      const order = run % 2 ? [...tools].reverse() : tools;
-      for (const tool of order) {
-        const s = await sample(tool, mib, kind);
-        if (run > 0) samples.get(tool)!.push(s);
-      }
+for (const c of cases) {
+  const samples = new Map<Tool, Sample[]>(tools.map((t) => [t, []]));
+  for (let run = 0; run <= runs; run++) {
+    // Interleaved, and alternating which tool goes first.
+    const order = run % 2 ? [...tools].reverse() : tools;
+    for (const tool of order) {
+      const s = await sample(tool, c);
+      if (run > 0) samples.get(tool)!.push(s);
     }
-    const med = (tool: Tool, key: keyof Sample): number | null => {
-      const xs = samples
-        .get(tool)!
-        .map((s) => s[key])
-        .filter((x): x is number => x !== null);
-      return xs.length ? median(xs) : null;
-    };
-    for (const tool of tools) {
-      rows.push([
-        `${mib} MiB`,
-        kind,
-        tool,
-        f1(med(tool, 'frozenMs')),
-        f1(med(tool, 'dumpMs')),
-        f1(med(tool, 'imageBytes')! / 2 ** 20),
-        f1(med(tool, 'restoreMs')),
-        f1(med(tool, 'restoreInternalMs')),
-      ]);
-    }
-    if (criu) {
-      const r = (key: keyof Sample): string => (med('ferry', key)! / med('criu', key)!).toFixed(2);
-      ratios.push([`${mib} MiB`, kind, r('frozenMs'), r('dumpMs'), r('imageBytes'), r('restoreMs')]);
-    }
-    process.stderr.write(`done ${mib} MiB ${kind}\n`);
   }
+  const med = (tool: Tool, key: keyof Sample): number | null => {
+    const xs = samples
+      .get(tool)!
+      .map((s) => s[key])
+      .filter((x): x is number => x !== null);
+    return xs.length ? median(xs) : null;
+  };
+  for (const tool of tools) {
+    rows.push([
+      c.size,
+      c.kind,
+      tool,
+      f1(med(tool, 'frozenMs')),
+      f1(med(tool, 'dumpMs')),
+      f1(med(tool, 'imageBytes')! / 2 ** 20),
+      f1(med(tool, 'restoreMs')),
+      f1(med(tool, 'restoreInternalMs')),
+    ]);
+  }
+  if (criu) {
+    const r = (key: keyof Sample): string => (med('ferry', key)! / med('criu', key)!).toFixed(2);
+    ratios.push([c.size, c.kind, r('frozenMs'), r('dumpMs'), r('imageBytes'), r('restoreMs')]);
+  }
+  process.stderr.write(`done ${c.size} ${c.kind}\n`);
 }
 process.stdout.write(
   renderTable(
