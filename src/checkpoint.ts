@@ -26,6 +26,7 @@ import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
+import { dumpTimers } from './state/timers.js';
 import { refuseUnsupported } from './state/unsupported.js';
 import { isErrno } from './sys/errno.js';
 import { kill, SIG } from './sys/signal.js';
@@ -179,6 +180,7 @@ function captureProcess(
   const threads = tracee.tids.map((tid) => dumpThread(ctx, tid));
   const signals = dumpSignals(ctx);
   const pending = dumpPending(ctx);
+  const timers = dumpTimers(ctx);
   const mm = dumpMm(ctx);
   const creds = dumpCreds(ctx);
   const fs = dumpFs(ctx);
@@ -213,6 +215,7 @@ function captureProcess(
     rlimits,
     signals,
     pending,
+    timers,
   };
   return { pid, state, writer, ranges, stored };
 }

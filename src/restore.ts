@@ -22,6 +22,7 @@ import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restorePending, restoreSignals } from './state/signals.js';
 import { cloneThreads, finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state/thread.js';
+import { restoreTimers } from './state/timers.js';
 import { startRestoreStub, type PidMethod, type SamePid } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { NR } from './sys/nr.js';
@@ -212,6 +213,7 @@ function restoreProcess(
   state.threads.forEach((thread, i) =>
     restorePending({ ...ctx, remote: channels[i]! }, state.pending, thread.tid, tids[i]!),
   );
+  restoreTimers(ctx, state.timers, new Map(state.threads.map((t, i) => [t.tid, tids[i]!])));
   // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
   if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
   for (const channel of channels.slice(1)) channel.close();

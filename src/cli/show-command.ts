@@ -100,6 +100,13 @@ function renderProcess(p: ProcessImage): string {
   return lines.join('\n');
 }
 
+/** The signals of a mask, by name. */
+function signalsOf(mask: bigint): string {
+  const names: string[] = [];
+  for (let s = 1; s <= 64; s++) if ((mask >> BigInt(s - 1)) & 1n) names.push(signalName(s));
+  return names.join(', ') || 'no signal';
+}
+
 /** What a saved descriptor refers to, in words. */
 function describeFd(f: FdRecord): string {
   switch (f.kind) {
@@ -125,6 +132,14 @@ function describeFd(f: FdRecord): string {
             : '';
       return `${proto} socket ${formatSockaddr(f.address)} ${state}`.trim();
     }
+    case 'timerfd': {
+      const ms = (ns: bigint): string => `${Number(ns) / 1e6} ms`;
+      const period = f.interval > 0n ? `, every ${ms(f.interval)}` : '';
+      const next = f.value > 0n ? `next in ${ms(f.value)}` : f.ticks > 0n ? 'expired' : 'disarmed';
+      return `timerfd (clock ${f.clock}) ${next}${period}, ${f.ticks} expirations unread`;
+    }
+    case 'signalfd':
+      return `signalfd for ${signalsOf(f.mask)}`;
     default:
       return f.path;
   }

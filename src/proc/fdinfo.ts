@@ -14,7 +14,8 @@ export interface Fdinfo {
   records: { key: string; value: string }[];
 }
 
-const LINE = /^([A-Za-z_][A-Za-z0-9_-]*):\s*(.*)$/;
+/** `key: value`; a key may have spaces in it (a timerfd's `settime flags`). */
+const LINE = /^([A-Za-z_][A-Za-z0-9_ -]*?):\s*(.*)$/;
 const RECORD_KEYS = new Set(['tfd', 'inotify', 'fanotify', 'fanotify ino']);
 
 export function parseFdinfo(text: string, source = 'fdinfo'): Fdinfo {

@@ -25,10 +25,22 @@ import { O } from '../sys/fcntl.js';
 import { fdPipe } from './fd-pipe.js';
 import { inheritedKey, pipeKey, TreeFds, type TreeFiles } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
+import { fdSignalfd } from './fd-signalfd.js';
+import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
 
 /** Every kind of descriptor ferry saves, tried in this order. */
-export const FD_KINDS = [fdTty, fdChardev, fdFile, fdPipe, fdEventfd, fdEpoll, fdSocket] as const;
+export const FD_KINDS = [
+  fdTty,
+  fdChardev,
+  fdFile,
+  fdPipe,
+  fdEventfd,
+  fdEpoll,
+  fdSocket,
+  fdTimerfd,
+  fdSignalfd,
+] as const;
 
 type Kinds = (typeof FD_KINDS)[number];
 type Variants = { [K in Kinds as K['kind']]: K['record'] };

@@ -10,6 +10,7 @@ import { mmRecord } from './mm.js';
 import { rlimitsRecord } from './rlimits.js';
 import { pendingRecord, signalsRecord } from './signals.js';
 import { threadRecord } from './thread.js';
+import { timersRecord } from './timers.js';
 import { treeRecord } from './tree.js';
 
 /** Threads an image may hold: the first is the thread-group leader. */
@@ -29,6 +30,7 @@ export const stateRecord = object({
   rlimits: rlimitsRecord,
   signals: signalsRecord,
   pending: pendingRecord,
+  timers: timersRecord,
 });
 
 export const manifestRecord = manifestSchema(stateRecord, treeRecord);
@@ -36,11 +38,13 @@ export type Manifest = Infer<typeof manifestRecord>;
 
 /**
  * An image of an older format version, as this one reads it: version 1 had neither page layers
- * nor parents; versions 1 and 2 held one process and no pending signals.
+ * nor parents; versions 1 and 2 held one process, no pending signals and no timers (a process
+ * that had some was refused).
  */
 function upgradeManifest(old: Record<string, unknown>): Record<string, unknown> {
   const state = old.state as Record<string, unknown> | undefined;
-  return { layers: [], parent: null, ...old, state: { ...state, pending: [] }, tree: [], children: [] };
+  const added = { pending: [], timers: { itimers: [], posix: [] } };
+  return { layers: [], parent: null, ...old, state: { ...state, ...added }, tree: [], children: [] };
 }
 
 /** Open an image's manifest.json text (openManifest() with this version's schema and upgrades). */

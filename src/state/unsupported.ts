@@ -1,14 +1,10 @@
 // State ferry cannot save yet is refused at dump time, by name, so a dump never succeeds into a
-// restore that would lose it: timers, seccomp, threads whose credentials differ.
+// restore that would lose it: seccomp, threads whose credentials differ.
 // Each refusal here goes when the state module that saves it arrives.
 import { FerryError } from '../errors.js';
 import { readProcText } from '../proc/files.js';
 import { parseStatus, type ProcStatus } from '../proc/status.js';
-import { NR } from '../sys/nr.js';
 import { unsupportedMessage, type DumpContext } from './context.js';
-
-const ITIMER = ['ITIMER_REAL', 'ITIMER_VIRTUAL', 'ITIMER_PROF'];
-const ITIMERVAL = 32;
 
 function refuse(pid: number, what: string, why: string): never {
   throw new FerryError('FERRY_UNSUPPORTED_STATE', unsupportedMessage(pid, what, why));
@@ -42,23 +38,4 @@ export function refuseUnsupported(ctx: DumpContext): void {
       'it runs under seccomp',
       '(mode ' + String(status.seccomp) + '), which ferry cannot restore yet',
     );
-  if (readProcText(pid, 'timers').trim() !== '')
-    refuse(pid, 'it has POSIX timers', 'which ferry cannot save yet');
-  const out = ctx.remote.alloc(ITIMER.length * ITIMERVAL);
-  ctx.remote.batch(
-    ITIMER.map((name, i) => ({
-      name: `getitimer(${name})`,
-      nr: NR.getitimer,
-      args: [i, out + BigInt(i * ITIMERVAL)],
-    })),
-  );
-  const timers = ctx.remote.read(out, ITIMER.length * ITIMERVAL);
-  ITIMER.forEach((name, i) => {
-    if (
-      timers.readBigUInt64LE(i * ITIMERVAL + 16) !== 0n ||
-      timers.readBigUInt64LE(i * ITIMERVAL + 24) !== 0n
-    ) {
-      refuse(pid, `it has an armed ${name} interval timer`, 'which ferry cannot save yet');
-    }
-  });
 }

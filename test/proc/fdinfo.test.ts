@@ -20,6 +20,14 @@ test('eventfd: kind-specific fields', () => {
   assert.equal(f.fields['eventfd-semaphore'], '0');
 });
 
+test('timerfd: keys with spaces in them, and timespecs', () => {
+  const f = parseFdinfo(dataText('fdinfo-timerfd.txt'));
+  assert.equal(f.fields.clockid, '1');
+  assert.equal(f.fields['settime flags'], '00');
+  assert.equal(f.fields.it_value, '(0, 0)');
+  assert.equal(f.fields.it_interval, '(1, 0)');
+});
+
 test('epoll and inotify: repeated records kept in order', () => {
   const epoll = parseFdinfo(dataText('fdinfo-epoll.txt'));
   assert.equal(epoll.records.length, 1);
