@@ -11,13 +11,20 @@ import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
 import type { RestoreContext } from './state/context.js';
 import { restoreCreds } from './state/creds.js';
-import { restoreFiles, treeFds } from './state/files.js';
-import type { TreeFds } from './state/fd-shared.js';
+import { borrowedFds, restoreFiles } from './state/files.js';
+import { TreeFds } from './state/fd-shared.js';
 import { exitZombies, forkTree, type Made, type TreeRecord } from './state/tree.js';
 import { restoreFs } from './state/fs.js';
 import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
-import { closeBackings, mapVmas, prepareBackings, protectVmas, type VmaRecord } from './state/mem-vmas.js';
+import {
+  closeBackings,
+  mapVmas,
+  prepareBackings,
+  protectVmas,
+  sharedMemory,
+  type VmaRecord,
+} from './state/mem-vmas.js';
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restorePending, restoreSignals } from './state/signals.js';
@@ -179,6 +186,7 @@ function restoreProcess(
     source: image.source,
     cleanup: shared.cleanup,
     warn: shared.warn,
+    tree: shared.tree,
   };
   const prefill = options.prefill;
   bootstrap(ctx, state.vmas, prefill?.stagingRanges() ?? []);
@@ -198,7 +206,7 @@ function restoreProcess(
   timings.mark('pages');
   protectVmas(ctx, filled);
   restoreMm(ctx, state.mm);
-  restoreFiles({ ...ctx, terminal: shared.terminal, tree: shared.tree }, state.files);
+  restoreFiles({ ...ctx, terminal: shared.terminal }, state.files);
   restoreFs(ctx, state.fs);
   restoreRlimits(ctx, state.rlimits);
   // The other threads share what is restored so far; IDs, names and credentials are each thread's.
@@ -250,7 +258,10 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
   const shared: Shared = {
     image,
     terminal: resolveTerminal(image, options.tty ?? 'inherit'),
-    tree: treeFds(image.processes.map((p) => ({ pid: p.state.pid, files: p.state.files }))),
+    tree: new TreeFds(
+      borrowedFds(image.processes.map((p) => ({ pid: p.state.pid, files: p.state.files }))),
+      sharedMemory(image.processes.map((p) => p.state.vmas)),
+    ),
     timings,
     cleanup: [],
     warn(message) {

@@ -95,6 +95,25 @@ test('python3 with 4 threads writing to a pipe its child reads: after restore ea
   killTree(restored);
 });
 
+test('a parent and child sharing anonymous memory share it again after restore', async () => {
+  const d = dir();
+  const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/shared.py`, d]);
+  const seen = (who: string): number =>
+    existsSync(`${d}/${who}`) ? Number(readFileSync(`${d}/${who}`, 'utf8')) : 0;
+  await until('each sees the other count', () => seen('parent') > 5 && seen('child') > 5);
+  const image = await dumpTree(pid);
+  const before = [seen('parent'), seen('child')];
+  const restored = await restoreTree(image);
+  await until(
+    'each sees the other count on',
+    () => seen('parent') > before[0]! + 20 && seen('child') > before[1]! + 20,
+  );
+  // What it maps is anonymous shared memory again, which a second checkpoint takes like the first.
+  assert.match(readFileSync(`/proc/${restored}/maps`, 'latin1'), /rw-s .* \/dev\/zero \(deleted\)$/m);
+  await cliOk(['dump', String(restored), '-D', dir(), '--leave-running']);
+  killTree(restored);
+});
+
 interface Shape {
   role: string;
   state: string;

@@ -7,6 +7,7 @@ import type { ProcStatus } from '../proc/status.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
 import type { Tracee } from '../tracee/tracee.js';
 import type { ImageSink, ImageSource } from '../image/sink.js';
+import type { TreeFds } from './fd-shared.js';
 
 export interface DumpContext {
   pid: number;
@@ -35,6 +36,8 @@ export interface RestoreContext {
   /** Run after the restore, successful or not (temporary files to remove). */
   cleanup: (() => void)[];
   warn(message: string): void;
+  /** What the processes of the tree lend one another (descriptors, shared memory). */
+  tree: TreeFds;
 }
 
 /** The descriptor open() will return next in process `pid`: its lowest free one. */

@@ -3,7 +3,7 @@ import type { Stats } from 'node:fs';
 import type { Schema } from '../image/schema.js';
 import type { Fdinfo } from '../proc/fdinfo.js';
 import type { DumpContext, RestoreContext } from './context.js';
-import type { TreeFds, TreeFiles } from './fd-shared.js';
+import type { TreeFiles } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
@@ -42,8 +42,6 @@ export interface FilesDumpContext extends DumpContext {
 export interface FilesRestoreContext extends RestoreContext {
   /** The terminal to give descriptors that were a terminal (or /dev/null). */
   terminal: string;
-  /** What the processes of the tree lend one another. */
-  tree: TreeFds;
 }
 
 /**

@@ -1,8 +1,8 @@
 // Descriptors the processes of a tree share: an open file one inherited from another (its offset and
-// flags shared), and pipes whose ends are in different processes.
+// flags shared), pipes whose ends are in different processes, and shared anonymous memory.
 // On dump, TreeFiles finds them across the processes dumped so far. On restore, TreeFds holds, in
 // ferry, what one process made and a later one needs, until the tree is restored.
-import { closeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
 import { sameOpenFile } from '../sys/kcmp.js';
@@ -67,14 +67,22 @@ export class TreeFiles {
 
 /** Key of the descriptor `fd` of the process dumped as `pid`, for the processes inheriting it. */
 export const inheritedKey = (pid: number, fd: number): string => `fd:${pid}:${fd}`;
+/** Key of a shared anonymous memory object: its device and inode, as /proc/PID/maps shows them. */
+export const shmemKey = (dev: string, inode: bigint): string => `shmem:${dev}:${inode.toString(16)}`;
 /** Key of one end of pipe `ino`. */
 export const pipeKey = (ino: number, write: boolean): string => `pipe:${ino}:${write ? 'write' : 'read'}`;
 
 export class TreeFds {
   private readonly held = new Map<string, number>();
 
-  /** `wanted`: keys some later process of the tree will ask for. */
-  constructor(private readonly wanted: ReadonlySet<string>) {}
+  /**
+   * `wanted`: keys some later process of the tree will ask for. `shmem`: the size of each shared
+   * anonymous memory object the tree maps, by key (shmemKey()).
+   */
+  constructor(
+    private readonly wanted: ReadonlySet<string>,
+    readonly shmem: ReadonlyMap<string, bigint> = new Map(),
+  ) {}
 
   wants(key: string): boolean {
     return this.wanted.has(key);
@@ -88,6 +96,11 @@ export class TreeFds {
     } finally {
       closeSync(pidfd);
     }
+  }
+
+  /** Keep the file at `path` open (read and write) under `key`. */
+  holdPath(key: string, path: string): void {
+    this.held.set(key, openSync(path, 'r+'));
   }
 
   /** ferry's copy of what was held under `key`. */

@@ -23,7 +23,7 @@ import {
 } from './fd-kind.js';
 import { O } from '../sys/fcntl.js';
 import { fdPipe } from './fd-pipe.js';
-import { inheritedKey, pipeKey, TreeFds, type TreeFiles } from './fd-shared.js';
+import { inheritedKey, pipeKey, type TreeFds, type TreeFiles } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
@@ -313,10 +313,10 @@ export function restoreFiles(ctx: FilesRestoreContext, recs: FilesRecord): void 
 }
 
 /**
- * What the processes of a tree will borrow from one another: descriptors some process inherits,
- * and both ends of pipes that more than one process holds.
+ * The descriptors the processes of a tree will borrow from one another: those some process
+ * inherits, and both ends of pipes that more than one process holds.
  */
-export function treeFds(processes: readonly { pid: number; files: FilesRecord }[]): TreeFds {
+export function borrowedFds(processes: readonly { pid: number; files: FilesRecord }[]): Set<string> {
   const wanted = new Set<string>();
   const pipeHolders = new Map<number, Set<number>>();
   for (const p of processes) {
@@ -328,5 +328,5 @@ export function treeFds(processes: readonly { pid: number; files: FilesRecord }[
   for (const [ino, holders] of pipeHolders) {
     if (holders.size > 1) wanted.add(pipeKey(ino, false)).add(pipeKey(ino, true));
   }
-  return new TreeFds(wanted);
+  return wanted;
 }

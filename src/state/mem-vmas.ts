@@ -2,7 +2,8 @@
 // store (outside --vmas) come back as fresh mappings. Restore maps them all, writable where pages
 // must be filled in, and sets the final protections once the pages are in. A private mapping of a
 // deleted file or memfd keeps that file's content in the image (its backing), given back as a memfd
-// or a ghost file.
+// or a ghost file. Shared anonymous memory is one object however many VMAs, in however many
+// processes of the tree, map it: made once, and mapped by all from ferry's descriptor of it.
 import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, boolean, hex64, nullable, object, oneOf, string, type Infer } from '../image/schema.js';
@@ -18,6 +19,7 @@ import {
   type RestoreContext,
 } from './context.js';
 import { createGhost, ghostContent, ghostRecord, saveGhost, type GhostRecord } from './ghost.js';
+import { shmemKey } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
@@ -86,41 +88,105 @@ export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: V
 const MEMFD = '/memfd:';
 const MFD_CLOEXEC = 1;
 
-/** Where a VMA's deleted file comes from at restore: a memfd's descriptor, or a ghost file's path. */
+/**
+ * Where a VMA's file comes from at restore, by backingKey(): a descriptor in the stub (a memfd, a
+ * shared memory object), or a ghost file's path.
+ */
 export type Backings = Map<string, { fd: number } | { path: string }>;
 
+const isShmem = (v: VmaRecord): boolean => v.kind === 'anon-shared';
+
+/** The key of the file a VMA maps from a backing, or undefined when it needs none. */
+function backingKey(v: VmaRecord): string | undefined {
+  return v.backing?.part ?? (isShmem(v) ? shmemKey(v.dev, v.inode) : undefined);
+}
+
 /**
- * Give the stub the deleted files its VMAs map: memfds (created inside it and filled through
- * /proc/PID/fd) and ghost files. Returns them by image part.
+ * The shared anonymous memory objects of a tree's VMAs, by key: the size each must have (the end
+ * of the furthest part of it any VMA maps).
+ */
+export function sharedMemory(vmaLists: readonly (readonly VmaRecord[])[]): Map<string, bigint> {
+  const sizes = new Map<string, bigint>();
+  for (const v of vmaLists.flat()) {
+    if (!isShmem(v)) continue;
+    const key = shmemKey(v.dev, v.inode);
+    const end = v.offset + v.end - v.start;
+    if (end > (sizes.get(key) ?? 0n)) sizes.set(key, end);
+  }
+  return sizes;
+}
+
+/**
+ * Make, in the stub, a shared memory object the tree has not made yet, and have ferry hold it (an
+ * anonymous shared mapping, opened through /proc/PID/map_files, then unmapped): `/proc` shows the
+ * VMAs mapped from it as anonymous shared memory again.
+ */
+function makeShmem(ctx: RestoreContext, key: string): void {
+  const size = ctx.tree.shmem.get(key)!;
+  const remote = ctx.remote;
+  const at = remote.check(
+    'mmap(shared)',
+    NR.mmap,
+    0,
+    size,
+    PROT.READ | PROT.WRITE,
+    MAP.SHARED | MAP.ANONYMOUS,
+    -1,
+    0,
+  );
+  try {
+    ctx.tree.holdPath(key, `/proc/${ctx.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`);
+  } finally {
+    remote.check('munmap(shared)', NR.munmap, at, size);
+  }
+}
+
+/**
+ * Give the stub the files its VMAs map: memfds (created inside it and filled through
+ * /proc/PID/fd), ghost files, and the tree's shared memory objects (taken from ferry). Returns
+ * them by backingKey().
  */
 export function prepareBackings(ctx: RestoreContext, vmas: readonly VmaRecord[]): Backings {
   const backings: Backings = new Map();
-  const memfds: { v: VmaRecord; fd: number }[] = [];
+  const calls: RemoteCall[] = [];
+  const memfds: VmaRecord[] = [];
   let fd = lowestFreeFd(ctx.pid);
+  /** A call that makes descriptor `fd` (the lowest free one at that point, as the kernel gives). */
+  const make = (call: RemoteCall): number => {
+    calls.push(call);
+    return fd++;
+  };
+  let ferry: number | undefined;
   for (const v of vmas) {
-    if (!v.backing || backings.has(v.backing.part)) continue;
-    if (v.name.startsWith(MEMFD)) {
-      memfds.push({ v, fd });
-      backings.set(v.backing.part, { fd: fd++ });
+    const key = backingKey(v);
+    if (key === undefined || backings.has(key)) continue;
+    if (isShmem(v)) {
+      if (ctx.tree.get(key) === undefined) makeShmem(ctx, key);
+      ferry ??= make({ name: 'pidfd_open(ferry)', nr: NR.pidfd_open, args: [process.pid, 0] });
+      const args = [ferry, ctx.tree.get(key)!, 0];
+      backings.set(key, { fd: make({ name: `pidfd_getfd(${key})`, nr: NR.pidfd_getfd, args }) });
+    } else if (v.name.startsWith(MEMFD)) {
+      const name = ctx.remote.putString(v.name.slice(MEMFD.length));
+      backings.set(key, {
+        fd: make({ name: `memfd_create(${v.name})`, nr: NR.memfd_create, args: [name, MFD_CLOEXEC] }),
+      });
+      memfds.push(v);
     } else {
-      backings.set(v.backing.part, { path: createGhost(ctx, v.name, v.backing) });
+      backings.set(key, { path: createGhost(ctx, v.name, v.backing!) });
     }
   }
-  const results = ctx.remote.batch(
-    memfds.map(({ v }) => ({
-      name: `memfd_create(${v.name})`,
-      nr: NR.memfd_create,
-      args: [ctx.remote.putString(v.name.slice(MEMFD.length)), MFD_CLOEXEC],
-    })),
-  );
-  memfds.forEach(({ v, fd }, i) => {
-    expectFd(results[i], fd, `memfd_create(${v.name})`);
-    writeFileSync(`/proc/${ctx.pid}/fd/${fd}`, ghostContent(ctx, v.backing!));
-  });
+  const first = fd - calls.length;
+  const results = ctx.remote.batch(calls);
+  results.forEach((got, i) => expectFd(got, first + i, calls[i]!.name));
+  if (ferry !== undefined) ctx.remote.check('close(pidfd)', NR.close, ferry);
+  for (const v of memfds) {
+    const made = backings.get(v.backing!.part) as { fd: number };
+    writeFileSync(`/proc/${ctx.pid}/fd/${made.fd}`, ghostContent(ctx, v.backing!));
+  }
   return backings;
 }
 
-/** Close the memfds of prepareBackings once everything is mapped. */
+/** Close the descriptors of prepareBackings once everything is mapped. */
 export function closeBackings(ctx: RestoreContext, backings: Backings): void {
   const fds = [...backings.values()].flatMap((b) => ('fd' in b ? [b.fd] : []));
   ctx.remote.batch(fds.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })));
@@ -158,7 +224,8 @@ export function mapVmas(
     const flags =
       (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED | (v.vmFlags.includes('gd') ? MAP.GROWSDOWN : 0);
     const at = `0x${v.start.toString(16)}`;
-    const backing = v.backing ? backings.get(v.backing.part) : undefined;
+    const key = backingKey(v);
+    const backing = key === undefined ? undefined : backings.get(key);
     if (backing && 'fd' in backing) {
       const args = [v.start, len, prot, flags, backing.fd, v.offset];
       calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
