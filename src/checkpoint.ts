@@ -321,7 +321,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         ? captureProcess(base, t, rootWriter, selection, treeFiles, { plan, baseline })
         : captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
     );
-    treeFiles.checkPipes();
+    treeFiles.checkEnds();
     const sizes = captures.map((c) => roomBytes(c.ranges));
     const totalBytes = sizes.reduce((a, b) => a + b, 0);
     captures.forEach((c, i) => c.writer.reserve(sizes[i]!)); // a full disk shows now, before any page is copied

@@ -114,6 +114,31 @@ test('a parent and child sharing anonymous memory share it again after restore',
   killTree(restored);
 });
 
+test('Unix socket pairs between a parent and its child come back, with the messages queued in them', async () => {
+  const d = dir();
+  const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/unix.py`, d]);
+  const count = (): number => (existsSync(`${d}/child`) ? Number(readFileSync(`${d}/child`, 'utf8')) : 0);
+  await until('the child reads the count', () => count() > 5);
+  const child = treeOf(pid)[1]!;
+  const alone = await runCli(['dump', String(child), '-D', dir()]);
+  assert.equal(alone.code, 1);
+  assert.match(
+    alone.stderr,
+    /is a connected Unix socket \(socket:\[\d+\]\) whose other end a process outside the dump holds/,
+  );
+  assert.equal(traceState(child).tracerPid, 0);
+  const image = await dumpTree(pid);
+  const shown = await cliOk(['show', image]);
+  assert.match(shown, /Unix datagram socket \d+, paired with socket \d+, 3 message\(s\) queued/);
+  assert.match(shown, /Unix seqpacket socket \d+, paired with socket \d+, 2 message\(s\) queued/);
+  const before = count();
+  const restored = await restoreTree(image);
+  await until('the child reads the count on', () => count() > before + 20);
+  writeFileSync(`${d}/go`, '');
+  assert.equal(await fileContent(`${d}/queued`, /\|/), 'dgram-1|dgram-2|dgram-3|seq-1|seq-2');
+  killTree(restored);
+});
+
 interface Shape {
   role: string;
   state: string;

@@ -138,6 +138,12 @@ function describeFd(f: FdRecord): string {
       const next = f.value > 0n ? `next in ${ms(f.value)}` : f.ticks > 0n ? 'expired' : 'disarmed';
       return `timerfd (clock ${f.clock}) ${next}${period}, ${f.ticks} expirations unread`;
     }
+    case 'unix': {
+      const type = f.type === SOCK.STREAM ? 'stream' : f.type === SOCK.DGRAM ? 'datagram' : 'seqpacket';
+      const peer = f.peer === null ? 'unconnected' : `paired with socket ${f.peer}`;
+      const queued = f.queue ? `, ${f.queue.lengths.length} message(s) queued` : '';
+      return `Unix ${type} socket ${f.ino}, ${peer}${queued}`;
+    }
     case 'signalfd':
       return `signalfd for ${signalsOf(f.mask)}`;
     default:

@@ -21,6 +21,8 @@ export interface FdInfo {
   /** stat of what the descriptor refers to. */
   stat: Stats;
   fdinfo: Fdinfo;
+  /** For a socket: its address family, and ferry's copy of it to read it through. */
+  socket: { family: number; copy: number } | null;
 }
 
 /** What the stub opens to get a descriptor back. */

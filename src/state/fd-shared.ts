@@ -6,6 +6,7 @@ import { closeSync, openSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
 import { sameOpenFile } from '../sys/kcmp.js';
+import { unixSockets, type UnixSocketInfo } from '../sys/unix-diag.js';
 import { unsupportedMessage } from './context.js';
 import type { FdInfo } from './fd-kind.js';
 
@@ -24,6 +25,20 @@ export class TreeFiles {
   /** One descriptor of each open file met so far, by inode. */
   private readonly files = new Map<string, Where[]>();
   private readonly pipes = new Map<number, PipeEnds>();
+  /** Unix sockets met, by inode, with their peer's. */
+  private readonly unix = new Map<number, Where & { target: string; peer: number | null }>();
+  private table: Map<number, UnixSocketInfo> | undefined;
+
+  /** What the kernel says of Unix socket `ino` (sock_diag, read once per dump). */
+  unixSocket(ino: number): UnixSocketInfo | undefined {
+    this.table ??= unixSockets();
+    return this.table.get(ino);
+  }
+
+  /** Note a Unix socket of the tree, connected to `peer` (or to nothing). */
+  unixEnd(pid: number, info: FdInfo, peer: number | null): void {
+    this.unix.set(info.stat.ino, { pid, fd: info.fd, target: info.target, peer });
+  }
 
   /** The descriptor of an earlier process that is one open file with `fd` of `pid`. */
   earlier(pid: number, info: FdInfo): Where | undefined {
@@ -49,19 +64,25 @@ export class TreeFiles {
     return true;
   }
 
-  /** A pipe is made again with both its ends: one whose other end is outside the tree is refused. */
-  checkPipes(): void {
-    for (const p of this.pipes.values()) {
-      if (p.read && p.write) continue;
+  /**
+   * A pipe or a socket pair is made again with both its ends: one whose other end is outside the
+   * tree is refused.
+   */
+  checkEnds(): void {
+    const refuse = (w: Where, what: string): never => {
       throw new FerryError(
         'FERRY_UNSUPPORTED_STATE',
         unsupportedMessage(
-          p.pid,
-          `fd ${p.fd} is one end of a pipe (${p.target})`,
+          w.pid,
+          `fd ${w.fd} is ${what}`,
           'whose other end a process outside the dump holds, which ferry cannot checkpoint',
         ),
       );
-    }
+    };
+    for (const p of this.pipes.values())
+      if (!(p.read && p.write)) refuse(p, `one end of a pipe (${p.target})`);
+    for (const s of this.unix.values())
+      if (s.peer !== null && !this.unix.has(s.peer)) refuse(s, `a connected Unix socket (${s.target})`);
   }
 }
 
@@ -69,6 +90,8 @@ export class TreeFiles {
 export const inheritedKey = (pid: number, fd: number): string => `fd:${pid}:${fd}`;
 /** Key of a shared anonymous memory object: its device and inode, as /proc/PID/maps shows them. */
 export const shmemKey = (dev: string, inode: bigint): string => `shmem:${dev}:${inode.toString(16)}`;
+/** Key of Unix socket `ino`, one end of a pair. */
+export const unixKey = (ino: number): string => `unix:${ino}`;
 /** Key of one end of pipe `ino`. */
 export const pipeKey = (ino: number, write: boolean): string => `pipe:${ino}:${write ? 'write' : 'read'}`;
 

@@ -1,11 +1,9 @@
 // TCP and UDP sockets (IPv4 and IPv6) that are unbound, bound or listening, and UDP sockets with a
 // default peer: made again with socket, their options, bind, listen and connect. Their state is read
-// in ferry from a copy of the socket (pidfd_getfd). TCP connections and other families are refused.
-import { closeSync } from 'node:fs';
+// in ferry from a copy of the socket (pidfd_getfd). TCP connections are refused.
 import { FerryError } from '../errors.js';
 import { base64, boolean, integer, nullable, object, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
-import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
 import {
   AF,
   getpeername,
@@ -73,8 +71,6 @@ function readSocket(
   const family = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
   const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
   const protocol = getsockoptInt(copy, SOL.SOCKET, SO.PROTOCOL);
-  if (family === AF.UNIX) refuse('a Unix socket');
-  if (family !== AF.INET && family !== AF.INET6) refuse(`a socket of address family ${family}`);
   if (type !== SOCK.STREAM && type !== SOCK.DGRAM) refuse(`an IP socket of type ${type}`);
   const address = getsockname(copy);
   const peer = getpeername(copy);
@@ -115,20 +111,8 @@ function readSocket(
 export const fdSocket: FdKind<'socket', SocketRecord> = {
   kind: 'socket',
   record,
-  matches: (info) => info.target.startsWith('socket:'),
-  dump(ctx, info) {
-    const pidfd = pidfdOpen(ctx.pid);
-    try {
-      const copy = pidfdGetfd(pidfd, info.fd);
-      try {
-        return readSocket(ctx, info.fd, copy, info.fdinfo.flags);
-      } finally {
-        closeSync(copy);
-      }
-    } finally {
-      closeSync(pidfd);
-    }
-  },
+  matches: (info) => info.socket?.family === AF.INET || info.socket?.family === AF.INET6,
+  dump: (ctx, info) => readSocket(ctx, info.fd, info.socket!.copy, info.fdinfo.flags),
   restore(ctx, rec, fds) {
     const remote = ctx.remote;
     const made = fds.create({ name: 'socket', nr: NR.socket, args: [rec.family, rec.type, rec.protocol] });

@@ -1,12 +1,14 @@
 // The descriptor table. One registry lists the kinds of descriptor ferry can save; anything else is
 // refused at dump time, naming the descriptor and what it is.
-import { readdirSync, statSync } from 'node:fs';
+import { closeSync, readdirSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, integer, object, tagged, type Infer } from '../image/schema.js';
 import { parseFdinfo } from '../proc/fdinfo.js';
 import { listProcDir, procError, readProcLink, readProcText } from '../proc/files.js';
 import { NR } from '../sys/nr.js';
 import { sameOpenFile } from '../sys/kcmp.js';
+import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
+import { getsockoptInt, SO, SOL } from '../sys/socket.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { expectFd, unsupportedMessage, type DumpContext } from './context.js';
 import { fdChardev } from './fd-chardev.js';
@@ -23,11 +25,12 @@ import {
 } from './fd-kind.js';
 import { O } from '../sys/fcntl.js';
 import { fdPipe } from './fd-pipe.js';
-import { inheritedKey, pipeKey, type TreeFds, type TreeFiles } from './fd-shared.js';
+import { inheritedKey, pipeKey, unixKey, type TreeFds, type TreeFiles } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
+import { fdUnix } from './fd-unix.js';
 
 /** Every kind of descriptor ferry saves, tried in this order. */
 export const FD_KINDS = [
@@ -40,6 +43,7 @@ export const FD_KINDS = [
   fdSocket,
   fdTimerfd,
   fdSignalfd,
+  fdUnix,
 ] as const;
 
 type Kinds = (typeof FD_KINDS)[number];
@@ -76,7 +80,7 @@ function describeFd(info: FdInfo): string {
   const anon = /^anon_inode:\[?([^\]]+)\]?$/.exec(info.target);
   if (anon) return `an ${anon[1]} descriptor (${info.target})`;
   if (info.target.startsWith('pipe:')) return `a pipe (${info.target})`;
-  if (info.target.startsWith('socket:')) return `a socket (${info.target})`;
+  if (info.socket) return `a socket of address family ${info.socket.family} (${info.target})`;
   if (info.target.startsWith('/memfd:')) return `a memfd (${info.target})`;
   if (info.stat.isFIFO()) return `a FIFO (${info.target})`;
   if (info.stat.isCharacterDevice()) {
@@ -86,7 +90,28 @@ function describeFd(info: FdInfo): string {
   return `${info.target}`;
 }
 
-function fdInfo(pid: number, fd: number): FdInfo {
+/** ferry's copies of a frozen process's sockets (pidfd_getfd), to read them through. */
+class SocketCopies {
+  private pidfd: number | undefined;
+  private readonly copies: number[] = [];
+
+  constructor(private readonly pid: number) {}
+
+  take(fd: number): { family: number; copy: number } {
+    this.pidfd ??= pidfdOpen(this.pid);
+    const copy = pidfdGetfd(this.pidfd, fd);
+    this.copies.push(copy);
+    return { family: getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN), copy };
+  }
+
+  close(): void {
+    for (const fd of [...this.copies.splice(0), ...(this.pidfd === undefined ? [] : [this.pidfd])])
+      closeSync(fd);
+    this.pidfd = undefined;
+  }
+}
+
+function fdInfo(pid: number, fd: number, sockets: SocketCopies): FdInfo {
   const target = readProcLink(pid, `fd/${fd}`);
   let stat;
   try {
@@ -99,6 +124,7 @@ function fdInfo(pid: number, fd: number): FdInfo {
     target,
     stat,
     fdinfo: parseFdinfo(readProcText(pid, `fdinfo/${fd}`), `/proc/${pid}/fdinfo/${fd}`),
+    socket: target.startsWith('socket:') ? sockets.take(fd) : null,
   };
 }
 
@@ -131,7 +157,19 @@ export function dumpFiles(ctx: DumpContext, tree: TreeFiles): FilesRecord {
     .map(Number)
     .filter((fd) => !ctx.trackerFds.includes(fd))
     .sort((a, b) => a - b);
-  const infos = numbers.map((fd) => fdInfo(ctx.pid, fd));
+  const sockets = new SocketCopies(ctx.pid);
+  try {
+    return dumpTable(
+      ctx,
+      tree,
+      numbers.map((fd) => fdInfo(ctx.pid, fd, sockets)),
+    );
+  } finally {
+    sockets.close();
+  }
+}
+
+function dumpTable(ctx: DumpContext, tree: TreeFiles, infos: FdInfo[]): FilesRecord {
   const fctx: FilesDumpContext = { ...ctx, fds: new Map(infos.map((i) => [i.fd, i])), tree };
   const dups = duplicates(ctx.pid, infos);
   return infos.map((info) => {
@@ -318,15 +356,22 @@ export function restoreFiles(ctx: FilesRestoreContext, recs: FilesRecord): void 
  */
 export function borrowedFds(processes: readonly { pid: number; files: FilesRecord }[]): Set<string> {
   const wanted = new Set<string>();
-  const pipeHolders = new Map<number, Set<number>>();
+  /** The processes holding each pipe, each socket pair: lent when more than one does. */
+  const holders = new Map<string, { pids: Set<number>; keys: string[] }>();
+  const hold = (id: string, pid: number, keys: string[]): void => {
+    const h = holders.get(id) ?? { pids: new Set(), keys };
+    holders.set(id, h);
+    h.pids.add(pid);
+  };
   for (const p of processes) {
     for (const rec of p.files) {
       if (rec.kind === 'inherit') wanted.add(inheritedKey(rec.pid, rec.of));
-      if (rec.kind === 'pipe') pipeHolders.set(rec.pipe, (pipeHolders.get(rec.pipe) ?? new Set()).add(p.pid));
+      if (rec.kind === 'pipe')
+        hold(`pipe:${rec.pipe}`, p.pid, [pipeKey(rec.pipe, false), pipeKey(rec.pipe, true)]);
+      if (rec.kind === 'unix' && rec.peer !== null)
+        hold(`unix:${Math.min(rec.ino, rec.peer)}`, p.pid, [unixKey(rec.ino), unixKey(rec.peer)]);
     }
   }
-  for (const [ino, holders] of pipeHolders) {
-    if (holders.size > 1) wanted.add(pipeKey(ino, false)).add(pipeKey(ino, true));
-  }
+  for (const h of holders.values()) if (h.pids.size > 1) for (const key of h.keys) wanted.add(key);
   return wanted;
 }

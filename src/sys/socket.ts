@@ -4,7 +4,7 @@ import { isErrno } from './errno.js';
 import { NR } from './nr.js';
 
 export const AF = { UNIX: 1, INET: 2, INET6: 10 } as const;
-export const SOCK = { STREAM: 1, DGRAM: 2 } as const;
+export const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5 } as const;
 export const SOL = { SOCKET: 1, IPV6: 41, TCP: 6 } as const;
 export const SO = {
   REUSEADDR: 2,
@@ -16,6 +16,7 @@ export const SO = {
   ACCEPTCONN: 30,
   PROTOCOL: 38,
   DOMAIN: 39,
+  PEEK_OFF: 42,
 } as const;
 export const IPV6_V6ONLY = 26;
 export const TCP_NODELAY = 1;
@@ -63,5 +64,60 @@ export function getpeername(fd: number): Buffer | null {
   } catch (err) {
     if (isErrno(err, 'ENOTCONN')) return null;
     throw err;
+  }
+}
+
+const MSG_PEEK = 2;
+const MSG_DONTWAIT = 0x40;
+const PEEK_BUFFER = 1 << 20;
+
+function setsockoptInt(fd: number, level: number, name: number, value: number): void {
+  const buf = Buffer.alloc(4);
+  buf.writeInt32LE(value);
+  syscall(
+    NR.setsockopt,
+    'setsockopt',
+    () => [String(fd), String(level), String(name)],
+    fd,
+    level,
+    name,
+    buf,
+    4,
+  );
+}
+
+/**
+ * What a socket's receive queue holds, read without taking it (MSG_PEEK, walking the queue with
+ * SO_PEEK_OFF, which is put back after): each message, or for a stream socket its bytes in pieces.
+ */
+export function peekQueue(fd: number): Buffer[] {
+  const saved = getsockoptInt(fd, SOL.SOCKET, SO.PEEK_OFF);
+  setsockoptInt(fd, SOL.SOCKET, SO.PEEK_OFF, 0);
+  const out: Buffer[] = [];
+  try {
+    const buf = Buffer.alloc(PEEK_BUFFER);
+    for (;;) {
+      let got: number;
+      try {
+        got = syscall(
+          NR.recvfrom,
+          'recvfrom(MSG_PEEK)',
+          () => [String(fd)],
+          fd,
+          buf,
+          buf.length,
+          MSG_PEEK | MSG_DONTWAIT,
+          null,
+          null,
+        );
+      } catch (err) {
+        if (isErrno(err, 'EAGAIN')) return out;
+        throw err;
+      }
+      if (got === 0) return out;
+      out.push(Buffer.from(buf.subarray(0, got)));
+    }
+  } finally {
+    setsockoptInt(fd, SOL.SOCKET, SO.PEEK_OFF, saved);
   }
 }

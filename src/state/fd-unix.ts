@@ -1,0 +1,134 @@
+// Unix sockets that are unnamed: a connected pair (socketpair: stream, datagram or seqpacket) whose
+// ends are in the process or its tree, or one connected to nothing. What the kernel says of each
+// (its type and peer, sock_diag) and what its receive queue holds (peeked, so the process keeps it)
+// are saved. Restore makes the pair with socketpair in the first process that holds an end, lends
+// the ends to the others, and sends each end's queued messages again through its peer. Bound and
+// listening sockets, and connections to them, are refused.
+import { FerryError } from '../errors.js';
+import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
+import { NR } from '../sys/nr.js';
+import { AF, peekQueue, SOCK } from '../sys/socket.js';
+import { unsupportedMessage } from './context.js';
+import { unixKey } from './fd-shared.js';
+import { setStatusFlags, type FdBuilder, type FdKind, type FilesRestoreContext } from './fd-kind.js';
+
+const LISTENING = 10;
+const MAX_MESSAGES = 1 << 20;
+
+const record = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  ino: integer(0, 2 ** 32 - 1),
+  type: integer(0, 16),
+  peer: nullable(integer(0, 2 ** 32 - 1)),
+  /** Its receive queue: the bytes (an image part) and each message's length. */
+  queue: nullable(
+    object({ part: string({ max: 256 }), lengths: array(integer(0, 1 << 30), { max: MAX_MESSAGES }) }),
+  ),
+});
+type UnixRecord = Infer<typeof record>;
+
+/** The descriptors made for one socket pair (or one lone socket), by socket inode. */
+type Made = Map<number, number>;
+
+function makePair(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): Made {
+  if (rec.peer === null) {
+    return new Map([
+      [rec.ino, fds.create({ name: 'socket(AF_UNIX)', nr: NR.socket, args: [AF.UNIX, rec.type, 0] })],
+    ]);
+  }
+  const out = ctx.remote.alloc(8);
+  const [mine, theirs] = fds.createPair(
+    { name: 'socketpair(AF_UNIX)', nr: NR.socketpair, args: [AF.UNIX, rec.type, 0, out] },
+    out,
+  );
+  fds.lend(unixKey(rec.ino), mine);
+  fds.lend(unixKey(rec.peer), theirs);
+  return new Map([
+    [rec.ino, mine],
+    [rec.peer, theirs],
+  ]);
+}
+
+/** The descriptor of socket `ino`: made here, or else borrowed from the earlier process that made it. */
+function end(made: Made, ino: number, fds: FdBuilder): number | undefined {
+  if (!made.has(ino)) {
+    const borrowed = fds.borrow(unixKey(ino));
+    if (borrowed !== undefined) made.set(ino, borrowed);
+  }
+  return made.get(ino);
+}
+
+/** Send the saved queue of `rec` again through its peer, message by message. */
+function refill(ctx: FilesRestoreContext, rec: UnixRecord, through: number, fds: FdBuilder): void {
+  const queue = rec.queue!;
+  const reader = ctx.source.openPart(queue.part);
+  try {
+    fds.flush();
+    for (const length of queue.lengths) {
+      const message = reader.read(length);
+      ctx.remote.withData(() => {
+        fds.call({
+          name: 'write(unix)',
+          nr: NR.write,
+          args: [through, ctx.remote.put(message), message.length],
+        });
+        fds.flush();
+      });
+    }
+  } finally {
+    reader.close();
+  }
+}
+
+export const fdUnix: FdKind<'unix', UnixRecord> = {
+  kind: 'unix',
+  record,
+  matches: (info) => info.socket?.family === AF.UNIX,
+  dump(ctx, info) {
+    const ino = info.stat.ino;
+    const refuse = (what: string): never => {
+      throw new FerryError(
+        'FERRY_UNSUPPORTED_STATE',
+        unsupportedMessage(
+          ctx.pid,
+          `fd ${info.fd} is ${what} (${info.target}),`,
+          'which ferry cannot checkpoint yet',
+        ),
+      );
+    };
+    const s =
+      ctx.tree.unixSocket(ino) ??
+      refuse('a Unix socket the kernel does not list here (another network namespace?)');
+    if (s.state === LISTENING) refuse(`a listening Unix socket on ${s.name ?? '(no name)'}`);
+    if (s.name !== null) refuse(`a Unix socket bound to ${s.name}`);
+    const peer = s.peer === null ? undefined : ctx.tree.unixSocket(s.peer);
+    if (peer?.name) refuse(`a Unix socket connected to ${peer.name}`);
+    if (s.type !== SOCK.STREAM && s.type !== SOCK.DGRAM && s.type !== SOCK.SEQPACKET)
+      refuse(`a Unix socket of type ${s.type}`);
+    ctx.tree.unixEnd(ctx.pid, info, s.peer);
+    const messages = peekQueue(info.socket!.copy);
+    if (messages.length > 0 && s.peer === null) refuse('a Unix socket with data queued and no peer');
+    let queue: UnixRecord['queue'] = null;
+    if (messages.length > 0) {
+      const part = `files/unix-${ino}`;
+      ctx.writePart(part, Buffer.concat(messages));
+      queue = { part, lengths: messages.map((m) => m.length) };
+    }
+    return { fd: info.fd, flags: info.fdinfo.flags, ino, type: s.type, peer: s.peer, queue };
+  },
+  restore(ctx, rec, fds) {
+    const key = `unix:${Math.min(rec.ino, rec.peer ?? rec.ino)}`;
+    const lent = ctx.tree.get(unixKey(rec.ino)) !== undefined;
+    const made = fds.shared(key, () => (lent ? new Map<number, number>() : makePair(ctx, rec, fds)));
+    const mine = end(made, rec.ino, fds)!;
+    if (rec.queue) {
+      const through = rec.peer === null ? undefined : end(made, rec.peer, fds);
+      if (through === undefined)
+        throw new FerryError('FERRY_IMAGE_CORRUPT', `fd ${rec.fd}: a queue saved for a socket with no peer`);
+      refill(ctx, rec, through, fds);
+    }
+    setStatusFlags(fds, mine, rec.flags);
+    fds.place(rec.fd, mine, rec.flags);
+  },
+};
