@@ -3,7 +3,7 @@
 // sockets, on a C fixture that checks them itself, on redis-server from Debian's package and on a
 // Node.js HTTP server.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { before, test } from 'node:test';
@@ -12,6 +12,7 @@ import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { fileContent } from './helpers/compute.js';
 import { fixture } from './helpers/fixtures.js';
+import { PYTHON } from './helpers/paths.js';
 import { startLogged as startProcessLogged, traceState } from './helpers/processes.js';
 import { becomeSubreaper, childrenOf, killAndReap } from './helpers/reaper.js';
 import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
@@ -45,6 +46,30 @@ test('pipes, eventfd, epoll and shared open files come back as they were', async
   const pid = await restoreCli(image, cleanup);
   process.kill(pid, 'SIGUSR1');
   assert.match(await fileContent(p.out, /^CHECK .*\n/m), /^CHECK ok$/m);
+});
+
+const MEMFD = `
+import fcntl, os, sys, time
+os.closerange(3, 65536)
+fd = os.memfd_create('ferry-test', os.MFD_ALLOW_SEALING)
+os.write(fd, b'hello memfd')
+os.lseek(fd, 6, os.SEEK_SET)
+fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
+print('READY', flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.01)
+print(os.readlink(f'/proc/self/fd/{fd}'), os.read(fd, 100).decode(), fcntl.fcntl(fd, fcntl.F_GET_SEALS), flush=True)
+`;
+
+test('a memfd comes back with its name, content, position and seals', async () => {
+  const go = `${dir()}/go`;
+  const p = await startLogged(PYTHON, ['-c', MEMFD, go], /^READY\n/);
+  const image = dir();
+  await cliOk(['dump', String(p.pid), '-D', image]);
+  assert.match(await cliOk(['show', image]), /memfd ferry-test @6 \(11 bytes saved, seals 0x2\)/);
+  await restoreCli(image, cleanup);
+  writeFileSync(go, '');
+  assert.match(await fileContent(p.out, /^\/memfd.*\n/m), /^\/memfd:ferry-test \(deleted\) memfd 2$/m);
 });
 
 test('a pipe whose other end another process holds is refused by name; the process runs on', async () => {

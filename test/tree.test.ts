@@ -69,6 +69,23 @@ test('a shell pipeline restores as a tree, and its output goes on unbroken', asy
   lines(out).forEach((line, i) => assert.equal(line, `n=${i}`, `line ${i + 1} of the pipeline's output`));
 });
 
+test('a FIFO between a consumer and the producer it started comes back with what it held', async () => {
+  const d = dir();
+  const out = `${d}/out`;
+  const script =
+    'mkfifo "$0/fifo"; (i=0; while :; do echo $i; i=$((i+1)); sleep 0.01; done > "$0/fifo") & ' +
+    'exec sed -u "s/^/n=/" < "$0/fifo" > "$0/out"';
+  const pid = await startTree(d, 'sh', ['-c', script, d]);
+  await fileContent(out, /^n=20$/m);
+  const image = await dumpTree(pid);
+  assert.match(await cliOk(['show', image]), /FIFO \/.*\/fifo/);
+  const atDump = lines(out).length;
+  assert.equal(await restoreTree(image, '--same-pid', 'require'), pid);
+  await until('the consumer wrote 50 more lines', () => lines(out).length > atDump + 50);
+  killTree(pid);
+  lines(out).forEach((line, i) => assert.equal(line, `n=${i}`, `line ${i + 1} of the consumer's output`));
+});
+
 /** The last number each thread ("t<i> <n>") got through the pipe to the child, by thread. */
 function lastCounts(out: string): number[] {
   const last = [0, 0, 0, 0];

@@ -144,6 +144,10 @@ function describeFd(f: FdRecord): string {
       const queued = f.queue ? `, ${f.queue.lengths.length} message(s) queued` : '';
       return `Unix ${type} socket ${f.ino}, ${peer}${queued}`;
     }
+    case 'memfd':
+      return `memfd ${f.name} @${f.pos} (${f.content.size} bytes saved${f.seals ? `, seals 0x${f.seals.toString(16)}` : ''})`;
+    case 'fifo':
+      return `FIFO ${f.path}${f.data ? ` (${f.data.size} bytes buffered)` : ''}`;
     case 'signalfd':
       return `signalfd for ${signalsOf(f.mask)}`;
     default:

@@ -26,7 +26,12 @@ export const fdFile: FdKind<'file', FileRecord> = {
     if (!deleted) return { ...base, ghost: null };
     return {
       ...base,
-      ghost: saveGhost(ctx, `fd ${info.fd} (${path})`, `/proc/${ctx.pid}/fd/${info.fd}`, `files/${info.fd}`),
+      ghost: saveGhost(
+        ctx,
+        `fd ${info.fd} (${path})`,
+        `/proc/${ctx.pid}/fd/${info.fd}`,
+        `files/fd-${ctx.pid}-${info.fd}`,
+      ),
     };
   },
   restore(ctx, rec, fds) {

@@ -1,13 +1,17 @@
 // Pipes: made again with pipe2, at the capacity they had, and given back the bytes that were
 // buffered in them (read at dump time without taking them out). The first process of a tree that
 // holds a pipe makes it and lends its ends to the others. A pipe whose other end is held outside
-// the dump is refused (TreeFiles.checkPipes): nothing here could give that end back.
+// the dump is refused (TreeFiles.checkEnds): nothing here could give that end back. FIFOs too.
+import { FerryError } from '../errors.js';
 import { boolean, integer, nullable, object, string, type Infer } from '../image/schema.js';
-import { O } from '../sys/fcntl.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import { F_SETPIPE_SZ, peekPipe } from '../sys/pipe.js';
+import { unsupportedMessage } from './context.js';
 import { pipeKey } from './fd-shared.js';
 import {
+  reopen,
+  reopenFlags,
   setStatusFlags,
   type FdBuilder,
   type FdInfo,
@@ -37,29 +41,38 @@ interface MadePipe {
   write: number;
 }
 
-function makePipe(ctx: FilesRestoreContext, rec: PipeRecord, fds: FdBuilder): MadePipe {
+/** Give a made pipe (or FIFO) the capacity and the bytes it had, written through `write`. */
+function fill(
+  ctx: FilesRestoreContext,
+  fds: FdBuilder,
+  write: number,
+  rec: Pick<PipeRecord, 'capacity' | 'data'>,
+): void {
   const remote = ctx.remote;
-  const out = remote.alloc(8);
-  const [read, write] = fds.createPair({ name: 'pipe2', nr: NR.pipe2, args: [out, 0] }, out);
   if (rec.capacity !== DEFAULT_CAPACITY) {
     fds.call({ name: 'fcntl(F_SETPIPE_SZ)', nr: NR.fcntl, args: [write, F_SETPIPE_SZ, rec.capacity] });
   }
-  if (rec.data) {
-    fds.flush();
-    const reader = ctx.source.openPart(rec.data.part);
-    try {
-      for (let done = 0; done < rec.data.size;) {
-        const piece = reader.read(Math.min(WRITE_CHUNK, rec.data.size - done));
-        remote.withData(() => {
-          fds.call({ name: 'write(pipe)', nr: NR.write, args: [write, remote.put(piece), piece.length] });
-          fds.flush();
-        });
-        done += piece.length;
-      }
-    } finally {
-      reader.close();
+  if (!rec.data) return;
+  fds.flush();
+  const reader = ctx.source.openPart(rec.data.part);
+  try {
+    for (let done = 0; done < rec.data.size;) {
+      const piece = reader.read(Math.min(WRITE_CHUNK, rec.data.size - done));
+      remote.withData(() => {
+        fds.call({ name: 'write(pipe)', nr: NR.write, args: [write, remote.put(piece), piece.length] });
+        fds.flush();
+      });
+      done += piece.length;
     }
+  } finally {
+    reader.close();
   }
+}
+
+function makePipe(ctx: FilesRestoreContext, rec: PipeRecord, fds: FdBuilder): MadePipe {
+  const out = ctx.remote.alloc(8);
+  const [read, write] = fds.createPair({ name: 'pipe2', nr: NR.pipe2, args: [out, 0] }, out);
+  fill(ctx, fds, write, rec);
   fds.lend(pipeKey(rec.pipe, false), read);
   fds.lend(pipeKey(rec.pipe, true), write);
   return { read, write };
@@ -90,5 +103,59 @@ export const fdPipe: FdKind<'pipe', PipeRecord> = {
     const end = rec.write ? made.write : made.read;
     setStatusFlags(fds, end, rec.flags);
     fds.place(rec.fd, end, rec.flags);
+  },
+};
+
+const fifoRecord = object({
+  fd: integer(0, 1 << 20),
+  flags: integer(0, 2 ** 31 - 1),
+  path: string({ max: 4096 }),
+  /** The FIFO's device and inode: its descriptors in the tree share its buffer. */
+  fifo: string({ max: 64 }),
+  /** Only on the FIFO's first descriptor in the tree, as for a pipe. */
+  capacity: integer(4096, 1 << 30),
+  data: nullable(object({ part: string({ max: 256 }), size: integer(1, 1 << 30) })),
+});
+type FifoRecord = Infer<typeof fifoRecord>;
+
+/**
+ * FIFOs (named pipes): opened again by their path, with their buffered bytes. While a process's
+ * descriptors are made, ferry keeps the FIFO open for reading and writing (O_RDWR, which never
+ * waits), so that opening one end does not wait for the other; the bytes go in through it.
+ */
+export const fdFifo: FdKind<'fifo', FifoRecord> = {
+  kind: 'fifo',
+  record: fifoRecord,
+  matches: (info) => info.stat.isFIFO() && info.target.startsWith('/'),
+  dump(ctx, info) {
+    if (info.target.endsWith(' (deleted)')) {
+      throw new FerryError(
+        'FERRY_UNSUPPORTED_STATE',
+        unsupportedMessage(
+          ctx.pid,
+          `fd ${info.fd} is a FIFO whose path was deleted (${info.target}),`,
+          'which ferry cannot checkpoint',
+        ),
+      );
+    }
+    const fifo = `${info.stat.dev}:${info.stat.ino}`;
+    const base = { fd: info.fd, flags: info.fdinfo.flags, path: info.target, fifo };
+    if (!ctx.tree.firstSeen(`fifo:${fifo}`)) return { ...base, capacity: DEFAULT_CAPACITY, data: null };
+    const { data, capacity } = peekPipe(`/proc/${ctx.pid}/fd/${info.fd}`);
+    const part = `files/fifo-${info.stat.ino}`;
+    if (data.length > 0) ctx.writePart(part, data);
+    return { ...base, capacity, data: data.length > 0 ? { part, size: data.length } : null };
+  },
+  restore(ctx, rec, fds) {
+    fds.shared(`fifo:${rec.fifo}`, () => {
+      const keeper = fds.create({
+        name: `open(${rec.path})`,
+        nr: NR.openat,
+        args: [AT_FDCWD, ctx.remote.putString(rec.path), O.RDWR | O.NONBLOCK, 0],
+      });
+      fill(ctx, fds, keeper, rec);
+      return keeper;
+    });
+    reopen(ctx, fds, rec.fd, { path: rec.path, flags: reopenFlags(rec.flags), pos: null });
   },
 };

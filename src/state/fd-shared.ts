@@ -25,6 +25,7 @@ export class TreeFiles {
   /** One descriptor of each open file met so far, by inode. */
   private readonly files = new Map<string, Where[]>();
   private readonly pipes = new Map<number, PipeEnds>();
+  private readonly seen = new Set<string>();
   /** Unix sockets met, by inode, with their peer's. */
   private readonly unix = new Map<number, Where & { target: string; peer: number | null }>();
   private table: Map<number, UnixSocketInfo> | undefined;
@@ -51,6 +52,13 @@ export class TreeFiles {
   add(pid: number, info: FdInfo): void {
     const key = `${info.stat.dev}:${info.stat.ino}`;
     this.files.set(key, [...(this.files.get(key) ?? []), { pid, fd: info.fd }]);
+  }
+
+  /** True the first time the tree meets `key` (a FIFO: the first holder saves its bytes). */
+  firstSeen(key: string): boolean {
+    if (this.seen.has(key)) return false;
+    this.seen.add(key);
+    return true;
   }
 
   /** Note one end of a pipe; true when the tree meets this pipe for the first time. */

@@ -24,7 +24,8 @@ import {
   type FilesRestoreContext,
 } from './fd-kind.js';
 import { O } from '../sys/fcntl.js';
-import { fdPipe } from './fd-pipe.js';
+import { fdMemfd } from './fd-memfd.js';
+import { fdFifo, fdPipe } from './fd-pipe.js';
 import { inheritedKey, pipeKey, unixKey, type TreeFds, type TreeFiles } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
 import { fdSignalfd } from './fd-signalfd.js';
@@ -37,7 +38,9 @@ export const FD_KINDS = [
   fdTty,
   fdChardev,
   fdFile,
+  fdMemfd,
   fdPipe,
+  fdFifo,
   fdEventfd,
   fdEpoll,
   fdSocket,

@@ -78,7 +78,7 @@ export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: V
       // One copy per file, however many VMAs map it.
       const key = `${v.dev}:${v.inode}`;
       const source = `/proc/${ctx.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
-      backing = backings.get(key) ?? saveGhost(ctx, range, source, `files/map-${backings.size}`);
+      backing = backings.get(key) ?? saveGhost(ctx, range, source, `files/map-${ctx.pid}-${backings.size}`);
       backings.set(key, backing);
     }
     return { ...v, content, backing };
