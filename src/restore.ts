@@ -18,6 +18,7 @@ import { restoreFs } from './state/fs.js';
 import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
 import {
+  adviseVmas,
   closeBackings,
   mapVmas,
   prepareBackings,
@@ -205,6 +206,7 @@ function restoreProcess(
   const pages = restorePages(ctx, proc, state.vmas, staged);
   timings.mark('pages');
   protectVmas(ctx, filled);
+  adviseVmas(ctx, state.vmas);
   restoreMm(ctx, state.mm);
   restoreFiles({ ...ctx, terminal: shared.terminal }, state.files);
   restoreFs(ctx, state.fs);

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, boolean, hex64, nullable, object, oneOf, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
-import { MAP, PROT } from '../sys/mman.js';
+import { MADV, MAP, MLOCK_ONFAULT, PROT } from '../sys/mman.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { SPECIAL_KINDS, VMA_KINDS, type Vma } from '../vma/vma.js';
 import {
@@ -269,6 +269,41 @@ export function protectVmas(ctx: RestoreContext, filled: ReadonlySet<VmaRecord>)
       nr: NR.mprotect,
       args: [v.start, v.end - v.start, prot],
     });
+  }
+  ctx.remote.batch(calls);
+}
+
+/** VmFlags of smaps that madvise sets, and the advice that sets each. */
+const ADVICE: Record<string, number> = {
+  rr: MADV.RANDOM,
+  sr: MADV.SEQUENTIAL,
+  dc: MADV.DONTFORK,
+  mg: MADV.MERGEABLE,
+  hg: MADV.HUGEPAGE,
+  nh: MADV.NOHUGEPAGE,
+  dd: MADV.DONTDUMP,
+  wf: MADV.WIPEONFORK,
+};
+
+/**
+ * Give each VMA the advice it had (madvise: DONTFORK, DONTDUMP, HUGEPAGE, ...) and lock what was
+ * locked (mlock, or mlock2 ON_FAULT), once its pages are in.
+ */
+export function adviseVmas(ctx: RestoreContext, vmas: readonly VmaRecord[]): void {
+  const calls: RemoteCall[] = [];
+  for (const v of vmas) {
+    if (v.content === 'kernel') continue;
+    const at = `0x${v.start.toString(16)}`;
+    const len = v.end - v.start;
+    for (const flag of v.vmFlags) {
+      const advice = ADVICE[flag];
+      if (advice !== undefined)
+        calls.push({ name: `madvise(${at}, ${flag})`, nr: NR.madvise, args: [v.start, len, advice] });
+    }
+    if (v.vmFlags.includes('lo')) {
+      const onFault = v.vmFlags.includes('lf');
+      calls.push({ name: `mlock2(${at})`, nr: NR.mlock2, args: [v.start, len, onFault ? MLOCK_ONFAULT : 0] });
+    }
   }
   ctx.remote.batch(calls);
 }

@@ -19,7 +19,19 @@ export const MAP = {
 /** mremap(2) flags. */
 export const MREMAP = { MAYMOVE: 1, FIXED: 2 } as const;
 /** madvise(2) advice. */
-export const MADV = { DONTNEED: 4 } as const;
+export const MADV = {
+  RANDOM: 1,
+  SEQUENTIAL: 2,
+  DONTNEED: 4,
+  DONTFORK: 10,
+  MERGEABLE: 12,
+  HUGEPAGE: 14,
+  NOHUGEPAGE: 15,
+  DONTDUMP: 16,
+  WIPEONFORK: 18,
+} as const;
+/** mlock2(2) flags. */
+export const MLOCK_ONFAULT = 1;
 
 export function mmap(addr: bigint, length: number, prot: number, flags: number, fd = -1, offset = 0): bigint {
   const ret = syscall(

@@ -86,6 +86,7 @@ export const NR = {
   kcmp: 312,
   memfd_create: 319,
   userfaultfd: 323,
+  mlock2: 325,
   rseq: 334,
   pidfd_send_signal: 424,
   pidfd_open: 434,
