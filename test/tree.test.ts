@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createConnection } from 'node:net';
 import { parseStat } from '../src/proc/stat.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
@@ -153,6 +154,38 @@ test('Unix socket pairs between a parent and its child come back, with the messa
   await until('the child reads the count on', () => count() > before + 20);
   writeFileSync(`${d}/go`, '');
   assert.equal(await fileContent(`${d}/queued`, /\|/), 'dgram-1|dgram-2|dgram-3|seq-1|seq-2');
+  killTree(restored);
+});
+
+/** Connect to the Unix socket at `path`, send a line, and give back the first line answered. */
+function askUnix(path: string, line: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(path);
+    let got = '';
+    socket.on('data', (chunk) => {
+      got += chunk.toString();
+      if (got.includes('\n')) {
+        socket.destroy();
+        resolve(got.split('\n')[0]!);
+      }
+    });
+    socket.on('error', reject);
+    socket.write(`${line}\n`);
+  });
+}
+
+test('a server listening on a Unix socket path, with its child connected, listens and serves on after restore', async () => {
+  const d = dir();
+  const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/unix-server.py`, d]);
+  const count = (): number => (existsSync(`${d}/server`) ? Number(readFileSync(`${d}/server`, 'utf8')) : 0);
+  await until('the server hears its child', () => count() > 5);
+  assert.equal(await askUnix(`${d}/sock`, 'ping'), 'pong');
+  const image = await dumpTree(pid);
+  assert.match(await cliOk(['show', image]), /listening on .*\/sock/);
+  const before = count();
+  const restored = await restoreTree(image);
+  await until('the server hears its child on', () => count() > before + 20);
+  assert.equal(await askUnix(`${d}/sock`, 'ping'), 'pong');
   killTree(restored);
 });
 

@@ -140,7 +140,14 @@ function describeFd(f: FdRecord): string {
     }
     case 'unix': {
       const type = f.type === SOCK.STREAM ? 'stream' : f.type === SOCK.DGRAM ? 'datagram' : 'seqpacket';
-      const peer = f.peer === null ? 'unconnected' : `paired with socket ${f.peer}`;
+      const peer =
+        f.backlog !== null
+          ? `listening on ${f.name} (backlog ${f.backlog})`
+          : f.peer !== null
+            ? `paired with socket ${f.peer}`
+            : f.name !== null
+              ? `bound to ${f.name}`
+              : 'unconnected';
       const queued = f.queue ? `, ${f.queue.lengths.length} message(s) queued` : '';
       return `Unix ${type} socket ${f.ino}, ${peer}${queued}`;
     }

@@ -1,19 +1,24 @@
-// Unix sockets that are unnamed: a connected pair (socketpair: stream, datagram or seqpacket) whose
-// ends are in the process or its tree, or one connected to nothing. What the kernel says of each
-// (its type and peer, sock_diag) and what its receive queue holds (peeked, so the process keeps it)
-// are saved. Restore makes the pair with socketpair in the first process that holds an end, lends
-// the ends to the others, and sends each end's queued messages again through its peer. Bound and
-// listening sockets, and connections to them, are refused.
+// Unix sockets: a connected pair (socketpair, or a connection accepted from a listener) whose ends
+// are in the process or its tree, a socket bound to a name (a path, or an abstract '@name'),
+// listening or not, and one connected to nothing. What the kernel says of each (its type, name and
+// peer, sock_diag) and what its receive queue holds (peeked, so the process keeps it) are saved.
+// Restore makes a pair with socketpair in the first process that holds an end, lends the ends to
+// the others, and sends each end's queued messages again through its peer; a bound socket is bound
+// again (a socket file left at its path by the dumped process is replaced) and listens again.
+// A connection to a listener outside the tree is refused.
+import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
 import { AF, peekQueue, SOCK } from '../sys/socket.js';
+import { unixSockets } from '../sys/unix-diag.js';
 import { unsupportedMessage } from './context.js';
 import { unixKey } from './fd-shared.js';
 import { setStatusFlags, type FdBuilder, type FdKind, type FilesRestoreContext } from './fd-kind.js';
 
 const LISTENING = 10;
 const MAX_MESSAGES = 1 << 20;
+const SUN_PATH = 108;
 
 const record = object({
   fd: integer(0, 1 << 20),
@@ -21,6 +26,11 @@ const record = object({
   ino: integer(0, 2 ** 32 - 1),
   type: integer(0, 16),
   peer: nullable(integer(0, 2 ** 32 - 1)),
+  /** The name it is bound to (of a connected pair, not given back), and its socket file's mode. */
+  name: nullable(string({ max: SUN_PATH })),
+  mode: nullable(integer(0, 0o7777)),
+  /** Of a listening socket, its backlog. */
+  backlog: nullable(integer(0, 2 ** 31 - 1)),
   /** Its receive queue: the bytes (an image part) and each message's length. */
   queue: nullable(
     object({ part: string({ max: 256 }), lengths: array(integer(0, 1 << 30), { max: MAX_MESSAGES }) }),
@@ -31,12 +41,42 @@ type UnixRecord = Infer<typeof record>;
 /** The descriptors made for one socket pair (or one lone socket), by socket inode. */
 type Made = Map<number, number>;
 
-function makePair(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): Made {
-  if (rec.peer === null) {
-    return new Map([
-      [rec.ino, fds.create({ name: 'socket(AF_UNIX)', nr: NR.socket, args: [AF.UNIX, rec.type, 0] })],
-    ]);
+/** struct sockaddr_un of a name: a path, or '@' and an abstract name. */
+function sockaddr(name: string): Buffer {
+  const abstract = name.startsWith('@');
+  const path = Buffer.from(abstract ? `\0${name.slice(1)}` : `${name}\0`, abstract ? 'latin1' : 'utf8');
+  const addr = Buffer.alloc(2 + path.length);
+  addr.writeUInt16LE(AF.UNIX, 0);
+  path.copy(addr, 2);
+  return addr;
+}
+
+/** A socket of its own: bound to its name again (and listening) when it had one. */
+function makeLone(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): number {
+  const made = fds.create({ name: 'socket(AF_UNIX)', nr: NR.socket, args: [AF.UNIX, rec.type, 0] });
+  if (rec.name === null) return made;
+  const path = rec.name.startsWith('@') ? null : rec.name;
+  // The dumped process's socket file is still there: binding needs the path free. One a live
+  // socket is bound to (the dumped process ran on) is not taken from it.
+  if ([...unixSockets().values()].some((s) => s.name === rec.name))
+    throw new FerryError(
+      'FERRY_RESTORE_FAILED',
+      `${rec.name} is bound by a live socket: fd ${rec.fd} cannot have it`,
+    );
+  if (path !== null && existsSync(path) && lstatSync(path).isSocket()) unlinkSync(path);
+  const addr = sockaddr(rec.name);
+  fds.call({ name: `bind(${rec.name})`, nr: NR.bind, args: [made, ctx.remote.put(addr), addr.length] });
+  if (rec.backlog !== null)
+    fds.call({ name: `listen(${rec.name})`, nr: NR.listen, args: [made, rec.backlog] });
+  if (path !== null && rec.mode !== null) {
+    fds.flush();
+    chmodSync(path, rec.mode);
   }
+  return made;
+}
+
+function makePair(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): Made {
+  if (rec.peer === null) return new Map([[rec.ino, makeLone(ctx, rec, fds)]]);
   const out = ctx.remote.alloc(8);
   const [mine, theirs] = fds.createPair(
     { name: 'socketpair(AF_UNIX)', nr: NR.socketpair, args: [AF.UNIX, rec.type, 0, out] },
@@ -100,22 +140,35 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
     const s =
       ctx.tree.unixSocket(ino) ??
       refuse('a Unix socket the kernel does not list here (another network namespace?)');
-    if (s.state === LISTENING) refuse(`a listening Unix socket on ${s.name ?? '(no name)'}`);
-    if (s.name !== null) refuse(`a Unix socket bound to ${s.name}`);
-    const peer = s.peer === null ? undefined : ctx.tree.unixSocket(s.peer);
-    if (peer?.name) refuse(`a Unix socket connected to ${peer.name}`);
     if (s.type !== SOCK.STREAM && s.type !== SOCK.DGRAM && s.type !== SOCK.SEQPACKET)
       refuse(`a Unix socket of type ${s.type}`);
+    const listening = s.state === LISTENING;
+    if (listening && s.rqueue > 0) {
+      ctx.warn(
+        `fd ${info.fd} (listening on ${s.name ?? '?'}): ${s.rqueue} connection(s) not yet accepted are dropped`,
+      );
+    }
     ctx.tree.unixEnd(ctx.pid, info, s.peer);
-    const messages = peekQueue(info.socket!.copy);
+    const messages = listening ? [] : peekQueue(info.socket!.copy);
     if (messages.length > 0 && s.peer === null) refuse('a Unix socket with data queued and no peer');
+    const path = s.name !== null && !s.name.startsWith('@') && s.peer === null ? s.name : null;
     let queue: UnixRecord['queue'] = null;
     if (messages.length > 0) {
       const part = `files/unix-${ino}`;
       ctx.writePart(part, Buffer.concat(messages));
       queue = { part, lengths: messages.map((m) => m.length) };
     }
-    return { fd: info.fd, flags: info.fdinfo.flags, ino, type: s.type, peer: s.peer, queue };
+    return {
+      fd: info.fd,
+      flags: info.fdinfo.flags,
+      ino,
+      type: s.type,
+      peer: s.peer,
+      name: s.name,
+      mode: path !== null && existsSync(path) ? lstatSync(path).mode & 0o7777 : null,
+      backlog: listening ? s.wqueue : null,
+      queue,
+    };
   },
   restore(ctx, rec, fds) {
     const key = `unix:${Math.min(rec.ino, rec.peer ?? rec.ino)}`;

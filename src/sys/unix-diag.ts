@@ -32,6 +32,8 @@ export interface UnixSocketInfo {
   peer: number | null;
   /** Bytes in its receive queue (of a listener: connections waiting). */
   rqueue: number;
+  /** Of a listener: its backlog. */
+  wqueue: number;
 }
 
 const align4 = (n: number): number => (n + 3) & ~3;
@@ -63,6 +65,7 @@ function parseSocket(msg: Buffer): UnixSocketInfo {
     name: null,
     peer: null,
     rqueue: 0,
+    wqueue: 0,
   };
   for (let at = 16; at + 4 <= msg.length;) {
     const len = msg.readUInt16LE(at);
@@ -71,7 +74,10 @@ function parseSocket(msg: Buffer): UnixSocketInfo {
     const type = msg.readUInt16LE(at + 2);
     if (type === UNIX_DIAG.NAME) info.name = parseName(data);
     else if (type === UNIX_DIAG.PEER) info.peer = data.readUInt32LE(0);
-    else if (type === UNIX_DIAG.RQLEN) info.rqueue = data.readUInt32LE(0);
+    else if (type === UNIX_DIAG.RQLEN) {
+      info.rqueue = data.readUInt32LE(0);
+      info.wqueue = data.readUInt32LE(4);
+    }
     at += align4(len);
   }
   return info;
