@@ -2,7 +2,7 @@
 // own state, python3 computations, partial and compressed images, `show`.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { dump } from '../src/checkpoint.js';
 import { readImage } from '../src/read-image.js';
@@ -233,6 +233,33 @@ test('a deleted file, mapped privately and open, comes back with its content', a
   );
   process.kill(pid, 'SIGUSR1');
   assert.equal(await fileContent(`${work}/result`, /^(PASS|FAIL)$/), 'PASS');
+});
+
+const DELETED_WITH_DIR = `
+import os, sys, time
+d = sys.argv[1]
+os.makedirs(d + '/gone')
+f = open(d + '/gone/open', 'w+')
+f.write('still here')
+os.unlink(d + '/gone/open')
+os.rmdir(d + '/gone')
+open(d + '/ready', 'w').close()
+while not os.path.exists(d + '/go'):
+    time.sleep(0.01)
+f.seek(0)
+open(d + '/result', 'w').write(f.read())
+`;
+
+test('a deleted file whose directory is gone too comes back', async () => {
+  const work = dir();
+  const child = spawn(PYTHON, ['-c', DELETED_WITH_DIR, work], { stdio: 'ignore' });
+  cleanup(() => killAndReap(child.pid!));
+  await fileContent(`${work}/ready`);
+  const image = dir();
+  await cli(['dump', String(child.pid), '-D', image]);
+  await restored(image);
+  writeFileSync(`${work}/go`, '');
+  assert.equal(await fileContent(`${work}/result`, /here$/), 'still here');
 });
 
 test('ferry demo: the built-in workload carries on after its restore', async () => {

@@ -59,7 +59,9 @@ export function createGhost(ctx: RestoreContext, path: string, ghost: GhostRecor
       ctx.cleanup.push(() => unlinkSync(candidate));
       return candidate;
     } catch (err) {
-      if (!(err instanceof Error && 'code' in err && err.code === 'EEXIST')) throw err;
+      // Taken, or its directory is gone too: the next candidate (in a directory that exists).
+      if (!(err instanceof Error && 'code' in err && (err.code === 'EEXIST' || err.code === 'ENOENT')))
+        throw err;
     }
   }
   throw new FerryError('FERRY_RESTORE_FAILED', `cannot recreate the deleted file ${path}`);
