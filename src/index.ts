@@ -16,9 +16,9 @@ export { migrate, type MigrateMode, type MigrateOptions, type MigrateResult } fr
 export type { RoundReport } from './migrate/precopy.js';
 export { dumpEvery, type EveryOptions, type EveryResult } from './periodic.js';
 export type { AgentEndpoint } from './migrate/client.js';
-export { readImage, type Image } from './read-image.js';
+export { readImage, type Image, type ProcessImage } from './read-image.js';
 export { restore, type RestoreOptions, type RestoreResult } from './restore.js';
-export { findVma, vmaBytes, vmaContents, type VmaContent } from './show.js';
+export { findProcess, findVma, vmaBytes, vmaContents, type VmaContent } from './show.js';
 export type { Manifest, ProcessState } from './state/image.js';
 export type { VmaRecord } from './state/mem-vmas.js';
 export { isErrno, SysError } from './sys/errno.js';

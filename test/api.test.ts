@@ -16,6 +16,7 @@ test('the entry point exports every function the README documents', () => {
     'vmaContents',
     'findVma',
     'vmaBytes',
+    'findProcess',
     'isFerryError',
     'isErrno',
     'migrate',
