@@ -6,6 +6,8 @@ import { closeSync, openSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
 import { sameOpenFile } from '../sys/kcmp.js';
+import { NR } from '../sys/nr.js';
+import type { RemoteCall } from '../tracee/remote.js';
 import { unixSockets, type UnixSocketInfo } from '../sys/unix-diag.js';
 import { unsupportedMessage } from './context.js';
 import type { FdInfo } from './fd-kind.js';
@@ -100,6 +102,9 @@ export const inheritedKey = (pid: number, fd: number): string => `fd:${pid}:${fd
 export const shmemKey = (dev: string, inode: bigint): string => `shmem:${dev}:${inode.toString(16)}`;
 /** Key of Unix socket `ino`, one end of a pair. */
 export const unixKey = (ino: number): string => `unix:${ino}`;
+/** What names a Unix socket pair (or a lone socket, `peer` null): the same from either end. */
+export const unixPairId = (ino: number, peer: number | null): string =>
+  `unix-pair:${Math.min(ino, peer ?? ino)}`;
 /** Key of one end of pipe `ino`. */
 export const pipeKey = (ino: number, write: boolean): string => `pipe:${ino}:${write ? 'write' : 'read'}`;
 
@@ -119,11 +124,12 @@ export class TreeFds {
     return this.wanted.has(key);
   }
 
-  /** Keep a copy of descriptor `fd` of process `pid` (held by ferry, not running) for later. */
-  hold(key: string, pid: number, fd: number): void {
+  /** Keep a copy of each descriptor `fd` of process `pid` (held by ferry, not running) under its key. */
+  hold(pid: number, fds: readonly { key: string; fd: number }[]): void {
+    if (fds.length === 0) return;
     const pidfd = pidfdOpen(pid);
     try {
-      this.held.set(key, pidfdGetfd(pidfd, fd));
+      for (const { key, fd } of fds) this.held.set(key, pidfdGetfd(pidfd, fd));
     } finally {
       closeSync(pidfd);
     }
@@ -144,3 +150,17 @@ export class TreeFds {
     this.held.clear();
   }
 }
+
+/** The call that opens ferry's own process inside a stub (a pidfd), to borrow held descriptors through. */
+export const ferryPidfdCall = (): RemoteCall => ({
+  name: 'pidfd_open(ferry)',
+  nr: NR.pidfd_open,
+  args: [process.pid, 0],
+});
+
+/** The call that copies ferry's held descriptor `held` into a stub, through `ferry` (ferryPidfdCall). */
+export const borrowCall = (ferry: number, held: number, what: string): RemoteCall => ({
+  name: `pidfd_getfd(${what})`,
+  nr: NR.pidfd_getfd,
+  args: [ferry, held, 0],
+});

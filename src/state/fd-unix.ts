@@ -13,7 +13,7 @@ import { NR } from '../sys/nr.js';
 import { AF, peekQueue, SOCK } from '../sys/socket.js';
 import { unixSockets } from '../sys/unix-diag.js';
 import { unsupportedMessage } from './context.js';
-import { unixKey } from './fd-shared.js';
+import { unixKey, unixPairId } from './fd-shared.js';
 import { setStatusFlags, type FdBuilder, type FdKind, type FilesRestoreContext } from './fd-kind.js';
 
 const LISTENING = 10;
@@ -171,9 +171,10 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
     };
   },
   restore(ctx, rec, fds) {
-    const key = `unix:${Math.min(rec.ino, rec.peer ?? rec.ino)}`;
     const lent = ctx.tree.get(unixKey(rec.ino)) !== undefined;
-    const made = fds.shared(key, () => (lent ? new Map<number, number>() : makePair(ctx, rec, fds)));
+    const made = fds.shared(unixPairId(rec.ino, rec.peer), () =>
+      lent ? new Map<number, number>() : makePair(ctx, rec, fds),
+    );
     const mine = end(made, rec.ino, fds)!;
     if (rec.queue) {
       const through = rec.peer === null ? undefined : end(made, rec.peer, fds);

@@ -26,7 +26,16 @@ import {
 import { O } from '../sys/fcntl.js';
 import { fdMemfd } from './fd-memfd.js';
 import { fdFifo, fdPipe } from './fd-pipe.js';
-import { inheritedKey, pipeKey, unixKey, type TreeFds, type TreeFiles } from './fd-shared.js';
+import {
+  borrowCall,
+  ferryPidfdCall,
+  inheritedKey,
+  pipeKey,
+  unixKey,
+  unixPairId,
+  type TreeFds,
+  type TreeFiles,
+} from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
@@ -209,7 +218,7 @@ class Builder implements FdBuilder {
   /** Where each placed descriptor was made (for the dup records placed from it). */
   readonly madeFor = new Map<number, number>();
 
-  private readonly lent: { key: string; made: number }[] = [];
+  private readonly lent: { key: string; fd: number }[] = [];
   /** ferry's process, opened in the stub to borrow from (a pidfd), once something is borrowed. */
   private ferry: number | undefined;
 
@@ -273,18 +282,14 @@ class Builder implements FdBuilder {
   }
 
   lend(key: string, made: number): void {
-    if (this.tree.wants(key)) this.lent.push({ key, made });
+    if (this.tree.wants(key)) this.lent.push({ key, fd: made });
   }
 
   borrow(key: string): number | undefined {
     const held = this.tree.get(key);
     if (held === undefined) return undefined;
-    this.ferry ??= this.create({ name: 'pidfd_open(ferry)', nr: NR.pidfd_open, args: [process.pid, 0] });
-    return this.create({
-      name: `pidfd_getfd(ferry, ${held})`,
-      nr: NR.pidfd_getfd,
-      args: [this.ferry, held, 0],
-    });
+    this.ferry ??= this.create(ferryPidfdCall());
+    return this.create(borrowCall(this.ferry, held, key));
   }
 
   place(fd: number, made: number, flags: number): void {
@@ -302,7 +307,7 @@ class Builder implements FdBuilder {
    */
   finish(): void {
     this.flush();
-    for (const { key, made } of this.lent) this.tree.hold(key, this.remote.pid, made);
+    this.tree.hold(this.remote.pid, this.lent);
     this.pending.push(
       ...this.placements,
       ...this.parked.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })),
@@ -372,7 +377,7 @@ export function borrowedFds(processes: readonly { pid: number; files: FilesRecor
       if (rec.kind === 'pipe')
         hold(`pipe:${rec.pipe}`, p.pid, [pipeKey(rec.pipe, false), pipeKey(rec.pipe, true)]);
       if (rec.kind === 'unix' && rec.peer !== null)
-        hold(`unix:${Math.min(rec.ino, rec.peer)}`, p.pid, [unixKey(rec.ino), unixKey(rec.peer)]);
+        hold(unixPairId(rec.ino, rec.peer), p.pid, [unixKey(rec.ino), unixKey(rec.peer)]);
     }
   }
   for (const h of holders.values()) if (h.pids.size > 1) for (const key of h.keys) wanted.add(key);

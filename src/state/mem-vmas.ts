@@ -19,7 +19,7 @@ import {
   type RestoreContext,
 } from './context.js';
 import { createGhost, ghostContent, ghostRecord, saveGhost, type GhostRecord } from './ghost.js';
-import { shmemKey } from './fd-shared.js';
+import { borrowCall, ferryPidfdCall, shmemKey } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
@@ -162,9 +162,8 @@ export function prepareBackings(ctx: RestoreContext, vmas: readonly VmaRecord[])
     if (key === undefined || backings.has(key)) continue;
     if (isShmem(v)) {
       if (ctx.tree.get(key) === undefined) makeShmem(ctx, key);
-      ferry ??= make({ name: 'pidfd_open(ferry)', nr: NR.pidfd_open, args: [process.pid, 0] });
-      const args = [ferry, ctx.tree.get(key)!, 0];
-      backings.set(key, { fd: make({ name: `pidfd_getfd(${key})`, nr: NR.pidfd_getfd, args }) });
+      ferry ??= make(ferryPidfdCall());
+      backings.set(key, { fd: make(borrowCall(ferry, ctx.tree.get(key)!, key)) });
     } else if (v.name.startsWith(MEMFD)) {
       const name = ctx.remote.putString(v.name.slice(MEMFD.length));
       backings.set(key, {

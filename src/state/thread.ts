@@ -12,7 +12,7 @@ import {
   type Schema,
 } from '../image/schema.js';
 import { readProcText } from '../proc/files.js';
-import { CLONE_ARGS_SIZE, CLONE_THREAD_FLAGS, cloneArgs } from '../sys/clone.js';
+import { CLONE_THREAD_FLAGS } from '../sys/clone.js';
 import { errnoName, isErrno, SysError } from '../sys/errno.js';
 import { NR } from '../sys/nr.js';
 import { PR } from '../sys/prctl.js';
@@ -26,8 +26,8 @@ import {
 } from '../sys/ptrace.js';
 import { NO_RESTART, REG_NAMES, signed, type RegName, type Regs } from '../sys/regs.js';
 import { getRobustList } from '../sys/thread-state.js';
-import type { SamePid } from '../stub/restore-stub.js';
-import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
+import { clone3In, type SamePid } from '../stub/restore-stub.js';
+import type { RemoteCall } from '../tracee/remote.js';
 import type { DumpContext, RestoreContext } from './context.js';
 
 const regsRecord = object(
@@ -124,7 +124,7 @@ export function cloneThreads(ctx: RestoreContext, recs: readonly ThreadRecord[],
   const keepIds = samePid !== 'no' && ctx.pid === ctx.originalPid;
   return recs.map((rec) =>
     remote.withData(() => {
-      let tid = keepIds ? cloneThread(remote, rec.tid) : undefined;
+      let tid = keepIds ? clone3In(remote, CLONE_THREAD_FLAGS, 0, rec.tid) : undefined;
       if (tid === undefined || tid < 0n) {
         if (tid !== undefined && samePid === 'require') {
           throw new FerryError(
@@ -132,24 +132,13 @@ export function cloneThreads(ctx: RestoreContext, recs: readonly ThreadRecord[],
             `cannot restore thread ${rec.tid} under its ID: clone3 set_tid gave ${errnoName(Number(-tid))}`,
           );
         }
-        tid = cloneThread(remote);
+        tid = clone3In(remote, CLONE_THREAD_FLAGS, 0);
         if (tid < 0n) throw new SysError(`clone3 of a thread in process ${ctx.pid}`, [], Number(-tid));
       }
       ctx.stub.adoptThread(Number(tid));
       return Number(tid);
     }),
   );
-}
-
-/** clone3 a thread in the stub (with ID `id` when given): its ID, or a negative errno. */
-function cloneThread(remote: RemoteSyscalls, id?: number): bigint {
-  let setTid: bigint | undefined;
-  if (id !== undefined) {
-    const word = Buffer.alloc(4);
-    word.writeInt32LE(id);
-    setTid = remote.put(word);
-  }
-  return remote.call(NR.clone3, remote.put(cloneArgs(CLONE_THREAD_FLAGS, 0, setTid)), CLONE_ARGS_SIZE);
 }
 
 /** Give the stub this thread's kernel-side state. */

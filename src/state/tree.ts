@@ -6,7 +6,6 @@ import { FerryError, isFerryError } from '../errors.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { listThreads, readProcText } from '../proc/files.js';
 import { parseStat, type ProcStat } from '../proc/stat.js';
-import { CLONE_ARGS_SIZE, cloneArgs } from '../sys/clone.js';
 import { SysError } from '../sys/errno.js';
 import { NR } from '../sys/nr.js';
 import { PR } from '../sys/prctl.js';
@@ -16,7 +15,7 @@ import { SIG } from '../sys/signal.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
 import { Tracee } from '../tracee/tracee.js';
 import { STUB_SYSCALL_ADDRESS } from '../stub/stub.js';
-import { pidTakenBy, settledPidState } from '../stub/restore-stub.js';
+import { clone3In, pidTakenBy, settledPidState } from '../stub/restore-stub.js';
 import { unsupportedMessage } from './context.js';
 
 const PID = integer(1, 2 ** 22);
@@ -149,21 +148,23 @@ export interface Made {
   tracee: Tracee;
 }
 
-/** clone3 a child of the stub held by `parent`, with PID `pid`: its PID or -errno. */
-function forkIn(parent: Tracee, pid: number): bigint {
-  ptraceSetOptions(parent.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK);
-  const remote = RemoteSyscalls.open(parent, { insn: STUB_SYSCALL_ADDRESS });
+/** Run `fn` inside a held stub, with a small scratch region when it needs memory there. */
+function inStub<T>(stub: Tracee, fn: (remote: RemoteSyscalls) => T, scratch = false): T {
+  const remote = RemoteSyscalls.open(stub, { insn: STUB_SYSCALL_ADDRESS });
   try {
-    remote.installScratch({ size: 1 << 12 });
-    const word = Buffer.alloc(4);
-    word.writeInt32LE(pid);
-    const args = cloneArgs(0n, SIG.SIGCHLD, remote.put(word));
-    const ret = remote.call(NR.clone3, remote.put(args), CLONE_ARGS_SIZE);
-    remote.removeScratch();
-    return ret;
+    if (scratch) remote.installScratch({ size: 1 << 12 });
+    const result = fn(remote);
+    if (scratch) remote.removeScratch();
+    return result;
   } finally {
     remote.close();
   }
+}
+
+/** clone3 a child of the stub held by `parent`, with PID `pid`: its PID or -errno. */
+function forkIn(parent: Tracee, pid: number): bigint {
+  ptraceSetOptions(parent.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK);
+  return inStub(parent, (remote) => clone3In(remote, 0n, SIG.SIGCHLD, pid), true);
 }
 
 /**
@@ -197,18 +198,9 @@ export function forkTree(tree: TreeRecord, root: Made, made: Made[]): void {
     const child: Made = { record, pid: Number(pid), tracee: Tracee.adopt(Number(pid)) };
     made.push(child);
     byOriginal.set(record.pid, child);
-    if (record.sid === record.pid) inProcess(child, (r) => r.check('setsid', NR.setsid));
+    if (record.sid === record.pid) inStub(child.tracee, (r) => r.check('setsid', NR.setsid));
   }
   joinGroups(tree, byOriginal);
-}
-
-function inProcess<T>(made: Made, fn: (remote: RemoteSyscalls) => T): T {
-  const remote = RemoteSyscalls.open(made.tracee, { insn: STUB_SYSCALL_ADDRESS });
-  try {
-    return fn(remote);
-  } finally {
-    remote.close();
-  }
 }
 
 /** Put each process in its group: group leaders first, then their members. */
@@ -221,7 +213,7 @@ function joinGroups(tree: TreeRecord, byOriginal: ReadonlyMap<number, Made>): vo
     const leader = byOriginal.get(record.pgid);
     const group = leader ? leader.pid : rootGroup;
     if (statOf(made.pid)?.pgrp !== group)
-      inProcess(made, (r) => r.check(`setpgid(0, ${group})`, NR.setpgid, 0, group));
+      inStub(made.tracee, (r) => r.check(`setpgid(0, ${group})`, NR.setpgid, 0, group));
   }
 }
 
@@ -234,12 +226,14 @@ export function exitZombies(zombies: readonly Made[]): void {
   for (const z of zombies) {
     const status = z.record.exit!;
     const signal = status & 0x7f;
-    inProcess(z, (r) => {
-      r.installScratch({ size: 1 << 12 });
-      r.check('prctl(PR_SET_NAME)', NR.prctl, PR.SET_NAME, r.putString(z.record.command));
-      if (signal !== 0) r.check('prctl(PR_SET_DUMPABLE, 0)', NR.prctl, PR.SET_DUMPABLE, 0);
-      r.removeScratch();
-    });
+    inStub(
+      z.tracee,
+      (r) => {
+        r.check('prctl(PR_SET_NAME)', NR.prctl, PR.SET_NAME, r.putString(z.record.command));
+        if (signal !== 0) r.check('prctl(PR_SET_DUMPABLE, 0)', NR.prctl, PR.SET_DUMPABLE, 0);
+      },
+      true,
+    );
     const [nr, rdi, rsi] = signal === 0 ? [NR.exit_group, status >> 8, 0] : [NR.kill, z.pid, signal];
     z.tracee.replaceSavedRegs(z.pid, {
       ...z.tracee.savedRegs(z.pid),

@@ -69,15 +69,26 @@ function killStub(stub: RestoreStub): void {
   stub.tracee.kill();
 }
 
+/**
+ * clone3 inside a stub, through `remote` (a scratch region installed): a child (or thread, with
+ * `flags`) with ID `id` when given. Its ID, or -errno.
+ */
+export function clone3In(remote: RemoteSyscalls, flags: bigint, exitSignal: number, id?: number): bigint {
+  let setTid: bigint | undefined;
+  if (id !== undefined) {
+    const word = Buffer.alloc(4);
+    word.writeInt32LE(id);
+    setTid = remote.put(word);
+  }
+  return remote.call(NR.clone3, remote.put(cloneArgs(flags, exitSignal, setTid)), CLONE_ARGS_SIZE);
+}
+
 /** Inside a frozen stub, clone3() a child with PID `pid`; the child is ptrace-attached to us. */
 function cloneWithPid(first: RestoreStub, pid: number): RestoreStub | bigint {
   ptraceSetOptions(first.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK);
   const remote = RemoteSyscalls.open(first.tracee, { insn: STUB_SYSCALL_ADDRESS });
   remote.installScratch({ size: 1 << 16 });
-  const tid = Buffer.alloc(4);
-  tid.writeInt32LE(pid);
-  const args = cloneArgs(CLONE.PARENT, SIG.SIGCHLD, remote.put(tid));
-  const ret = remote.call(NR.clone3, remote.put(args), CLONE_ARGS_SIZE);
+  const ret = clone3In(remote, CLONE.PARENT, SIG.SIGCHLD, pid);
   if (ret !== BigInt(pid)) {
     remote.close();
     return ret;
