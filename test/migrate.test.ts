@@ -256,6 +256,7 @@ test('a target agent killed while it holds the restored process takes that proce
       break;
     }
   }
+  assert.ok(held > 0, 'the agent restored the process and holds it');
   cleanup(() => killAndReap(held));
   assert.equal(traceState(held).state, 'T', 'held: stopped');
   await agents[1]!.process.stop();

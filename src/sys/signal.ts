@@ -47,7 +47,9 @@ export function signalName(signal: number): string {
   return names.get(signal) ?? (signal >= 32 && signal <= NSIG ? `SIGRT${signal - 32}` : `signal ${signal}`);
 }
 
+/** Signal one process: never a group, which a PID of 0 or less would reach. */
 export function kill(pid: number, signal: number): void {
+  if (!Number.isInteger(pid) || pid <= 0) throw new RangeError(`kill: ${pid} is not the PID of one process`);
   syscall(NR.kill, 'kill', () => [String(pid), signalName(signal)], pid, signal);
 }
 
