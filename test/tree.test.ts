@@ -6,11 +6,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createConnection } from 'node:net';
+import { spawn } from 'node:child_process';
 import { parseStat } from '../src/proc/stat.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { fileContent } from './helpers/compute.js';
-import { FIXTURE_SOURCES, PYTHON } from './helpers/paths.js';
+import { CLI, FIXTURE_SOURCES, PYTHON } from './helpers/paths.js';
 import { startLogged, traceState } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap, killTree, treeOf } from './helpers/reaper.js';
 
@@ -282,4 +283,24 @@ test('--no-tree refuses a process with children, naming them, and the tree runs 
   for (const p of treeOf(pid)) assert.equal(traceState(p).tracerPid, 0);
   await ticksOn(d);
   assert.equal(await report(d), `zombie 7 usr1 ${process.pid}`);
+});
+
+test('in a new PID namespace, whose session and group are led from outside it, a pipeline dumps and restores', async () => {
+  const d = dir();
+  // unshare kills the namespace's first process, and with it the namespace, if it is killed.
+  const args = ['-p', '-f', '--mount-proc', '--kill-child', PYTHON, `${FIXTURE_SOURCES}/container.py`];
+  const child = spawn('unshare', [...args, process.execPath, CLI, d], { detached: true });
+  cleanup(() => killAndReap(child.pid!));
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+  const code = await new Promise((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, output);
+  assert.match(output, /^group 0 session 0$/m);
+  assert.match(output, /^restored \d+ \(was \d+\), lines out of order \[\]$/m);
+  const shown = JSON.parse(await cliOk(['show', `${d}/image`, '--json'])) as {
+    manifest: { tree: { pgid: number; sid: number }[] };
+  };
+  assert.ok(shown.manifest.tree.length >= 3, 'sh, its loop and cat');
+  for (const m of shown.manifest.tree) assert.deepEqual([m.pgid, m.sid], [0, 0]);
 });

@@ -24,8 +24,9 @@ const PID = integer(1, 2 ** 22);
 const memberRecord = object({
   pid: PID,
   ppid: integer(0, 2 ** 22),
-  pgid: PID,
-  sid: PID,
+  /** 0: a group or session whose leader is outside ferry's PID namespace (as in a container). */
+  pgid: integer(0, 2 ** 22),
+  sid: integer(0, 2 ** 22),
   command: string({ max: 16, description: 'comm: the process name' }),
   /** A zombie's wait status (exit code << 8, or the signal that killed it); null while it runs. */
   exit: nullable(integer(0, 0xffff)),
