@@ -3,7 +3,7 @@
 // sockets, on a C fixture that checks them itself, on redis-server from Debian's package and on a
 // Node.js HTTP server.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { before, test } from 'node:test';
@@ -158,4 +158,38 @@ test('a Node.js HTTP server with a timer answers after restore with the state it
   const after = /^(\S+) (\d+)$/.exec(await get(port));
   assert.equal(after?.[1], state);
   assert.ok(Number(after?.[2]) > Number(before?.[2]), 'the timer ran on');
+});
+
+const ON_A_TERMINAL = `
+import os, pty, sys, time
+pid, master = pty.fork()
+if pid == 0:
+    n = 0
+    while True:
+        n += 1
+        with open(sys.argv[1] + '.tmp', 'w') as f:
+            f.write(str(n))
+        os.rename(sys.argv[1] + '.tmp', sys.argv[1])
+        time.sleep(0.01)
+print(pid, flush=True)
+while os.read(master, 1024):
+    pass
+`;
+
+test('a process on a pseudo-terminal comes back on /dev/null with --tty null, and counts on', async () => {
+  const count = `${dir()}/count`;
+  const p = await startLogged(PYTHON, ['-c', ON_A_TERMINAL, count], /^\d+\n/);
+  const child = Number(readFileSync(p.out, 'utf8'));
+  cleanup(() => killAndReap(child));
+  const seen = (): number => Number(readFileSync(count, 'utf8'));
+  await fileContent(count, /^[1-9]/);
+  assert.match(readlinkSync(`/proc/${child}/fd/0`), /^\/dev\/pts\/\d+$/);
+  const image = dir();
+  await cliOk(['dump', String(child), '-D', image]);
+  assert.match(await cliOk(['show', image]), /^0 +tty +\S+ +\/dev\/pts\/\d+$/m);
+  const atDump = seen();
+  const restored = await restoreCli(image, cleanup, '--tty', 'null');
+  for (const fd of [0, 1, 2]) assert.equal(readlinkSync(`/proc/${restored}/fd/${fd}`), '/dev/null');
+  for (const until = Date.now() + 10_000; seen() < atDump + 20; await sleep(20))
+    assert.ok(Date.now() < until, 'the restored process counts on');
 });

@@ -102,5 +102,11 @@ export function reopenFlags(flags: number): number {
   return (flags & ~(O.CREAT | O.EXCL | O.TRUNC)) | O.NOCTTY;
 }
 
-export const major = (rdev: number): number => ((rdev >> 8) & 0xfff) | ((rdev >> 32) & ~0xfff);
-export const minor = (rdev: number): number => (rdev & 0xff) | ((rdev >> 12) & ~0xff);
+// glibc's dev_t split (sys/sysmacros.h). A dev_t has up to 64 bits: the bits above 32 are reached by
+// division, as JavaScript's shift operators work on 32 bits only.
+export const major = (rdev: number): number =>
+  (Math.floor(rdev / 2 ** 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+export const minor = (rdev: number): number => (rdev & 0xff) | (Math.floor(rdev / 2 ** 12) & ~0xff);
+/** A device as /proc/PID/maps writes it: major:minor in hex, two digits at least. */
+export const deviceName = (dev: number): string =>
+  `${major(dev).toString(16).padStart(2, '0')}:${minor(dev).toString(16).padStart(2, '0')}`;
