@@ -114,24 +114,32 @@ test('python3 with 4 threads writing to a pipe its child reads: after restore ea
   killTree(restored);
 });
 
-test('a parent and child sharing anonymous memory share it again after restore', async () => {
-  const d = dir();
-  const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/shared.py`, d]);
-  const seen = (who: string): number =>
-    existsSync(`${d}/${who}`) ? Number(readFileSync(`${d}/${who}`, 'utf8')) : 0;
-  await until('each sees the other count', () => seen('parent') > 5 && seen('child') > 5);
-  const image = await dumpTree(pid);
-  const before = [seen('parent'), seen('child')];
-  const restored = await restoreTree(image);
-  await until(
-    'each sees the other count on',
-    () => seen('parent') > before[0]! + 20 && seen('child') > before[1]! + 20,
-  );
-  // What it maps is anonymous shared memory again, which a second checkpoint takes like the first.
-  assert.match(readFileSync(`/proc/${restored}/maps`, 'latin1'), /rw-s .* \/dev\/zero \(deleted\)$/m);
-  await cliOk(['dump', String(restored), '-D', dir(), '--leave-running']);
-  killTree(restored);
-});
+const SHARED_MAPS: Record<string, RegExp> = {
+  anon: /rw-s .* \/dev\/zero \(deleted\)$/m,
+  memfd: /rw-s .* \/memfd:ferry-shared \(deleted\)$/m,
+  deleted: /rw-s .*\/mapped \(deleted\)$/m,
+};
+
+for (const [kind, mapped] of Object.entries(SHARED_MAPS)) {
+  test(`a parent and child sharing memory (${kind}) share it again after restore`, async () => {
+    const d = dir();
+    const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/shared.py`, d, kind]);
+    const seen = (who: string): number =>
+      existsSync(`${d}/${who}`) ? Number(readFileSync(`${d}/${who}`, 'utf8')) : 0;
+    await until('each sees the other count', () => seen('parent') > 5 && seen('child') > 5);
+    const image = await dumpTree(pid);
+    const before = [seen('parent'), seen('child')];
+    const restored = await restoreTree(image);
+    await until(
+      'each sees the other count on',
+      () => seen('parent') > before[0]! + 20 && seen('child') > before[1]! + 20,
+    );
+    // It maps what it mapped, which a second checkpoint takes like the first.
+    assert.match(readFileSync(`/proc/${restored}/maps`, 'latin1'), mapped);
+    await cliOk(['dump', String(restored), '-D', dir(), '--leave-running']);
+    killTree(restored);
+  });
+}
 
 test('Unix socket pairs between a parent and its child come back, with the messages queued in them', async () => {
   const d = dir();

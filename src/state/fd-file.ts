@@ -1,8 +1,9 @@
 // Regular files and directories, opened again by path at the same position. A file deleted while
-// open is saved in the image and recreated for the restore (a ghost file, see ghost.ts).
+// open is saved in the image and recreated for the restore (a ghost file, see ghost.ts), once for
+// every descriptor and VMA of the tree that has it.
 import { hex64, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { reopen, reopenFlags, type FdKind } from './fd-kind.js';
-import { createGhost, ghostRecord, saveGhost } from './ghost.js';
+import { ghostRecord, heldGhost, heldPath, saveGhost } from './ghost.js';
 
 const DELETED = ' (deleted)';
 
@@ -35,7 +36,7 @@ export const fdFile: FdKind<'file', FileRecord> = {
     };
   },
   restore(ctx, rec, fds) {
-    const path = rec.ghost ? createGhost(ctx, rec.path, rec.ghost) : rec.path;
+    const path = rec.ghost ? heldPath(heldGhost(ctx, rec.path, rec.ghost)) : rec.path;
     reopen(ctx, fds, rec.fd, { path, flags: reopenFlags(rec.flags), pos: rec.pos });
   },
 };

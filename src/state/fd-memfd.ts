@@ -1,11 +1,13 @@
 // memfd descriptors: the file's content is saved in the image (as a deleted file's is) with its
-// seals, and restore makes a memfd of the same name, writes the content back, seeks and seals it.
-import { writeFileSync } from 'node:fs';
+// seals, and restore gives back one memfd per file however many descriptors and VMAs of the tree
+// have it (made once, held by ferry), each descriptor a file description of its own on it, at its
+// position; the seals go on once.
 import { hex64, integer, object, string, type Infer } from '../image/schema.js';
-import { F_ADD_SEALS, MFD_ALLOW_SEALING, memfdSeals } from '../sys/memfd.js';
+import { F_ADD_SEALS, memfdSeals } from '../sys/memfd.js';
 import { NR } from '../sys/nr.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { setStatusFlags, type FdKind } from './fd-kind.js';
-import { ghostContent, ghostRecord, saveGhost } from './ghost.js';
+import { ghostRecord, heldMemfd, heldPath, saveGhost } from './ghost.js';
 
 const MEMFD = /^\/memfd:(.*) \(deleted\)$/;
 const SEEK_SET = 0;
@@ -36,18 +38,18 @@ export const fdMemfd: FdKind<'memfd', MemfdRecord> = {
     };
   },
   restore(ctx, rec, fds) {
-    const remote = ctx.remote;
-    const flags = rec.seals === 0 ? 0 : MFD_ALLOW_SEALING;
+    const held = heldMemfd(ctx, rec.name, rec.content);
     const made = fds.create({
-      name: `memfd_create(${rec.name})`,
-      nr: NR.memfd_create,
-      args: [remote.putString(rec.name), flags],
+      name: `open(memfd ${rec.name})`,
+      nr: NR.openat,
+      args: [AT_FDCWD, ctx.remote.putString(heldPath(held)), rec.flags & O.ACCMODE, 0],
     });
-    fds.flush();
-    writeFileSync(`/proc/${ctx.pid}/fd/${made}`, ghostContent(ctx, rec.content));
     if (rec.pos > 0n) fds.call({ name: 'lseek(memfd)', nr: NR.lseek, args: [made, rec.pos, SEEK_SET] });
-    if (rec.seals !== 0)
-      fds.call({ name: 'fcntl(F_ADD_SEALS)', nr: NR.fcntl, args: [made, F_ADD_SEALS, rec.seals] });
+    const missing = rec.seals & ~memfdSeals(`/proc/self/fd/${held}`);
+    if (missing !== 0) {
+      fds.call({ name: 'fcntl(F_ADD_SEALS)', nr: NR.fcntl, args: [made, F_ADD_SEALS, missing] });
+      fds.flush(); // in place before another descriptor of this memfd looks
+    }
     setStatusFlags(fds, made, rec.flags);
     fds.place(rec.fd, made, rec.flags);
   },

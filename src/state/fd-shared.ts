@@ -98,7 +98,10 @@ export class TreeFiles {
 
 /** Key of the descriptor `fd` of the process dumped as `pid`, for the processes inheriting it. */
 export const inheritedKey = (pid: number, fd: number): string => `fd:${pid}:${fd}`;
-/** Key of a shared anonymous memory object: its device and inode, as /proc/PID/maps shows them. */
+/**
+ * Key of an object VMAs map and descriptors open across the tree (shared anonymous memory, a memfd,
+ * a deleted file): its device and inode, as /proc/PID/maps shows them.
+ */
 export const shmemKey = (dev: string, inode: bigint): string => `shmem:${dev}:${inode.toString(16)}`;
 /** Key of Unix socket `ino`, one end of a pair. */
 export const unixKey = (ino: number): string => `unix:${ino}`;
@@ -135,9 +138,11 @@ export class TreeFds {
     }
   }
 
-  /** Keep the file at `path` open (read and write) under `key`. */
-  holdPath(key: string, path: string): void {
-    this.held.set(key, openSync(path, 'r+'));
+  /** Keep the file at `path` open (read and write) under `key`: ferry's descriptor of it. */
+  holdPath(key: string, path: string): number {
+    const fd = openSync(path, 'r+');
+    this.held.set(key, fd);
+    return fd;
   }
 
   /** ferry's copy of what was held under `key`. */

@@ -1,19 +1,26 @@
 // Ghost files: the content of a file that was deleted while open or mapped, saved in the image
 // (up to GHOST_LIMIT bytes) and written back for the restore, under its old path when that is free,
-// then unlinked again.
+// then unlinked again. A memfd's content is saved the same way and given back as a memfd.
 import { chownSync, existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { FerryError } from '../errors.js';
-import { integer, object, string, type Infer } from '../image/schema.js';
+import { hex64, integer, object, string, type Infer } from '../image/schema.js';
+import { MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/memfd.js';
+import { NR } from '../sys/nr.js';
 import { unsupportedMessage, type DumpContext, type RestoreContext } from './context.js';
+import { deviceName } from './fd-kind.js';
+import { shmemKey } from './fd-shared.js';
 
 /** Largest deleted file saved in an image. */
 export const GHOST_LIMIT = 64 << 20;
 
 export const ghostRecord = object({
   part: string({ pattern: /^files\/[a-z0-9-]+$/ }),
+  /** The file's device and inode, as /proc/PID/maps shows them: what is one file at restore too. */
+  dev: string({ pattern: /^[0-9a-f]+:[0-9a-f]+$/ }),
+  inode: hex64,
   size: integer(0, GHOST_LIMIT),
   mode: integer(0, 0o7777),
   uid: integer(0, 2 ** 32 - 1),
@@ -23,7 +30,7 @@ export type GhostRecord = Infer<typeof ghostRecord>;
 
 /** Save the content of the deleted file `source` (a /proc magic link to it) as image part `part`. */
 export function saveGhost(ctx: DumpContext, what: string, source: string, part: string): GhostRecord {
-  const { mode, uid, gid, size } = statSync(source);
+  const { mode, uid, gid, size, dev, ino } = statSync(source);
   if (size > GHOST_LIMIT) {
     throw new FerryError(
       'FERRY_UNSUPPORTED_STATE',
@@ -35,7 +42,7 @@ export function saveGhost(ctx: DumpContext, what: string, source: string, part: 
     );
   }
   ctx.writePart(part, readFileSync(source));
-  return { part, size, mode: mode & 0o7777, uid, gid };
+  return { part, dev: deviceName(dev), inode: BigInt(ino), size, mode: mode & 0o7777, uid, gid };
 }
 
 /** The saved content of a ghost. */
@@ -66,3 +73,34 @@ export function createGhost(ctx: RestoreContext, path: string, ghost: GhostRecor
   }
   throw new FerryError('FERRY_RESTORE_FAILED', `cannot recreate the deleted file ${path}`);
 }
+
+/** The key ferry holds the file a ghost saved under, for every descriptor and VMA that has it. */
+export const ghostKey = (ghost: GhostRecord): string => shmemKey(ghost.dev, ghost.inode);
+
+/**
+ * ferry's descriptor of the memfd named `name` that `ghost` saved: made in the stub with the
+ * ghost's content by the first of the tree that has it. It allows sealing: a descriptor that had
+ * seals puts them on.
+ */
+export function heldMemfd(ctx: RestoreContext, name: string, ghost: GhostRecord): number {
+  const key = ghostKey(ghost);
+  const held = ctx.tree.get(key);
+  if (held !== undefined) return held;
+  const remote = ctx.remote;
+  const flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+  const fd = Number(remote.check(`memfd_create(${name})`, NR.memfd_create, remote.putString(name), flags));
+  try {
+    writeFileSync(`/proc/${ctx.pid}/fd/${fd}`, ghostContent(ctx, ghost));
+    return ctx.tree.holdPath(key, `/proc/${ctx.pid}/fd/${fd}`);
+  } finally {
+    remote.check('close(memfd)', NR.close, fd);
+  }
+}
+
+/** ferry's descriptor of the deleted file `ghost` saved: recreated by the first of the tree that has it. */
+export function heldGhost(ctx: RestoreContext, path: string, ghost: GhostRecord): number {
+  return ctx.tree.get(ghostKey(ghost)) ?? ctx.tree.holdPath(ghostKey(ghost), createGhost(ctx, path, ghost));
+}
+
+/** The path a stub opens ferry's descriptor `held` by: a file description of its own on that file. */
+export const heldPath = (held: number): string => `/proc/${process.pid}/fd/${held}`;

@@ -1,10 +1,10 @@
 // The VMA list: every VMA keeps its place and protections in the image; those a checkpoint does not
 // store (outside --vmas) come back as fresh mappings. Restore maps them all, writable where pages
-// must be filled in, and sets the final protections once the pages are in. A private mapping of a
-// deleted file or memfd keeps that file's content in the image (its backing), given back as a memfd
-// or a ghost file. Shared anonymous memory is one object however many VMAs, in however many
-// processes of the tree, map it: made once, and mapped by all from ferry's descriptor of it.
-import { writeFileSync } from 'node:fs';
+// must be filled in, and sets the final protections once the pages are in. A mapping of a deleted
+// file or memfd keeps that file's content in the image (its backing), given back as a ghost file or
+// a memfd. What such VMAs map, and shared anonymous memory, is one object however many VMAs (and
+// memfd descriptors), in however many processes of the tree, have it: made once, and mapped by all
+// from ferry's descriptor of it.
 import { FerryError } from '../errors.js';
 import { array, boolean, hex64, nullable, object, oneOf, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
@@ -18,7 +18,7 @@ import {
   type DumpContext,
   type RestoreContext,
 } from './context.js';
-import { createGhost, ghostContent, ghostRecord, saveGhost, type GhostRecord } from './ghost.js';
+import { ghostKey, ghostRecord, heldGhost, heldMemfd, saveGhost, type GhostRecord } from './ghost.js';
 import { borrowCall, ferryPidfdCall, shmemKey } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 
@@ -51,8 +51,6 @@ const KNOWN_PSEUDO = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vc
 
 /** Why a VMA cannot be restored yet, or null when it can. */
 function refusal(v: Vma): string | null {
-  if (v.kind === 'deleted-file' && v.perms[3] === 's')
-    return `is a shared mapping of a deleted file or memfd (${v.name})`;
   if (v.kind === 'anon-shared' && v.name !== '/dev/zero') return `is SysV or named shared memory (${v.name})`;
   if (v.name.startsWith('[') && !KNOWN_PSEUDO.has(v.name) && !ANON_NAME.test(v.name))
     return `is the special mapping ${v.name}`;
@@ -86,19 +84,15 @@ export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: V
 }
 
 const MEMFD = '/memfd:';
-const MFD_CLOEXEC = 1;
 
-/**
- * Where a VMA's file comes from at restore, by backingKey(): a descriptor in the stub (a memfd, a
- * shared memory object), or a ghost file's path.
- */
-export type Backings = Map<string, { fd: number } | { path: string }>;
+/** The descriptor in the stub of each object its VMAs map from ferry, by backingKey(). */
+export type Backings = Map<string, number>;
 
 const isShmem = (v: VmaRecord): boolean => v.kind === 'anon-shared';
 
-/** The key of the file a VMA maps from a backing, or undefined when it needs none. */
+/** The key of the object a VMA maps from ferry (shared memory, a ghost, a memfd), if it does. */
 function backingKey(v: VmaRecord): string | undefined {
-  return v.backing?.part ?? (isShmem(v) ? shmemKey(v.dev, v.inode) : undefined);
+  return isShmem(v) ? shmemKey(v.dev, v.inode) : v.backing ? ghostKey(v.backing) : undefined;
 }
 
 /**
@@ -121,7 +115,7 @@ export function sharedMemory(vmaLists: readonly (readonly VmaRecord[])[]): Map<s
  * anonymous shared mapping, opened through /proc/PID/map_files, then unmapped): `/proc` shows the
  * VMAs mapped from it as anonymous shared memory again.
  */
-function makeShmem(ctx: RestoreContext, key: string): void {
+function makeShmem(ctx: RestoreContext, key: string): number {
   const size = ctx.tree.shmem.get(key)!;
   const remote = ctx.remote;
   const at = remote.check(
@@ -135,59 +129,47 @@ function makeShmem(ctx: RestoreContext, key: string): void {
     0,
   );
   try {
-    ctx.tree.holdPath(key, `/proc/${ctx.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`);
+    return ctx.tree.holdPath(
+      key,
+      `/proc/${ctx.pid}/map_files/${at.toString(16)}-${(at + size).toString(16)}`,
+    );
   } finally {
     remote.check('munmap(shared)', NR.munmap, at, size);
   }
 }
 
+/** ferry's descriptor of the object `v` maps (under `key`), made if the tree has not made it yet. */
+function heldBacking(ctx: RestoreContext, key: string, v: VmaRecord): number {
+  if (isShmem(v)) return ctx.tree.get(key) ?? makeShmem(ctx, key);
+  if (v.name.startsWith(MEMFD)) return heldMemfd(ctx, v.name.slice(MEMFD.length), v.backing!);
+  return heldGhost(ctx, v.name, v.backing!);
+}
+
 /**
- * Give the stub the files its VMAs map: memfds (created inside it and filled through
- * /proc/PID/fd), ghost files, and the tree's shared memory objects (taken from ferry). Returns
- * them by backingKey().
+ * Give the stub the objects its VMAs map from ferry (shared memory, ghost files, memfds), each
+ * made by the first process of the tree that maps it. Returns them by backingKey().
  */
 export function prepareBackings(ctx: RestoreContext, vmas: readonly VmaRecord[]): Backings {
   const backings: Backings = new Map();
   const calls: RemoteCall[] = [];
-  const memfds: VmaRecord[] = [];
-  let fd = lowestFreeFd(ctx.pid);
-  /** A call that makes descriptor `fd` (the lowest free one at that point, as the kernel gives). */
-  const make = (call: RemoteCall): number => {
-    calls.push(call);
-    return fd++;
-  };
-  let ferry: number | undefined;
+  const first = lowestFreeFd(ctx.pid); // the kernel gives the lowest free descriptor each time
   for (const v of vmas) {
     const key = backingKey(v);
     if (key === undefined || backings.has(key)) continue;
-    if (isShmem(v)) {
-      if (ctx.tree.get(key) === undefined) makeShmem(ctx, key);
-      ferry ??= make(ferryPidfdCall());
-      backings.set(key, { fd: make(borrowCall(ferry, ctx.tree.get(key)!, key)) });
-    } else if (v.name.startsWith(MEMFD)) {
-      const name = ctx.remote.putString(v.name.slice(MEMFD.length));
-      backings.set(key, {
-        fd: make({ name: `memfd_create(${v.name})`, nr: NR.memfd_create, args: [name, MFD_CLOEXEC] }),
-      });
-      memfds.push(v);
-    } else {
-      backings.set(key, { path: createGhost(ctx, v.name, v.backing!) });
-    }
+    const held = heldBacking(ctx, key, v);
+    if (calls.length === 0) calls.push(ferryPidfdCall());
+    backings.set(key, first + calls.length);
+    calls.push(borrowCall(first, held, key));
   }
-  const first = fd - calls.length;
   const results = ctx.remote.batch(calls);
   results.forEach((got, i) => expectFd(got, first + i, calls[i]!.name));
-  if (ferry !== undefined) ctx.remote.check('close(pidfd)', NR.close, ferry);
-  for (const v of memfds) {
-    const made = backings.get(v.backing!.part) as { fd: number };
-    writeFileSync(`/proc/${ctx.pid}/fd/${made.fd}`, ghostContent(ctx, v.backing!));
-  }
+  if (calls.length > 0) ctx.remote.check('close(pidfd)', NR.close, first);
   return backings;
 }
 
 /** Close the descriptors of prepareBackings once everything is mapped. */
 export function closeBackings(ctx: RestoreContext, backings: Backings): void {
-  const fds = [...backings.values()].flatMap((b) => ('fd' in b ? [b.fd] : []));
+  const fds = [...backings.values()];
   ctx.remote.batch(fds.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })));
 }
 
@@ -225,14 +207,17 @@ export function mapVmas(
     const at = `0x${v.start.toString(16)}`;
     const key = backingKey(v);
     const backing = key === undefined ? undefined : backings.get(key);
-    if (backing && 'fd' in backing) {
-      const args = [v.start, len, prot, flags, backing.fd, v.offset];
+    if (backing !== undefined) {
+      const args = [v.start, len, prot, flags, backing, v.offset];
       calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
     } else if (isFileBacked(v)) {
-      const path = backing?.path ?? v.name;
       const mode = (shared && v.perms[1] === 'w' ? O.RDWR : O.RDONLY) | O.CLOEXEC;
       opens.push(calls.length);
-      calls.push({ name: `open(${path})`, nr: NR.openat, args: [AT_FDCWD, remote.putString(path), mode, 0] });
+      calls.push({
+        name: `open(${v.name})`,
+        nr: NR.openat,
+        args: [AT_FDCWD, remote.putString(v.name), mode, 0],
+      });
       calls.push({
         name: `mmap(${at}, ${v.name})`,
         nr: NR.mmap,

@@ -30,8 +30,11 @@ export const emptyCounts = (): PageCounts => ({
   dump: 0,
 });
 
-/** Kinds of shared VMA whose content exists nowhere else once the process is gone. */
-const SHARED_WITHOUT_FILE = new Set(['anon-shared', 'deleted-file']);
+/**
+ * Kinds of shared VMA whose content exists nowhere else once the process is gone (a deleted
+ * file's or memfd's is saved whole, not by page).
+ */
+const SHARED_WITHOUT_FILE = new Set(['anon-shared']);
 
 /**
  * Whether a checkpoint stores a page with these PAGE flags: in a private VMA, its anonymous pages
