@@ -193,3 +193,43 @@ test('a process on a pseudo-terminal comes back on /dev/null with --tty null, an
   for (const until = Date.now() + 10_000; seen() < atDump + 20; await sleep(20))
     assert.ok(Date.now() < until, 'the restored process counts on');
 });
+
+const INOTIFY = `
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+base = sys.argv[1]
+os.closerange(3, 65536)
+fd = libc.inotify_init1(0)
+wds = {}
+for name in 'abcd':
+    os.makedirs(f'{base}/{name}', exist_ok=True)
+for name in 'abc':
+    wds[name] = libc.inotify_add_watch(fd, f'{base}/{name}'.encode(), 0x100)  # IN_CREATE
+libc.inotify_rm_watch(fd, wds.pop('b'))
+wds['d'] = libc.inotify_add_watch(fd, f'{base}/d'.encode(), 0x100)
+print('READY', sorted(wds.values()), flush=True)
+while True:
+    data = os.read(fd, 4096)
+    at = 0
+    while at < len(data):
+        wd, mask, cookie, length = struct.unpack_from('iIII', data, at)
+        name = data[at + 16:at + 16 + length].rstrip(b'\\0').decode()
+        at += 16 + length
+        print('event', wd, name, flush=True)
+        if name == 'stop':
+            print('rm', libc.inotify_rm_watch(fd, wds['a']), flush=True)
+`;
+
+test('inotify watches come back with their paths, masks and numbers, a gap in them included', async () => {
+  const base = dir();
+  const p = await startLogged(PYTHON, ['-c', INOTIFY, base], /^READY.*\n/);
+  assert.match(readFileSync(p.out, 'utf8'), /^READY \[1, 3, 4\]$/m);
+  const image = dir();
+  await cliOk(['dump', String(p.pid), '-D', image]);
+  const shown = await cliOk(['show', image]);
+  assert.match(shown, new RegExp(`inotify watching ${base}/a \\(wd 1, mask 0x100\\), ${base}/c \\(wd 3`));
+  await restoreCli(image, cleanup);
+  for (const path of ['a/x', 'd/y', 'c/stop']) writeFileSync(`${base}/${path}`, '');
+  const out = await fileContent(p.out, /^rm .*\n/m);
+  assert.match(out, /^event 1 x\nevent 4 y\nevent 3 stop\nrm 0\n/m);
+});

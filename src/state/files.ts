@@ -37,6 +37,7 @@ import {
   type TreeFiles,
 } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
+import { fdInotify } from './fd-inotify.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
@@ -55,6 +56,7 @@ export const FD_KINDS = [
   fdSocket,
   fdTimerfd,
   fdSignalfd,
+  fdInotify,
   fdUnix,
 ] as const;
 
