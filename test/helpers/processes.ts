@@ -1,7 +1,8 @@
 // Processes a test starts: each prints a line when it is ready, and is killed by PID when the test
 // is done with it, whatever happened.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { parseStat, PF_KTHREAD } from '../../src/proc/stat.js';
 import { createInterface } from 'node:readline';
 import { fileContent } from './compute.js';
 import { killAndReap } from './reaper.js';
@@ -119,4 +120,20 @@ export async function startLogged(
   cleanup(() => killAndReap(pid));
   await fileContent(out, ready);
   return pid;
+}
+
+/**
+ * A kernel thread this process can see (kthreadd is PID 2 on the host); none inside a PID namespace
+ * of its own, as in some CI containers.
+ */
+export function kernelThread(): number | undefined {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (parseStat(readFileSync(`/proc/${name}/stat`, 'latin1')).flags & PF_KTHREAD) return Number(name);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return undefined;
 }
