@@ -1,7 +1,7 @@
 // A process frozen under ptrace: every thread seized and held in a ptrace stop until released.
 // Whatever happens, `release()` (resume) or `kill()` must end a Tracee's life: a process is never
 // left stopped or traced.
-import { FerryError } from '../errors.js';
+import { FerryError, isFerryError } from '../errors.js';
 import { listThreads, readProcText } from '../proc/files.js';
 import { parseStat, PF_KTHREAD } from '../proc/stat.js';
 import { isErrno } from '../sys/errno.js';
@@ -251,12 +251,18 @@ function exited(pid: number): FerryError {
   return new FerryError('FERRY_PROCESS_EXITED', `process ${pid} exited while ferry was freezing it`);
 }
 
+/** PF_EXITING in the stat flags: the task is on its way out. */
+const PF_EXITING = 0x4;
+
+/** Why PTRACE_SEIZE said EPERM: a kernel thread, a process exiting meanwhile, or no right to. */
 function permissionError(pid: number, cause: unknown): FerryError {
   let detail = '';
   try {
     const stat = parseStat(readProcText(pid, 'stat'));
     if (stat.flags & PF_KTHREAD) detail = ': it is a kernel thread';
-  } catch {
+    else if (stat.flags & PF_EXITING || stat.state === 'Z' || stat.state === 'X') return exited(pid);
+  } catch (err) {
+    if (isFerryError(err, 'FERRY_NO_SUCH_PROCESS')) return exited(pid);
     // the reason stays generic
   }
   return new FerryError(
