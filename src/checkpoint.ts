@@ -51,6 +51,11 @@ export interface DumpOptions {
   /** Let the process run on after the dump instead of killing it. */
   leaveRunning?: boolean;
   /**
+   * Take established TCP connections along (TCP_REPAIR) instead of refusing them. The dumped
+   * connections go quiet: a killed process's end without a FIN or reset (docs/IMAGE.md).
+   */
+  tcpEstablished?: boolean;
+  /**
    * Take the process's descendants too (the default): the image holds the tree. false refuses a
    * process that has children.
    */
@@ -314,6 +319,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         partWrites.push(written);
       },
       warn,
+      tcpEstablished: options.tcpEstablished ?? false,
     };
     const treeFiles = new TreeFiles();
     const captures = tracees.map((t, i) =>

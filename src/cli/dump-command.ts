@@ -1,5 +1,5 @@
-// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--track-mem] [--parent <dir>]
-//   [--compress] [--sync] [--json]
+// ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--tcp-established]
+//   [--track-mem] [--parent <dir>] [--compress] [--sync] [--json]
 // ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
@@ -82,8 +82,8 @@ export const dumpCommand: Command = {
   name: 'dump',
   summary: 'checkpoint a running process into an image directory',
   usage:
-    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--track-mem] [--parent <dir>]\n' +
-    '       [--compress] [--sync] [--json]\n' +
+    'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--tcp-established]\n' +
+    '       [--track-mem] [--parent <dir>] [--compress] [--sync] [--json]\n' +
     '       ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
@@ -94,6 +94,7 @@ export const dumpCommand: Command = {
     vmas: { type: 'string' },
     'leave-running': { type: 'boolean' },
     'no-tree': { type: 'boolean' },
+    'tcp-established': { type: 'boolean' },
     compress: { type: 'boolean' },
     sync: { type: 'boolean' },
   },
@@ -109,6 +110,7 @@ export const dumpCommand: Command = {
         vmas: values.vmas as string | undefined,
         leaveRunning: values['leave-running'] === true,
         tree: values['no-tree'] !== true,
+        tcpEstablished: values['tcp-established'] === true,
         trackMem: values['track-mem'] === true,
         parent: values.parent as string | undefined,
         compress: values.compress === true,

@@ -130,7 +130,10 @@ function describeFd(f: FdRecord): string {
           : f.peer
             ? `to ${formatSockaddr(f.peer)}`
             : '';
-      return `${proto} socket ${formatSockaddr(f.address)} ${state}`.trim();
+      const queued = f.tcp
+        ? `, established: ${f.tcp.send.size} bytes queued to send (${f.tcp.unsent} not sent yet), ${f.tcp.recv.size} to read`
+        : '';
+      return `${proto} socket ${formatSockaddr(f.address)} ${state}`.trim() + queued;
     }
     case 'timerfd': {
       const ms = (ns: bigint): string => `${Number(ns) / 1e6} ms`;

@@ -23,6 +23,8 @@ export interface DumpContext {
   warn(message: string): void;
   /** Descriptors that are ferry's own dirty tracker, left out of the image. */
   trackerFds: readonly number[];
+  /** Take established TCP connections along (TCP_REPAIR) rather than refuse them. */
+  tcpEstablished: boolean;
 }
 
 export interface RestoreContext {

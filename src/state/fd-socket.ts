@@ -1,6 +1,7 @@
-// TCP and UDP sockets (IPv4 and IPv6) that are unbound, bound or listening, and UDP sockets with a
-// default peer: made again with socket, their options, bind, listen and connect. Their state is read
-// in ferry from a copy of the socket (pidfd_getfd). TCP connections are refused.
+// TCP and UDP sockets (IPv4 and IPv6) that are unbound, bound or listening, UDP sockets with a
+// default peer, and established TCP connections when the dump asks for them (fd-tcp.ts): made
+// again with socket, their options, bind, listen and connect. Their state is read in ferry from a
+// copy of the socket (pidfd_getfd). TCP connections in other states are refused.
 import { FerryError } from '../errors.js';
 import { base64, boolean, integer, nullable, object, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
@@ -18,10 +19,26 @@ import {
   TCP_NODELAY,
 } from '../sys/socket.js';
 import { unsupportedMessage } from './context.js';
-import { setStatusFlags, type FdKind } from './fd-kind.js';
+import { setStatusFlags, type FdKind, type FilesDumpContext } from './fd-kind.js';
+import { dumpTcp, repairAfterConnect, repairBeforeConnect, tcpRecord } from './fd-tcp.js';
 
+const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
 const TCP_CLOSE = 7;
+const TCP_STATES = [
+  '',
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+];
 /** struct tcp_info: of a listener, tcpi_unacked is its accept queue and tcpi_sacked its backlog. */
 const TCPI_UNACKED = 24;
 const TCPI_SACKED = 28;
@@ -42,6 +59,8 @@ const record = object({
   keepalive: boolean,
   nodelay: boolean,
   v6only: boolean,
+  /** An established connection's state (--tcp-established), else null. */
+  tcp: nullable(tcpRecord),
 });
 type SocketRecord = Infer<typeof record>;
 
@@ -56,17 +75,9 @@ export function formatSockaddr(addr: Buffer): string {
 const port = (addr: Buffer): number => addr.readUInt16BE(2);
 
 /** Read the socket's state from `copy`, a descriptor of ferry's on it. */
-function readSocket(
-  ctx: { pid: number; warn(m: string): void },
-  fd: number,
-  copy: number,
-  flags: number,
-): SocketRecord {
-  const refuse = (what: string): never => {
-    throw new FerryError(
-      'FERRY_UNSUPPORTED_STATE',
-      unsupportedMessage(ctx.pid, `fd ${fd} is ${what},`, 'which ferry cannot checkpoint yet'),
-    );
+function readSocket(ctx: FilesDumpContext, fd: number, copy: number, flags: number): SocketRecord {
+  const refuse = (what: string, why = 'which ferry cannot checkpoint yet'): never => {
+    throw new FerryError('FERRY_UNSUPPORTED_STATE', unsupportedMessage(ctx.pid, `fd ${fd} is ${what},`, why));
   };
   const family = getsockoptInt(copy, SOL.SOCKET, SO.DOMAIN);
   const type = getsockoptInt(copy, SOL.SOCKET, SO.TYPE);
@@ -75,6 +86,7 @@ function readSocket(
   const address = getsockname(copy);
   const peer = getpeername(copy);
   let backlog: number | null = null;
+  let tcp: SocketRecord['tcp'] = null;
   if (type === SOCK.STREAM) {
     const info = getsockopt(copy, SOL.TCP, TCP_INFO, 232);
     const state = info.readUInt8(0);
@@ -87,7 +99,12 @@ function readSocket(
         );
       }
     } else if (state !== TCP_CLOSE) {
-      refuse(`a TCP connection (${formatSockaddr(address)} -> ${peer ? formatSockaddr(peer) : '?'})`);
+      const connection = `a TCP connection (${formatSockaddr(address)} -> ${peer ? formatSockaddr(peer) : '?'})`;
+      if (state !== TCP_ESTABLISHED)
+        refuse(`${connection} in state ${TCP_STATES[state] ?? state}`, 'which ferry cannot checkpoint');
+      if (!ctx.tcpEstablished)
+        refuse(connection, 'and --tcp-established was not given: dump with it to take the connection along');
+      tcp = dumpTcp(ctx, fd, copy);
     }
   }
   const option = (level: number, name: number): boolean => getsockoptInt(copy, level, name) !== 0;
@@ -105,6 +122,7 @@ function readSocket(
     keepalive: option(SOL.SOCKET, SO.KEEPALIVE),
     nodelay: type === SOCK.STREAM && option(SOL.TCP, TCP_NODELAY),
     v6only: family === AF.INET6 && option(SOL.IPV6, IPV6_V6ONLY),
+    tcp,
   };
 }
 
@@ -134,6 +152,7 @@ export const fdSocket: FdKind<'socket', SocketRecord> = {
     if (rec.reuseport) set(SOL.SOCKET, SO.REUSEPORT, true, 'SO_REUSEPORT');
     if (rec.keepalive) set(SOL.SOCKET, SO.KEEPALIVE, true, 'SO_KEEPALIVE');
     if (rec.nodelay) set(SOL.TCP, TCP_NODELAY, true, 'TCP_NODELAY');
+    if (rec.tcp) repairBeforeConnect(ctx, fds, made, rec.tcp);
     if (port(rec.address) !== 0) {
       fds.call({
         name: `bind(${where})`,
@@ -150,8 +169,9 @@ export const fdSocket: FdKind<'socket', SocketRecord> = {
         nr: NR.connect,
         args: [made, remote.put(rec.peer), rec.peer.length],
       });
+      if (rec.tcp) repairAfterConnect(ctx, fds, made, rec.tcp);
     }
-    if (!rec.reuseaddr) set(SOL.SOCKET, SO.REUSEADDR, false, 'SO_REUSEADDR');
+    set(SOL.SOCKET, SO.REUSEADDR, rec.reuseaddr, 'SO_REUSEADDR');
     setStatusFlags(fds, made, rec.flags);
     fds.place(rec.fd, made, rec.flags);
   },

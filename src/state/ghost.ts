@@ -45,8 +45,8 @@ export function saveGhost(ctx: DumpContext, what: string, source: string, part: 
   return { part, dev: deviceName(dev), inode: BigInt(ino), size, mode: mode & 0o7777, uid, gid };
 }
 
-/** The saved content of a ghost. */
-export function ghostContent(ctx: RestoreContext, ghost: GhostRecord): Buffer {
+/** The saved content of a ghost, or of any part of `size` bytes. */
+export function ghostContent(ctx: RestoreContext, ghost: Pick<GhostRecord, 'part' | 'size'>): Buffer {
   const reader = ctx.source.openPart(ghost.part);
   try {
     return reader.read(ghost.size);

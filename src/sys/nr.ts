@@ -24,6 +24,7 @@ export const NR = {
   getpid: 39,
   socket: 41,
   connect: 42,
+  sendto: 44,
   recvfrom: 45,
   bind: 49,
   listen: 50,

@@ -1,6 +1,7 @@
 // Socket options and addresses, read in ferry from a copy of a process's socket (pidfd_getfd).
 import { syscall } from './call.js';
 import { isErrno } from './errno.js';
+import { ioctl } from './ioctl.js';
 import { NR } from './nr.js';
 
 export const AF = { UNIX: 1, INET: 2, INET6: 10 } as const;
@@ -13,6 +14,8 @@ export const SO = {
   RCVBUF: 8,
   KEEPALIVE: 9,
   REUSEPORT: 15,
+  SNDBUFFORCE: 32,
+  RCVBUFFORCE: 33,
   ACCEPTCONN: 30,
   PROTOCOL: 38,
   DOMAIN: 39,
@@ -20,7 +23,21 @@ export const SO = {
 } as const;
 export const IPV6_V6ONLY = 26;
 export const TCP_NODELAY = 1;
+export const TCP_MAXSEG = 2;
 export const TCP_INFO = 11;
+/** TCP_REPAIR and its kin (Documentation/networking/tcp... and include/uapi/linux/tcp.h). */
+export const TCP_REPAIR = 19;
+export const TCP_REPAIR_QUEUE = 20;
+export const TCP_QUEUE_SEQ = 21;
+export const TCP_REPAIR_OPTIONS = 22;
+export const TCP_TIMESTAMP = 24;
+export const TCP_REPAIR_WINDOW = 29;
+/** TCP_REPAIR_QUEUE values. */
+export const TCP_QUEUE = { RECV: 1, SEND: 2 } as const;
+/** Bytes in a socket's receive queue, in its send queue, and of those not sent yet. */
+export const SIOCINQ = 0x541b;
+export const SIOCOUTQ = 0x5411;
+export const SIOCOUTQNSD = 0x894b;
 
 const SOCKADDR_MAX = 128;
 
@@ -71,9 +88,13 @@ const MSG_PEEK = 2;
 const MSG_DONTWAIT = 0x40;
 const PEEK_BUFFER = 1 << 20;
 
-function setsockoptInt(fd: number, level: number, name: number, value: number): void {
+export function setsockoptInt(fd: number, level: number, name: number, value: number): void {
   const buf = Buffer.alloc(4);
   buf.writeInt32LE(value);
+  setsockopt(fd, level, name, buf);
+}
+
+export function setsockopt(fd: number, level: number, name: number, buf: Buffer): void {
   syscall(
     NR.setsockopt,
     'setsockopt',
@@ -82,8 +103,24 @@ function setsockoptInt(fd: number, level: number, name: number, value: number): 
     level,
     name,
     buf,
-    4,
+    buf.length,
   );
+}
+
+/** An ioctl that reads one int (SIOCINQ, SIOCOUTQ, ...). */
+export function ioctlInt(fd: number, request: number, name: string): number {
+  const out = new Int32Array(1);
+  ioctl(fd, request, name, out);
+  return out[0]!;
+}
+
+/** The first `len` bytes of the queue, read without taking them (MSG_PEEK); fewer if it holds fewer. */
+export function peekBytes(fd: number, len: number): Buffer {
+  const buf = Buffer.alloc(len);
+  if (len === 0) return buf;
+  const flags = MSG_PEEK | MSG_DONTWAIT;
+  const got = syscall(NR.recvfrom, 'recvfrom(MSG_PEEK)', () => [String(fd)], fd, buf, len, flags, null, null);
+  return buf.subarray(0, got);
 }
 
 /**
