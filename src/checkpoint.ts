@@ -28,6 +28,7 @@ import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
 import { refuseUnsupported } from './state/unsupported.js';
+import { dumpSysv } from './state/sysv.js';
 import { isErrno } from './sys/errno.js';
 import { kill, SIG } from './sys/signal.js';
 import { RemoteSyscalls } from './tracee/remote.js';
@@ -200,6 +201,7 @@ function captureProcess(
     threads.map((t) => t.regs.rsp),
   );
   const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
+  const shm = dumpSysv(ctx, classified);
   tracking?.plan.start(remote, classified);
   remote.close();
   const stored = vmas.filter((v) => v.content === 'pages');
@@ -214,6 +216,7 @@ function captureProcess(
     threads,
     mm,
     vmas,
+    shm,
     files,
     fs,
     creds,

@@ -13,6 +13,7 @@ import type { RestoreContext } from './state/context.js';
 import { restoreCreds } from './state/creds.js';
 import { borrowedFds, restoreFiles } from './state/files.js';
 import { TreeFds } from './state/fd-shared.js';
+import { SysvSegments } from './state/sysv.js';
 import { exitZombies, forkTree, type Made, type TreeRecord } from './state/tree.js';
 import { restoreFs } from './state/fs.js';
 import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
@@ -160,6 +161,7 @@ interface Shared {
   image: Image;
   terminal: string;
   tree: TreeFds;
+  sysv: SysvSegments;
   timings: Timings;
   cleanup: (() => void)[];
   warn: (message: string) => void;
@@ -194,6 +196,7 @@ function restoreProcess(
   const staged: StagedContent = prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
   const filled = vmasToFill(proc.pages, state.vmas);
   for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
+  shared.sysv.prepare(state.shm);
   const backings = prepareBackings(ctx, state.vmas);
   mapVmas(
     ctx,
@@ -264,6 +267,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
       borrowedFds(image.processes.map((p) => ({ pid: p.state.pid, files: p.state.files }))),
       sharedMemory(image.processes.map((p) => p.state.vmas)),
     ),
+    sysv: new SysvSegments(),
     timings,
     cleanup: [],
     warn(message) {
@@ -297,6 +301,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     // Queued while traced, the stop takes the process as soon as it leaves the ptrace stop.
     if (options.stopped) kill(stub.pid, SIG.SIGSTOP);
     for (const m of made.splice(0).reverse()) m.tracee.release();
+    shared.sysv.finish(true);
     timings.mark('finish');
     return {
       pid: stub.pid,
@@ -309,6 +314,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     };
   } catch (err) {
     for (const m of made.reverse()) m.tracee.kill();
+    shared.sysv.finish(false);
     options.prefill?.abort();
     if (
       isFerryError(

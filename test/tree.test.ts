@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createConnection } from 'node:net';
 import { spawn } from 'node:child_process';
 import { parseStat } from '../src/proc/stat.js';
+import { parseSysvShm, type ShmSegment } from '../src/proc/sysvipc.js';
+import { removeSegment, SHM_DEST } from '../src/sys/shm.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { fileContent } from './helpers/compute.js';
@@ -118,16 +120,29 @@ const SHARED_MAPS: Record<string, RegExp> = {
   anon: /rw-s .* \/dev\/zero \(deleted\)$/m,
   memfd: /rw-s .* \/memfd:ferry-shared \(deleted\)$/m,
   deleted: /rw-s .*\/mapped \(deleted\)$/m,
+  sysv: /rw-s .* \/SYSV00000000 \(deleted\)$/m,
+  'sysv-key': /rw-s .* \/SYSV(?!00000000)[0-9a-f]{8} \(deleted\)$/m,
 };
+
+/** The SysV segment with ID `id`, as /proc/sysvipc/shm lists it. */
+const segment = (id: number): ShmSegment | undefined =>
+  parseSysvShm(readFileSync('/proc/sysvipc/shm', 'latin1')).find((s) => s.id === id);
 
 for (const [kind, mapped] of Object.entries(SHARED_MAPS)) {
   test(`a parent and child sharing memory (${kind}) share it again after restore`, async () => {
     const d = dir();
     const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/shared.py`, d, kind]);
+    const shmid = kind.startsWith('sysv') ? Number(await fileContent(`${d}/shmid`, /\d$/)) : undefined;
+    if (shmid !== undefined) cleanup(() => segment(shmid) && removeSegment(shmid));
     const seen = (who: string): number =>
       existsSync(`${d}/${who}`) ? Number(readFileSync(`${d}/${who}`, 'utf8')) : 0;
     await until('each sees the other count', () => seen('parent') > 5 && seen('child') > 5);
     const image = await dumpTree(pid);
+    if (shmid !== undefined)
+      assert.match(
+        await cliOk(['show', image]),
+        new RegExp(`^SysV shared memory ${shmid} \\(.*, 65536 bytes, mode 600`, 'm'),
+      );
     const before = [seen('parent'), seen('child')];
     const restored = await restoreTree(image);
     await until(
@@ -136,8 +151,11 @@ for (const [kind, mapped] of Object.entries(SHARED_MAPS)) {
     );
     // It maps what it mapped, which a second checkpoint takes like the first.
     assert.match(readFileSync(`/proc/${restored}/maps`, 'latin1'), mapped);
+    // A segment comes back under its ID, marked for removal again if it was.
+    if (shmid !== undefined) assert.equal(segment(shmid)!.mode & SHM_DEST, kind === 'sysv' ? SHM_DEST : 0);
     await cliOk(['dump', String(restored), '-D', dir(), '--leave-running']);
     killTree(restored);
+    if (kind === 'sysv') assert.equal(segment(shmid!), undefined, 'gone with the last process that had it');
   });
 }
 

@@ -80,6 +80,11 @@ function renderProcess(p: ProcessImage): string {
     `cwd ${s.fs.cwd}, umask ${s.fs.umask.toString(8).padStart(4, '0')}, uid ${s.creds.uids.join('/')}, gid ${s.creds.gids.join('/')}`,
   ];
   lines.push('', vmaTable(vmaContents(p)), '');
+  for (const g of s.shm) {
+    const key = g.key === 0 ? 'private' : `key 0x${(g.key >>> 0).toString(16)}`;
+    const removed = g.removed ? ', marked for removal' : '';
+    lines.push(`SysV shared memory ${g.id} (${key}, ${g.size} bytes, mode ${g.mode.toString(8)}${removed})`);
+  }
   for (const { tid, name, regs: r, sigmask, xstate, rseq } of s.threads) {
     lines.push(
       `thread ${tid} (${name}): rip ${hex(r.rip)} rsp ${hex(r.rsp)} rax ${hex(r.rax)} orig_rax ${hex(r.orig_rax)} fs_base ${hex(r.fs_base)}`,

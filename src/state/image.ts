@@ -10,6 +10,7 @@ import { mmRecord } from './mm.js';
 import { rlimitsRecord } from './rlimits.js';
 import { pendingRecord, signalsRecord } from './signals.js';
 import { threadRecord } from './thread.js';
+import { sysvRecord } from './sysv.js';
 import { timersRecord } from './timers.js';
 import { treeRecord } from './tree.js';
 
@@ -24,6 +25,8 @@ export const stateRecord = object({
   threads: array(threadRecord, { min: 1, max: MAX_THREADS }),
   mm: mmRecord,
   vmas: vmasRecord,
+  /** SysV shared memory segments the VMAs attach. */
+  shm: sysvRecord,
   files: filesRecord,
   fs: fsRecord,
   creds: credsRecord,
@@ -43,7 +46,7 @@ export type Manifest = Infer<typeof manifestRecord>;
  */
 function upgradeManifest(old: Record<string, unknown>): Record<string, unknown> {
   const state = old.state as Record<string, unknown> | undefined;
-  const added = { pending: [], timers: { itimers: [], posix: [] } };
+  const added = { pending: [], timers: { itimers: [], posix: [] }, shm: [] };
   return { layers: [], parent: null, ...old, state: { ...state, ...added }, tree: [], children: [] };
 }
 

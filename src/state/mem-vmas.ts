@@ -21,6 +21,8 @@ import {
 import { ghostKey, ghostRecord, heldGhost, heldMemfd, saveGhost, type GhostRecord } from './ghost.js';
 import { borrowCall, ferryPidfdCall, shmemKey } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
+import { SHM_EXEC, SHM_RDONLY, SHM_REMAP } from '../sys/shm.js';
+import { isSysv } from './sysv.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
 export const VMA_CONTENTS = ['pages', 'layout', 'kernel'] as const;
@@ -51,7 +53,8 @@ const KNOWN_PSEUDO = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vc
 
 /** Why a VMA cannot be restored yet, or null when it can. */
 function refusal(v: Vma): string | null {
-  if (v.kind === 'anon-shared' && v.name !== '/dev/zero') return `is SysV or named shared memory (${v.name})`;
+  if (v.kind === 'anon-shared' && v.name !== '/dev/zero' && !isSysv(v))
+    return `is named shared memory (${v.name})`;
   if (v.name.startsWith('[') && !KNOWN_PSEUDO.has(v.name) && !ANON_NAME.test(v.name))
     return `is the special mapping ${v.name}`;
   return null;
@@ -88,7 +91,8 @@ const MEMFD = '/memfd:';
 /** The descriptor in the stub of each object its VMAs map from ferry, by backingKey(). */
 export type Backings = Map<string, number>;
 
-const isShmem = (v: VmaRecord): boolean => v.kind === 'anon-shared';
+/** Shared anonymous memory (not a SysV segment, which sysv.ts makes and each VMA attaches). */
+const isShmem = (v: VmaRecord): boolean => v.kind === 'anon-shared' && !isSysv(v);
 
 /** The key of the object a VMA maps from ferry (shared memory, a ghost, a memfd), if it does. */
 function backingKey(v: VmaRecord): string | undefined {
@@ -207,7 +211,11 @@ export function mapVmas(
     const at = `0x${v.start.toString(16)}`;
     const key = backingKey(v);
     const backing = key === undefined ? undefined : backings.get(key);
-    if (backing !== undefined) {
+    if (isSysv(v)) {
+      // Attached writable where pages go in (protectVmas takes the write access away after).
+      const shmFlags = SHM_REMAP | (prot & PROT.WRITE ? 0 : SHM_RDONLY) | (prot & PROT.EXEC ? SHM_EXEC : 0);
+      calls.push({ name: `shmat(${v.inode}, ${at})`, nr: NR.shmat, args: [v.inode, v.start, shmFlags] });
+    } else if (backing !== undefined) {
       const args = [v.start, len, prot, flags, backing, v.offset];
       calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
     } else if (isFileBacked(v)) {
