@@ -2,7 +2,7 @@
 // a pipe, and a tree with its own session, a process group, a zombie and a pending signal. Each is
 // checked from outside (/proc: who is whose parent, group and session) and from what it writes.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createConnection } from 'node:net';
@@ -119,6 +119,7 @@ test('python3 with 4 threads writing to a pipe its child reads: after restore ea
 const SHARED_MAPS: Record<string, RegExp> = {
   anon: /rw-s .* \/dev\/zero \(deleted\)$/m,
   memfd: /rw-s .* \/memfd:ferry-shared \(deleted\)$/m,
+  devshm: /rw-s .* \/dev\/shm\/ferry-\d+$/m,
   deleted: /rw-s .*\/mapped \(deleted\)$/m,
   sysv: /rw-s .* \/SYSV00000000 \(deleted\)$/m,
   'sysv-key': /rw-s .* \/SYSV(?!00000000)[0-9a-f]{8} \(deleted\)$/m,
@@ -134,6 +135,10 @@ for (const [kind, mapped] of Object.entries(SHARED_MAPS)) {
     const pid = await startTree(d, PYTHON, [`${FIXTURE_SOURCES}/shared.py`, d, kind]);
     const shmid = kind.startsWith('sysv') ? Number(await fileContent(`${d}/shmid`, /\d$/)) : undefined;
     if (shmid !== undefined) cleanup(() => segment(shmid) && removeSegment(shmid));
+    if (kind === 'devshm') {
+      const path = await fileContent(`${d}/path`, /\d$/);
+      cleanup(() => rmSync(path, { force: true }));
+    }
     const seen = (who: string): number =>
       existsSync(`${d}/${who}`) ? Number(readFileSync(`${d}/${who}`, 'utf8')) : 0;
     await until('each sees the other count', () => seen('parent') > 5 && seen('child') > 5);
