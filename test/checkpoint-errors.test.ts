@@ -20,7 +20,8 @@ import { initHashing } from '../src/image/hash.js';
 import { sealManifest } from '../src/image/manifest.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
-import { startOtherUserProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
+import { startOtherUserProcess, startProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
+import { PYTHON } from './helpers/paths.js';
 import { becomeSubreaper } from './helpers/reaper.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
@@ -252,4 +253,29 @@ test('a restore that fails midway kills its stub and leaves nothing behind', asy
   );
   assert.deepEqual(strays(/^ferry-restore$/), []);
   assert.ok(!existsSync(`/proc/${f.pid}`), 'no process under the original PID');
+});
+
+/** Installs a seccomp filter that allows everything, then waits. */
+const UNDER_SECCOMP = `
+import ctypes, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+allow = (ctypes.c_ubyte * 8).from_buffer_copy(bytes([6, 0, 0, 0, 0, 0, 0xff, 0x7f]))  # BPF_RET|BPF_K ALLOW
+class Prog(ctypes.Structure):
+    _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.c_void_p)]
+prog = Prog(1, ctypes.addressof(allow))
+assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+assert libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+print('READY', flush=True)
+while True:
+    time.sleep(0.05)
+`;
+
+test('a process under seccomp is refused by name and runs on', async () => {
+  const p = await startProcess(PYTHON, ['-c', UNDER_SECCOMP]);
+  cleanup(() => void p.stop());
+  const r = await runCli(['dump', String(p.pid), '-D', dir()]);
+  assertFailed(r, new RegExp(`cannot checkpoint process ${p.pid}: it runs under seccomp \\(mode 2\\)`));
+  const { state, tracerPid } = traceState(p.pid);
+  assert.ok(state !== 't' && state !== 'T', `state ${state}`);
+  assert.equal(tracerPid, 0);
 });

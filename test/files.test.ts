@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -232,4 +233,51 @@ test('inotify watches come back with their paths, masks and numbers, a gap in th
   for (const path of ['a/x', 'd/y', 'c/stop']) writeFileSync(`${base}/${path}`, '');
   const out = await fileContent(p.out, /^rm .*\n/m);
   assert.match(out, /^event 1 x\nevent 4 y\nevent 3 stop\nrm 0\n/m);
+});
+
+const UDP = `
+import os, socket, sys
+os.closerange(3, 65536)
+port, peer = int(sys.argv[1]), int(sys.argv[2])
+server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+server.bind(('127.0.0.1', port))
+told = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+told.connect(('127.0.0.1', peer))
+print('READY', flush=True)
+count = 0
+while True:
+    data, sender = server.recvfrom(100)
+    count += 1
+    server.sendto(b'echo %d ' % count + data, sender)
+    told.send(b'told %d' % count)
+`;
+
+test('UDP sockets come back bound, and with their default peer', async () => {
+  const [port, peer] = [16421, 16422];
+  const asker = createSocket('udp4');
+  const listener = createSocket('udp4');
+  cleanup(() => void asker.close());
+  cleanup(() => void listener.close());
+  await new Promise<void>((resolve) => listener.bind(peer, '127.0.0.1', resolve));
+  const told: string[] = [];
+  listener.on('message', (m) => told.push(m.toString()));
+  const answers: string[] = [];
+  asker.on('message', (m) => answers.push(m.toString()));
+  const ask = async (what: string, n: number): Promise<void> => {
+    asker.send(what, port, '127.0.0.1');
+    for (const until = Date.now() + 10_000; answers.length < n || told.length < n; await sleep(20))
+      assert.ok(Date.now() < until, `an answer to ${what}`);
+  };
+  const p = await startLogged(PYTHON, ['-c', UDP, String(port), String(peer)], /^READY\n/);
+  await ask('one', 1);
+  const image = dir();
+  await cliOk(['dump', String(p.pid), '-D', image]);
+  assert.match(
+    await cliOk(['show', image]),
+    new RegExp(`UDP socket 127\\.0\\.0\\.1:\\d+ to 127\\.0\\.0\\.1:${peer}`),
+  );
+  await restoreCli(image, cleanup);
+  await ask('two', 2);
+  assert.deepEqual(answers, ['echo 1 one', 'echo 2 two']);
+  assert.deepEqual(told, ['told 1', 'told 2']);
 });
