@@ -9,6 +9,7 @@ import type { ProcStat } from './proc/stat.js';
 import { parseTaskSyscall } from './proc/task-syscall.js';
 import { classifyVmas } from './vma/classify.js';
 import { openPageScanner, type ScanMethod } from './vma/pages.js';
+import { isErrno } from './sys/errno.js';
 import { parseVmaSelection } from './vma/select.js';
 import { countPages, emptyCounts, type PageCounts } from './vma/usage.js';
 import type { Vma } from './vma/vma.js';
@@ -126,7 +127,9 @@ export function inspect(pid: number, options: InspectOptions = {}): InspectResul
       checkpointBytes: totals.dump * PAGE_SIZE,
     };
   } catch (err) {
-    if (isFerryError(err, 'FERRY_NO_SUCH_PROCESS', 'FERRY_ZOMBIE')) throw processGone(pid);
+    // A scan of a process whose memory is gone fails with ESRCH (PAGEMAP_SCAN on a dead mm).
+    if (isFerryError(err, 'FERRY_NO_SUCH_PROCESS', 'FERRY_ZOMBIE') || isErrno(err, 'ESRCH'))
+      throw processGone(pid);
     throw err;
   }
 }

@@ -218,6 +218,7 @@ while True:
 test('a deleted file, mapped privately and open, comes back with its content', async () => {
   const work = dir();
   const child = spawn(PYTHON, ['-c', DELETED_FILES, work], { stdio: 'ignore' });
+  child.unref(); // reaped by killAndReap, which Node's handle would wait for in vain
   cleanup(() => killAndReap(child.pid!));
   await fileContent(`${work}/ready`);
   const image = dir();
@@ -237,6 +238,7 @@ test('a deleted file, mapped privately and open, comes back with its content', a
 
 const DELETED_WITH_DIR = `
 import os, sys, time
+os.closerange(3, 65536)
 d = sys.argv[1]
 os.makedirs(d + '/gone')
 f = open(d + '/gone/open', 'w+')
@@ -253,6 +255,7 @@ open(d + '/result', 'w').write(f.read())
 test('a deleted file whose directory is gone too comes back', async () => {
   const work = dir();
   const child = spawn(PYTHON, ['-c', DELETED_WITH_DIR, work], { stdio: 'ignore' });
+  child.unref(); // reaped by killAndReap, which Node's handle would wait for in vain
   cleanup(() => killAndReap(child.pid!));
   await fileContent(`${work}/ready`);
   const image = dir();

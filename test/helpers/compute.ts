@@ -24,6 +24,7 @@ export function compute(
 ): { pid: number; done: Promise<void> } {
   const child = spawn(PYTHON, ['-c', COMPUTE, out, String(rounds)], { stdio: 'ignore' });
   const pid = child.pid!;
+  child.unref(); // killAndReap may reap it first, and Node's handle would wait for it in vain
   cleanup(() => killAndReap(pid));
   return { pid, done: new Promise((resolve) => child.once('exit', () => resolve())) };
 }
