@@ -6,6 +6,11 @@ import { join } from 'node:path';
 import { fixture } from '../test/helpers/fixtures.js';
 import { CLI } from '../test/helpers/paths.js';
 
+// Node.js reads every certificate named by NODE_EXTRA_CA_CERTS when it starts, before any of
+// ferry's code runs (50 ms on this project's machines, which set it to the system's whole bundle):
+// ferry's commands never use it, so the benchmarks run them without it, as on most hosts.
+delete process.env.NODE_EXTRA_CA_CERTS;
+
 /** CRIU's version when `criu` >= 4.1 is on PATH, else null. */
 export function criuVersion(): string | null {
   const r = spawnSync('criu', ['--version'], { encoding: 'utf8' });

@@ -9,7 +9,7 @@ import { readImage } from '../src/read-image.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
-import { PYTHON } from './helpers/paths.js';
+import { CLI, PYTHON } from './helpers/paths.js';
 import { startProcess } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, visibleState, type StateFixture } from './helpers/state-fixture.js';
@@ -126,7 +126,7 @@ test('show: the image in words and JSON; --raw gives one VMA exactly as the proc
     .map((h) => Number(`0x${h}`));
   const raw = await new Promise<Buffer>((resolve, reject) => {
     const child = spawn(process.execPath, [
-      `${process.cwd()}/dist/src/cli/main.js`,
+      CLI,
       'show',
       image,
       '--vma',

@@ -3,9 +3,7 @@ import { readTls, startAgent } from '../agent/agent.js';
 import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
-import { warnOnStderr } from './dump-command.js';
-import { printJson, type Command } from './command.js';
-import { parseMs } from './migrate-command.js';
+import { parseMs, printJson, warnOnStderr, type Command } from './command.js';
 
 export const agentCommand: Command = {
   name: 'agent',

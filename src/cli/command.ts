@@ -1,5 +1,6 @@
 // What every CLI command declares: its name, usage, options, and a run() over parsed arguments.
 import type { ParseArgsConfig } from 'node:util';
+import { FerryError } from '../errors.js';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
 
@@ -37,3 +38,29 @@ export const COMMON_OPTIONS: OptionSpec = {
   debug: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
+
+export function parsePid(text: string | undefined): number {
+  if (text === undefined || !/^\d+$/.test(text) || Number(text) <= 0 || Number(text) > 2 ** 22) {
+    throw new FerryError('FERRY_USAGE', `not a PID: ${JSON.stringify(text ?? '')}`);
+  }
+  return Number(text);
+}
+
+/** A positive number of milliseconds from option `name`, or undefined when not given. */
+export function parseMs(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = Number(value);
+  if (typeof value !== 'string' || !Number.isInteger(ms) || ms <= 0)
+    throw new FerryError('FERRY_USAGE', `--${name} takes a positive number of milliseconds`);
+  return ms;
+}
+
+export function requireDir(value: unknown): string {
+  if (typeof value !== 'string' || value === '')
+    throw new FerryError('FERRY_USAGE', 'an image directory is required: -D <dir>');
+  return value;
+}
+
+export function warnOnStderr(message: string): void {
+  process.stderr.write(`ferry: warning: ${message}\n`);
+}

@@ -4,20 +4,9 @@
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
 import { FerryError } from '../errors.js';
-import { printResult, type Command } from './command.js';
+import { parsePid, printResult, requireDir, warnOnStderr, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
-import { parsePid } from './inspect-command.js';
 import { withProgressBar } from './progress.js';
-
-export function requireDir(value: unknown): string {
-  if (typeof value !== 'string' || value === '')
-    throw new FerryError('FERRY_USAGE', 'an image directory is required: -D <dir>');
-  return value;
-}
-
-export function warnOnStderr(message: string): void {
-  process.stderr.write(`ferry: warning: ${message}\n`);
-}
 
 function summary(r: DumpResult): string {
   const fate = r.leftRunning ? 'left running' : 'killed';

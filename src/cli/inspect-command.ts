@@ -2,18 +2,11 @@
 import { FerryError } from '../errors.js';
 import { inspect, inspectResultToJson, type InspectResult } from '../inspect.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
-import { printJson, type Command } from './command.js';
+import { parsePid, printJson, type Command } from './command.js';
 import { formatBytes, renderTable, type Column } from './format.js';
 import { progressBar } from './progress.js';
 
 const SCAN_METHODS = ['auto', 'pagemap-scan', 'pagemap'] as const;
-
-export function parsePid(text: string | undefined): number {
-  if (text === undefined || !/^\d+$/.test(text) || Number(text) <= 0 || Number(text) > 2 ** 22) {
-    throw new FerryError('FERRY_USAGE', `not a PID: ${JSON.stringify(text ?? '')}`);
-  }
-  return Number(text);
-}
 
 const COLUMNS: Column[] = [
   { header: 'START' },

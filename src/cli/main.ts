@@ -3,40 +3,36 @@
 // a stack trace only with --debug.
 import { parseArgs } from 'node:util';
 import { FerryError } from '../errors.js';
-import { agentCommand } from './agent-command.js';
-import { checkCommand } from './check-command.js';
 import { COMMON_OPTIONS, printJson, type Command } from './command.js';
-import { demoCommand } from './demo-command.js';
-import { dumpCommand } from './dump-command.js';
-import { inspectCommand } from './inspect-command.js';
-import { migrateCommand } from './migrate-command.js';
-import { restoreCommand } from './restore-command.js';
-import { showCommand } from './show-command.js';
 import { FERRY_VERSION } from '../version.js';
 
-/** Every command, in the order `ferry --help` lists them. */
-const COMMANDS: readonly Command[] = [
-  demoCommand,
-  checkCommand,
-  inspectCommand,
-  dumpCommand,
-  restoreCommand,
-  showCommand,
-  migrateCommand,
-  agentCommand,
+/**
+ * Every command, in the order `ferry --help` lists them. A command's module is loaded only when it
+ * runs: each pulls in its part of the library, and loading all of it would slow every start.
+ */
+const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
+  { name: 'demo', load: async () => (await import('./demo-command.js')).demoCommand },
+  { name: 'check', load: async () => (await import('./check-command.js')).checkCommand },
+  { name: 'inspect', load: async () => (await import('./inspect-command.js')).inspectCommand },
+  { name: 'dump', load: async () => (await import('./dump-command.js')).dumpCommand },
+  { name: 'restore', load: async () => (await import('./restore-command.js')).restoreCommand },
+  { name: 'show', load: async () => (await import('./show-command.js')).showCommand },
+  { name: 'migrate', load: async () => (await import('./migrate-command.js')).migrateCommand },
+  { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
 ];
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
 
-function help(): string {
-  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+async function help(): Promise<string> {
+  const commands = await Promise.all(COMMANDS.map((c) => c.load()));
+  const width = Math.max(...commands.map((c) => c.name.length));
   return [
     'ferry: checkpoint, restore and migrate running Linux processes, VMA by VMA',
     '',
     'usage: ferry <command> [options]',
     '',
-    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
     '',
     'Every command takes --json (machine-readable output), --debug (stack traces) and --help.',
   ].join('\n');
@@ -50,15 +46,16 @@ async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     const target = COMMANDS.find((c) => c.name === rest[0]);
-    process.stdout.write(`${target ? commandHelp(target) : help()}\n`);
+    process.stdout.write(`${target ? commandHelp(await target.load()) : await help()}\n`);
     return 0;
   }
   if (name === '--version') {
     process.stdout.write(`${FERRY_VERSION}\n`);
     return 0;
   }
-  const command = COMMANDS.find((c) => c.name === name);
-  if (!command) throw new FerryError('FERRY_USAGE', `unknown command "${name}" (see ferry --help)`);
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (!entry) throw new FerryError('FERRY_USAGE', `unknown command "${name}" (see ferry --help)`);
+  const command = await entry.load();
   let parsed;
   try {
     parsed = parseArgs({

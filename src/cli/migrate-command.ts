@@ -6,20 +6,9 @@ import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
 import type { TrackingChoice } from '../migrate/precopy.js';
-import { printResult, type Command } from './command.js';
-import { warnOnStderr } from './dump-command.js';
+import { parseMs, parsePid, printResult, warnOnStderr, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
-import { parsePid } from './inspect-command.js';
 import { withProgressBar } from './progress.js';
-
-/** A positive number of milliseconds from option `name`, or undefined when not given. */
-export function parseMs(name: string, value: unknown): number | undefined {
-  if (value === undefined) return undefined;
-  const ms = Number(value);
-  if (typeof value !== 'string' || !Number.isInteger(ms) || ms <= 0)
-    throw new FerryError('FERRY_USAGE', `--${name} takes a positive number of milliseconds`);
-  return ms;
-}
 
 function summary(r: MigrateResult): string {
   return (

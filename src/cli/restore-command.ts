@@ -2,8 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { restore } from '../restore.js';
-import { printResult, type Command } from './command.js';
-import { requireDir, warnOnStderr } from './dump-command.js';
+import { printResult, requireDir, warnOnStderr, type Command } from './command.js';
 
 function choice<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;

@@ -9,8 +9,7 @@ import { formatSockaddr } from '../state/fd-socket.js';
 import type { FdRecord } from '../state/files.js';
 import { SOCK } from '../sys/socket.js';
 import { signalName } from '../sys/signal.js';
-import { printJson, type Command } from './command.js';
-import { parsePid } from './inspect-command.js';
+import { parsePid, printJson, type Command } from './command.js';
 import { formatBytes, renderTable } from './format.js';
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;

@@ -5,6 +5,6 @@ export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const FIXTURE_SOURCES = `${REPO}test/fixtures`;
 export const TEST_DATA = `${REPO}test/data`;
 export const BUILD_DIR = `${REPO}build`;
-export const CLI = `${REPO}dist/src/cli/main.js`;
+export const CLI = `${REPO}dist/bin/ferry.js`;
 /** Debian's python3, the one the issues name. */
 export const PYTHON = '/usr/bin/python3';
