@@ -2,7 +2,7 @@
 // and checksum, the page index) before anything is done with it.
 import { closeSync, openSync } from 'node:fs';
 import { FerryError } from './errors.js';
-import { createHasher, initHashing } from './image/hash.js';
+import { createHasher } from './image/hash.js';
 import { pageParts } from './image/manifest.js';
 import { decodePageIndex, PAGE, type PageIndex } from './image/page-index.js';
 import { PageStoreReader } from './image/page-store.js';
@@ -43,7 +43,7 @@ function verifyPart(source: ImageSource, name: string, size: number, checksum: s
   if (actual !== size) {
     throw corrupt(`${path} is ${actual} bytes, the manifest says ${size}: it is truncated or damaged`);
   }
-  const hasher = createHasher();
+  const hasher = createHasher(checksum);
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -158,8 +158,12 @@ function openChain(
  * in `verified` were hashed as they were written (a received migration): when the manifest agrees
  * with those sums, they are not read again.
  */
-export async function readImage(location: string, verified?: Record<string, PartSummary>): Promise<Image> {
-  await initHashing();
+export function readImage(location: string, verified?: Record<string, PartSummary>): Promise<Image> {
+  // Asynchronous for its callers (a damaged image rejects), though the work is not.
+  return new Promise((resolve) => resolve(openImage(location, verified)));
+}
+
+function openImage(location: string, verified: Record<string, PartSummary> | undefined): Image {
   const { manifest, source, layers } = openChain(location, 0, undefined, verified);
   const root = { state: manifest.state, layers, pages: resolvePages(layers) };
   const children = manifest.children.map((state) => {

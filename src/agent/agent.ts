@@ -14,7 +14,6 @@ import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { dump } from '../checkpoint.js';
 import { FerryError, isFerryError, type ErrorCode } from '../errors.js';
-import { initHashing } from '../image/hash.js';
 import { readImage } from '../read-image.js';
 import { restore } from '../restore.js';
 import { userProcessStat } from '../proc/process.js';
@@ -110,7 +109,6 @@ function processUid(pid: number): number {
 
 /** Start an agent; resolves once it listens. */
 export async function startAgent(options: AgentOptions): Promise<Agent> {
-  await initHashing();
   const dataDir = resolve(options.dataDir);
   mkdirSync(join(dataDir, 'images'), { recursive: true, mode: 0o700 });
   mkdirSync(join(dataDir, 'migrations'), { recursive: true, mode: 0o700 });

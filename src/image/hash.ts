@@ -1,46 +1,56 @@
-// xxHash64 checksums of image parts, streamed in slices (the WebAssembly hasher is fast on slices of
-// a few MiB and slow on one huge buffer).
+// Checksums of image parts: XXH3-64, native (about 18 GB/s here, four times the WebAssembly
+// xxHash64 that images of format 3 and older carry, which are still checked by theirs). Page
+// hashes for dirty tracking stay in WebAssembly: one native call per 4 KiB page costs more than
+// the hash.
+import { xxh3, Xxh64 } from '@node-rs/xxhash';
 import xxhash from 'xxhash-wasm';
 import { FerryError } from '../errors.js';
 
 type XxhashApi = Awaited<ReturnType<typeof xxhash>>;
 
 let api: XxhashApi | undefined;
-const SLICE = 4 << 20;
 
-/** Load the hasher; call once before any other function of this module. */
+/** Load the page hasher; call once before pageHash(). */
 export async function initHashing(): Promise<void> {
   api ??= await xxhash();
 }
 
-function loaded(): XxhashApi {
-  if (!api) throw new FerryError('FERRY_INTERNAL', 'initHashing() was not called');
-  return api;
-}
-
 export interface Hasher {
   update(data: Uint8Array): void;
-  /** `xxh64:` and 16 hex digits. */
+  /** The algorithm's name, `:` and 16 hex digits: `xxh3:0123456789abcdef`. */
   digest(): string;
 }
 
-export function createHasher(): Hasher {
-  const state = loaded().create64();
+/** The algorithms a checksum may name: what ferry writes now, and what older images have. */
+const ALGORITHMS = {
+  xxh3: () => xxh3.Xxh3.withSeed(),
+  xxh64: () => new Xxh64(),
+} as const;
+type Algorithm = keyof typeof ALGORITHMS;
+
+/** Checksums as the image's manifest writes them. */
+export const CHECKSUM = /^(?:xxh3|xxh64):[0-9a-f]{16}$/;
+
+/** A hasher of the algorithm ferry writes, or of the one `like` (a checksum) names. */
+export function createHasher(like?: string): Hasher {
+  const algorithm: Algorithm = like?.startsWith('xxh64:') ? 'xxh64' : 'xxh3';
+  const state = ALGORITHMS[algorithm]();
   return {
     update(data) {
-      for (let off = 0; off < data.length; off += SLICE) state.update(data.subarray(off, off + SLICE));
+      state.update(data);
     },
-    digest: () => `xxh64:${state.digest().toString(16).padStart(16, '0')}`,
+    digest: () => `${algorithm}:${state.digest().toString(16).padStart(16, '0')}`,
   };
 }
 
-export function hashBytes(data: Uint8Array): string {
-  const h = createHasher();
+export function hashBytes(data: Uint8Array, like?: string): string {
+  const h = createHasher(like);
   h.update(data);
   return h.digest();
 }
 
 /** The xxHash64 of one page (dirty tracking by page hashes). */
 export function pageHash(page: Uint8Array): bigint {
-  return loaded().h64Raw(page);
+  if (!api) throw new FerryError('FERRY_INTERNAL', 'initHashing() was not called');
+  return api.h64Raw(page);
 }

@@ -1,7 +1,7 @@
 // manifest.json: the envelope every image has (format, version, the host it was made on, each
 // part's size and checksum) around the process state, and a checksum over all of it.
 import { FerryError } from '../errors.js';
-import { hashBytes } from './hash.js';
+import { CHECKSUM, hashBytes } from './hash.js';
 import { serialize } from './json.js';
 import {
   array,
@@ -18,9 +18,8 @@ import {
 import { PART_NAME } from './sink.js';
 
 export const IMAGE_FORMAT = 'ferry-image';
-export const IMAGE_VERSION = 3;
+export const IMAGE_VERSION = 4;
 
-const CHECKSUM = /^xxh64:[0-9a-f]{16}$/;
 export const partRecord = object({
   size: integer(0, Number.MAX_SAFE_INTEGER),
   checksum: string({ pattern: CHECKSUM }),
@@ -76,7 +75,8 @@ export function manifestSchema<S, T>(state: Schema<S>, tree: Schema<T>) {
     children: array(state, { max: MAX_PROCESSES }),
     checksum: string({
       pattern: CHECKSUM,
-      description: 'xxh64 of this manifest without its checksum, as ferry writes it',
+      description:
+        'XXH3-64 (xxh64 before version 4) of this manifest without its checksum, as ferry writes it',
     }),
   });
 }
@@ -122,7 +122,10 @@ export function openManifest<M>(
       `${location} is an image of format version ${version}; this ferry reads version ${IMAGE_VERSION}: upgrade ferry`,
     );
   }
-  const expected = hashBytes(Buffer.from(serialize(content)));
+  const expected = hashBytes(
+    Buffer.from(serialize(content)),
+    typeof checksum === 'string' ? checksum : undefined,
+  );
   if (checksum !== expected) {
     throw new FerryError(
       'FERRY_IMAGE_CORRUPT',

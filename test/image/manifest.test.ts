@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { before, test } from 'node:test';
+import { test } from 'node:test';
 import { isFerryError } from '../../src/errors.js';
-import { initHashing } from '../../src/image/hash.js';
+import { hashBytes } from '../../src/image/hash.js';
+import { serialize } from '../../src/image/json.js';
 import { IMAGE_VERSION, openManifest, sealManifest } from '../../src/image/manifest.js';
 import { integer, literal, object, string } from '../../src/image/schema.js';
-
-before(() => initHashing());
 
 const schema = object({
   format: literal('ferry-image'),
@@ -62,4 +61,16 @@ test('an image of an older version is read through the upgrade it is given', () 
   }));
   assert.equal(opened.version, IMAGE_VERSION);
   assert.equal(opened.name, `from ${IMAGE_VERSION - 1}`);
+});
+
+test('a manifest sealed with xxHash64 (format 3 and older) is checked with it', () => {
+  const old = { format: 'ferry-image', version: 3, pid: 42, name: 'x' };
+  const checksum = hashBytes(Buffer.from(serialize(old)), 'xxh64:');
+  assert.match(checksum, /^xxh64:[0-9a-f]{16}$/);
+  const opened = openManifest(serialize({ ...old, checksum }), schema, '/img');
+  assert.equal(opened.pid, 42);
+  assert.throws(
+    () => openManifest(serialize({ ...old, pid: 43, checksum }), schema, '/img'),
+    /does not match its checksum/,
+  );
 });
