@@ -172,12 +172,12 @@ interface Shared {
  * it held, ready to run. `prefill` (the dumped process only) brings memory staged by a migration.
  * Returns the pages written.
  */
-function restoreProcess(
+async function restoreProcess(
   made: Made,
   proc: ProcessImage,
   shared: Shared,
   options: { prefill?: Prefill; stopped?: boolean; samePid: SamePid },
-): number {
+): Promise<number> {
   const { image, timings } = shared;
   const state = proc.state;
   const remote = RemoteSyscalls.open(made.tracee, { insn: STUB_SYSCALL_ADDRESS });
@@ -206,7 +206,7 @@ function restoreProcess(
   );
   closeBackings(ctx, backings);
   timings.mark('layout');
-  const pages = restorePages(ctx, proc, state.vmas, staged);
+  const pages = await restorePages(ctx, proc, state.vmas, staged);
   timings.mark('pages');
   protectVmas(ctx, filled);
   adviseVmas(ctx, state.vmas);
@@ -290,7 +290,7 @@ export async function restore(dir: string, options: RestoreOptions = {}): Promis
     let pages = 0;
     for (const [i, proc] of image.processes.entries()) {
       const prefill = i === 0 ? options.prefill : undefined;
-      pages += restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
+      pages += await restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
         prefill,
         stopped: options.stopped,
         // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.

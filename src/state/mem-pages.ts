@@ -3,6 +3,7 @@
 // address order. Restore: the restored process reads them from the page file itself (preadv), or,
 // from a compressed image, ferry writes them in with process_vm_writev.
 import { closeSync, openSync, readSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { FerryError } from '../errors.js';
 import { LayerReader, type PageSource } from '../image/page-layers.js';
 import type { PageStoreWriter } from '../image/page-store.js';
@@ -12,12 +13,13 @@ import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
-import { MADV } from '../sys/mman.js';
+import { MADV, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
   encodeIovecs,
   IOV_MAX,
   processVmReadv,
   processVmWritev,
+  processVmWritevAsync,
   type RemoteRange,
 } from '../sys/process-vm.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
@@ -440,6 +442,61 @@ export function readPagesInProcess(
   }
 }
 
+/** Bytes one process_vm_writev of stored pages moves at most. */
+const WRITE_JOB = 8 << 20;
+/** process_vm_writev calls at once: one per CPU, for faulting fresh memory in is most of the work. */
+const WRITERS = Math.max(1, Math.min(4, availableParallelism()));
+
+/**
+ * Write a layer's stored pages into process `pid` from the page cache: the page file is mapped
+ * read-only here, and process_vm_writev copies from the mapping into the process, one call per CPU
+ * at once on libuv's threads. Most of the time goes to the kernel making fresh memory for the
+ * process, which then runs on every CPU instead of one.
+ */
+export async function writeStoredPages(
+  pid: number,
+  file: string,
+  stored: readonly LayerRange[],
+): Promise<void> {
+  if (stored.length === 0) return;
+  const size = stored.reduce((n, r) => Math.max(n, r.offset + r.len), 0);
+  const fd = openSync(file, 'r');
+  let base: bigint;
+  try {
+    base = mmap(0n, size, PROT.READ, MAP.SHARED, fd, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const jobs = [...groups(stored, WRITE_JOB)];
+  let next = 0;
+  let failed = false;
+  const writer = async (): Promise<void> => {
+    while (!failed && next < jobs.length) {
+      const job = jobs[next++]!;
+      const local = job.map((r) => ({ addr: base + BigInt(r.offset), len: r.len }));
+      try {
+        const got = await processVmWritevAsync(pid, local, job);
+        if (got !== byteCount(job)) {
+          throw new FerryError(
+            'FERRY_RESTORE_FAILED',
+            `wrote ${got} of ${byteCount(job)} bytes of pages at 0x${job[0]!.addr.toString(16)}`,
+          );
+        }
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  try {
+    // Every call is over before the mapping goes, even after a failure.
+    const outcomes = await Promise.allSettled(Array.from({ length: WRITERS }, writer));
+    for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
+  } finally {
+    munmap(base, size);
+  }
+}
+
 /** Write a compressed layer's pages (decompressed here) through one reused buffer. */
 function copyIn(
   ctx: RestoreContext,
@@ -459,12 +516,12 @@ function copyIn(
 }
 
 /** Write the stored pages back into the restored process; returns how many pages were written. */
-export function restorePages(
+export async function restorePages(
   ctx: RestoreContext,
   image: ProcessImage,
   vmas: readonly VmaRecord[],
   staged: StagedContent = new Map(),
-): number {
+): Promise<number> {
   const layerParts = image.layers.map((l) => l.part);
   const writes = pageWrites(image.pages, vmas, layerParts, staged);
   ctx.remote.batch(
@@ -483,7 +540,7 @@ export function restorePages(
   try {
     for (const [layer, stored] of writes.stored) {
       if (image.layers[layer]!.index.compressed) copyIn(ctx, reader, layer, stored);
-      else readPagesInProcess(ctx.remote, image.layers[layer]!.file, stored);
+      else await writeStoredPages(ctx.pid, image.layers[layer]!.file, stored);
     }
   } finally {
     reader.close();

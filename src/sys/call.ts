@@ -1,7 +1,7 @@
 // The system call wrapper every src/sys module uses: a failure becomes a SysError that names the
 // call and its arguments.
 import { SysError } from './errno.js';
-import { trySyscall, type SysArg } from './libc.js';
+import { trySyscall, trySyscallAsync, type SysArg } from './libc.js';
 
 /**
  * Syscall that throws a SysError naming the call and its arguments on failure.
@@ -9,6 +9,18 @@ import { trySyscall, type SysArg } from './libc.js';
  */
 export function syscall(nr: number, name: string, describe: () => string[], ...args: SysArg[]): number {
   const ret = trySyscall(nr, ...args);
+  if (ret < 0 && ret >= -4095) throw new SysError(name, describe(), -ret);
+  return ret;
+}
+
+/** syscall() on one of libuv's threads (trySyscallAsync()); rejects with the SysError. */
+export async function syscallAsync(
+  nr: number,
+  name: string,
+  describe: () => string[],
+  ...args: SysArg[]
+): Promise<number> {
+  const ret = await trySyscallAsync(nr, ...args);
   if (ret < 0 && ret >= -4095) throw new SysError(name, describe(), -ret);
   return ret;
 }

@@ -1,15 +1,16 @@
 // The only module that loads libc through koffi: a raw syscall entry point and the few libc functions
 // (posix_spawn family) that have no syscall of their own. Everything else in src/sys builds on these.
-import koffi from 'koffi';
+import koffi, { type KoffiFunc } from 'koffi';
 
 const libc = koffi.load('libc.so.6');
 
 /** A syscall argument: a number, a bigint (addresses, 64-bit masks) or a buffer passed by address. */
 export type SysArg = number | bigint | ArrayBufferView | null;
 
-const rawSyscall = libc.func('long syscall(long, long, long, long, long, long, long)') as (
-  ...args: (number | bigint)[]
-) => number;
+type RawSyscall = (...args: (number | bigint)[]) => number;
+const rawSyscall = libc.func(
+  'long syscall(long, long, long, long, long, long, long)',
+) as KoffiFunc<RawSyscall>;
 
 /** Kernel address of a buffer's first byte (Node never moves a buffer's backing store). */
 export function addressOf(buf: ArrayBufferView): bigint {
@@ -28,6 +29,23 @@ export function trySyscall(nr: number, ...args: SysArg[]): number {
   while (words.length < 6) words.push(0);
   const ret = rawSyscall(nr, ...words);
   return ret === -1 ? -koffi.errno() : ret;
+}
+
+/**
+ * Raw syscall on one of libuv's threads (koffi's asynchronous calls), so that calls that block or
+ * take long run beside the main thread and beside each other. Resolves to the kernel's result, or
+ * `-errno`; buffers passed must stay untouched until it settles.
+ */
+export function trySyscallAsync(nr: number, ...args: SysArg[]): Promise<number> {
+  const words = args.map(toWord);
+  while (words.length < 6) words.push(0);
+  return new Promise((resolve, reject) =>
+    rawSyscall.async(nr, ...words, (err: unknown, ret: number) => {
+      void args; // the buffers behind the addresses live until the call is over
+      if (err) reject(err instanceof Error ? err : new Error('asynchronous syscall failed', { cause: err }));
+      else resolve(ret === -1 ? -koffi.errno() : ret);
+    }),
+  );
 }
 
 /** libc functions by C prototype, for the calls (posix_spawn) that are library code, not syscalls. */

@@ -1,5 +1,5 @@
 // process_vm_readv/writev: copy between a buffer here and many ranges of another process.
-import { syscall } from './call.js';
+import { syscall, syscallAsync } from './call.js';
 import { addressOf } from './libc.js';
 import { NR } from './nr.js';
 
@@ -59,4 +59,32 @@ export function processVmReadv(pid: number, local: Buffer, ranges: readonly Remo
 /** Write `local`, in order, over the ranges; returns the bytes written. */
 export function processVmWritev(pid: number, local: Buffer, ranges: readonly RemoteRange[]): number {
   return transfer(NR.process_vm_writev, 'process_vm_writev', pid, local, ranges);
+}
+
+/**
+ * process_vm_writev from ranges of this process's memory (`local`, such as a mapped file) to
+ * `remote`, byte for byte in order, on one of libuv's threads: several run at once. Resolves to the
+ * bytes written, which stops short where a remote range cannot be written.
+ */
+export function processVmWritevAsync(
+  pid: number,
+  local: readonly RemoteRange[],
+  remote: readonly RemoteRange[],
+): Promise<number> {
+  if (local.length > IOV_MAX || remote.length > IOV_MAX)
+    throw new RangeError(`process_vm_writev: at most ${IOV_MAX} ranges per call`);
+  const localIov = encodeIovecs(local);
+  const remoteIov = encodeIovecs(remote);
+  const first = remote[0];
+  return syscallAsync(
+    NR.process_vm_writev,
+    'process_vm_writev',
+    () => [String(pid), first ? `0x${first.addr.toString(16)}` : '-', `${remote.length} ranges`],
+    pid,
+    localIov,
+    local.length,
+    remoteIov,
+    remote.length,
+    0,
+  );
 }
