@@ -18,6 +18,7 @@ import { TreeFiles } from './state/fd-shared.js';
 import { freezeTree } from './state/tree.js';
 import { dumpFs } from './state/fs.js';
 import type { Manifest, ProcessState } from './state/image.js';
+import { precopyForDump, type Precopy, type RoundReport } from './precopy.js';
 import { trackedSpans, type Baseline } from './state/mem-dirty.js';
 import { ProcessTracking, type TrackingPlan } from './state/mem-tracking.js';
 import { copyPages, DUMP_BATCH, markEarlier, pagesToDump, type PageRange } from './state/mem-pages.js';
@@ -82,7 +83,14 @@ export interface DumpOptions {
   trackMem?: boolean;
   /** The image an earlier `trackMem` dump of this process wrote: this one builds on it. */
   parent?: string;
-  onProgress?: (progress: { stage: 'pages'; doneBytes: number; totalBytes: number }) => void;
+  /**
+   * Copy the memory while the process runs first, in rounds, then, frozen, only what it wrote
+   * meanwhile. 'auto' (the default) does for a process without children holding at least 32 MiB
+   * of anonymous memory, where userfaultfd tracks writes; true whenever it can (page hashes where
+   * userfaultfd cannot track writes); false never. Not with `vmas`, `trackMem`, `parent`.
+   */
+  preCopy?: boolean | 'auto';
+  onProgress?: (progress: { stage: 'pre-copy' | 'pages'; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
 }
 
@@ -90,17 +98,25 @@ export interface DumpResult {
   pid: number;
   /** The directory, or where the sink sent the image. */
   dir: string;
-  /** Milliseconds the process did not run: from freezing until it ran on or was killed. */
+  /**
+   * Milliseconds the process did not run: from freezing until it ran on or was killed, and, with
+   * a pre-copy, while tracking of its writes started.
+   */
   frozenMs: number;
   totalMs: number;
   /** Processes in the image: the dumped one and its descendants (zombies included). */
   processes: number;
   /** VMAs of all of them. */
   vmas: number;
-  /** Pages stored, pages found all-zero and left out, pages unchanged since an earlier layer. */
+  /**
+   * Of the copy made frozen: pages stored, pages found all-zero and left out, pages unchanged
+   * since an earlier layer (a pre-copy round, or the parent image).
+   */
   pages: number;
   zeroPages: number;
   unchangedPages: number;
+  /** The rounds copied while the process ran (pre-copy); none when all was copied frozen. */
+  precopyRounds: RoundReport[];
   bytesWritten: number;
   leftRunning: boolean;
   warnings: string[];
@@ -229,13 +245,32 @@ function captureProcess(
 }
 
 /** Why a dump takes one process only, or undefined when it takes the tree. */
-function oneProcessOnly(options: DumpOptions): string | undefined {
+function oneProcessOnly(options: DumpOptions, precopied: boolean): string | undefined {
   if (options.tree === false) return 'and --no-tree was given: dump without it to take them too';
+  if (precopied) return 'and a pre-copy takes one process: dump the tree with --no-pre-copy';
   if (options.sink || options.baseline)
     return 'and migrating a process tree is not supported yet: migrate one process';
   if (options.tracking || options.trackMem || options.parent !== undefined)
     return 'and incremental dumps (--every, --track-mem, --parent) take one process: dump the tree whole';
   return undefined;
+}
+
+/**
+ * Whether this dump may pre-copy: true or 'auto' from the options, false when they rule it out
+ * (a forced pre-copy they rule out is refused).
+ */
+function precopyChoice(options: DumpOptions): true | 'auto' | false {
+  const want = options.preCopy ?? 'auto';
+  if (want === false || options.sink || options.baseline || options.tracking) return false;
+  const conflict =
+    options.vmas !== undefined
+      ? '--vmas (the rounds copy every VMA)'
+      : options.trackMem || options.parent !== undefined
+        ? '--track-mem and --parent (they build on an earlier image)'
+        : undefined;
+  if (conflict === undefined) return want;
+  if (want === true) throw new FerryError('FERRY_USAGE', `--pre-copy does not go with ${conflict}`);
+  return false;
 }
 
 /** Checkpoint process `pid` (and its descendants) into `options.dir` (or `options.sink`). */
@@ -264,7 +299,9 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       trackMem: options.trackMem ?? false,
       parent: options.parent,
     }));
+  const preCopy = precopyChoice(options);
   let baseline = options.baseline;
+  let pre: Precopy | undefined;
   const parts: Record<string, PartSummary> = {};
   /** Saved file contents being written (awaited before the commit). */
   const partWrites: Promise<void>[] = [];
@@ -294,6 +331,16 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     if (first) throw first;
   };
   try {
+    if (preCopy !== false) {
+      pre = await precopyForDump(pid, sink, {
+        preCopy,
+        compress: options.compress ?? false,
+        onWarning: warn,
+        onProgress: (p) => options.onProgress?.({ stage: 'pre-copy', ...p }),
+      });
+      baseline = pre?.baseline;
+      timings.mark('pre-copy');
+    }
     const writerFor = (names: { pages: string; index: string }): PageStoreWriter =>
       new PageStoreWriter(
         sink.openPart(names.pages),
@@ -306,9 +353,9 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     const root = Tracee.freeze(pid);
     tracees = [root];
     frozenAt = performance.now();
-    const tracker = options.baseline?.tracker;
+    const tracker = baseline?.tracker;
     if (tracker) root.onRelease(() => tracker.close());
-    const members = freezeTree(root, oneProcessOnly(options));
+    const members = freezeTree(root, oneProcessOnly(options, pre !== undefined));
     tracees = members.flatMap((m) => (m.tracee ? [m.tracee] : []));
     plan.frozen(root);
     baseline ??= plan.baseline(sink.location);
@@ -378,19 +425,21 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     timings.mark('commit');
     plan.committed(sink.location, checksum, rangeSpans(captures[0]!.ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
+    pre?.baseline.tracker.close(); // a killed process's release hooks do not run
     timings.mark('end');
     await sink.settle().catch((err: unknown) => warn(`after the dump: ${String(err)}`));
     const sum = (f: (s: (typeof stores)[number]) => number): number => stores.reduce((n, s) => n + f(s), 0);
     return {
       pid,
       dir: sink.location,
-      frozenMs,
+      frozenMs: frozenMs + (pre?.frozenMs ?? 0),
       totalMs: performance.now() - started,
       processes: members.length,
       vmas: captures.reduce((n, c) => n + c.state.vmas.length, 0),
       pages: sum((s) => s.dataPages),
       zeroPages: sum((s) => s.zeroPages),
       unchangedPages: sum((s) => s.earlierPages),
+      precopyRounds: pre?.rounds ?? [],
       bytesWritten: Object.values(parts).reduce((n, p) => n + p.size, 0) + text.length,
       leftRunning: options.leaveRunning ?? false,
       warnings,
@@ -398,6 +447,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     };
   } catch (err) {
     plan.failed();
+    pre?.baseline.tracker.close();
     try {
       // The target may run it: the process must not run here too, nor be lost (docs/PROTOCOL.md).
       if (tracees.length > 0 && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);

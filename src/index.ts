@@ -13,7 +13,7 @@ export {
   type VmaReport,
 } from './inspect.js';
 export { migrate, type MigrateMode, type MigrateOptions, type MigrateResult } from './migrate/migrate.js';
-export type { RoundReport } from './migrate/precopy.js';
+export type { RoundReport } from './precopy.js';
 export { dumpEvery, type EveryOptions, type EveryResult } from './periodic.js';
 export type { AgentEndpoint } from './migrate/client.js';
 export { readImage, type Image, type ProcessImage } from './read-image.js';

@@ -2,26 +2,29 @@
 // the pages written since the round before, until what is left would fit the downtime budget or
 // stops shrinking. Each round's pages go out as an earlier page layer of the one image; the final
 // dump, frozen, then sends only what was written since the last round.
-import { PageStoreWriter, roomBytes } from '../image/page-store.js';
-import type { LayerRecord } from '../image/manifest.js';
-import type { ImageSink, PartSummary } from '../image/sink.js';
-import { readProcText } from '../proc/files.js';
-import { userProcessStat } from '../proc/process.js';
-import { parseSmaps } from '../proc/smaps.js';
+import { PageStoreWriter, roomBytes } from './image/page-store.js';
+import type { LayerRecord } from './image/manifest.js';
+import type { ImageSink, PartSummary } from './image/sink.js';
+import { isFerryError } from './errors.js';
+import { readProcText } from './proc/files.js';
+import { userProcessStat } from './proc/process.js';
+import { parseSmaps } from './proc/smaps.js';
+import { parseStatus } from './proc/status.js';
 import {
   DirtyTracker,
   HashTracker,
   trackedSpans,
   type Baseline,
   type WriteTracker,
-} from '../state/mem-dirty.js';
-import { startTracker } from '../state/mem-tracking.js';
-import { copyPages, DUMP_BATCH, pagesToDump } from '../state/mem-pages.js';
-import { RemoteSyscalls } from '../tracee/remote.js';
-import { Tracee } from '../tracee/tracee.js';
-import { classifyVmas } from '../vma/classify.js';
-import { rangeSpans, spanBytes, unionSpans, type Span } from '../vma/spans.js';
-import { SPECIAL_KINDS, type Vma } from '../vma/vma.js';
+} from './state/mem-dirty.js';
+import { startTracker } from './state/mem-tracking.js';
+import { childrenOf } from './state/tree.js';
+import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
+import { RemoteSyscalls } from './tracee/remote.js';
+import { Tracee } from './tracee/tracee.js';
+import { classifyVmas } from './vma/classify.js';
+import { rangeSpans, spanBytes, unionSpans, type Span } from './vma/spans.js';
+import { SPECIAL_KINDS, type Vma } from './vma/vma.js';
 
 /** How writes are tracked: the best this kernel has ('auto'), or one forced. */
 export type TrackingChoice = 'auto' | 'uffd-wp' | 'page-hashes';
@@ -54,6 +57,8 @@ export interface RoundReport {
 export interface Precopy {
   baseline: Baseline;
   rounds: RoundReport[];
+  /** Milliseconds the process was frozen to start tracking its writes. */
+  frozenMs: number;
 }
 
 const DEFAULT_MAX_ROUNDS = 30;
@@ -67,22 +72,30 @@ function currentVmas(pid: number): Vma[] {
   return classifyVmas(parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`), userProcessStat(pid), []);
 }
 
-/** Start tracking, freezing the process just long enough to start a userfaultfd in it. */
-function startTracking(pid: number, options: PrecopyOptions): WriteTracker {
-  if (options.tracking === 'page-hashes') return new HashTracker(pid);
+/**
+ * Start tracking, freezing the process just long enough to start a userfaultfd in it; and how
+ * long that was.
+ */
+function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTracker; frozenMs: number } {
+  if (options.tracking === 'page-hashes') return { tracker: new HashTracker(pid), frozenMs: 0 };
   const tracee = Tracee.freeze(pid);
+  const frozenAt = performance.now();
+  let tracker: WriteTracker;
   try {
     const remote = RemoteSyscalls.open(tracee);
     try {
       const vmas = currentVmas(pid);
-      if (options.tracking === 'uffd-wp') return DirtyTracker.start(remote, vmas);
-      return startTracker(remote, vmas, options.onWarning ?? (() => {}));
+      tracker =
+        options.tracking === 'uffd-wp'
+          ? DirtyTracker.start(remote, vmas)
+          : startTracker(remote, vmas, options.onWarning ?? (() => {}));
     } finally {
       remote.close();
     }
   } finally {
     tracee.release();
   }
+  return { tracker, frozenMs: performance.now() - frozenAt };
 }
 
 /**
@@ -90,7 +103,7 @@ function startTracking(pid: number, options: PrecopyOptions): WriteTracker {
  * changed since the last round from it, and the caller closes it.
  */
 export async function precopy(pid: number, sink: ImageSink, options: PrecopyOptions): Promise<Precopy> {
-  const tracker = startTracking(pid, options);
+  const { tracker, frozenMs } = startTracking(pid, options);
   /** VMAs whose pages the final copy sends whole (the kernel's own VMAs hold none). */
   const isUntracked = (v: Vma): boolean => !tracker.tracks(v) && !SPECIAL_KINDS.has(v.kind);
   try {
@@ -145,9 +158,54 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       if (report.leftBytes / Math.max(rate, 1) <= options.maxDowntimeMs / 2) break;
       if (report.leftBytes >= previous * SHRINK) break;
     }
-    return { baseline: { tracker, held, layers, parts, parent: null }, rounds };
+    return { baseline: { tracker, held, layers, parts, parent: null }, rounds, frozenMs };
   } catch (err) {
     tracker.close();
+    throw err;
+  }
+}
+
+/** Anonymous memory a process holds before dump() copies it while it runs first, by default. */
+const DUMP_PRECOPY_MIN_BYTES = 32 << 20;
+/** A dump's rounds stop once the frozen copy of what is left would take about this long. */
+const DUMP_FROZEN_COPY_MS = 10;
+const DUMP_MAX_ROUNDS = 3;
+
+export interface DumpPrecopyOptions {
+  /** true: always (page hashes where userfaultfd cannot track writes); 'auto': when it pays. */
+  preCopy: true | 'auto';
+  compress: boolean;
+  onWarning?: (message: string) => void;
+  onProgress?: (progress: { doneBytes: number; totalBytes: number }) => void;
+}
+
+/**
+ * A dump's rounds into `sink` while the process runs (DumpOptions.preCopy), or undefined when the
+ * dump copies all of its memory frozen. 'auto' pre-copies a process without children that holds at
+ * least 32 MiB of anonymous memory, and only where userfaultfd tracks its writes: page hashes would
+ * read all of it again while it is frozen.
+ */
+export async function precopyForDump(
+  pid: number,
+  sink: ImageSink,
+  options: DumpPrecopyOptions,
+): Promise<Precopy | undefined> {
+  const auto = options.preCopy === 'auto';
+  if (auto) {
+    const status = parseStatus(readProcText(pid, 'status'), `/proc/${pid}/status`);
+    if (status.rssAnon < DUMP_PRECOPY_MIN_BYTES || childrenOf(pid).length > 0) return undefined;
+  }
+  try {
+    return await precopy(pid, sink, {
+      tracking: auto ? 'uffd-wp' : 'auto',
+      onWarning: options.onWarning,
+      maxDowntimeMs: 2 * DUMP_FROZEN_COPY_MS, // rounds aim at half the downtime for the copy
+      maxRounds: DUMP_MAX_ROUNDS,
+      compress: options.compress,
+      onProgress: options.onProgress,
+    });
+  } catch (err) {
+    if (auto && isFerryError(err, 'FERRY_UNSUPPORTED')) return undefined;
     throw err;
   }
 }

@@ -221,3 +221,68 @@ test('dump --track-mem, then --parent: each image holds only what changed; a sta
   assert.equal(next.code, 0, next.stderr);
   assert.deepEqual(readdirSync(`${runtime}/tracking`), []);
 });
+
+interface DumpJson {
+  frozenMs: number;
+  pages: number;
+  unchangedPages: number;
+  precopyRounds: { bytes: number }[];
+}
+
+test('dump pre-copies a process holding 64 MiB: frozen only for what it wrote, restored with every page right', async () => {
+  const d = await dirty(64, 8);
+  const base = mkdtempSync(`${work}/pre-`);
+  const dump = async (image: string, ...extra: string[]): Promise<DumpJson> => {
+    const r = await runCli(['dump', String(d.pid), '-D', `${base}/${image}`, '--json', ...extra]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return JSON.parse(r.stdout) as DumpJson;
+  };
+  // By default a process this large is copied while it runs, then only its writes while frozen.
+  const live = await dump('live', '--leave-running');
+  assert.ok(live.precopyRounds.length >= 1, JSON.stringify(live.precopyRounds));
+  assert.ok(live.precopyRounds[0]!.bytes >= 64 << 20);
+  assert.ok(live.unchangedPages > 4 * live.pages, `${live.pages} stored, ${live.unchangedPages} unchanged`);
+  assert.equal(traceState(d.pid).tracerPid, 0);
+  assertUntracked(d.pid);
+  assert.match(await d.check(), /^CHECK ok /);
+  // --no-pre-copy copies it all frozen.
+  const frozen = await dump('frozen', '--leave-running', '--no-pre-copy');
+  assert.deepEqual(frozen.precopyRounds, []);
+  assert.equal(frozen.unchangedPages, 0);
+  // A selection of VMAs and a pre-copy do not go together.
+  const both = await runCli(['dump', String(d.pid), '-D', `${base}/x`, '--pre-copy', '--vmas', 'heap']);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /--pre-copy does not go with --vmas/);
+  // Killed after a pre-copy, it restores from both layers with every page as it last wrote it.
+  const killed = await dump('killed');
+  assert.ok(killed.precopyRounds.length >= 1);
+  await d.exited;
+  const r = await runCli(['restore', '-D', `${base}/killed`]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  cleanup(() => killAndReap(pid));
+  assert.match(await d.check(pid), /^CHECK ok /);
+  assertUntracked(pid);
+});
+
+test('a small process is dumped frozen in one copy; --pre-copy forces rounds', async () => {
+  const d = await dirty(4, 1);
+  const base = mkdtempSync(`${work}/small-`);
+  const dumpJson = async (image: string, ...extra: string[]): Promise<DumpJson> => {
+    const r = await runCli([
+      'dump',
+      String(d.pid),
+      '-D',
+      `${base}/${image}`,
+      '--json',
+      '--leave-running',
+      ...extra,
+    ]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return JSON.parse(r.stdout) as DumpJson;
+  };
+  assert.deepEqual((await dumpJson('auto')).precopyRounds, []);
+  assert.ok((await dumpJson('forced', '--pre-copy')).precopyRounds.length >= 1);
+  assertUntracked(d.pid);
+  assert.match(await d.check(), /^CHECK ok /);
+});

@@ -1,5 +1,5 @@
 // ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--tcp-established]
-//   [--track-mem] [--parent <dir>] [--compress] [--sync] [--json]
+//   [--pre-copy | --no-pre-copy] [--track-mem] [--parent <dir>] [--compress] [--sync] [--json]
 // ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
@@ -10,11 +10,25 @@ import { withProgressBar } from './progress.js';
 
 function summary(r: DumpResult): string {
   const fate = r.leftRunning ? 'left running' : 'killed';
-  const unchanged = r.unchangedPages > 0 ? `, ${r.unchangedPages} unchanged since the parent` : '';
+  const rounds = r.precopyRounds.length;
+  const since = rounds > 0 ? 'the rounds' : 'the parent';
+  const unchanged = r.unchangedPages > 0 ? `, ${r.unchangedPages} unchanged since ${since}` : '';
+  const precopied =
+    rounds > 0
+      ? `${formatBytes(r.precopyRounds.reduce((n, round) => n + round.bytes, 0))} copied in ` +
+        `${rounds} round${rounds === 1 ? '' : 's'} while it ran, then `
+      : '';
   return (
     `dumped ${r.pid}${r.processes > 1 ? ` and ${r.processes - 1} descendants` : ''} to ${r.dir}: frozen ${formatMs(r.frozenMs)}, ${formatBytes(r.bytesWritten)} written, ` +
-    `${r.pages} pages (${r.zeroPages} zero pages left out${unchanged}), ${r.vmas} VMAs; ${fate}`
+    `${precopied}${r.pages} pages${rounds > 0 ? ' frozen' : ''} (${r.zeroPages} zero pages left out${unchanged}), ${r.vmas} VMAs; ${fate}`
   );
+}
+
+/** --pre-copy and --no-pre-copy: DumpOptions.preCopy. */
+function preCopyOption(values: Record<string, unknown>): boolean | 'auto' {
+  if (values['pre-copy'] === true && values['no-pre-copy'] === true)
+    throw new FerryError('FERRY_USAGE', '--pre-copy and --no-pre-copy contradict each other');
+  return values['pre-copy'] === true ? true : values['no-pre-copy'] === true ? false : 'auto';
 }
 
 /** Milliseconds from `500ms`, `30s`, `5m`, `1h` or a number of seconds. */
@@ -72,7 +86,7 @@ export const dumpCommand: Command = {
   summary: 'checkpoint a running process into an image directory',
   usage:
     'ferry dump <pid> -D <dir> [--vmas <spec>] [--leave-running] [--no-tree] [--tcp-established]\n' +
-    '       [--track-mem] [--parent <dir>] [--compress] [--sync] [--json]\n' +
+    '       [--pre-copy | --no-pre-copy] [--track-mem] [--parent <dir>] [--compress] [--sync] [--json]\n' +
     '       ferry dump <pid> -D <dir> --every <interval> [--keep <n>] [--compress] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
@@ -84,6 +98,8 @@ export const dumpCommand: Command = {
     'leave-running': { type: 'boolean' },
     'no-tree': { type: 'boolean' },
     'tcp-established': { type: 'boolean' },
+    'pre-copy': { type: 'boolean' },
+    'no-pre-copy': { type: 'boolean' },
     compress: { type: 'boolean' },
     sync: { type: 'boolean' },
   },
@@ -102,6 +118,7 @@ export const dumpCommand: Command = {
         tcpEstablished: values['tcp-established'] === true,
         trackMem: values['track-mem'] === true,
         parent: values.parent as string | undefined,
+        preCopy: preCopyOption(values),
         compress: values.compress === true,
         sync: values.sync === true,
         onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),

@@ -5,7 +5,7 @@ import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
-import type { TrackingChoice } from '../migrate/precopy.js';
+import type { TrackingChoice } from '../precopy.js';
 import { parseMs, parsePid, printResult, warnOnStderr, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
 import { withProgressBar } from './progress.js';

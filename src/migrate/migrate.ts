@@ -9,7 +9,7 @@ import { FerryError, isFerryError } from '../errors.js';
 import { initHashing } from '../image/hash.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { callAgent, describe, openRequest, responseOf, type AgentEndpoint } from './client.js';
-import { precopy, type Precopy, type RoundReport, type TrackingChoice } from './precopy.js';
+import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '../precopy.js';
 import type { WriteTracker } from '../state/mem-dirty.js';
 import { StreamSink } from './stream-sink.js';
 import { readEvents, type Migration } from './wire.js';

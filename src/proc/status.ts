@@ -27,6 +27,8 @@ export interface ProcStatus {
   noNewPrivs: boolean;
   /** 0 none, 1 strict, 2 filter. */
   seccomp: number;
+  /** Resident anonymous memory, in bytes (0 for a kernel thread, which has none). */
+  rssAnon: number;
   /** Every field as the kernel printed it. */
   raw: Record<string, string>;
 }
@@ -56,6 +58,13 @@ export function parseStatus(text: string, source = 'status'): ProcStatus {
     const value = raw[key] ?? '0';
     if (!/^[0-9a-f]+$/i.test(value)) throw parseError(source, 0, `hex digits after "${key}:"`, value);
     return BigInt(`0x${value}`);
+  };
+  const kilobytes = (key: string): number => {
+    const value = raw[key];
+    if (value === undefined) return 0;
+    const m = /^(\d+) kB$/.exec(value);
+    if (!m) throw parseError(source, 0, `a size in kB after "${key}:"`, value);
+    return Number(m[1]) * 1024;
   };
   const ids = (key: string): [number, number, number, number] => {
     const parts = need(key).split(/\s+/).map(Number);
@@ -87,6 +96,7 @@ export function parseStatus(text: string, source = 'status'): ProcStatus {
     capAmbient: hex('CapAmb'),
     noNewPrivs: raw.NoNewPrivs === '1',
     seccomp: raw.Seccomp === undefined ? 0 : int('Seccomp'),
+    rssAnon: kilobytes('RssAnon'),
     raw,
   };
 }

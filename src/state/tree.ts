@@ -50,8 +50,8 @@ function statOf(pid: number): ProcStat | undefined {
   }
 }
 
-/** Children of a frozen process: they cannot change while it is frozen. */
-function childrenOf(pid: number): number[] {
+/** Children of a process (of a frozen one, for good: they cannot change while it is frozen). */
+export function childrenOf(pid: number): number[] {
   const out = new Set<number>();
   for (const tid of listThreads(pid)) {
     const text = readProcText(pid, `task/${tid}/children`).trim();

@@ -15,6 +15,7 @@ test('parses captured status', () => {
   assert.equal(s.capEffective, 0x000001fffeffffffn);
   assert.equal(s.noNewPrivs, false);
   assert.equal(s.seccomp, 0);
+  assert.equal(s.rssAnon, 112 * 1024);
   assert.equal(typeof s.raw.VmRSS, 'string');
 });
 
