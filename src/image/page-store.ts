@@ -1,6 +1,5 @@
 // The page store: page data in pages.img, in address order, all-zero pages left out, optionally as
 // zstd frames of 1 MiB; its index (pagemap.img) says where each run of pages goes.
-import { compress, decompress } from 'zstd-napi';
 import { FerryError } from '../errors.js';
 import {
   encodePageIndex,
@@ -11,6 +10,7 @@ import {
   type PageKind,
 } from './page-index.js';
 import type { PartReader, PartSummary, PartWriter } from './sink.js';
+import { zstdNapi } from '../sys/packages.js';
 
 export const FRAME_SIZE = 1 << 20;
 const ZSTD_LEVEL = 1;
@@ -162,7 +162,9 @@ export class PageStoreWriter {
 
   private flushFrame(): void {
     if (this.frameUsed === 0) return;
-    const stored = compress(this.frame!.subarray(0, this.frameUsed), { compressionLevel: ZSTD_LEVEL });
+    const stored = zstdNapi().compress(this.frame!.subarray(0, this.frameUsed), {
+      compressionLevel: ZSTD_LEVEL,
+    });
     void this.write(stored);
     this.frames.push({ stored: stored.length, raw: this.frameUsed });
     this.frameUsed = 0;
@@ -227,7 +229,7 @@ export class PageStoreReader {
     if (!frame) throw new FerryError('FERRY_IMAGE_CORRUPT', 'pages.img: page data runs past the last frame');
     let raw: Buffer;
     try {
-      raw = decompress(this.exact(this.data.read(frame.stored), frame.stored));
+      raw = zstdNapi().decompress(this.exact(this.data.read(frame.stored), frame.stored));
     } catch (err) {
       if (err instanceof FerryError) throw err;
       throw new FerryError(

@@ -1,6 +1,7 @@
 // The only module that loads libc through koffi: a raw syscall entry point and the few libc functions
 // (posix_spawn family) that have no syscall of their own. Everything else in src/sys builds on these.
-import koffi, { type KoffiFunc } from 'koffi';
+import type { KoffiFunc } from 'koffi';
+import { koffi } from './packages.js';
 
 const libc = koffi.load('libc.so.6');
 

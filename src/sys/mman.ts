@@ -1,6 +1,6 @@
 // mmap/munmap in this process: for feature probes that need a fresh mapping of their own, and to read
 // image files through the page cache without copying them.
-import koffi from 'koffi';
+import { koffi } from './packages.js';
 import { syscall } from './call.js';
 import { NR } from './nr.js';
 
