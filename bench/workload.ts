@@ -1,10 +1,22 @@
 // What the benchmarks share: CRIU's presence, C fixture workloads started with stdout on a file,
 // and wall-clock timing.
-import { closeSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { callAgent, type AgentEndpoint } from '../src/migrate/client.js';
 import { fixture } from '../test/helpers/fixtures.js';
 import { CLI } from '../test/helpers/paths.js';
+import { startProcess } from '../test/helpers/processes.js';
 
 // Node.js reads every certificate named by NODE_EXTRA_CA_CERTS when it starts, before any of
 // ferry's code runs (50 ms on this project's machines, which set it to the system's whole bundle):
@@ -89,4 +101,58 @@ export function criuDump(pid: number, image: string, flags: DumpFlags = {}): { f
 /** `criu restore -d` of `image`: the process runs under its old PID, CRIU detached. */
 export function criuRestore(image: string): void {
   execFileSync('criu', ['restore', '-D', image, '-d', '-o', 'restore.log'], { stdio: 'ignore' });
+}
+
+/** A ferry agent on loopback for a benchmark: where to reach it, its data directory, stop(). */
+export interface BenchAgent {
+  endpoint: AgentEndpoint;
+  dataDir: string;
+  tokenFile: string;
+  stop(): Promise<void>;
+}
+
+export async function startBenchAgent(port: number): Promise<BenchAgent> {
+  const work = mkdtempSync(join(tmpdir(), 'ferry-bench-agent-'));
+  const token = 'bench-token-0123456789abcdef';
+  const tokenFile = join(work, 'token');
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const dataDir = join(work, 'data');
+  const agent = await startProcess(process.execPath, [
+    ...[CLI, 'agent', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir],
+    ...['--token-file', tokenFile],
+  ]);
+  return {
+    endpoint: { host: '127.0.0.1', port, token },
+    dataDir,
+    tokenFile,
+    async stop() {
+      await agent.stop();
+      rmSync(work, { recursive: true, force: true });
+    },
+  };
+}
+
+const AGENT_TIMEOUT_MS = 120_000;
+
+/** POST /v1/dump to a running agent: its own frozen time; the image is `<data-dir>/images/<name>`. */
+export function agentDump(
+  agent: BenchAgent,
+  pid: number,
+  name: string,
+  flags: DumpFlags = {},
+): Promise<{ frozenMs: number }> {
+  const body = { pid, image: name, leaveRunning: flags.leaveRunning, compress: flags.compress };
+  return callAgent(agent.endpoint, 'POST', '/v1/dump', body, AGENT_TIMEOUT_MS);
+}
+
+/** POST /v1/restore to a running agent: the new PID and the agent's own restore time. */
+export function agentRestore(agent: BenchAgent, name: string): Promise<{ pid: number; restoreMs: number }> {
+  return callAgent(agent.endpoint, 'POST', '/v1/restore', { image: name }, AGENT_TIMEOUT_MS);
+}
+
+/** How long `fn` takes to settle, and what it gives. */
+export async function timeAsync<T>(fn: () => Promise<T>): Promise<[T, number]> {
+  const t0 = performance.now();
+  const result = await fn();
+  return [result, performance.now() - t0];
 }

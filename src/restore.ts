@@ -244,11 +244,15 @@ function treeOf(image: Image): TreeRecord {
   return [{ pid, ppid: 0, pgid: pid, sid: pid, command: image.manifest.state.command, exit: null }];
 }
 
-/** Restore the process (or tree of processes) whose image is in `dir`. */
-export async function restore(dir: string, options: RestoreOptions = {}): Promise<RestoreResult> {
+/**
+ * Restore the process (or tree of processes) whose image is in directory `from`, or of an image
+ * readImage() opened and verified already.
+ */
+export async function restore(from: string | Image, options: RestoreOptions = {}): Promise<RestoreResult> {
   const started = performance.now();
   const timings = new Timings();
-  const image = await readImage(dir, options.verifiedParts);
+  const image = typeof from === 'string' ? await readImage(from, options.verifiedParts) : from;
+  const dir = image.location;
   timings.mark('verify');
   checkKernel(image);
   const state = image.manifest.state;

@@ -22,6 +22,8 @@ import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
 const TOKEN = 'test-token-0123456789abcdef';
+/** A token that acts only for uid 4242's processes and images. */
+const LIMITED_TOKEN = 'limited-token-0123456789abcdef';
 const PORT = 7070;
 let work: string;
 let tokenFile: string;
@@ -33,7 +35,7 @@ before(() => {
   work = mkdtempSync(`${tmpdir()}/ferry-mig-`);
   cleanup(() => rmSync(work, { recursive: true, force: true }));
   tokenFile = `${work}/token`;
-  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+  writeFileSync(tokenFile, `${TOKEN}\n${LIMITED_TOKEN} uid=4242\n`, { mode: 0o600 });
   hosts = makeHosts(3, cleanup);
 });
 
@@ -146,6 +148,67 @@ test('the C fixture migrates to another host and back, carrying on where it stop
   assert.match(await f.verify(back.targetPid), /^PASS 3 /);
   const metrics = await api<string>(hosts[1]!, '/metrics');
   assert.match(metrics.body, /^ferry_migrations_received\{state="running"\} 1$/m);
+});
+
+/** POST a JSON body to the agent on `host`. */
+async function post<T>(
+  host: Host,
+  path: string,
+  body: unknown,
+  token = TOKEN,
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(`http://${host.addr}:${PORT}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as T };
+}
+
+test("the agent's API dumps a process into its data directory and restores it from there", async () => {
+  const f = await started();
+  const image = `api-${n++}`;
+  // A token limited to another uid may not touch a root process, nor read its image.
+  const refused = await post<{ error: { code: string } }>(
+    hosts[0]!,
+    '/v1/dump',
+    { pid: f.pid },
+    LIMITED_TOKEN,
+  );
+  assert.equal(refused.status, 403);
+  const dumped = await post<{ image: string; frozenMs: number; leftRunning: boolean }>(
+    hosts[0]!,
+    '/v1/dump',
+    {
+      pid: f.pid,
+      image,
+      leaveRunning: true,
+    },
+  );
+  assert.equal(dumped.status, 200, JSON.stringify(dumped.body));
+  assert.equal(dumped.body.image, image);
+  assert.ok(dumped.body.frozenMs > 0 && dumped.body.leftRunning);
+  runsFree(f.pid);
+  assert.ok(readdirSync(`${agents[0]!.dataDir}/images/${image}`).includes('manifest.json'));
+  assert.equal((await post(hosts[0]!, '/v1/restore', { image }, LIMITED_TOKEN)).status, 403);
+  assert.equal((await post(hosts[0]!, '/v1/restore', { image: 'no-such-image' })).status, 404);
+  assert.equal((await post(hosts[0]!, '/v1/dump', { pid: 'x' })).status, 400);
+  // The original runs on, so the copy takes a new PID; both carry the fixture's state.
+  const restored = await post<{ pid: number; originalPid: number }>(hosts[0]!, '/v1/restore', { image });
+  assert.equal(restored.status, 200, JSON.stringify(restored.body));
+  cleanup(() => killAndReap(restored.body.pid));
+  assert.equal(restored.body.originalPid, f.pid);
+  assert.notEqual(restored.body.pid, f.pid);
+  assert.match(await f.verify(restored.body.pid), /^PASS /);
+  assert.match(await f.verify(), /^PASS /);
+  const { body } = await api<{ processes: { pid: number; origin: string; state: string }[] }>(
+    hosts[0]!,
+    '/v1/processes',
+  );
+  assert.deepEqual(
+    body.processes.filter((p) => p.pid === restored.body.pid).map((p) => [p.origin, p.state]),
+    [['restore', 'running']],
+  );
 });
 
 let reference: string | undefined;

@@ -6,10 +6,12 @@
 //                                [--mode kill|leave-running] [--compress] [--no-criu]
 // (`--sizes ''` or `--programs ''` leaves those out.) A restored program is checked before it is
 // counted: every thread there, every redis key read back.
-// Reports medians: frozen time (each tool's own figure), dump wall time, image size, restore wall
-// time (until the command returns with the process running) and ferry's own restore time; then
-// ferry/CRIU ratios. One warm-up round per configuration is not counted: first use of memory is
-// much slower in a virtual machine than any later one.
+// ferry runs twice: its command line (a Node.js process started for each command) and a ferry
+// agent already running on this host (its HTTP API, as a platform embeds ferry), from the request to
+// the answer. Reports medians: frozen time (each tool's own figure), dump wall time, image size,
+// restore wall time (until the command or request returns with the process running) and ferry's
+// own restore time; then ferry/CRIU ratios. One warm-up round per configuration is not counted:
+// first use of memory is much slower in a virtual machine than any later one.
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,14 +21,19 @@ import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { median } from '../stats.js';
 import { redisProgram, threadsProgram, type Program } from './programs.js';
 import {
+  agentDump,
+  agentRestore,
   criuDump,
   criuRestore,
   criuVersion,
   dirBytes,
   ferryDump,
   ferryRestore,
+  startBenchAgent,
   startWorkload,
   time,
+  timeAsync,
+  type BenchAgent,
 } from '../workload.js';
 
 const { values } = parseArgs({
@@ -51,7 +58,9 @@ interface Sample {
   restoreInternalMs: number | null;
 }
 
-type Tool = 'ferry' | 'criu';
+type Tool = 'ferry' | 'agent' | 'criu';
+
+const AGENT_PORT = 7078;
 
 /** A synthetic workload: `mib` MiB of memory of one kind (the memload fixture). */
 function memload(mib: number, kind: string): Program {
@@ -65,24 +74,34 @@ function memload(mib: number, kind: string): Program {
   };
 }
 
-async function sample(tool: Tool, program: Program): Promise<Sample> {
+/** The agent's images are in its data directory, by name. */
+let imageCount = 0;
+
+async function sample(tool: Tool, program: Program, agent: BenchAgent): Promise<Sample> {
   const work = mkdtempSync(join(tmpdir(), `ferry-bench-${tool}-`));
-  const image = join(work, 'image');
-  mkdirSync(image);
+  const name = `bench-${imageCount++}`;
+  const image = tool === 'agent' ? join(agent.dataDir, 'images', name) : join(work, 'image');
+  if (tool !== 'agent') mkdirSync(image);
   try {
     const running = await program.start(work);
     const flags = { leaveRunning: values.mode === 'leave-running', compress: values.compress };
-    const [dumped, dumpMs] = time(() =>
-      tool === 'ferry' ? ferryDump(running.pid, image, flags) : criuDump(running.pid, image, flags),
-    );
+    const [dumped, dumpMs] =
+      tool === 'agent'
+        ? await timeAsync(() => agentDump(agent, running.pid, name, flags))
+        : time(() =>
+            tool === 'ferry' ? ferryDump(running.pid, image, flags) : criuDump(running.pid, image, flags),
+          );
     const imageBytes = dirBytes(image);
     if (values.mode === 'leave-running') killAndReap(running.pid);
     await running.exited;
-    const [restored, restoreMs] = time(() => {
-      if (tool === 'ferry') return ferryRestore(image);
-      criuRestore(image);
-      return { pid: running.pid, restoreMs: null };
-    });
+    const [restored, restoreMs] =
+      tool === 'agent'
+        ? await timeAsync(() => agentRestore(agent, name))
+        : time(() => {
+            if (tool === 'ferry') return ferryRestore(image);
+            criuRestore(image);
+            return { pid: running.pid, restoreMs: null };
+          });
     try {
       if (!existsSync(`/proc/${restored.pid}`))
         throw new Error(`${tool} restored no process ${restored.pid}`);
@@ -99,6 +118,7 @@ async function sample(tool: Tool, program: Program): Promise<Sample> {
     };
   } finally {
     rmSync(work, { recursive: true, force: true });
+    if (tool === 'agent') rmSync(image, { recursive: true, force: true });
   }
 }
 
@@ -118,7 +138,8 @@ const cases = [
 
 becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
-const tools: Tool[] = criu ? ['ferry', 'criu'] : ['ferry'];
+const tools: Tool[] = criu ? ['ferry', 'agent', 'criu'] : ['ferry', 'agent'];
+const agent = await startBenchAgent(AGENT_PORT);
 const runs = Number(values.runs);
 const rows: string[][] = [];
 const ratios: string[][] = [];
@@ -127,13 +148,19 @@ process.stdout.write(
   `dump (${values.mode}${values.compress ? ', ferry --compress' : ''}) and restore; median of ${runs} runs after one warm-up; ` +
     `${criu ? `CRIU ${criu}` : 'no CRIU >= 4.1 on PATH'}\n\n`,
 );
-for (const c of cases) {
+try {
+  for (const c of cases) await measure(c);
+} finally {
+  await agent.stop();
+}
+
+async function measure(c: Program): Promise<void> {
   const samples = new Map<Tool, Sample[]>(tools.map((t) => [t, []]));
   for (let run = 0; run <= runs; run++) {
     // Interleaved, and alternating which tool goes first.
     const order = run % 2 ? [...tools].reverse() : tools;
     for (const tool of order) {
-      const s = await sample(tool, c);
+      const s = await sample(tool, c, agent);
       if (run > 0) samples.get(tool)!.push(s);
     }
   }
@@ -148,7 +175,7 @@ for (const c of cases) {
     rows.push([
       c.size,
       c.kind,
-      tool,
+      tool === 'agent' ? 'ferry agent' : tool,
       f1(med(tool, 'frozenMs')),
       f1(med(tool, 'dumpMs')),
       f1(med(tool, 'imageBytes')! / 2 ** 20),
@@ -158,7 +185,16 @@ for (const c of cases) {
   }
   if (criu) {
     const r = (key: keyof Sample): string => (med('ferry', key)! / med('criu', key)!).toFixed(2);
-    ratios.push([c.size, c.kind, r('frozenMs'), r('dumpMs'), r('imageBytes'), r('restoreMs')]);
+    const agentRestoreRatio = (med('agent', 'restoreMs')! / med('criu', 'restoreMs')!).toFixed(2);
+    ratios.push([
+      c.size,
+      c.kind,
+      r('frozenMs'),
+      r('dumpMs'),
+      r('imageBytes'),
+      r('restoreMs'),
+      agentRestoreRatio,
+    ]);
   }
   process.stderr.write(`done ${c.size} ${c.kind}\n`);
 }
@@ -188,6 +224,7 @@ if (criu) {
           { header: 'DUMP', align: 'right' },
           { header: 'IMAGE', align: 'right' },
           { header: 'RESTORE', align: 'right' },
+          { header: 'AGENT RESTORE', align: 'right' },
         ],
         ratios,
       ) +

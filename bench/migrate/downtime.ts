@@ -7,17 +7,16 @@
 // bytes sent, rounds; every migrated process must pass its own check of every page ("CHECK ok").
 // Ratios: ferry's stop-copy total time over CRIU's dump + restore.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
 import { CLI } from '../../test/helpers/paths.js';
-import { startProcess } from '../../test/helpers/processes.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { waitForLines } from '../../test/helpers/report.js';
 import { median } from '../stats.js';
-import { criuVersion, startWorkload, time, type Workload } from '../workload.js';
+import { criuVersion, startBenchAgent, startWorkload, time, type Workload } from '../workload.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,7 +38,6 @@ interface Sample {
 }
 
 const PORT = 7079;
-const TOKEN = 'bench-token-0123456789abcdef';
 
 /** Send SIGUSR1 and read the fixture's verdict on its own memory. */
 async function check(out: string, pid: number): Promise<void> {
@@ -99,13 +97,7 @@ becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
 const tools: Tool[] = criu ? ['stop-copy', 'pre-copy', 'criu'] : ['stop-copy', 'pre-copy'];
 const runs = Number(values.runs);
-const work = mkdtempSync(join(tmpdir(), 'ferry-bench-agent-'));
-const tokenFile = join(work, 'token');
-writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
-const agent = await startProcess(process.execPath, [
-  ...[CLI, 'agent', '--listen', `127.0.0.1:${PORT}`, '--data-dir', join(work, 'data')],
-  ...['--token-file', tokenFile],
-]);
+const agent = await startBenchAgent(PORT);
 const rows: string[][] = [];
 const ratios: string[][] = [];
 const f1 = (n: number): string => n.toFixed(n < 10 ? 1 : 0);
@@ -119,7 +111,7 @@ try {
       const samples = new Map<Tool, Sample[]>(tools.map((t) => [t, []]));
       for (let run = 0; run <= runs; run++) {
         for (const tool of run % 2 ? [...tools].reverse() : tools) {
-          const s = await sample(tool, mib, rate, tokenFile);
+          const s = await sample(tool, mib, rate, agent.tokenFile);
           if (run > 0) samples.get(tool)!.push(s);
         }
       }
@@ -144,7 +136,6 @@ try {
   }
 } finally {
   await agent.stop();
-  rmSync(work, { recursive: true, force: true });
 }
 process.stdout.write(
   renderTable(

@@ -8,7 +8,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, freemem, hostname, loadavg, release, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -165,9 +165,10 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     if (method === 'POST' && path === '/v1/restore') {
       const body = await readJson(req);
       const dir = imageDir(dataDir, body.image);
+      if (!existsSync(dir)) throw new HttpError(404, `no image ${String(body.image)}`);
       const image = await readImage(dir);
       authorize(caller, image.manifest.state.creds.uids[0]!, `the process of image ${String(body.image)}`);
-      const result = await restore(dir, { tty: 'null', samePid: 'try' });
+      const result = await restore(image, { tty: 'null', samePid: 'try' });
       registry.add({
         pid: result.pid,
         originalPid: result.originalPid,
