@@ -66,6 +66,11 @@ const DEFAULT_MAX_ROUNDS = 30;
 const RATE_SAMPLE_BYTES = 4 << 20;
 /** Rounds stop when what is left shrinks by less than this from one round to the next. */
 const SHRINK = 0.9;
+/**
+ * The share of the downtime the frozen copy of what is left may take: reading the state, and the
+ * target restoring it, take most of the rest (and one more round costs little downtime).
+ */
+const COPY_SHARE = 0.25;
 
 /** The process's VMAs now, while it runs. */
 function currentVmas(pid: number): Vma[] {
@@ -155,7 +160,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       rounds.push(report);
       options.onRound?.(report);
       const previous = rounds.at(-2)?.leftBytes ?? Infinity;
-      if (report.leftBytes / Math.max(rate, 1) <= options.maxDowntimeMs / 2) break;
+      if (report.leftBytes / Math.max(rate, 1) <= options.maxDowntimeMs * COPY_SHARE) break;
       if (report.leftBytes >= previous * SHRINK) break;
     }
     return { baseline: { tracker, held, layers, parts, parent: null }, rounds, frozenMs };
@@ -199,7 +204,7 @@ export async function precopyForDump(
     return await precopy(pid, sink, {
       tracking: auto ? 'uffd-wp' : 'auto',
       onWarning: options.onWarning,
-      maxDowntimeMs: 2 * DUMP_FROZEN_COPY_MS, // rounds aim at half the downtime for the copy
+      maxDowntimeMs: DUMP_FROZEN_COPY_MS / COPY_SHARE,
       maxRounds: DUMP_MAX_ROUNDS,
       compress: options.compress,
       onProgress: options.onProgress,

@@ -2,9 +2,16 @@
 // The ferry command line: a thin layer over the library. Errors become one line and an exit code;
 // a stack trace only with --debug.
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { FerryError } from '../errors.js';
 import { COMMON_OPTIONS, printJson, type Command } from './command.js';
 import { FERRY_VERSION } from '../version.js';
+
+// The command line is a process of ferry's own: a dump after pre-copy rounds may collect garbage
+// just before it freezes the process (checkpoint.ts), so gc() is exposed.
+setFlagsFromString('--expose-gc');
+globalThis.gc ??= runInNewContext('gc') as NodeJS.GCFunction;
 
 /**
  * Every command, in the order `ferry --help` lists them. A command's module is loaded only when it
