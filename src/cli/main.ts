@@ -28,6 +28,9 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
 ];
 
+/** Commands that freeze a process, or hold one for a migration: their code is compiled as it loads. */
+const EAGER = new Set(['dump', 'migrate', 'agent']);
+
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
 
@@ -62,7 +65,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) throw new FerryError('FERRY_USAGE', `unknown command "${name}" (see ferry --help)`);
+  // What a dump runs while the process is frozen is compiled now, before: compiled lazily, at first
+  // call, it cost 8-10 ms of a small dump's 20 (and no more time in all).
+  if (EAGER.has(name)) setFlagsFromString('--no-lazy');
   const command = await entry.load();
+  setFlagsFromString('--lazy');
   let parsed;
   try {
     parsed = parseArgs({
