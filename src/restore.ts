@@ -60,6 +60,11 @@ export interface RestoreOptions {
   verifiedParts?: Record<string, PartSummary>;
   /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
   prefill?: Prefill;
+  /**
+   * The image is temporary (a received migration): page data written into the process is punched
+   * out of its files as it goes, so that the memory its page cache held serves the process.
+   */
+  consumePages?: boolean;
   onWarning?: (message: string) => void;
 }
 
@@ -176,7 +181,7 @@ async function restoreProcess(
   made: Made,
   proc: ProcessImage,
   shared: Shared,
-  options: { prefill?: Prefill; stopped?: boolean; samePid: SamePid },
+  options: { prefill?: Prefill; stopped?: boolean; samePid: SamePid; consumePages?: boolean },
 ): Promise<number> {
   const { image, timings } = shared;
   const state = proc.state;
@@ -190,6 +195,7 @@ async function restoreProcess(
     cleanup: shared.cleanup,
     warn: shared.warn,
     tree: shared.tree,
+    consumePages: options.consumePages ?? false,
   };
   const prefill = options.prefill;
   bootstrap(ctx, state.vmas, prefill?.stagingRanges() ?? []);
@@ -297,6 +303,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
       pages += await restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
         prefill,
         stopped: options.stopped,
+        consumePages: options.consumePages,
         // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.
         samePid: i === 0 ? samePid : 'try',
       });

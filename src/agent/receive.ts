@@ -103,7 +103,14 @@ export class Migrations {
           m.state = 'restoring';
           // Each part was hashed as it arrived: restore checks the manifest against those sums.
           const verifiedParts = Object.fromEntries(closed);
-          const result = await restore(dir, { stopped: true, tty: 'null', verifiedParts, prefill });
+          // The image goes once the process runs (or dies): its pages are its to reuse meanwhile.
+          const result = await restore(dir, {
+            stopped: true,
+            tty: 'null',
+            verifiedParts,
+            prefill,
+            consumePages: true,
+          });
           m.pid = result.pid;
           m.state = 'held';
           this.registry.add({

@@ -40,6 +40,8 @@ export interface RestoreContext {
   warn(message: string): void;
   /** What the processes of the tree lend one another (descriptors, shared memory). */
   tree: TreeFds;
+  /** The image is temporary: page data written into the process may be dropped from its files. */
+  consumePages: boolean;
 }
 
 /** The descriptor open() will return next in process `pid`: its lowest free one. */

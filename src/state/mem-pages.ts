@@ -11,7 +11,7 @@ import type { ProcessImage } from '../read-image.js';
 import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
-import { AT_FDCWD, O } from '../sys/fcntl.js';
+import { AT_FDCWD, O, punchHole } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import { MADV, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
@@ -451,21 +451,26 @@ const WRITERS = Math.max(1, Math.min(4, availableParallelism()));
  * Write a layer's stored pages into process `pid` from the page cache: the page file is mapped
  * read-only here, and process_vm_writev copies from the mapping into the process, one call per CPU
  * at once on libuv's threads. Most of the time goes to the kernel making fresh memory for the
- * process, which then runs on every CPU instead of one.
+ * process, which then runs on every CPU instead of one. With `consume` (a temporary image), what
+ * each call wrote is punched out of the file at once: the memory its page cache held goes to the
+ * process next, instead of memory the kernel must make fresh (in a virtual machine, memory unused
+ * for a while comes back from the host at a fraction of the speed).
  */
 export async function writeStoredPages(
   pid: number,
   file: string,
   stored: readonly LayerRange[],
+  consume = false,
 ): Promise<void> {
   if (stored.length === 0) return;
   const size = stored.reduce((n, r) => Math.max(n, r.offset + r.len), 0);
-  const fd = openSync(file, 'r');
+  const fd = openSync(file, consume ? 'r+' : 'r');
   let base: bigint;
   try {
     base = mmap(0n, size, PROT.READ, MAP.SHARED, fd, 0);
-  } finally {
+  } catch (err) {
     closeSync(fd);
+    throw err;
   }
   const jobs = [...groups(stored, WRITE_JOB)];
   let next = 0;
@@ -482,6 +487,7 @@ export async function writeStoredPages(
             `wrote ${got} of ${byteCount(job)} bytes of pages at 0x${job[0]!.addr.toString(16)}`,
           );
         }
+        if (consume) for (const r of job) punchHole(fd, r.offset, r.len);
       } catch (err) {
         failed = true;
         throw err;
@@ -494,6 +500,7 @@ export async function writeStoredPages(
     for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
   } finally {
     munmap(base, size);
+    closeSync(fd);
   }
 }
 
@@ -540,7 +547,7 @@ export async function restorePages(
   try {
     for (const [layer, stored] of writes.stored) {
       if (image.layers[layer]!.index.compressed) copyIn(ctx, reader, layer, stored);
-      else await writeStoredPages(ctx.pid, image.layers[layer]!.file, stored);
+      else await writeStoredPages(ctx.pid, image.layers[layer]!.file, stored, ctx.consumePages);
     }
   } finally {
     reader.close();

@@ -30,3 +30,19 @@ export function fallocate(fd: number, offset: number, length: number): void {
     length,
   );
 }
+
+/** fallocate(2) modes. */
+const FALLOC_FL = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02 } as const;
+
+/** Drop [offset, offset + length) of file `fd`, page cache and blocks (it reads as zeros after). */
+export function punchHole(fd: number, offset: number, length: number): void {
+  syscall(
+    NR.fallocate,
+    'fallocate(PUNCH_HOLE)',
+    () => [String(fd), String(offset), String(length)],
+    fd,
+    FALLOC_FL.PUNCH_HOLE | FALLOC_FL.KEEP_SIZE,
+    offset,
+    length,
+  );
+}
