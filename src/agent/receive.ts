@@ -25,6 +25,8 @@ import { authorize, type Caller } from './auth.js';
 import type { Registry } from './registry.js';
 
 export const MIGRATION_ID = /^[A-Za-z0-9-]{8,64}$/;
+/** Frames written to disk at once while the next ones are read (each up to 4 MiB of pages). */
+const WRITES_IN_FLIGHT = 4;
 
 export class Migrations {
   private readonly all = new Map<string, Migration>();
@@ -69,6 +71,8 @@ export class Migrations {
       closed.set(name, await part.close());
     };
     let prefill: Prefill | undefined;
+    /** Writes of received frames still going on, oldest first. */
+    const writes: Promise<void>[] = [];
     res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     res.flushHeaders();
     const send = (event: TargetEvent): void => {
@@ -84,7 +88,11 @@ export class Migrations {
             throw new FerryError('FERRY_CONNECTION', `part ${frame.name} after its end`);
           let part = parts.get(frame.name);
           if (!part) parts.set(frame.name, (part = sink.openPart(frame.name)));
-          await part.write(frame.payload);
+          // The next frames are read while this one is written (a part's close() waits for all).
+          const written = part.write(frame.payload);
+          written.catch(() => {}); // awaited below or by the part's close()
+          writes.push(written);
+          if (writes.length > WRITES_IN_FLIGHT) await writes.shift();
           m.bytes += frame.payload.length;
         } else if (frame.type === FRAME.LAYER) {
           if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a layer after the manifest');
