@@ -8,11 +8,6 @@ import { FerryError } from '../errors.js';
 import { COMMON_OPTIONS, printJson, type Command } from './command.js';
 import { FERRY_VERSION } from '../version.js';
 
-// The command line is a process of ferry's own: a dump after pre-copy rounds may collect garbage
-// just before it freezes the process (checkpoint.ts), so gc() is exposed.
-setFlagsFromString('--expose-gc');
-globalThis.gc ??= runInNewContext('gc') as NodeJS.GCFunction;
-
 /**
  * Every command, in the order `ferry --help` lists them. A command's module is loaded only when it
  * runs: each pulls in its part of the library, and loading all of it would slow every start.
@@ -29,7 +24,7 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
 ];
 
 /** Commands that freeze a process, or hold one for a migration: their code is compiled as it loads. */
-const EAGER = new Set(['dump', 'migrate', 'agent']);
+const FREEZERS = new Set(['dump', 'migrate', 'agent']);
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
@@ -65,9 +60,15 @@ async function main(argv: string[]): Promise<number> {
   }
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) throw new FerryError('FERRY_USAGE', `unknown command "${name}" (see ferry --help)`);
-  // What a dump runs while the process is frozen is compiled now, before: compiled lazily, at first
-  // call, it cost 8-10 ms of a small dump's 20 (and no more time in all).
-  if (EAGER.has(name)) setFlagsFromString('--no-lazy');
+  if (FREEZERS.has(name)) {
+    // What a dump runs while the process is frozen is compiled now, before: compiled lazily, at
+    // first call, it cost 8-10 ms of a small dump's 20 (and no more time in all).
+    setFlagsFromString('--no-lazy');
+    // The process is ferry's own: a dump after pre-copy rounds may collect garbage just before it
+    // freezes (checkpoint.ts).
+    setFlagsFromString('--expose-gc');
+    globalThis.gc ??= runInNewContext('gc') as NodeJS.GCFunction;
+  }
   const command = await entry.load();
   setFlagsFromString('--lazy');
   let parsed;

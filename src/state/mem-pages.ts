@@ -1,7 +1,8 @@
 // Page contents. Dump: find the pages a checkpoint stores (vma/usage.ts dumpsPage), read them with
 // process_vm_readv in large batches (/proc/PID/mem where a VMA is not readable), hand them on in
-// address order. Restore: the restored process reads them from the page file itself (preadv), or,
-// from a compressed image, ferry writes them in with process_vm_writev.
+// address order. Restore: ferry writes them in with process_vm_writev, straight from the mapped page
+// file on every CPU, or decompressed through a buffer; a migration's prefill has the stub read them
+// itself (preadv).
 import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { FerryError } from '../errors.js';

@@ -8,7 +8,11 @@ import { trySyscall, trySyscallAsync, type SysArg } from './libc.js';
  * `describe` renders the arguments for the message, e.g. `['SEIZE', '1234']`.
  */
 export function syscall(nr: number, name: string, describe: () => string[], ...args: SysArg[]): number {
-  const ret = trySyscall(nr, ...args);
+  return checked(trySyscall(nr, ...args), name, describe);
+}
+
+/** The kernel's result, or the SysError its `-errno` stands for. */
+function checked(ret: number, name: string, describe: () => string[]): number {
   if (ret < 0 && ret >= -4095) throw new SysError(name, describe(), -ret);
   return ret;
 }
@@ -20,7 +24,5 @@ export async function syscallAsync(
   describe: () => string[],
   ...args: SysArg[]
 ): Promise<number> {
-  const ret = await trySyscallAsync(nr, ...args);
-  if (ret < 0 && ret >= -4095) throw new SysError(name, describe(), -ret);
-  return ret;
+  return checked(await trySyscallAsync(nr, ...args), name, describe);
 }

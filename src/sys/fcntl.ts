@@ -18,31 +18,27 @@ export const O = {
   CLOEXEC: 0o2000000,
 } as const;
 
-/** Allocate the blocks of [offset, offset + length) of file `fd` now (growing the file to cover them). */
-export function fallocate(fd: number, offset: number, length: number): void {
+/** fallocate(2) modes. */
+const FALLOC_FL = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02 } as const;
+
+function fallocateMode(fd: number, mode: number, offset: number, length: number): void {
   syscall(
     NR.fallocate,
-    'fallocate',
+    mode === 0 ? 'fallocate' : 'fallocate(PUNCH_HOLE)',
     () => [String(fd), String(offset), String(length)],
     fd,
-    0,
+    mode,
     offset,
     length,
   );
 }
 
-/** fallocate(2) modes. */
-const FALLOC_FL = { KEEP_SIZE: 0x01, PUNCH_HOLE: 0x02 } as const;
+/** Allocate the blocks of [offset, offset + length) of file `fd` now (growing the file to cover them). */
+export function fallocate(fd: number, offset: number, length: number): void {
+  fallocateMode(fd, 0, offset, length);
+}
 
 /** Drop [offset, offset + length) of file `fd`, page cache and blocks (it reads as zeros after). */
 export function punchHole(fd: number, offset: number, length: number): void {
-  syscall(
-    NR.fallocate,
-    'fallocate(PUNCH_HOLE)',
-    () => [String(fd), String(offset), String(length)],
-    fd,
-    FALLOC_FL.PUNCH_HOLE | FALLOC_FL.KEEP_SIZE,
-    offset,
-    length,
-  );
+  fallocateMode(fd, FALLOC_FL.PUNCH_HOLE | FALLOC_FL.KEEP_SIZE, offset, length);
 }
