@@ -53,12 +53,15 @@ export function findVma(image: ProcessImage, which: string): VmaRecord {
   return found[0]!;
 }
 
-const ZERO_CHUNK = Buffer.alloc(16 << 20);
+/** The most bytes of a VMA handed out at once, so that a huge one is never held whole. */
+const CHUNK = 16 << 20;
+let zeroChunk: Buffer | undefined;
 
 function* zeros(length: bigint): Generator<Buffer> {
+  zeroChunk ??= Buffer.alloc(CHUNK);
   for (let left = length; left > 0n;) {
-    const n = left < BigInt(ZERO_CHUNK.length) ? Number(left) : ZERO_CHUNK.length;
-    yield ZERO_CHUNK.subarray(0, n);
+    const n = left < BigInt(CHUNK) ? Number(left) : CHUNK;
+    yield zeroChunk.subarray(0, n);
     left -= BigInt(n);
   }
 }
@@ -80,9 +83,8 @@ export function* vmaBytes(image: ProcessImage, vma: VmaRecord): Generator<Buffer
       if (src.layer === null) {
         yield* zeros(to - from);
       } else {
-        // A VMA's bytes go out in pieces of at most ZERO_CHUNK's size, so a huge one is never held whole.
         for (let a = from; a < to;) {
-          const n = to - a < BigInt(ZERO_CHUNK.length) ? Number(to - a) : ZERO_CHUNK.length;
+          const n = to - a < BigInt(CHUNK) ? Number(to - a) : CHUNK;
           yield reader.read(src.layer, src.offset + Number(a - src.start), n);
           a += BigInt(n);
         }

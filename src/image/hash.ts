@@ -2,17 +2,16 @@
 // xxHash64 that images of format 3 and older carry, which are still checked by theirs). Page
 // hashes for dirty tracking stay in WebAssembly: one native call per 4 KiB page costs more than
 // the hash.
-import type xxhash from 'xxhash-wasm';
 import { FerryError } from '../errors.js';
-import { nativeXxhash } from '../sys/packages.js';
+import { nativeXxhash, xxhashWasm } from '../sys/packages.js';
 
-type XxhashApi = Awaited<ReturnType<typeof xxhash>>;
+type XxhashApi = Awaited<ReturnType<ReturnType<typeof xxhashWasm>>>;
 
 let api: XxhashApi | undefined;
 
 /** Load the page hasher (on first use: most commands hash no pages); call before pageHash(). */
 export async function initHashing(): Promise<void> {
-  api ??= await (await import('xxhash-wasm')).default();
+  api ??= await xxhashWasm()();
 }
 
 export interface Hasher {
@@ -23,8 +22,8 @@ export interface Hasher {
 
 /** The algorithms a checksum may name: what ferry writes now, and what older images have. */
 const ALGORITHMS = {
-  xxh3: () => nativeXxhash.xxh3.Xxh3.withSeed(),
-  xxh64: () => new nativeXxhash.Xxh64(),
+  xxh3: () => nativeXxhash().xxh3.Xxh3.withSeed(),
+  xxh64: () => new (nativeXxhash().Xxh64)(),
 } as const;
 type Algorithm = keyof typeof ALGORITHMS;
 

@@ -446,7 +446,9 @@ export function readPagesInProcess(
 /** Bytes one process_vm_writev of stored pages moves at most. */
 const WRITE_JOB = 8 << 20;
 /** process_vm_writev calls at once: one per CPU, for faulting fresh memory in is most of the work. */
-const WRITERS = Math.max(1, Math.min(4, availableParallelism()));
+function writers(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
 
 /**
  * Write a layer's stored pages into process `pid` from the page cache: the page file is mapped
@@ -497,7 +499,7 @@ export async function writeStoredPages(
   };
   try {
     // Every call is over before the mapping goes, even after a failure.
-    const outcomes = await Promise.allSettled(Array.from({ length: WRITERS }, writer));
+    const outcomes = await Promise.allSettled(Array.from({ length: writers() }, writer));
     for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
   } finally {
     munmap(base, size);

@@ -3,19 +3,32 @@
 import type { KoffiFunc } from 'koffi';
 import { koffi } from './packages.js';
 
-const libc = koffi.load('libc.so.6');
+type Library = ReturnType<ReturnType<typeof koffi>['load']>;
+let libcLibrary: Library | undefined;
+
+/** libc, opened on the first call into it. */
+function libc(): Library {
+  return (libcLibrary ??= koffi().load('libc.so.6'));
+}
+
+/**
+ * The libc function of C prototype `prototype`, declared on its first call: nothing native is
+ * touched while modules load (the CLI's startup snapshot is taken from them).
+ */
+function declared<T>(prototype: string): () => T {
+  let fn: T | undefined;
+  return () => (fn ??= libc().func(prototype) as T);
+}
 
 /** A syscall argument: a number, a bigint (addresses, 64-bit masks) or a buffer passed by address. */
 export type SysArg = number | bigint | ArrayBufferView | null;
 
 type RawSyscall = (...args: (number | bigint)[]) => number;
-const rawSyscall = libc.func(
-  'long syscall(long, long, long, long, long, long, long)',
-) as KoffiFunc<RawSyscall>;
+const rawSyscall = declared<KoffiFunc<RawSyscall>>('long syscall(long, long, long, long, long, long, long)');
 
 /** Kernel address of a buffer's first byte (Node never moves a buffer's backing store). */
 export function addressOf(buf: ArrayBufferView): bigint {
-  return koffi.address(buf);
+  return koffi().address(buf);
 }
 
 function toWord(arg: SysArg): number | bigint {
@@ -28,8 +41,8 @@ function toWord(arg: SysArg): number | bigint {
 export function trySyscall(nr: number, ...args: SysArg[]): number {
   const words = args.map(toWord);
   while (words.length < 6) words.push(0);
-  const ret = rawSyscall(nr, ...words);
-  return ret === -1 ? -koffi.errno() : ret;
+  const ret = rawSyscall()(nr, ...words);
+  return ret === -1 ? -koffi().errno() : ret;
 }
 
 /**
@@ -41,27 +54,28 @@ export function trySyscallAsync(nr: number, ...args: SysArg[]): Promise<number> 
   const words = args.map(toWord);
   while (words.length < 6) words.push(0);
   return new Promise((resolve, reject) =>
-    rawSyscall.async(nr, ...words, (err: unknown, ret: number) => {
+    rawSyscall().async(nr, ...words, (err: unknown, ret: number) => {
       void args; // the buffers behind the addresses live until the call is over
       if (err) reject(err instanceof Error ? err : new Error('asynchronous syscall failed', { cause: err }));
-      else resolve(ret === -1 ? -koffi.errno() : ret);
+      else resolve(ret === -1 ? -koffi().errno() : ret);
     }),
   );
 }
 
 /** libc functions by C prototype, for the calls (posix_spawn) that are library code, not syscalls. */
 export function libcFunction<T extends (...args: never[]) => unknown>(prototype: string): T {
-  return libc.func(prototype) as unknown as T;
+  const fn = declared<T>(prototype);
+  return ((...args: Parameters<T>) => fn()(...args)) as T;
 }
 
-const strerrorRaw = libc.func('const char *strerror(int errnum)') as (errnum: number) => string;
+const strerrorRaw = declared<(errnum: number) => string>('const char *strerror(int errnum)');
 
 /** The C library's description of an errno value. */
 export function strerror(errno: number): string {
-  return strerrorRaw(errno);
+  return strerrorRaw()(errno);
 }
 
 /** errno left by the last libc call. */
 export function lastErrno(): number {
-  return koffi.errno();
+  return koffi().errno();
 }

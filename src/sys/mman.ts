@@ -67,5 +67,5 @@ export function withFileBytes<T>(fd: number, offset: number, length: number, fn:
 
 /** A Buffer over `length` bytes of this process's memory at `addr` (no copy; valid while mapped). */
 export function viewOf(addr: bigint, length: number): Buffer {
-  return Buffer.from(koffi.view(addr, length));
+  return Buffer.from(koffi().view(addr, length));
 }

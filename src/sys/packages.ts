@@ -1,18 +1,52 @@
-// The native packages ferry uses, loaded with require(): Node's ESM loader takes 10-35 ms more per
-// CommonJS package than require() does (it scans each for its exports), on every command's start.
+// The native packages ferry uses, loaded with require() the first time each is needed: the CLI's
+// startup snapshot (scripts/bundle.ts) can hold no native code, and most commands need only some.
+// koffi and @node-rs/xxhash are taken straight from their x86_64 glibc packages, which their own
+// entry points pick after probing the platform (reading Node's ELF headers, a process report):
+// 5-10 ms of each command's start. Elsewhere the entry points do the choosing.
 import { createRequire } from 'node:module';
 
-const require = createRequire(import.meta.url);
+let require: NodeJS.Require | undefined;
 
-/** koffi, the foreign function interface to libc (src/sys only). */
-export const koffi = require('koffi') as typeof import('koffi');
-
-let zstd: typeof import('zstd-napi') | undefined;
-
-/** zstd-napi, loaded the first time an image is compressed or decompressed. */
-export function zstdNapi(): typeof import('zstd-napi') {
-  return (zstd ??= require('zstd-napi') as typeof import('zstd-napi'));
+function load<T>(...names: string[]): T {
+  require ??= createRequire(import.meta.url);
+  for (const [i, name] of names.entries()) {
+    try {
+      return require(name) as T;
+    } catch (err) {
+      if (i === names.length - 1) throw err;
+    }
+  }
+  throw new Error('no package named');
 }
 
+type Koffi = typeof import('koffi');
+let koffiPackage: Koffi | undefined;
+
+/** koffi, the foreign function interface to libc (src/sys only). */
+export function koffi(): Koffi {
+  return (koffiPackage ??= load<Koffi>('@koromix/koffi-linux-x64/linux_x64/koffi.node', 'koffi'));
+}
+
+type Zstd = typeof import('zstd-napi');
+let zstd: Zstd | undefined;
+
+/** zstd-napi, loaded the first time an image is compressed or decompressed. */
+export function zstdNapi(): Zstd {
+  return (zstd ??= load<Zstd>('zstd-napi'));
+}
+
+type XxhashWasm = (typeof import('xxhash-wasm'))['default'];
+let wasm: XxhashWasm | undefined;
+
+/** xxhash-wasm's initializer, for page hashes (dirty tracking without the kernel's help). */
+export function xxhashWasm(): XxhashWasm {
+  return (wasm ??= load<XxhashWasm>('xxhash-wasm'));
+}
+
+type Xxhash = typeof import('@node-rs/xxhash');
+let xxhash: Xxhash | undefined;
+
 /** @node-rs/xxhash: native XXH3 and xxHash64. */
-export const nativeXxhash = require('@node-rs/xxhash') as typeof import('@node-rs/xxhash');
+export function nativeXxhash(): Xxhash {
+  return (xxhash ??= load<Xxhash>('@node-rs/xxhash-linux-x64-gnu', '@node-rs/xxhash'));
+}
