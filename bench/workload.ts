@@ -76,15 +76,15 @@ export interface DumpFlags {
 
 /** `ferry dump --json` of `pid` into `image`: its own frozen time. */
 export function ferryDump(pid: number, image: string, flags: DumpFlags = {}): { frozenMs: number } {
-  const args = [CLI, 'dump', String(pid), '-D', image, '--json'];
+  const args = ['dump', String(pid), '-D', image, '--json'];
   if (flags.leaveRunning) args.push('--leave-running');
   if (flags.compress) args.push('--compress');
-  return JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as { frozenMs: number };
+  return JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })) as { frozenMs: number };
 }
 
 /** `ferry restore --json` of `image`: the new PID and ferry's own restore time. */
 export function ferryRestore(image: string): { pid: number; restoreMs: number } {
-  const out = execFileSync(process.execPath, [CLI, 'restore', '-D', image, '--json'], { encoding: 'utf8' });
+  const out = execFileSync(CLI, ['restore', '-D', image, '--json'], { encoding: 'utf8' });
   return JSON.parse(out) as { pid: number; restoreMs: number };
 }
 
@@ -117,8 +117,8 @@ export async function startBenchAgent(port: number): Promise<BenchAgent> {
   const tokenFile = join(work, 'token');
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   const dataDir = join(work, 'data');
-  const agent = await startProcess(process.execPath, [
-    ...[CLI, 'agent', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir],
+  const agent = await startProcess(CLI, [
+    ...['agent', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir],
     ...['--token-file', tokenFile],
   ]);
   return {

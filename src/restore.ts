@@ -40,6 +40,7 @@ import { Tracee } from './tracee/tracee.js';
 import { ptraceGetXstate } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
+import { startWorkerThreads } from './sys/call.js';
 import { Timings } from './timings.js';
 import { findGap, type Span } from './vma/gaps.js';
 import type { Prefill } from './prefill.js';
@@ -287,6 +288,8 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   };
   /** Every stub made, the dumped process's first: on failure all are killed. */
   const made: Made[] = [];
+  // Before any process is made under its old PID (the page writes would start them after it).
+  await startWorkerThreads();
   try {
     const stub = options.prefill
       ? options.prefill.take()

@@ -125,8 +125,7 @@ test('show: the image in words and JSON; --raw gives one VMA exactly as the proc
     .split('-')
     .map((h) => Number(`0x${h}`));
   const raw = await new Promise<Buffer>((resolve, reject) => {
-    const child = spawn(process.execPath, [
-      CLI,
+    const child = spawn(CLI, [
       'show',
       image,
       '--vma',

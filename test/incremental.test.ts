@@ -50,7 +50,7 @@ interface EveryLine {
 
 /** Start `ferry dump --every`; its JSON lines as they come, and how it ends. */
 function every(pid: number, dir: string, ...extra: string[]) {
-  const child = spawn(process.execPath, [CLI, 'dump', String(pid), '-D', dir, '--json', ...extra], {
+  const child = spawn(CLI, ['dump', String(pid), '-D', dir, '--json', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: EveryLine[] = [];

@@ -54,7 +54,7 @@ async function startAgentOn(
   options: { port?: number; extra?: string[] } = {},
 ): Promise<AgentProc> {
   const p = await startProcess('ip', [
-    ...['netns', 'exec', host.ns, process.execPath, CLI, 'agent'],
+    ...['netns', 'exec', host.ns, CLI, 'agent'],
     ...['--listen', `${host.addr}:${options.port ?? PORT}`, '--data-dir', dataDir, '--token-file', tokenFile],
     ...['--idle-timeout', '2000', ...(options.extra ?? [])],
   ]);

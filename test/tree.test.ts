@@ -320,7 +320,7 @@ test('in a new PID namespace, whose session and group are led from outside it, a
   const d = dir();
   // unshare kills the namespace's first process, and with it the namespace, if it is killed.
   const args = ['-p', '-f', '--mount-proc', '--kill-child', PYTHON, `${FIXTURE_SOURCES}/container.py`];
-  const child = spawn('unshare', [...args, process.execPath, CLI, d], { detached: true });
+  const child = spawn('unshare', [...args, CLI, d], { detached: true });
   cleanup(() => killAndReap(child.pid!));
   let output = '';
   child.stdout.on('data', (b: Buffer) => (output += b.toString()));

@@ -48,10 +48,10 @@ async function check(out: string, pid: number): Promise<void> {
 }
 
 function ferryMigrate(pid: number, mode: Tool, tokenFile: string): Sample & { targetPid: number } {
-  const args = [CLI, 'migrate', String(pid), '--to', `127.0.0.1:${PORT}`, '--token-file', tokenFile];
+  const args = ['migrate', String(pid), '--to', `127.0.0.1:${PORT}`, '--token-file', tokenFile];
   args.push('--json', '--mode', mode);
   if (mode === 'pre-copy') args.push('--max-downtime', values['max-downtime']);
-  const r = JSON.parse(execFileSync(process.execPath, args, { encoding: 'utf8' })) as {
+  const r = JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })) as {
     targetPid: number;
     downtimeMs: number;
     totalMs: number;

@@ -1,6 +1,6 @@
 // ferry check [--json]
 import { check } from '../check.js';
-import { printJson, type Command } from './command.js';
+import { printJson, startup, type Command } from './command.js';
 import { renderTable } from './format.js';
 
 export const checkCommand: Command = {
@@ -12,8 +12,9 @@ export const checkCommand: Command = {
   run({ values }) {
     const report = check();
     const exit = report.ok ? 0 : 1;
+    const cliStartup = startup.fromSnapshot ? 'snapshot' : 'bundle';
     if (values.json) {
-      printJson(report);
+      printJson({ ...report, cliStartup });
       return exit;
     }
     const rows = report.features.map((f) => [
@@ -26,6 +27,11 @@ export const checkCommand: Command = {
       `${renderTable([{ header: 'OK' }, { header: 'FEATURE' }, { header: 'USE / WITHOUT IT' }], rows)}\n\n`,
     );
     process.stdout.write(`dirty-page tracking: ${report.dirtyTracking}\n`);
+    process.stdout.write(
+      startup.fromSnapshot
+        ? 'ferry commands start from the startup snapshot built for this Node\n'
+        : 'ferry commands start without a startup snapshot (none built for this Node: npm run build)\n',
+    );
     process.stdout.write(
       report.ok
         ? 'checkpoint/restore can work here\n'

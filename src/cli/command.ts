@@ -21,6 +21,9 @@ export interface Command {
   run(args: ParsedArgs): Promise<number> | number;
 }
 
+/** How this CLI process started: from ferry's startup snapshot (src/cli/snapshot.ts) or not. */
+export const startup = { fromSnapshot: false };
+
 /** Print a value as JSON on stdout. */
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);

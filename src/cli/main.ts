@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 // The ferry command line: a thin layer over the library. Errors become one line and an exit code;
 // a stack trace only with --debug.
 import { parseArgs } from 'node:util';
@@ -23,7 +22,10 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
 ];
 
-/** Commands that freeze a process, or hold one for a migration: their code is compiled as it loads. */
+/**
+ * Commands that freeze a process, or hold one for a migration: their code is compiled as it loads
+ * (the startup snapshot holds the others' compiled).
+ */
 const FREEZERS = new Set(['dump', 'migrate', 'agent']);
 
 const EXIT_FAILURE = 1;
@@ -104,18 +106,30 @@ function report(err: unknown, argv: string[]): number {
   return code === 'FERRY_USAGE' ? EXIT_USAGE : EXIT_FAILURE;
 }
 
-// A reader that goes away (`ferry inspect 1 | head`) ends the output, not in a stack trace.
-process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-  if (err.code !== 'EPIPE') throw err;
-  process.exit(process.exitCode ?? 0);
-});
+/**
+ * Commands whose modules the startup snapshot holds loaded: all but those that need node:http,
+ * which Node cannot put in a snapshot (they load as they run).
+ */
+const SNAPSHOT_COMMANDS = new Set(['demo', 'check', 'inspect', 'dump', 'restore', 'show']);
 
-const argv = process.argv.slice(2);
-main(argv).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.exitCode = report(err, argv);
-  },
-);
+/** Load the modules of the commands the startup snapshot holds. */
+export async function loadSnapshotCommands(): Promise<void> {
+  await Promise.all(COMMANDS.filter((c) => SNAPSHOT_COMMANDS.has(c.name)).map((c) => c.load()));
+}
+
+/** Run the command line `argv` (without node and script); the exit code lands in process.exitCode. */
+export function runCli(argv: string[]): void {
+  // A reader that goes away (`ferry inspect 1 | head`) ends the output, not in a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(process.exitCode ?? 0);
+  });
+  main(argv).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.exitCode = report(err, argv);
+    },
+  );
+}

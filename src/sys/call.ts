@@ -2,6 +2,7 @@
 // call and its arguments.
 import { SysError } from './errno.js';
 import { trySyscall, trySyscallAsync, type SysArg } from './libc.js';
+import { NR } from './nr.js';
 
 /**
  * Syscall that throws a SysError naming the call and its arguments on failure.
@@ -25,4 +26,13 @@ export async function syscallAsync(
   ...args: SysArg[]
 ): Promise<number> {
   return checked(await trySyscallAsync(nr, ...args), name, describe);
+}
+
+/**
+ * Have libuv's threads (the asynchronous calls') started: they start at the first such call. The
+ * kernel gives a new thread the ID after the last one it gave, so threads of ferry's started
+ * just after a process made under a chosen PID would take the IDs its own threads need next.
+ */
+export async function startWorkerThreads(): Promise<void> {
+  await trySyscallAsync(NR.getpid);
 }

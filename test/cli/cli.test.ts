@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { after, before, test } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { dirname } from 'node:path';
 import { runCli } from '../helpers/cli.js';
+import { CLI, CLI_BUNDLE } from '../helpers/paths.js';
 import { fixture } from '../helpers/fixtures.js';
 import {
   kernelThread,
@@ -33,6 +36,32 @@ test('--help lists every command; --version prints the version', async () => {
   assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
   const commandHelp = await runCli(['inspect', '--help']);
   assert.match(commandHelp.stdout, /^usage: ferry inspect <pid>/);
+});
+
+/** How `command check --json` says the CLI started. */
+function startupOf(command: string, ...args: string[]): string {
+  // check exits 1 on a host missing a required feature; its report is what matters here.
+  const out = execFileSync(command, [...args, 'check', '--json'], { encoding: 'utf8' });
+  return (JSON.parse(out) as { cliStartup: string }).cliStartup;
+}
+
+test('the ferry command starts from its startup snapshot, and from the bundle once its Node changed', () => {
+  assert.equal(startupOf(CLI), 'snapshot');
+  const link = `${scratch}/ferry`;
+  symlinkSync(CLI, link); // as npm links it
+  assert.equal(startupOf(link), 'snapshot');
+  assert.equal(startupOf(process.execPath, CLI_BUNDLE), 'bundle');
+  // A copy as deep in dist/ (the bundle's chunks find package.json the same way) whose stamp no
+  // longer matches the Node that made the snapshot: it runs the bundle.
+  const copy = `${dirname(dirname(CLI))}/bin-stale-${process.pid}`;
+  try {
+    cpSync(dirname(CLI), copy, { recursive: true, preserveTimestamps: true });
+    assert.equal(startupOf(`${copy}/ferry`), 'snapshot');
+    utimesSync(`${copy}/ferry.blob.node`, new Date(), new Date());
+    assert.equal(startupOf(`${copy}/ferry`), 'bundle');
+  } finally {
+    rmSync(copy, { recursive: true, force: true });
+  }
 });
 
 test('usage errors: one line, exit 2, no stack trace', async () => {

@@ -11,7 +11,7 @@ export interface CliResult {
 }
 
 export function runCli(args: string[], options: { wrap?: string[] } = {}): Promise<CliResult> {
-  const [cmd, ...pre] = [...(options.wrap ?? []), process.execPath, CLI];
+  const [cmd, ...pre] = [...(options.wrap ?? []), CLI];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
