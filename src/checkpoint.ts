@@ -36,6 +36,7 @@ import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
+import type { PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection, type VmaSelection } from './vma/select.js';
 import { mergeSpans, rangeSpans } from './vma/spans.js';
@@ -165,14 +166,14 @@ interface RootTracking {
  * Read one frozen process: its state from each module, then its VMAs and which pages to copy.
  * `tracking` is given for the dumped process itself (never for its descendants).
  */
-function captureProcess(
+async function captureProcess(
   base: Omit<DumpContext, 'pid' | 'tracee' | 'remote' | 'stat' | 'status' | 'trackerFds'>,
   tracee: Tracee,
   writer: PageStoreWriter,
   selection: VmaSelection | undefined,
   treeFiles: TreeFiles,
   tracking?: RootTracking,
-): Capture {
+): Promise<Capture> {
   const pid = tracee.pid;
   const remote = RemoteSyscalls.open(tracee);
   remote.installScratch({ size: SCRATCH_SIZE });
@@ -199,22 +200,21 @@ function captureProcess(
   const rlimits = dumpRlimits(ctx);
   remote.removeScratch();
 
-  // Memory: the VMAs, then the pages the checkpoint stores.
-  const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
-  const classified = classifyVmas(
-    smaps,
-    stat,
-    threads.map((t) => t.regs.rsp),
-  );
-  const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
-  const shm = dumpSysv(ctx, classified);
-  tracking?.plan.start(remote, classified);
-  remote.close();
-  const stored = vmas.filter((v) => v.content === 'pages');
+  // Memory. The page tables of what pre-copy rounds tracked are walked on another thread meanwhile,
+  // as smaps walks them here (nothing is mapped or unmapped now: that would wait for the walk).
   const baseline = tracking?.baseline;
-  const ranges = baseline
-    ? pagesOverBaseline(pid, stored, baseline, writer.maxRoom)
-    : pagesToDump(pid, stored, writer.maxRoom);
+  const walk = baseline?.lastTracked && baseline.tracker.presentWalk?.(baseline.lastTracked);
+  const { vmas, shm, stored, ranges } = await captureMemory(
+    ctx,
+    threads,
+    writer,
+    selection,
+    tracking,
+    walk,
+  ).catch(async (err: unknown) => {
+    (await walk)?.close();
+    throw err;
+  });
   const state: ProcessState = {
     pid,
     command: stat.comm,
@@ -233,6 +233,37 @@ function captureProcess(
     timers,
   };
   return { pid, state, writer, ranges, stored };
+}
+
+/**
+ * A frozen process's VMAs, then the pages the checkpoint stores (over the baseline, with `walk`
+ * when one was started, when there is one).
+ */
+async function captureMemory(
+  ctx: DumpContext,
+  threads: readonly { regs: { rsp: bigint } }[],
+  writer: PageStoreWriter,
+  selection: VmaSelection | undefined,
+  tracking: RootTracking | undefined,
+  walk: Promise<PageScanner> | undefined,
+): Promise<{ vmas: VmaRecord[]; shm: ProcessState['shm']; stored: VmaRecord[]; ranges: PageRange[] }> {
+  const { pid, remote } = ctx;
+  const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
+  const classified = classifyVmas(
+    smaps,
+    ctx.stat,
+    threads.map((t) => t.regs.rsp),
+  );
+  const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
+  const shm = dumpSysv(ctx, classified);
+  tracking?.plan.start(remote, classified);
+  remote.close();
+  const stored = vmas.filter((v) => v.content === 'pages');
+  const baseline = tracking?.baseline;
+  const ranges = baseline
+    ? pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk)
+    : pagesToDump(pid, stored, writer.maxRoom);
+  return { vmas, shm, stored, ranges };
 }
 
 /** Why a dump takes one process only, or undefined when it takes the tree. */
@@ -367,11 +398,14 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       tcpEstablished: options.tcpEstablished ?? false,
     };
     const treeFiles = new TreeFiles();
-    const captures = tracees.map((t, i) =>
-      i === 0
-        ? captureProcess(base, t, rootWriter, selection, treeFiles, { plan, baseline })
-        : captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
-    );
+    const captures: Capture[] = [];
+    for (const [i, t] of tracees.entries()) {
+      captures.push(
+        i === 0
+          ? await captureProcess(base, t, rootWriter, selection, treeFiles, { plan, baseline })
+          : await captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
+      );
+    }
     treeFiles.checkEnds();
     const sizes = captures.map((c) => roomBytes(c.ranges));
     const totalBytes = sizes.reduce((a, b) => a + b, 0);

@@ -116,6 +116,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
     const layers: LayerRecord[] = [];
     const parts: Record<string, PartSummary> = {};
     let held: Span[] = [];
+    let lastTracked: Span[] = [];
     let rate = 0; // bytes per ms, the best seen
     const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS;
     for (let round = 1; round <= maxRounds; round++) {
@@ -154,7 +155,8 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       if (bytes >= RATE_SAMPLE_BYTES || rate === 0) rate = Math.max(rate, bytes / Math.max(copyMs, 1));
 
       // What the final copy would send now: pages written meanwhile, and the untracked VMAs' pages.
-      const written = spanBytes(tracker.written(trackedSpans(tracker, vmas), false));
+      lastTracked = trackedSpans(tracker, vmas);
+      const written = spanBytes(tracker.written(lastTracked, false));
       const untracked = roomBytes(pagesToDump(pid, vmas.filter(isUntracked), DUMP_BATCH));
       const report = { round, bytes, ms, leftBytes: written + untracked, prefilled: prefilled ?? false };
       rounds.push(report);
@@ -163,7 +165,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       if (report.leftBytes / Math.max(rate, 1) <= options.maxDowntimeMs * COPY_SHARE) break;
       if (report.leftBytes >= previous * SHRINK) break;
     }
-    return { baseline: { tracker, held, layers, parts, parent: null }, rounds, frozenMs };
+    return { baseline: { tracker, held, layers, parts, parent: null, lastTracked }, rounds, frozenMs };
   } catch (err) {
     tracker.close();
     throw err;

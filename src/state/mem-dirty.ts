@@ -18,6 +18,7 @@ import type { RemoteSyscalls } from '../tracee/remote.js';
 import {
   openPageScanner,
   openPresentWrittenScanner,
+  walkPresentWritten,
   openWrittenScanner,
   PAGE,
   type PageScanner,
@@ -60,6 +61,8 @@ export interface WriteTracker {
    * (PAGE.WRITTEN) and protects them again, in one walk; undefined where the tracker has none.
    */
   presentScanner?(): PageScanner;
+  /** presentScanner()'s walk of `spans` started now, beside other work (walkPresentWritten()). */
+  presentWalk?(spans: readonly Span[]): Promise<PageScanner>;
   /** Pages were copied: `data` holds the bytes of `ranges`, in order. */
   copied(ranges: readonly { addr: bigint; len: number }[], data: Buffer): void;
   /** Every page in `spans` was just copied, the process frozen: from now on each counts as unchanged. */
@@ -169,6 +172,10 @@ export class DirtyTracker implements WriteTracker {
 
   presentScanner(): PageScanner {
     return openPresentWrittenScanner(this.pid);
+  }
+
+  presentWalk(spans: readonly Span[]): Promise<PageScanner> {
+    return walkPresentWritten(this.pid, spans);
   }
 
   /** The VMAs registered for write-protection (smaps shows 'uw'). */
@@ -283,6 +290,8 @@ export interface Baseline {
   parts: Record<string, PartSummary>;
   /** The image the earlier layers belong to, for an incremental dump; null for one image. */
   parent: ParentRecord | null;
+  /** The spans of the tracked VMAs at the last pre-copy round: walked as soon as the process freezes. */
+  lastTracked?: Span[];
 }
 
 /** Two lists of page ranges, each in address order and apart from each other, as one in order. */
@@ -301,16 +310,18 @@ function mergeRanges(a: readonly PageRange[], b: readonly PageRange[]): PageRang
  * The pages a dump over `baseline` stores, in address order (pagesToDump()), those the baseline's
  * layers hold and the process has not written since marked `earlier`. Where the tracker can, one
  * walk of the tracked VMAs' page tables finds their present pages and which of them were written
- * (and protects those again): at 1 GiB each walk costs about 10 ms of frozen time.
+ * (and protects those again): at 1 GiB each walk costs about 10 ms of frozen time, which `walked`
+ * (the tracker's presentWalk(), started as the process froze) spends beside other work.
  */
 export function pagesOverBaseline(
   pid: number,
   vmas: readonly (TrackedVma & Pick<Vma, 'kind'>)[],
   baseline: Baseline,
   maxLen: number,
+  walked?: PageScanner,
 ): PageRange[] {
   const tracker = baseline.tracker;
-  const scan = tracker.presentScanner?.();
+  const scan = walked ?? tracker.presentScanner?.();
   if (!scan) {
     const tracked = trackedSpans(tracker, vmas);
     const unchanged = subtractSpans(tracked, tracker.written(tracked, true));

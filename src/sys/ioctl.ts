@@ -1,5 +1,5 @@
 // ioctl(2) and the _IOC request encoding.
-import { syscall } from './call.js';
+import { syscall, syscallAsync } from './call.js';
 import type { SysArg } from './libc.js';
 import { NR } from './nr.js';
 
@@ -14,4 +14,9 @@ export function iowr(type: number, nr: number, size: number): number {
 /** ioctl(fd, request, arg); `name` is the request's symbolic name for error messages. */
 export function ioctl(fd: number, request: number, name: string, arg: SysArg): number {
   return syscall(NR.ioctl, 'ioctl', () => [String(fd), name], fd, request, arg);
+}
+
+/** ioctl() on one of libuv's threads (syscallAsync()): for a request that takes long. */
+export function ioctlAsync(fd: number, request: number, name: string, arg: SysArg): Promise<number> {
+  return syscallAsync(NR.ioctl, 'ioctl', () => [String(fd), name], fd, request, arg);
 }

@@ -1,6 +1,6 @@
 // The PAGEMAP_SCAN ioctl on /proc/PID/pagemap (Linux 6.7+): page categories of a whole range in one
 // call, as runs of pages that share them, instead of one 64-bit entry per page.
-import { ioctl, iowr } from './ioctl.js';
+import { ioctl, ioctlAsync, iowr } from './ioctl.js';
 import { addressOf } from './libc.js';
 
 /** PAGE_IS_* category bits. */
@@ -47,11 +47,8 @@ export interface ScanResult {
   walkEnd: bigint;
 }
 
-/**
- * One PAGEMAP_SCAN call into `vec` (a buffer of page_region slots). Returns the regions found and
- * where the walk stopped, which is short of `end` when `vec` filled up.
- */
-export function pagemapScan(pagemapFd: number, req: ScanRequest, vec: Buffer): ScanResult {
+/** The pm_scan_arg of `req`, its output vector `vec`. */
+function scanArg(req: ScanRequest, vec: Buffer): Buffer {
   const arg = Buffer.alloc(ARG_SIZE);
   const fields = [
     BigInt(ARG_SIZE),
@@ -68,7 +65,11 @@ export function pagemapScan(pagemapFd: number, req: ScanRequest, vec: Buffer): S
     req.returnMask,
   ];
   fields.forEach((v, i) => arg.writeBigUInt64LE(v, i * 8));
-  const count = ioctl(pagemapFd, PAGEMAP_SCAN, 'PAGEMAP_SCAN', arg);
+  return arg;
+}
+
+/** What a call that returned `count` left in `arg` and `vec`. */
+function scanResult(count: number, arg: Buffer, vec: Buffer): ScanResult {
   const regions: PageRegion[] = [];
   for (let i = 0; i < count; i++) {
     regions.push({
@@ -78,6 +79,25 @@ export function pagemapScan(pagemapFd: number, req: ScanRequest, vec: Buffer): S
     });
   }
   return { regions, walkEnd: arg.readBigUInt64LE(32) };
+}
+
+/**
+ * One PAGEMAP_SCAN call into `vec` (a buffer of page_region slots). Returns the regions found and
+ * where the walk stopped, which is short of `end` when `vec` filled up.
+ */
+export function pagemapScan(pagemapFd: number, req: ScanRequest, vec: Buffer): ScanResult {
+  const arg = scanArg(req, vec);
+  return scanResult(ioctl(pagemapFd, PAGEMAP_SCAN, 'PAGEMAP_SCAN', arg), arg, vec);
+}
+
+/** pagemapScan() on one of libuv's threads; `vec` must stay untouched until it settles. */
+export async function pagemapScanAsync(
+  pagemapFd: number,
+  req: ScanRequest,
+  vec: Buffer,
+): Promise<ScanResult> {
+  const arg = scanArg(req, vec);
+  return scanResult(await ioctlAsync(pagemapFd, PAGEMAP_SCAN, 'PAGEMAP_SCAN', arg), arg, vec);
 }
 
 /** Bytes of one page_region slot, to size the `vec` buffer. */

@@ -5,7 +5,15 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { MAP, mmap, munmap, PROT } from '../sys/mman.js';
-import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan, PM_SCAN } from '../sys/pagemap-scan.js';
+import {
+  PAGE_IS,
+  PAGE_REGION_SIZE,
+  pagemapScan,
+  pagemapScanAsync,
+  PM_SCAN,
+  type ScanRequest,
+  type ScanResult,
+} from '../sys/pagemap-scan.js';
 import { closeProcFile, openProcFile } from '../proc/files.js';
 import { PAGE_SHIFT, PAGE_SIZE, PM_HIGH, readPagemap } from '../proc/pagemap.js';
 
@@ -54,48 +62,71 @@ interface ScanFilter {
 
 const ALL_PAGES: ScanFilter = { flags: 0n, categoryMask: 0n, alsoReturn: 0n };
 
+/**
+ * Report a PAGEMAP_SCAN call's regions from `covered` on; returns where the next call starts (no
+ * further than `covered`: the walk is over). When the output vector fills up exactly, Linux (seen on
+ * 6.18) may report a walk_end before the end of the last region it returned, and the next call then
+ * reports those pages again: each call resumes after what is already covered, and regions are
+ * clipped to start there.
+ */
+function takeRegions(
+  covered: bigint,
+  { regions, walkEnd }: ScanResult,
+  onRun: (run: PageRun) => void,
+): bigint {
+  for (const r of regions) {
+    const start = r.start > covered ? r.start : covered;
+    if (start >= r.end) continue;
+    onRun({ start, end: r.end, flags: Number(r.categories) });
+    covered = r.end;
+  }
+  return walkEnd > covered ? walkEnd : covered;
+}
+
 class ScanIoctlScanner implements PageScanner {
   readonly method = 'pagemap-scan';
   private readonly vec: Buffer;
   constructor(
-    private readonly fd: number,
+    readonly fd: number,
     regionsPerCall: number,
     private readonly filter: ScanFilter = ALL_PAGES,
   ) {
     this.vec = Buffer.alloc(regionsPerCall * PAGE_REGION_SIZE);
   }
 
-  /**
-   * Calls PAGEMAP_SCAN until the range is covered. When the output vector fills up exactly, Linux
-   * (seen on 6.18) may report a walk_end before the end of the last region it returned, and the next
-   * call then reports those pages again: each call resumes after what is already covered, and
-   * regions are clipped to start there.
-   */
+  private request(start: bigint, end: bigint): ScanRequest {
+    return {
+      start,
+      end,
+      flags: this.filter.flags,
+      categoryMask: this.filter.categoryMask,
+      categoryAnyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
+      returnMask: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | PAGE_IS.FILE | PAGE_IS.PFNZERO | this.filter.alsoReturn,
+    };
+  }
+
+  /** Calls PAGEMAP_SCAN until the range is covered. */
   scan(range: Range, onRun: (run: PageRun) => void): void {
-    let covered = range.start;
-    while (covered < range.end) {
-      const { regions, walkEnd } = pagemapScan(
-        this.fd,
-        {
-          start: covered,
-          end: range.end,
-          flags: this.filter.flags,
-          categoryMask: this.filter.categoryMask,
-          categoryAnyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-          returnMask:
-            PAGE_IS.PRESENT | PAGE_IS.SWAPPED | PAGE_IS.FILE | PAGE_IS.PFNZERO | this.filter.alsoReturn,
-        },
-        this.vec,
+    for (let covered = range.start; covered < range.end;) {
+      const next = takeRegions(
+        covered,
+        pagemapScan(this.fd, this.request(covered, range.end), this.vec),
+        onRun,
       );
-      const from = covered;
-      for (const r of regions) {
-        const start = r.start > covered ? r.start : covered;
-        if (start >= r.end) continue;
-        onRun({ start, end: r.end, flags: Number(r.categories) });
-        covered = r.end;
-      }
-      if (walkEnd > covered) covered = walkEnd;
-      if (covered <= from) break;
+      if (next <= covered) break;
+      covered = next;
+    }
+  }
+
+  /** scan() with the calls on libuv's threads, into an output vector of its own (walks run at once). */
+  async walk(range: Range, onRun: (run: PageRun) => void): Promise<void> {
+    const pages = Number((range.end - range.start) >> PAGE_SHIFT);
+    const vec = Buffer.alloc(Math.min(this.vec.length / PAGE_REGION_SIZE, pages) * PAGE_REGION_SIZE);
+    for (let covered = range.start; covered < range.end;) {
+      const result = await pagemapScanAsync(this.fd, this.request(covered, range.end), vec);
+      const next = takeRegions(covered, result, onRun);
+      if (next <= covered) break;
+      covered = next;
     }
   }
 
@@ -213,9 +244,94 @@ export function openWrittenScanner(pid: number, protect: boolean): PageScanner {
  * one walk of the page tables instead of two.
  */
 export function openPresentWrittenScanner(pid: number): PageScanner {
+  return presentWrittenScanner(pid);
+}
+
+function presentWrittenScanner(pid: number): ScanIoctlScanner {
   const fd = openProcFile(pid, 'pagemap');
   const filter = { flags: PM_SCAN.WP_MATCHING, categoryMask: 0n, alsoReturn: PAGE_IS.WRITTEN };
   return new ScanIoctlScanner(fd, SCAN_REGIONS, filter);
+}
+
+/**
+ * openPresentWrittenScanner()'s walk of `ranges` (in address order, apart), started now on libuv's
+ * threads, beside whatever the main thread does meanwhile. Resolves to a scanner that answers from
+ * what the walk found inside `ranges`, and walks what lies outside them when asked. The walk
+ * protects the pages it finds written again as it goes: if it fails partway (the layout changed
+ * under it), every page inside `ranges` is reported written, so none is taken for unchanged.
+ */
+export async function walkPresentWritten(pid: number, ranges: readonly Range[]): Promise<PageScanner> {
+  const live = presentWrittenScanner(pid);
+  // All at once: a walk's next call waits for this thread, which is busy meanwhile.
+  const walks = ranges.map(async (range) => {
+    const runs: PageRun[] = [];
+    await live.walk(range, (run) => runs.push(run));
+    return runs;
+  });
+  const found = await Promise.allSettled(walks);
+  const failed = found.some((f) => f.status === 'rejected');
+  const runs = found.flatMap((f) => (f.status === 'fulfilled' ? f.value : []));
+  return new WalkedScanner(pid, live, ranges, failed ? undefined : runs);
+}
+
+/** walkPresentWritten()'s scanner. */
+class WalkedScanner implements PageScanner {
+  readonly method = 'pagemap-scan';
+  private plain: PageScanner | undefined;
+  private closed = false;
+  constructor(
+    private readonly pid: number,
+    private readonly live: PageScanner,
+    private readonly walked: readonly Range[],
+    /** What the walk found, in address order; undefined when it failed. */
+    private readonly runs: readonly PageRun[] | undefined,
+  ) {}
+
+  scan(range: Range, onRun: (run: PageRun) => void): void {
+    let at = range.start;
+    for (const w of this.walked) {
+      if (w.end <= at) continue;
+      if (w.start >= range.end) break;
+      if (w.start > at) this.live.scan({ start: at, end: w.start }, onRun);
+      const start = w.start > at ? w.start : at;
+      const end = w.end < range.end ? w.end : range.end;
+      this.inside({ start, end }, onRun);
+      at = end;
+    }
+    if (at < range.end) this.live.scan({ start: at, end: range.end }, onRun);
+  }
+
+  private inside(piece: Range, onRun: (run: PageRun) => void): void {
+    if (!this.runs) {
+      this.plain ??= openPageScanner(this.pid, 'pagemap-scan');
+      this.plain.scan(piece, (run) => onRun({ ...run, flags: run.flags | PAGE.WRITTEN }));
+      return;
+    }
+    // The first run that ends after the piece starts, then the runs until it ends.
+    let lo = 0;
+    let hi = this.runs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.runs[mid]!.end <= piece.start) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < this.runs.length && this.runs[i]!.start < piece.end; i++) {
+      const run = this.runs[i]!;
+      onRun({
+        start: run.start > piece.start ? run.start : piece.start,
+        end: run.end < piece.end ? run.end : piece.end,
+        flags: run.flags,
+      });
+    }
+  }
+
+  /** Idempotent: a dump that failed closes it whether or not its capture did. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.live.close();
+    this.plain?.close();
+  }
 }
 
 /**
