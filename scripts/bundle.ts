@@ -2,6 +2,7 @@
 //   dist/bin/ferry.js + chunks   an ES module bundle, a chunk per command loaded as it runs (as deep
 //                                in the tree as dist/src/*.js, so their paths to package.json agree)
 //   dist/bin/ferry.cjs           the whole CLI in one CommonJS file, for the startup snapshot
+//   dist/bin/ferry-snapshot-builder.cjs   the script that builds the snapshot from it
 //   dist/bin/ferry.blob          Node's startup snapshot of it (src/cli/snapshot.ts), with
 //   dist/bin/ferry.blob.node     a stamp bearing the modification time of the Node that made it
 //   dist/bin/ferry               the command: the Node that made the snapshot started from it,
@@ -42,9 +43,34 @@ await build({
   banner: { js: 'globalThis.ferryBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
 });
 
+// The snapshot is built by a script that compiles the bundle with --no-lazy (a flag given to Node
+// itself would be needed at every start too, which slows Node's own start), runs it as Node runs
+// a CommonJS module, and has it load the commands.
+const BUILDER = `'use strict';
+const { readFileSync } = require('node:fs');
+const { setFlagsFromString } = require('node:v8');
+const { Script } = require('node:vm');
+const file = require('node:path').join(__dirname, 'ferry.cjs');
+setFlagsFromString('--no-lazy');
+const source = '(function (exports, require, module, __filename, __dirname) {' + readFileSync(file, 'utf8') + '\\n})';
+const module_ = { exports: {} };
+new Script(source, { filename: file }).runInThisContext()(module_.exports, require, module_, file, __dirname);
+setFlagsFromString('--lazy');
+module_.exports.prepareSnapshot().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
+`;
+writeFileSync(`${OUT}/ferry-snapshot-builder.cjs`, BUILDER);
 execFileSync(
   process.execPath,
-  ['--no-warnings', '--snapshot-blob', `${OUT}/ferry.blob`, '--build-snapshot', `${OUT}/ferry.cjs`],
+  [
+    '--no-warnings',
+    '--snapshot-blob',
+    `${OUT}/ferry.blob`,
+    '--build-snapshot',
+    `${OUT}/ferry-snapshot-builder.cjs`,
+  ],
   { stdio: 'inherit' },
 );
 writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);

@@ -34,6 +34,7 @@ import { isErrno } from './sys/errno.js';
 import { kill, SIG } from './sys/signal.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
+import { startWorkerThreads } from './sys/call.js';
 import { Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import type { PageScanner } from './vma/pages.js';
@@ -300,6 +301,8 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
   const started = performance.now();
   const timings = new Timings();
   await initHashing();
+  // Started now, not by the first write while the process is frozen.
+  await startWorkerThreads();
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
   checkTarget(pid);
   const warnings: string[] = [];

@@ -29,9 +29,10 @@ export async function syscallAsync(
 }
 
 /**
- * Have libuv's threads (the asynchronous calls') started: they start at the first such call. The
- * kernel gives a new thread the ID after the last one it gave, so threads of ferry's started
- * just after a process made under a chosen PID would take the IDs its own threads need next.
+ * Have libuv's threads (the asynchronous calls' and files') started: they start at the first such
+ * call. Made while a process is frozen, they would cost frozen time; and the kernel gives a new
+ * thread the ID after the last one it gave, so threads of ferry's started just after a process made
+ * under a chosen PID would take the IDs its own threads need next.
  */
 export async function startWorkerThreads(): Promise<void> {
   await trySyscallAsync(NR.getpid);
