@@ -13,8 +13,26 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { chmodSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { relative, resolve } from 'node:path';
+import { KOFFI_BINARY, XXHASH_BINARY } from '../src/sys/packages.js';
 
 const OUT = 'dist/bin';
+
+// The native binaries as installed now, relative to the bundles, for src/sys/packages.ts to open
+// without the module loader.
+const resolveHere = createRequire(import.meta.url).resolve;
+const natives = Object.fromEntries(
+  Object.entries({ koffi: KOFFI_BINARY, xxhash: XXHASH_BINARY }).flatMap(([key, name]) => {
+    try {
+      return [[key, relative(resolve(OUT), resolveHere(name))]];
+    } catch {
+      return []; // not installed (another platform): the package's entry point is used
+    }
+  }),
+);
+const NATIVES = `globalThis.ferryNatives = ${JSON.stringify(natives)};`;
+
 const common = {
   bundle: true,
   platform: 'node',
@@ -30,6 +48,7 @@ await build({
   splitting: true,
   format: 'esm',
   sourcemap: 'linked',
+  banner: { js: NATIVES },
 });
 
 // import.meta.url has no CommonJS equivalent: the bundle's own URL stands for it, which the
@@ -40,7 +59,10 @@ await build({
   outExtension: { '.js': '.cjs' },
   format: 'cjs',
   define: { 'import.meta.url': 'globalThis.ferryBundleUrl' },
-  banner: { js: 'globalThis.ferryBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  // (Strict first: esbuild's own "use strict" comes after the banner, where it is no directive.)
+  banner: {
+    js: `'use strict';\nglobalThis.ferryBundleUrl = require('node:url').pathToFileURL(__filename).href;\n${NATIVES}`,
+  },
 });
 
 // The snapshot is built by a script that compiles the bundle with --no-lazy (a flag given to Node

@@ -3,9 +3,34 @@
 // koffi and @node-rs/xxhash are taken straight from their x86_64 glibc packages, which their own
 // entry points pick after probing the platform (reading Node's ELF headers, a process report):
 // 5-10 ms of each command's start. Elsewhere the entry points do the choosing.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 let require: NodeJS.Require | undefined;
+
+/**
+ * Where the native binaries were, relative to the bundle, when scripts/bundle.ts built it (the
+ * library, not bundled, has none). Opened straight with process.dlopen(): the module loader's
+ * first require() costs 3-10 ms in a Node started from a snapshot, dlopen() 1.
+ */
+const bundled = (globalThis as { ferryNatives?: Record<string, string> }).ferryNatives;
+
+/** Native binary `key` as the bundle found it, else the first of packages `names` that loads. */
+function loadNative<T>(key: string, ...names: string[]): T {
+  const at = bundled?.[key];
+  const file = at === undefined ? undefined : fileURLToPath(new URL(at, import.meta.url));
+  if (file !== undefined && existsSync(file)) {
+    const module = { exports: {} };
+    try {
+      process.dlopen(module, file);
+      return module.exports as T;
+    } catch {
+      // The package's entry point says why, below.
+    }
+  }
+  return load<T>(...names);
+}
 
 function load<T>(...names: string[]): T {
   require ??= createRequire(import.meta.url);
@@ -19,12 +44,16 @@ function load<T>(...names: string[]): T {
   throw new Error('no package named');
 }
 
+/** The x86_64 glibc binaries of koffi and @node-rs/xxhash (scripts/bundle.ts finds them too). */
+export const KOFFI_BINARY = '@koromix/koffi-linux-x64/linux_x64/koffi.node';
+export const XXHASH_BINARY = '@node-rs/xxhash-linux-x64-gnu';
+
 type Koffi = typeof import('koffi');
 let koffiPackage: Koffi | undefined;
 
 /** koffi, the foreign function interface to libc (src/sys only). */
 export function koffi(): Koffi {
-  return (koffiPackage ??= load<Koffi>('@koromix/koffi-linux-x64/linux_x64/koffi.node', 'koffi'));
+  return (koffiPackage ??= loadNative<Koffi>('koffi', KOFFI_BINARY, 'koffi'));
 }
 
 type Zstd = typeof import('zstd-napi');
@@ -48,5 +77,5 @@ let xxhash: Xxhash | undefined;
 
 /** @node-rs/xxhash: native XXH3 and xxHash64. */
 export function nativeXxhash(): Xxhash {
-  return (xxhash ??= load<Xxhash>('@node-rs/xxhash-linux-x64-gnu', '@node-rs/xxhash'));
+  return (xxhash ??= loadNative<Xxhash>('xxhash', XXHASH_BINARY, '@node-rs/xxhash'));
 }
