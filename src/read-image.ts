@@ -120,9 +120,10 @@ function openChain(
   depth: number,
   expected?: string,
   verified?: Record<string, PartSummary>,
+  opened?: Manifest,
 ): { manifest: Manifest; source: ImageSource; layers: PageLayer[] } {
   const source = new DirSource(location);
-  const manifest = openImageManifest(source.readManifest(), location);
+  const manifest = opened ?? openImageManifest(source.readManifest(), location);
   if (expected !== undefined && manifest.checksum !== expected) {
     throw new FerryError(
       'FERRY_IMAGE_CORRUPT',
@@ -156,15 +157,24 @@ function openChain(
 /**
  * Open the image at `location` (a directory) and verify every part of it and of its parents. Parts
  * in `verified` were hashed as they were written (a received migration): when the manifest agrees
- * with those sums, they are not read again.
+ * with those sums, they are not read again. `manifest` is its manifest, when opened already (with
+ * openImageManifest(), which checks it).
  */
-export function readImage(location: string, verified?: Record<string, PartSummary>): Promise<Image> {
+export function readImage(
+  location: string,
+  verified?: Record<string, PartSummary>,
+  manifest?: Manifest,
+): Promise<Image> {
   // Asynchronous for its callers (a damaged image rejects), though the work is not.
-  return new Promise((resolve) => resolve(openImage(location, verified)));
+  return new Promise((resolve) => resolve(openImage(location, verified, manifest)));
 }
 
-function openImage(location: string, verified: Record<string, PartSummary> | undefined): Image {
-  const { manifest, source, layers } = openChain(location, 0, undefined, verified);
+function openImage(
+  location: string,
+  verified: Record<string, PartSummary> | undefined,
+  opened: Manifest | undefined,
+): Image {
+  const { manifest, source, layers } = openChain(location, 0, undefined, verified, opened);
   const root = { state: manifest.state, layers, pages: resolvePages(layers) };
   const children = manifest.children.map((state) => {
     const own = ownLayers(source, manifest, [pageParts(state.pid)]);

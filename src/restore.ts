@@ -5,7 +5,6 @@ import { readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { isatty } from 'node:tty';
 import { FerryError, isFerryError } from './errors.js';
-import type { PartSummary } from './image/sink.js';
 import { readImage, type Image, type ProcessImage } from './read-image.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
@@ -57,8 +56,6 @@ export interface RestoreOptions {
    * kills it (a migration target holds it until the source lets go).
    */
   stopped?: boolean;
-  /** Parts whose size and checksum were taken as they were written: not hashed again. */
-  verifiedParts?: Record<string, PartSummary>;
   /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
   prefill?: Prefill;
   /**
@@ -258,7 +255,7 @@ function treeOf(image: Image): TreeRecord {
 export async function restore(from: string | Image, options: RestoreOptions = {}): Promise<RestoreResult> {
   const started = performance.now();
   const timings = new Timings();
-  const image = typeof from === 'string' ? await readImage(from, options.verifiedParts) : from;
+  const image = typeof from === 'string' ? await readImage(from) : from;
   const dir = image.location;
   timings.mark('verify');
   checkKernel(image);

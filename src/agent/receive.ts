@@ -19,6 +19,7 @@ import {
   type TargetEvent,
 } from '../migrate/wire.js';
 import { Prefill } from '../prefill.js';
+import { readImage } from '../read-image.js';
 import { restore } from '../restore.js';
 import { openImageManifest } from '../state/image.js';
 import { authorize, type Caller } from './auth.js';
@@ -104,21 +105,16 @@ export class Migrations {
         } else if (frame.type === FRAME.MANIFEST) {
           if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a second manifest');
           const text = frame.payload.toString('utf8');
-          const { state } = openImageManifest(text, `migration ${id}`);
+          const manifest = openImageManifest(text, `migration ${id}`);
+          const state = manifest.state;
           authorize(caller, state.creds.uids[0]!, `process ${state.pid}`);
           await Promise.all([...parts.keys()].map(close));
           await sink.commit(text);
           m.state = 'restoring';
-          // Each part was hashed as it arrived: restore checks the manifest against those sums.
-          const verifiedParts = Object.fromEntries(closed);
+          // Each part was hashed as it arrived: the manifest is checked against those sums.
+          const image = await readImage(dir, Object.fromEntries(closed), manifest);
           // The image goes once the process runs (or dies): its pages are its to reuse meanwhile.
-          const result = await restore(dir, {
-            stopped: true,
-            tty: 'null',
-            verifiedParts,
-            prefill,
-            consumePages: true,
-          });
+          const result = await restore(image, { stopped: true, tty: 'null', prefill, consumePages: true });
           m.pid = result.pid;
           m.state = 'held';
           this.registry.add({
