@@ -1,6 +1,5 @@
 // mmap/munmap in this process: for feature probes that need a fresh mapping of their own, and to read
 // image files through the page cache without copying them.
-import { koffi } from './packages.js';
 import { syscall } from './call.js';
 import { NR } from './nr.js';
 
@@ -50,22 +49,4 @@ export function mmap(addr: bigint, length: number, prot: number, flags: number, 
 
 export function munmap(addr: bigint, length: number): void {
   syscall(NR.munmap, 'munmap', () => [`0x${addr.toString(16)}`, String(length)], addr, length);
-}
-
-/**
- * Run `fn` over `length` bytes of file `fd` from `offset` (page-aligned), mapped read-only and
- * populated. The bytes are valid only during `fn`: the mapping is gone when it returns.
- */
-export function withFileBytes<T>(fd: number, offset: number, length: number, fn: (bytes: Buffer) => T): T {
-  const addr = mmap(0n, length, PROT.READ, MAP.SHARED | MAP.POPULATE, fd, offset);
-  try {
-    return fn(viewOf(addr, length));
-  } finally {
-    munmap(addr, length);
-  }
-}
-
-/** A Buffer over `length` bytes of this process's memory at `addr` (no copy; valid while mapped). */
-export function viewOf(addr: bigint, length: number): Buffer {
-  return Buffer.from(koffi().view(addr, length));
 }
