@@ -18,6 +18,8 @@ import { readImage } from '../read-image.js';
 import { restore } from '../restore.js';
 import { userProcessStat } from '../proc/process.js';
 import { readProcText } from '../proc/files.js';
+import { startWorkerThreads } from '../sys/call.js';
+import { loadNativePackages } from '../sys/packages.js';
 import { FERRY_VERSION } from '../version.js';
 import { authenticate, authorize, type Caller, type TokenEntry } from './auth.js';
 import { metricsText } from './metrics.js';
@@ -115,6 +117,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   // What a previous agent was receiving when it died is of no use to anyone.
   for (const left of readdirSync(join(dataDir, 'migrations')))
     rmSync(join(dataDir, 'migrations', left), { recursive: true, force: true });
+  loadNativePackages();
+  await startWorkerThreads();
   const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_MS;
   const registry = new Registry();
   const migrations = new Migrations(dataDir, registry, idleMs, options.onWarning);

@@ -79,3 +79,12 @@ let xxhash: Xxhash | undefined;
 export function nativeXxhash(): Xxhash {
   return (xxhash ??= loadNative<Xxhash>('xxhash', XXHASH_BINARY, '@node-rs/xxhash'));
 }
+
+/**
+ * Load koffi and the native hash now: a long-running agent does it as it starts rather than in the
+ * middle of its first migration, while the process is frozen.
+ */
+export function loadNativePackages(): void {
+  koffi();
+  nativeXxhash();
+}
