@@ -1,17 +1,15 @@
 // `ferry check`: what this kernel and these privileges offer. Every feature is probed for real (a
 // call that succeeds or fails), on a stub process spawned for the purpose, never guessed from the
 // kernel version.
-import { closeSync, openSync, readFileSync, readlinkSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 import { release } from 'node:os';
 import { FerryError } from './errors.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
-import { PM } from './proc/pagemap.js';
 import { parseStat } from './proc/stat.js';
 import { parseStatus } from './proc/status.js';
 import { spawnStub, STUB_BASE } from './stub/stub.js';
 import { errnoName } from './sys/errno.js';
-import { addressOf } from './sys/libc.js';
 import { NR } from './sys/nr.js';
 import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan } from './sys/pagemap-scan.js';
 import { PR, PR_SET_MM } from './sys/prctl.js';
@@ -23,6 +21,7 @@ import { probeUffdFeatures, UFFD_FEATURE } from './sys/uffd.js';
 import { waitpid } from './sys/wait.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
+import { kernelTracksSoftDirty } from './vma/pages.js';
 
 const SCRATCH_SIZE = 1 << 16;
 
@@ -42,7 +41,7 @@ export interface FeatureReport {
   required: boolean;
 }
 
-export type DirtyTracking = 'uffd-wp-async' | 'page-hashes';
+export type DirtyTracking = 'uffd-wp-async' | 'soft-dirty' | 'page-hashes';
 
 export interface CheckReport {
   kernel: string;
@@ -172,26 +171,13 @@ const PROBES: Probe[] = [
   },
   {
     id: 'soft-dirty',
-    usedFor: 'nothing yet: reported for the record (ferry tracks writes with userfaultfd or page hashes)',
-    without: 'nothing lost',
+    usedFor: "dirty-page tracking where userfaultfd cannot (Linux before 6.7): the kernel's soft-dirty bits",
+    without: 'page hashes, when userfaultfd cannot track writes either',
     required: false,
     run() {
-      // A page just written carries the soft-dirty bit in pagemap when the kernel tracks it at all.
-      const page = Buffer.alloc(8192);
-      page.fill(1);
-      const fd = openSync('/proc/self/pagemap', 'r');
-      try {
-        const addr = (addressOf(page) + 4095n) & ~4095n;
-        const entry = Buffer.alloc(8);
-        readSync(fd, entry, 0, 8, Number((addr >> 12n) * 8n));
-        const bits = entry.readBigUInt64LE(0);
-        if (!(bits & PM.PRESENT)) return no('the probe page was not present');
-        return bits & PM.SOFT_DIRTY
-          ? ok('written page carries the soft-dirty bit')
-          : no('CONFIG_MEM_SOFT_DIRTY is off');
-      } finally {
-        closeSync(fd);
-      }
+      return kernelTracksSoftDirty()
+        ? ok('written page carries the soft-dirty bit')
+        : no('CONFIG_MEM_SOFT_DIRTY is off');
     },
   },
   {
@@ -329,7 +315,11 @@ export function check(): CheckReport {
   }
   const has = (id: string): boolean => features.some((f) => f.id === id && f.available);
   const dirtyTracking: DirtyTracking =
-    has('uffd-wp-async') && has('PAGEMAP_SCAN') ? 'uffd-wp-async' : 'page-hashes';
+    has('uffd-wp-async') && has('PAGEMAP_SCAN')
+      ? 'uffd-wp-async'
+      : has('soft-dirty')
+        ? 'soft-dirty'
+        : 'page-hashes';
   return {
     kernel: release(),
     features,

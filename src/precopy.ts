@@ -13,6 +13,7 @@ import { parseStatus } from './proc/status.js';
 import {
   DirtyTracker,
   HashTracker,
+  SoftDirtyTracker,
   trackedSpans,
   type Baseline,
   type WriteTracker,
@@ -27,7 +28,7 @@ import { rangeSpans, spanBytes, unionSpans, type Span } from './vma/spans.js';
 import { SPECIAL_KINDS, type Vma } from './vma/vma.js';
 
 /** How writes are tracked: the best this kernel has ('auto'), or one forced. */
-export type TrackingChoice = 'auto' | 'uffd-wp' | 'page-hashes';
+export type TrackingChoice = 'auto' | 'uffd-wp' | 'soft-dirty' | 'page-hashes';
 
 export interface PrecopyOptions {
   tracking?: TrackingChoice;
@@ -57,7 +58,7 @@ export interface RoundReport {
 export interface Precopy {
   baseline: Baseline;
   rounds: RoundReport[];
-  /** Milliseconds the process was frozen to start tracking its writes. */
+  /** Milliseconds the process was frozen to start tracking its writes (and, soft-dirty, to scan them). */
   frozenMs: number;
 }
 
@@ -83,6 +84,7 @@ function currentVmas(pid: number): Vma[] {
  */
 function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTracker; frozenMs: number } {
   if (options.tracking === 'page-hashes') return { tracker: new HashTracker(pid), frozenMs: 0 };
+  if (options.tracking === 'soft-dirty') return { tracker: new SoftDirtyTracker(pid), frozenMs: 0 };
   const tracee = Tracee.freeze(pid);
   const frozenAt = performance.now();
   let tracker: WriteTracker;
@@ -165,7 +167,12 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       if (report.leftBytes / Math.max(rate, 1) <= options.maxDowntimeMs * COPY_SHARE) break;
       if (report.leftBytes >= previous * SHRINK) break;
     }
-    return { baseline: { tracker, held, layers, parts, parent: null, lastTracked }, rounds, frozenMs };
+    return {
+      baseline: { tracker, held, layers, parts, parent: null, lastTracked },
+      rounds,
+      // A soft-dirty tracker freezes the process for each round's scan, too.
+      frozenMs: frozenMs + (tracker.frozenMs ?? 0),
+    };
   } catch (err) {
     tracker.close();
     throw err;

@@ -50,7 +50,9 @@ test('the probes match what the kernel shows elsewhere', async () => {
     report.dirtyTracking,
     byId.get('uffd-wp-async')!.available && byId.get('PAGEMAP_SCAN')!.available
       ? 'uffd-wp-async'
-      : 'page-hashes',
+      : hasSd
+        ? 'soft-dirty'
+        : 'page-hashes',
   );
 });
 

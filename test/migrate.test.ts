@@ -10,6 +10,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import { before, test } from 'node:test';
 import { FRAME, frameHeader, readEvents } from '../src/migrate/wire.js';
+import { kernelTracksSoftDirty } from '../src/vma/pages.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
@@ -423,6 +424,33 @@ test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) m
   assert.ok(out.unchangedPages > out.finalPages, `${out.finalPages} pages sent frozen`);
   assert.match(await d.check(out.targetPid), /^CHECK ok \d+$/);
   killAndReap(out.targetPid); // the fault tests below want nothing running at the target
+});
+
+test("pre-copy tracked by the kernel's soft-dirty bits: intact where the kernel has them, else refused before anything", async () => {
+  const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
+  const args = ['--mode', 'pre-copy', '--dirty-tracking', 'soft-dirty'];
+  const r = await migrateCli(hosts[0]!, d.pid, hosts[1]!, ...args);
+  if (kernelTracksSoftDirty()) {
+    const out = migrated(r) as Migrated & {
+      dirtyTracking: string;
+      finalPages: number;
+      unchangedPages: number;
+    };
+    assert.equal(out.dirtyTracking, 'soft-dirty');
+    assert.ok(out.unchangedPages > out.finalPages, `${out.finalPages} pages sent frozen`);
+    assert.match(await d.check(out.targetPid), /^CHECK ok \d+$/);
+    killAndReap(out.targetPid); // the fault tests below want nothing running at the target
+    return;
+  }
+  // This kernel has no CONFIG_MEM_SOFT_DIRTY: refused with the reason, the process never frozen.
+  assert.equal(r.code, 1, r.stdout);
+  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, 'FERRY_MIGRATION_FAILED');
+  assert.match(error.message, /CONFIG_MEM_SOFT_DIRTY.*the process runs on here/);
+  runsFree(d.pid);
+  assertUntracked(d.pid);
+  assert.match(await d.check(d.pid), /^CHECK ok \d+$/);
+  await targetClean(agents[1]!);
 });
 
 test('pre-copy: the link cut during the rounds leaves the source running and no longer tracked', async () => {

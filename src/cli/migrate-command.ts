@@ -1,5 +1,5 @@
 // ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>]
-//   [--dirty-tracking auto|uffd-wp|page-hashes] [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
+//   [--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
 import { readFileSync } from 'node:fs';
 import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
@@ -27,7 +27,7 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
   throw new FerryError('FERRY_USAGE', `--${name} is ${allowed.join(', ')}`);
 }
 
-const TRACKING: readonly TrackingChoice[] = ['auto', 'uffd-wp', 'page-hashes'];
+const TRACKING: readonly TrackingChoice[] = ['auto', 'uffd-wp', 'soft-dirty', 'page-hashes'];
 
 function token(file: unknown): string | undefined {
   if (typeof file === 'string') return readTokenFile(file)[0]!.token.toString();
@@ -39,7 +39,7 @@ export const migrateCommand: Command = {
   summary: "move a running process to another host's agent; prints its PID there",
   usage:
     'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>] ' +
-    '[--dirty-tracking auto|uffd-wp|page-hashes] ' +
+    '[--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] ' +
     '[--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
   options: {
     to: { type: 'string' },

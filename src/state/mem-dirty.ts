@@ -5,7 +5,7 @@
 // clears the page's protection, in the kernel, without waking anyone; PAGEMAP_SCAN reports the
 // pages written (PAGE_IS_WRITTEN) and write-protects them again in the same walk. Closing the
 // tracker's descriptor unregisters it all.
-import { closeSync, readlinkSync } from 'node:fs';
+import { closeSync, readlinkSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { O } from '../sys/fcntl.js';
@@ -16,13 +16,18 @@ import type { PartSummary } from '../image/sink.js';
 import type { LayerRecord, ParentRecord } from '../image/manifest.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
 import {
+  kernelTracksSoftDirty,
   openPageScanner,
   openPresentWrittenScanner,
+  openSoftDirtyScanner,
   walkPresentWritten,
   openWrittenScanner,
   PAGE,
   type PageScanner,
 } from '../vma/pages.js';
+import { readProcText } from '../proc/files.js';
+import { parseStatus } from '../proc/status.js';
+import { Tracee } from '../tracee/tracee.js';
 import { pageHash } from '../image/hash.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { processVmReadv } from '../sys/process-vm.js';
@@ -43,10 +48,13 @@ type TrackedVma = Pick<Vma, 'start' | 'end' | 'vmFlags' | 'perms' | 'kind'>;
 
 /**
  * What knows which pages a process wrote since they were last copied: DirtyTracker (userfaultfd
- * write-protection) or, where the kernel has none, HashTracker (page hashes).
+ * write-protection), else SoftDirtyTracker (the kernel's soft-dirty bits), else HashTracker (page
+ * hashes).
  */
 export interface WriteTracker {
-  readonly method: 'uffd-wp-async' | 'page-hashes';
+  readonly method: 'uffd-wp-async' | 'soft-dirty' | 'page-hashes';
+  /** Milliseconds the tracker itself held the process frozen (soft-dirty: each protecting scan). */
+  readonly frozenMs?: number;
   /** Whether it watches the writes to VMA `v`. */
   tracks(v: TrackedVma): boolean;
   /**
@@ -73,6 +81,98 @@ export interface WriteTracker {
 /** The spans of the VMAs `tracker` watches, merged where they touch. */
 export function trackedSpans(tracker: WriteTracker, vmas: readonly TrackedVma[]): Span[] {
   return mergeSpans(vmas.filter((v) => tracker.tracks(v)));
+}
+
+/**
+ * The kernel's soft-dirty bits (CONFIG_MEM_SOFT_DIRTY), where userfaultfd cannot track writes (Linux
+ * before 6.7): the kernel sets a page's bit when it is written (new memory carries it too), and
+ * writing 4 to /proc/PID/clear_refs clears every bit of the process. Clearing is the whole
+ * process's, apart from the reading of the bits: a page written between the two would be lost, so
+ * the process is frozen from a protecting scan's start to the clearing after it (as CRIU's
+ * pre-dump does). Until that first clearing, every present page counts as written.
+ */
+export class SoftDirtyTracker implements WriteTracker {
+  readonly method = 'soft-dirty';
+  frozenMs = 0;
+  /** No clearing yet: the bits say nothing of what was copied. */
+  private fresh = true;
+
+  constructor(readonly pid: number) {
+    if (!kernelTracksSoftDirty())
+      throw new FerryError(
+        'FERRY_UNSUPPORTED',
+        'soft-dirty tracking needs a kernel built with CONFIG_MEM_SOFT_DIRTY (see ferry check)',
+      );
+  }
+
+  tracks(v: TrackedVma): boolean {
+    return trackable(v);
+  }
+
+  scanner(protect: boolean): PageScanner {
+    if (!protect) return this.fresh ? openPageScanner(this.pid) : openSoftDirtyScanner(this.pid);
+    // Frozen by ferry already (a dump's frozen copy), or frozen here until the bits are cleared.
+    const status = parseStatus(readProcText(this.pid, 'status'), `/proc/${this.pid}/status`);
+    const held = status.tracerPid === process.pid ? undefined : Tracee.freeze(this.pid);
+    const frozenAt = performance.now();
+    let inner: PageScanner;
+    try {
+      inner = this.fresh ? openPageScanner(this.pid) : openSoftDirtyScanner(this.pid);
+    } catch (err) {
+      held?.release();
+      throw err;
+    }
+    let failed = false;
+    return {
+      method: inner.method,
+      scan: (range, onRun) => {
+        try {
+          inner.scan(range, onRun);
+        } catch (err) {
+          failed = true; // the bits stay: what was not reported is not taken for copied
+          throw err;
+        }
+      },
+      close: () => {
+        try {
+          inner.close();
+          if (!failed) this.clear();
+        } finally {
+          if (held) {
+            held.release();
+            this.frozenMs += performance.now() - frozenAt;
+          }
+        }
+      },
+    };
+  }
+
+  written(spans: readonly Span[], protect: boolean): Span[] {
+    return spansOfScan(this.scanner(protect), spans);
+  }
+
+  /** Protection, not copies, tells what changed. */
+  copied(): void {}
+
+  /** The process is frozen, every page just copied. */
+  restart(): void {
+    this.clear();
+  }
+
+  /** Nothing of the tracker is in the process or in ferry. */
+  close(): void {}
+
+  private clear(): void {
+    try {
+      writeFileSync(`/proc/${this.pid}/clear_refs`, '4');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ESRCH')
+        throw new FerryError('FERRY_PROCESS_EXITED', `process ${this.pid} exited`, { cause: err });
+      throw err;
+    }
+    this.fresh = false;
+  }
 }
 
 function spansOfScan(scanner: PageScanner, spans: readonly Span[]): Span[] {

@@ -12,7 +12,13 @@ import { RemoteSyscalls } from '../tracee/remote.js';
 import type { Tracee } from '../tracee/tracee.js';
 import { mergeSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
-import { DirtyTracker, HashTracker, type Baseline, type WriteTracker } from './mem-dirty.js';
+import {
+  DirtyTracker,
+  HashTracker,
+  SoftDirtyTracker,
+  type Baseline,
+  type WriteTracker,
+} from './mem-dirty.js';
 
 /** How a dump builds on an earlier image, step by step as dump() goes. */
 export interface TrackingPlan {
@@ -35,8 +41,8 @@ export interface TrackingPlan {
 }
 
 /**
- * A tracker for the process frozen behind `remote`: userfaultfd write-protection, or page hashes
- * where the kernel has none (`onFallback` hears it).
+ * A tracker for the process frozen behind `remote`: userfaultfd write-protection, else the kernel's
+ * soft-dirty bits, else page hashes (`onFallback` hears which, and why).
  */
 export function startTracker(
   remote: RemoteSyscalls,
@@ -47,8 +53,15 @@ export function startTracker(
     return DirtyTracker.start(remote, vmas);
   } catch (err) {
     if (!isFerryError(err, 'FERRY_UNSUPPORTED')) throw err;
-    onFallback(`${err.message}: dirty tracking falls back to page hashes`);
-    return new HashTracker(remote.pid);
+    try {
+      const tracker = new SoftDirtyTracker(remote.pid);
+      onFallback(`${err.message}: dirty tracking uses the kernel's soft-dirty bits`);
+      return tracker;
+    } catch (softErr) {
+      if (!isFerryError(softErr, 'FERRY_UNSUPPORTED')) throw softErr;
+      onFallback(`${err.message}, and ${softErr.message}: dirty tracking falls back to page hashes`);
+      return new HashTracker(remote.pid);
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 // Which pages of a process are in memory, swapped, file-backed or the shared zero page: as runs of
 // pages with the same categories, found by PAGEMAP_SCAN (Linux 6.7+) or, failing that, by reading
 // /proc/PID/pagemap a megabyte at a time.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { MAP, mmap, munmap, PROT } from '../sys/mman.js';
@@ -15,7 +15,7 @@ import {
   type ScanResult,
 } from '../sys/pagemap-scan.js';
 import { closeProcFile, openProcFile } from '../proc/files.js';
-import { PAGE_SHIFT, PAGE_SIZE, PM_HIGH, readPagemap } from '../proc/pagemap.js';
+import { PAGE_SHIFT, PAGE_SIZE, PM, PM_HIGH, readPagemap } from '../proc/pagemap.js';
 
 /** Page categories; the same bit values as the kernel's PAGE_IS_*. */
 export const PAGE = {
@@ -25,6 +25,8 @@ export const PAGE = {
   ZERO: Number(PAGE_IS.PFNZERO),
   /** Written since userfaultfd write-protected it (openPresentWrittenScanner() only). */
   WRITTEN: Number(PAGE_IS.WRITTEN),
+  /** Written since the process's soft-dirty bits were cleared (openSoftDirtyScanner() only). */
+  SOFT_DIRTY: Number(PAGE_IS.SOFT_DIRTY),
 } as const;
 
 /** Pages [start, end) that share `flags` (PAGE bits). Only pages present or swapped are reported. */
@@ -61,6 +63,11 @@ interface ScanFilter {
 }
 
 const ALL_PAGES: ScanFilter = { flags: 0n, categoryMask: 0n, alsoReturn: 0n };
+const SOFT_DIRTY_PAGES: ScanFilter = {
+  flags: 0n,
+  categoryMask: PAGE_IS.SOFT_DIRTY,
+  alsoReturn: PAGE_IS.SOFT_DIRTY,
+};
 
 /**
  * Report a PAGEMAP_SCAN call's regions from `covered` on; returns where the next call starts (no
@@ -143,12 +150,16 @@ class PagemapReadScanner implements PageScanner {
     private readonly pid: number,
     private readonly fd: number,
     private readonly zeroPfn: number | undefined,
+    /** Report only the pages that carry the soft-dirty bit. */
+    private readonly softDirtyOnly = false,
   ) {}
 
   private flagsAt(i: number): number {
     const hi = this.words[i * 2 + 1]!;
     if ((hi & (PM_HIGH.PRESENT | PM_HIGH.SWAPPED)) === 0) return 0;
+    if (this.softDirtyOnly && (hi & PM_HIGH.SOFT_DIRTY) === 0) return 0;
     let flags = hi & PM_HIGH.PRESENT ? PAGE.PRESENT : PAGE.SWAPPED;
+    if (this.softDirtyOnly) flags |= PAGE.SOFT_DIRTY;
     if (hi & PM_HIGH.FILE) flags |= PAGE.FILE;
     if (hi & PM_HIGH.PRESENT && this.zeroPfn !== undefined) {
       const pfn = (hi & PM_HIGH.PFN_MASK) * 2 ** 32 + this.words[i * 2]!;
@@ -357,4 +368,50 @@ export function openPageScanner(
     closeProcFile(fd);
     throw err;
   }
+}
+
+/**
+ * A scanner of the present and swapped pages that carry the soft-dirty bit (written since the
+ * process's bits were last cleared, or new since): PAGEMAP_SCAN where the kernel has it, else
+ * pagemap read.
+ */
+export function openSoftDirtyScanner(pid: number): PageScanner {
+  const fd = openProcFile(pid, 'pagemap');
+  try {
+    if (hasPagemapScan(fd)) return new ScanIoctlScanner(fd, SCAN_REGIONS, SOFT_DIRTY_PAGES);
+    return new PagemapReadScanner(pid, fd, zeroPagePfn(), true);
+  } catch (err) {
+    closeProcFile(fd);
+    throw err;
+  }
+}
+
+let softDirty: boolean | undefined;
+
+/**
+ * Whether this kernel tracks soft-dirty bits (CONFIG_MEM_SOFT_DIRTY): a page this process just
+ * wrote carries the bit in its pagemap entry.
+ */
+export function kernelTracksSoftDirty(): boolean {
+  if (softDirty !== undefined) return softDirty;
+  const addr = mmap(0n, PAGE_SIZE, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS);
+  try {
+    const mem = openSync('/proc/self/mem', 'r+');
+    try {
+      writeSync(mem, Buffer.alloc(1, 1), 0, 1, Number(addr));
+    } finally {
+      closeSync(mem);
+    }
+    const fd = openProcFile(process.pid, 'pagemap');
+    try {
+      const entry = Buffer.alloc(8);
+      readPagemap(process.pid, fd, addr, 1, entry);
+      softDirty = (entry.readBigUInt64LE(0) & PM.SOFT_DIRTY) !== 0n;
+    } finally {
+      closeProcFile(fd);
+    }
+  } finally {
+    munmap(addr, PAGE_SIZE);
+  }
+  return softDirty;
 }
