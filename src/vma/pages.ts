@@ -206,20 +206,18 @@ function hasPagemapScan(fd: number): boolean {
   }
 }
 
-let cachedZeroPfn: number | undefined | null = null;
-
 /**
- * The page frame number of the kernel's shared zero page: map a page, read it (so the kernel maps
- * the zero page there) and look its frame up in our own pagemap. Undefined without CAP_SYS_ADMIN,
- * which hides frame numbers.
+ * The pagemap entry of a page of this process's own, fresh, once read (the kernel maps its shared
+ * zero page there) or written (a new page) through /proc/self/mem.
  */
-export function zeroPagePfn(): number | undefined {
-  if (cachedZeroPfn !== null) return cachedZeroPfn;
-  const addr = mmap(0n, PAGE_SIZE, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS);
+function freshPageEntry(touch: 'read' | 'write'): bigint {
+  const prot = touch === 'read' ? PROT.READ : PROT.READ | PROT.WRITE;
+  const addr = mmap(0n, PAGE_SIZE, prot, MAP.PRIVATE | MAP.ANONYMOUS);
   try {
-    const mem = openSync('/proc/self/mem', 'r');
+    const mem = openSync('/proc/self/mem', touch === 'read' ? 'r' : 'r+');
     try {
-      readSync(mem, Buffer.alloc(1), 0, 1, Number(addr));
+      if (touch === 'read') readSync(mem, Buffer.alloc(1), 0, 1, Number(addr));
+      else writeSync(mem, Buffer.alloc(1, 1), 0, 1, Number(addr));
     } finally {
       closeSync(mem);
     }
@@ -227,14 +225,25 @@ export function zeroPagePfn(): number | undefined {
     try {
       const entry = Buffer.alloc(8);
       readPagemap(process.pid, fd, addr, 1, entry);
-      const pfn = Number(entry.readBigUInt64LE(0) & ((1n << 55n) - 1n));
-      cachedZeroPfn = pfn === 0 ? undefined : pfn;
+      return entry.readBigUInt64LE(0);
     } finally {
       closeProcFile(fd);
     }
   } finally {
     munmap(addr, PAGE_SIZE);
   }
+}
+
+let cachedZeroPfn: number | undefined | null = null;
+
+/**
+ * The page frame number of the kernel's shared zero page, as a page just read shows it. Undefined
+ * without CAP_SYS_ADMIN, which hides frame numbers.
+ */
+export function zeroPagePfn(): number | undefined {
+  if (cachedZeroPfn !== null) return cachedZeroPfn;
+  const pfn = Number(freshPageEntry('read') & PM.PFN_MASK);
+  cachedZeroPfn = pfn === 0 ? undefined : pfn;
   return cachedZeroPfn;
 }
 
@@ -393,25 +402,6 @@ let softDirty: boolean | undefined;
  * wrote carries the bit in its pagemap entry.
  */
 export function kernelTracksSoftDirty(): boolean {
-  if (softDirty !== undefined) return softDirty;
-  const addr = mmap(0n, PAGE_SIZE, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS);
-  try {
-    const mem = openSync('/proc/self/mem', 'r+');
-    try {
-      writeSync(mem, Buffer.alloc(1, 1), 0, 1, Number(addr));
-    } finally {
-      closeSync(mem);
-    }
-    const fd = openProcFile(process.pid, 'pagemap');
-    try {
-      const entry = Buffer.alloc(8);
-      readPagemap(process.pid, fd, addr, 1, entry);
-      softDirty = (entry.readBigUInt64LE(0) & PM.SOFT_DIRTY) !== 0n;
-    } finally {
-      closeProcFile(fd);
-    }
-  } finally {
-    munmap(addr, PAGE_SIZE);
-  }
+  softDirty ??= (freshPageEntry('write') & PM.SOFT_DIRTY) !== 0n;
   return softDirty;
 }
