@@ -12,7 +12,7 @@
 // more). The library (dist/src) is not bundled; packages stay in node_modules (native code).
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { relative, resolve } from 'node:path';
 import { KOFFI_BINARY, XXHASH_BINARY } from '../src/sys/packages.js';
@@ -84,19 +84,28 @@ module_.exports.prepareSnapshot().catch((err) => {
 });
 `;
 writeFileSync(`${OUT}/ferry-snapshot-builder.cjs`, BUILDER);
-execFileSync(
-  process.execPath,
-  [
-    '--no-warnings',
-    '--snapshot-blob',
-    `${OUT}/ferry.blob`,
-    '--build-snapshot',
-    `${OUT}/ferry-snapshot-builder.cjs`,
-  ],
-  { stdio: 'inherit' },
-);
-writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);
-execFileSync('touch', ['-r', process.execPath, `${OUT}/ferry.blob.node`]);
+// Without a snapshot the command runs the bundle: slower to start, the same otherwise.
+rmSync(`${OUT}/ferry.blob.node`, { force: true });
+try {
+  execFileSync(
+    process.execPath,
+    [
+      '--no-warnings',
+      '--snapshot-blob',
+      `${OUT}/ferry.blob`,
+      '--build-snapshot',
+      `${OUT}/ferry-snapshot-builder.cjs`,
+    ],
+    { stdio: 'inherit' },
+  );
+  writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);
+  execFileSync('touch', ['-r', process.execPath, `${OUT}/ferry.blob.node`]);
+} catch (err) {
+  rmSync(`${OUT}/ferry.blob`, { force: true });
+  process.stderr.write(
+    `bundle: no startup snapshot (${err instanceof Error ? err.message : String(err)}): ferry starts without one\n`,
+  );
+}
 
 // The command runs the Node that made the snapshot (a snapshot works with no other), while that
 // Node is unchanged: ferry.blob.node bears its modification time. Otherwise, the node on PATH runs
