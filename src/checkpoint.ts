@@ -302,7 +302,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
   const timings = new Timings();
   await initHashing();
   // Started now, not by the first write while the process is frozen.
-  await startWorkerThreads();
+  startWorkerThreads();
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
   checkTarget(pid);
   const warnings: string[] = [];

@@ -286,7 +286,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   /** Every stub made, the dumped process's first: on failure all are killed. */
   const made: Made[] = [];
   // Before any process is made under its old PID (the page writes would start them after it).
-  await startWorkerThreads();
+  startWorkerThreads();
   try {
     const stub = options.prefill
       ? options.prefill.take()

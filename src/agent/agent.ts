@@ -118,7 +118,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   for (const left of readdirSync(join(dataDir, 'migrations')))
     rmSync(join(dataDir, 'migrations', left), { recursive: true, force: true });
   loadNativePackages();
-  await startWorkerThreads();
+  startWorkerThreads();
   const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_MS;
   const registry = new Registry();
   const migrations = new Migrations(dataDir, registry, idleMs, options.onWarning);

@@ -29,11 +29,12 @@ export async function syscallAsync(
 }
 
 /**
- * Have libuv's threads (the asynchronous calls' and files') started: they start at the first such
- * call. Made while a process is frozen, they would cost frozen time; and the kernel gives a new
- * thread the ID after the last one it gave, so threads of ferry's started just after a process made
- * under a chosen PID would take the IDs its own threads need next.
+ * Have libuv's threads (the asynchronous calls' and files') started: libuv makes them all, then and
+ * there, at the first such call, whose result does not matter here. Made while a process is
+ * frozen, they would cost frozen time; and the kernel gives a new thread the ID after the last one
+ * it gave, so threads of ferry's started just after a process made under a chosen PID would take
+ * the IDs its own threads need next.
  */
-export async function startWorkerThreads(): Promise<void> {
-  await trySyscallAsync(NR.getpid);
+export function startWorkerThreads(): void {
+  void trySyscallAsync(NR.getpid).catch(() => {});
 }
