@@ -15,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { relative, resolve } from 'node:path';
-import { KOFFI_BINARY, XXHASH_BINARY } from '../src/sys/packages.js';
+import { NATIVE_BINARIES } from '../src/sys/packages.js';
 
 const OUT = 'dist/bin';
 
@@ -23,7 +23,7 @@ const OUT = 'dist/bin';
 // without the module loader.
 const resolveHere = createRequire(import.meta.url).resolve;
 const natives = Object.fromEntries(
-  Object.entries({ koffi: KOFFI_BINARY, xxhash: XXHASH_BINARY }).flatMap(([key, name]) => {
+  Object.entries(NATIVE_BINARIES).flatMap(([key, name]) => {
     try {
       return [[key, relative(resolve(OUT), resolveHere(name))]];
     } catch {

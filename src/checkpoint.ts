@@ -88,8 +88,8 @@ export interface DumpOptions {
   /**
    * Copy the memory while the process runs first, in rounds, then, frozen, only what it wrote
    * meanwhile. 'auto' (the default) does for a process without children holding at least 32 MiB
-   * of anonymous memory, where userfaultfd tracks writes; true whenever it can (page hashes where
-   * userfaultfd cannot track writes); false never. Not with `vmas`, `trackMem`, `parent`.
+   * of anonymous memory, where userfaultfd tracks writes; true whenever it can (soft-dirty bits or
+   * page hashes where userfaultfd cannot track writes); false never. Not with `vmas`, `trackMem`, `parent`.
    */
   preCopy?: boolean | 'auto';
   onProgress?: (progress: { stage: 'pre-copy' | 'pages'; doneBytes: number; totalBytes: number }) => void;

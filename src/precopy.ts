@@ -186,7 +186,7 @@ const DUMP_FROZEN_COPY_MS = 10;
 const DUMP_MAX_ROUNDS = 3;
 
 export interface DumpPrecopyOptions {
-  /** true: always (page hashes where userfaultfd cannot track writes); 'auto': when it pays. */
+  /** true: always (soft-dirty bits or page hashes where userfaultfd cannot track writes); 'auto': when it pays. */
   preCopy: true | 'auto';
   compress: boolean;
   onWarning?: (message: string) => void;

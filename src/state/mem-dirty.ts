@@ -109,15 +109,20 @@ export class SoftDirtyTracker implements WriteTracker {
     return trackable(v);
   }
 
+  /** Every present page until the first clearing, then the soft-dirty ones. */
+  private open(): PageScanner {
+    return this.fresh ? openPageScanner(this.pid) : openSoftDirtyScanner(this.pid);
+  }
+
   scanner(protect: boolean): PageScanner {
-    if (!protect) return this.fresh ? openPageScanner(this.pid) : openSoftDirtyScanner(this.pid);
+    if (!protect) return this.open();
     // Frozen by ferry already (a dump's frozen copy), or frozen here until the bits are cleared.
     const status = parseStatus(readProcText(this.pid, 'status'), `/proc/${this.pid}/status`);
     const held = status.tracerPid === process.pid ? undefined : Tracee.freeze(this.pid);
     const frozenAt = performance.now();
     let inner: PageScanner;
     try {
-      inner = this.fresh ? openPageScanner(this.pid) : openSoftDirtyScanner(this.pid);
+      inner = this.open();
     } catch (err) {
       held?.release();
       throw err;

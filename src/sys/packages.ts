@@ -16,8 +16,17 @@ let require: NodeJS.Require | undefined;
  */
 const bundled = (globalThis as { ferryNatives?: Record<string, string> }).ferryNatives;
 
-/** Native binary `key` as the bundle found it, else the first of packages `names` that loads. */
-function loadNative<T>(key: string, ...names: string[]): T {
+/** The x86_64 glibc binaries of koffi and @node-rs/xxhash, as packages name them. */
+export const NATIVE_BINARIES = {
+  koffi: '@koromix/koffi-linux-x64/linux_x64/koffi.node',
+  xxhash: '@node-rs/xxhash-linux-x64-gnu',
+} as const;
+
+/**
+ * Native binary `key`: from where the bundle found it, else from its package, else from package
+ * `entry`, whose entry point picks the binary for the platform.
+ */
+function loadNative<T>(key: keyof typeof NATIVE_BINARIES, entry: string): T {
   const at = bundled?.[key];
   const file = at === undefined ? undefined : fileURLToPath(new URL(at, import.meta.url));
   if (file !== undefined && existsSync(file)) {
@@ -29,31 +38,24 @@ function loadNative<T>(key: string, ...names: string[]): T {
       // The package's entry point says why, below.
     }
   }
-  return load<T>(...names);
-}
-
-function load<T>(...names: string[]): T {
-  require ??= createRequire(import.meta.url);
-  for (const [i, name] of names.entries()) {
-    try {
-      return require(name) as T;
-    } catch (err) {
-      if (i === names.length - 1) throw err;
-    }
+  try {
+    return load<T>(NATIVE_BINARIES[key]);
+  } catch {
+    return load<T>(entry);
   }
-  throw new Error('no package named');
 }
 
-/** The x86_64 glibc binaries of koffi and @node-rs/xxhash (scripts/bundle.ts finds them too). */
-export const KOFFI_BINARY = '@koromix/koffi-linux-x64/linux_x64/koffi.node';
-export const XXHASH_BINARY = '@node-rs/xxhash-linux-x64-gnu';
+function load<T>(name: string): T {
+  require ??= createRequire(import.meta.url);
+  return require(name) as T;
+}
 
 type Koffi = typeof import('koffi');
 let koffiPackage: Koffi | undefined;
 
 /** koffi, the foreign function interface to libc (src/sys only). */
 export function koffi(): Koffi {
-  return (koffiPackage ??= loadNative<Koffi>('koffi', KOFFI_BINARY, 'koffi'));
+  return (koffiPackage ??= loadNative<Koffi>('koffi', 'koffi'));
 }
 
 type Zstd = typeof import('zstd-napi');
@@ -77,7 +79,7 @@ let xxhash: Xxhash | undefined;
 
 /** @node-rs/xxhash: native XXH3 and xxHash64. */
 export function nativeXxhash(): Xxhash {
-  return (xxhash ??= loadNative<Xxhash>('xxhash', XXHASH_BINARY, '@node-rs/xxhash'));
+  return (xxhash ??= loadNative<Xxhash>('xxhash', '@node-rs/xxhash'));
 }
 
 /**
