@@ -8,7 +8,9 @@ import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
 import { parseStat } from './proc/stat.js';
 import { parseStatus } from './proc/status.js';
+import { clone3In } from './stub/restore-stub.js';
 import { spawnStub, STUB_BASE } from './stub/stub.js';
+import { CLONE } from './sys/clone.js';
 import { errnoName } from './sys/errno.js';
 import { NR } from './sys/nr.js';
 import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan } from './sys/pagemap-scan.js';
@@ -201,18 +203,13 @@ const PROBES: Probe[] = [
     without: 'the PID is chosen through ns_last_pid when writable, else a new PID is used',
     required: false,
     run(ctx) {
-      // Ask for the stub's own PID, which is taken: EEXIST proves the kernel would honour set_tid.
-      const remote = remoteOf(ctx);
-      const tid = Buffer.alloc(4);
-      tid.writeInt32LE(ctx.stubPid);
-      const args = Buffer.alloc(88);
-      args.writeBigUInt64LE(BigInt(SIG.SIGCHLD), 32); // exit_signal
-      args.writeBigUInt64LE(remote.put(tid), 64); // set_tid
-      args.writeBigUInt64LE(1n, 72); // set_tid_size
-      const ret = remote.call(NR.clone3, remote.put(args), args.length);
+      // Ask, as a restore does, for the stub's own PID, which is taken: EEXIST proves the kernel
+      // would honour set_tid.
+      const ret = clone3In(remoteOf(ctx), CLONE.PARENT, 0, ctx.stubPid);
       if (ret === -17n) return ok('set_tid honoured (EEXIST for a PID in use)');
       if (ret > 0n) {
         kill(Number(ret), SIG.SIGKILL);
+        waitpid(Number(ret), 0); // this process's child (CLONE_PARENT)
         return ok(`created PID ${ret}`);
       }
       return no(`clone3 failed with ${errnoName(Number(-ret))}`);

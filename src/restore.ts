@@ -49,7 +49,7 @@ export interface RestoreOptions {
   samePid?: SamePid;
   /** Descriptors that were a terminal get this restore's terminal ('inherit', the default) or /dev/null. */
   tty?: 'inherit' | 'null';
-  /** How to get the original PID; 'auto' uses clone3 with set_tid, falling back to ns_last_pid. */
+  /** How to get the original PID: 'auto' (the default) uses clone3 with set_tid, else ns_last_pid; or only one of them. */
   pidMethod?: PidMethod;
   /**
    * Leave the process stopped (SIGSTOP) instead of running: the caller continues it with SIGCONT or

@@ -15,7 +15,7 @@ import { SIG } from '../sys/signal.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
 import { Tracee } from '../tracee/tracee.js';
 import { STUB_SYSCALL_ADDRESS } from '../stub/stub.js';
-import { clone3In, pidTakenBy, settledPidState } from '../stub/restore-stub.js';
+import { adoptChild, clone3In, pidTakenBy, settledPidState } from '../stub/restore-stub.js';
 import { unsupportedMessage } from './context.js';
 
 const PID = integer(1, 2 ** 22);
@@ -196,7 +196,7 @@ export function forkTree(tree: TreeRecord, root: Made, made: Made[]): void {
       if (pid === -17n) taken('another process took it');
       throw new SysError(`clone3 of process ${record.pid} in process ${parent.pid}`, [], Number(-pid));
     }
-    const child: Made = { record, pid: Number(pid), tracee: Tracee.adopt(Number(pid)) };
+    const child: Made = { record, pid: Number(pid), tracee: adoptChild(Number(pid), false) };
     made.push(child);
     byOriginal.set(record.pid, child);
     if (record.sid === record.pid) inStub(child.tracee, (r) => r.check('setsid', NR.setsid));

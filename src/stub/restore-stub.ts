@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { parseStat } from '../proc/stat.js';
 import { CLONE, CLONE_ARGS_SIZE, cloneArgs } from '../sys/clone.js';
+import { errnoName } from '../sys/errno.js';
 import { NR } from '../sys/nr.js';
 import { PTRACE_O, ptraceSetOptions } from '../sys/ptrace.js';
 import { kill, SIG } from '../sys/signal.js';
@@ -83,18 +84,34 @@ export function clone3In(remote: RemoteSyscalls, flags: bigint, exitSignal: numb
   return remote.call(NR.clone3, remote.put(cloneArgs(flags, exitSignal, setTid)), CLONE_ARGS_SIZE);
 }
 
+/**
+ * Hold process `pid`, which a held stub just made (traced from its start): it is killed when that
+ * fails, never left running.
+ */
+export function adoptChild(pid: number, reap: boolean): Tracee {
+  try {
+    return Tracee.adopt(pid);
+  } catch (err) {
+    kill(pid, SIG.SIGKILL); // not reaped yet, so the PID is still this process's
+    if (reap) waitpid(pid, 0);
+    throw err;
+  }
+}
+
 /** Inside a frozen stub, clone3() a child with PID `pid`; the child is ptrace-attached to us. */
 function cloneWithPid(first: RestoreStub, pid: number): RestoreStub | bigint {
-  ptraceSetOptions(first.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK);
+  // With CLONE_PARENT the exit signal must be 0 (EINVAL otherwise): the child takes the first
+  // stub's, SIGCHLD, and being no fork for ptrace, reports a clone event.
+  ptraceSetOptions(first.pid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACECLONE);
   const remote = RemoteSyscalls.open(first.tracee, { insn: STUB_SYSCALL_ADDRESS });
   remote.installScratch({ size: 1 << 16 });
-  const ret = clone3In(remote, CLONE.PARENT, SIG.SIGCHLD, pid);
+  const ret = clone3In(remote, CLONE.PARENT, 0, pid);
   if (ret !== BigInt(pid)) {
     remote.close();
     return ret;
   }
   killStub(first);
-  const tracee = Tracee.adopt(pid);
+  const tracee = adoptChild(pid, true); // ferry's child (CLONE_PARENT)
   const child = { pid, tracee };
   try {
     // The child shares the first stub's session; it gets one of its own, as every stub does.
@@ -148,9 +165,9 @@ export function startRestoreStub(
   // clone3 with set_tid failed (EEXIST: taken meanwhile; EPERM: no privilege; ENOSYS: old kernel).
   if (result !== -17n) {
     killStub(first);
-    const viaNs = stubViaNsLastPid(original);
-    if (viaNs) return viaNs;
-    return taken(`clone3 set_tid failed (errno ${-result}) and ns_last_pid did not give it`);
+    const failed = `clone3 set_tid failed (${errnoName(Number(-result))})`;
+    if (method === 'clone3') return taken(failed);
+    return stubViaNsLastPid(original) ?? taken(`${failed} and ns_last_pid did not give it`);
   }
   if (samePid === 'require') {
     killStub(first);
