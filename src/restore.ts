@@ -29,7 +29,14 @@ import {
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restorePending, restoreSignals } from './state/signals.js';
-import { cloneThreads, finishThread, restoreThread, xsaveFeatures, xstateInUse } from './state/thread.js';
+import {
+  cloneThreads,
+  finishThread,
+  restoreRseq,
+  restoreThread,
+  xsaveFeatures,
+  xstateInUse,
+} from './state/thread.js';
 import { restoreTimers } from './state/timers.js';
 import { startRestoreStub, type PidMethod, type SamePid } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
@@ -49,7 +56,7 @@ export interface RestoreOptions {
   samePid?: SamePid;
   /** Descriptors that were a terminal get this restore's terminal ('inherit', the default) or /dev/null. */
   tty?: 'inherit' | 'null';
-  /** How to get the original PID: 'auto' (the default) uses clone3 with set_tid, else ns_last_pid; or only one of them. */
+  /** How to get the original PID: 'auto' (the default) tries ns_last_pid, then clone3 with set_tid; or only one of them. */
   pidMethod?: PidMethod;
   /**
    * Leave the process stopped (SIGSTOP) instead of running: the caller continues it with SIGCONT or
@@ -210,35 +217,59 @@ async function restoreProcess(
   );
   closeBackings(ctx, backings);
   timings.mark('layout');
-  const pages = await restorePages(ctx, proc, state.vmas, staged);
+  const { pages, written } = restorePages(ctx, proc, state.vmas, staged);
+  // While the pages are written, the state that does not touch memory.
+  const { tids, channels } = await alongside(written, () => {
+    restoreMm(ctx, state.mm);
+    restoreFiles({ ...ctx, terminal: shared.terminal }, state.files);
+    restoreFs(ctx, state.fs);
+    restoreRlimits(ctx, state.rlimits);
+    // The other threads share what is restored so far; IDs, names and credentials are each thread's.
+    const tids = [made.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid)];
+    const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
+    state.threads.forEach((thread, i) => restoreThread({ ...ctx, remote: channels[i]! }, thread));
+    restoreSignals(ctx, state.signals);
+    state.threads.forEach((thread, i) =>
+      restorePending({ ...ctx, remote: channels[i]! }, state.pending, thread.tid, tids[i]!),
+    );
+    restoreTimers(ctx, state.timers, new Map(state.threads.map((t, i) => [t.tid, tids[i]!])));
+    timings.mark('state');
+    return { tids, channels };
+  });
   timings.mark('pages');
   protectVmas(ctx, filled);
   adviseVmas(ctx, state.vmas);
-  restoreMm(ctx, state.mm);
-  restoreFiles({ ...ctx, terminal: shared.terminal }, state.files);
-  restoreFs(ctx, state.fs);
-  restoreRlimits(ctx, state.rlimits);
-  // The other threads share what is restored so far; IDs, names and credentials are each thread's.
-  const tids = [made.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid)];
-  const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
+  // Credentials last, ptrace's access to the process checked against them from then on.
   state.threads.forEach((thread, i) => {
     const inThread = { ...ctx, remote: channels[i]! };
-    restoreThread(inThread, thread);
+    restoreRseq(inThread, thread);
     restoreCreds(inThread, state.creds);
   });
-  restoreSignals(ctx, state.signals);
-  state.threads.forEach((thread, i) =>
-    restorePending({ ...ctx, remote: channels[i]! }, state.pending, thread.tid, tids[i]!),
-  );
-  restoreTimers(ctx, state.timers, new Map(state.threads.map((t, i) => [t.tid, tids[i]!])));
   // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
   if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
   for (const channel of channels.slice(1)) channel.close();
   remote.removeScratch();
   remote.close(); // before finishThread: closing puts back the mask the channel found
-  timings.mark('state');
   state.threads.forEach((thread, i) => finishThread(ctx, thread, tids[i]!));
+  timings.mark('finish');
   return pages;
+}
+
+/**
+ * Run `work` while `background` goes on, then wait for it. Should `work` fail, the background is
+ * waited for all the same (nothing is left writing into a process about to be killed), and the
+ * failure of `work` is the one thrown.
+ */
+async function alongside<T>(background: Promise<void>, work: () => T): Promise<T> {
+  let result: T;
+  try {
+    result = work();
+  } catch (err) {
+    await background.catch(() => {});
+    throw err;
+  }
+  await background;
+  return result;
 }
 
 /** The tree of an image: its record, or the dumped process alone (an image of one process). */

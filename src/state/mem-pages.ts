@@ -525,13 +525,24 @@ function copyIn(
   }
 }
 
-/** Write the stored pages back into the restored process; returns how many pages were written. */
-export async function restorePages(
+/** Pages being written into a restored process. */
+export interface PageRestore {
+  /** How many pages are written. */
+  pages: number;
+  /**
+   * Resolves once every page is in place: the page files' are written on libuv's threads while the
+   * caller goes on with what does not touch memory.
+   */
+  written: Promise<void>;
+}
+
+/** Write the stored pages back into the restored process. */
+export function restorePages(
   ctx: RestoreContext,
   image: ProcessImage,
   vmas: readonly VmaRecord[],
   staged: StagedContent = new Map(),
-): Promise<number> {
+): PageRestore {
   const layerParts = image.layers.map((l) => l.part);
   const writes = pageWrites(image.pages, vmas, layerParts, staged);
   ctx.remote.batch(
@@ -547,13 +558,17 @@ export async function restorePages(
       writeAll(ctx, zeros.subarray(0, byteCount(group)), group);
   }
   const reader = new LayerReader(image.layers);
+  const files: [string, LayerRange[]][] = [];
   try {
     for (const [layer, stored] of writes.stored) {
       if (image.layers[layer]!.index.compressed) copyIn(ctx, reader, layer, stored);
-      else await writeStoredPages(ctx.pid, image.layers[layer]!.file, stored, ctx.consumePages);
+      else files.push([image.layers[layer]!.file, stored]);
     }
   } finally {
     reader.close();
   }
-  return writes.pages;
+  const written = (async () => {
+    for (const [file, stored] of files) await writeStoredPages(ctx.pid, file, stored, ctx.consumePages);
+  })();
+  return { pages: writes.pages, written };
 }

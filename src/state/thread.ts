@@ -155,9 +155,6 @@ export function restoreThread(ctx: RestoreContext, rec: ThreadRecord): void {
       args: [rec.robustList.head, rec.robustList.len],
     });
   }
-  if (rec.rseq) {
-    calls.push({ name: 'rseq', nr: NR.rseq, args: [rec.rseq.abi, rec.rseq.size, 0, rec.rseq.signature] });
-  }
   if (!(rec.sigaltstack.flags & SS_DISABLE)) {
     const ss = Buffer.alloc(STACK_T);
     ss.writeBigUInt64LE(rec.sigaltstack.sp, 0);
@@ -166,6 +163,16 @@ export function restoreThread(ctx: RestoreContext, rec: ThreadRecord): void {
     calls.push({ name: 'sigaltstack', nr: NR.sigaltstack, args: [remote.put(ss), 0] });
   }
   remote.batch(calls);
+}
+
+/**
+ * The thread's rseq registration, once its memory is in place: registering has the kernel write the
+ * CPU number into the rseq area as the thread next leaves the kernel.
+ */
+export function restoreRseq(ctx: RestoreContext, rec: ThreadRecord): void {
+  if (!rec.rseq) return;
+  const { abi, size, signature } = rec.rseq;
+  ctx.remote.batch([{ name: 'rseq', nr: NR.rseq, args: [abi, size, 0, signature] }]);
 }
 
 /**

@@ -1,6 +1,7 @@
 // The stub a restore turns into the restored process, under the original PID when it is free and
-// the kernel allows: clone3() with set_tid run inside a first stub (CLONE_PARENT, so the new process
-// is ferry's child too), or ns_last_pid where clone3 cannot; else under a new PID if allowed.
+// the kernel allows: through ns_last_pid where it is writable, else clone3() with set_tid run inside
+// a first stub (CLONE_PARENT, so the new process is ferry's child too); else under a new PID if
+// allowed.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { parseStat } from '../proc/stat.js';
@@ -152,7 +153,13 @@ export function startRestoreStub(
     return plainStub();
   };
   if (found.state !== 'free') return taken(pidTakenBy(found));
-  if (method === 'ns_last_pid') return stubViaNsLastPid(original) ?? taken('ns_last_pid did not give it');
+  // ns_last_pid first where it is writable: one process to make instead of two (clone3 is run from
+  // inside a stub). Should another process take the PID meanwhile, clone3 tells.
+  if (method !== 'clone3') {
+    const viaNs = stubViaNsLastPid(original);
+    if (viaNs) return viaNs;
+    if (method === 'ns_last_pid') return taken('ns_last_pid did not give it');
+  }
   const first = plainStub();
   let result: RestoreStub | bigint;
   try {
@@ -166,8 +173,7 @@ export function startRestoreStub(
   if (result !== -17n) {
     killStub(first);
     const failed = `clone3 set_tid failed (${errnoName(Number(-result))})`;
-    if (method === 'clone3') return taken(failed);
-    return stubViaNsLastPid(original) ?? taken(`${failed} and ns_last_pid did not give it`);
+    return taken(method === 'clone3' ? failed : `ns_last_pid did not give it and ${failed}`);
   }
   if (samePid === 'require') {
     killStub(first);

@@ -13,7 +13,7 @@ import { parseStatus } from '../proc/status.js';
 import { SysError } from '../sys/errno.js';
 import { MAP, PROT } from '../sys/mman.js';
 import { NR } from '../sys/nr.js';
-import { processVmReadv, processVmWritev } from '../sys/process-vm.js';
+import { IOV_MAX, processVmReadv, processVmWritev } from '../sys/process-vm.js';
 import {
   PTRACE_EVENT,
   ptraceCont,
@@ -80,6 +80,12 @@ interface Scratch {
   size: number;
   tableBytes: number;
   dataUsed: number;
+  /**
+   * What put() placed and no call has needed yet: written all at once (one process_vm_writev
+   * instead of one per piece) before the process next runs or its memory is read. Shared by the
+   * channels on the region, since one may put what another's call reads.
+   */
+  unwritten: { addr: bigint; data: Buffer }[];
 }
 
 /** A channel for running system calls in one frozen thread of a Tracee. */
@@ -142,6 +148,7 @@ export class RemoteSyscalls {
   /** Run syscall `nr` with PTRACE_SYSCALL stops; returns the raw result (negative errno on failure). */
   call(nr: number, ...args: Word[]): bigint {
     this.assertOpen();
+    this.flush();
     this.setCallRegs(this.syscallInsn, nr, args);
     this.step('entry');
     this.step('exit');
@@ -166,7 +173,7 @@ export class RemoteSyscalls {
     const prot = PROT.READ | PROT.WRITE | PROT.EXEC;
     const base = this.check('mmap', NR.mmap, options.at ?? 0n, size, prot, flags, -1, 0);
     this.write(base, EXECUTOR_CODE);
-    this.scratch = { base, size, tableBytes: size / 4, dataUsed: 0 };
+    this.scratch = { base, size, tableBytes: size / 4, dataUsed: 0, unwritten: [] };
     return base;
   }
 
@@ -207,11 +214,24 @@ export class RemoteSyscalls {
     return s.base + BigInt(offset);
   }
 
-  /** Copy `data` into scratch memory; returns its address. */
+  /** Copy `data` into scratch memory (by the time a call runs); returns its address. */
   put(data: Buffer): bigint {
     const addr = this.alloc(data.length);
-    this.write(addr, data);
+    this.scratch!.unwritten.push({ addr, data });
     return addr;
+  }
+
+  /** Write what put() left unwritten. */
+  private flush(): void {
+    const pending = this.scratch?.unwritten;
+    while (pending && pending.length > 0) {
+      const pieces = pending.splice(0, IOV_MAX);
+      processVmWritev(
+        this.tracee.pid,
+        Buffer.concat(pieces.map((p) => p.data)),
+        pieces.map((p) => ({ addr: p.addr, len: p.data.length })),
+      );
+    }
   }
 
   /** A NUL-terminated string in scratch memory. */
@@ -271,7 +291,8 @@ export class RemoteSyscalls {
       c.args.forEach((a, j) => table.writeBigUInt64LE(BigInt.asUintN(64, BigInt(a)), at + 8 + j * 8));
       table.writeBigUInt64LE(NO_RESTART, at + 56); // "not run"
     });
-    this.write(tableAddr, table);
+    this.scratch!.unwritten.push({ addr: tableAddr, data: table });
+    this.flush();
     this.tracee.setRegs(this.tid, {
       ...this.tracee.savedRegs(this.tid),
       rip: s.base,
@@ -298,10 +319,12 @@ export class RemoteSyscalls {
   }
 
   write(addr: bigint, data: Buffer): void {
+    this.flush();
     processVmWritev(this.tracee.pid, data, [{ addr, len: data.length }]);
   }
 
   read(addr: bigint, len: number): Buffer {
+    this.flush();
     const buf = Buffer.alloc(len);
     processVmReadv(this.tracee.pid, buf, [{ addr, len }]);
     return buf;
