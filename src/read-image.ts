@@ -2,7 +2,15 @@
 // and checksum, the page index) before anything is done with it.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from './errors.js';
-import { createHasher } from './image/hash.js';
+import {
+  algorithmOf,
+  createHasher,
+  formatChecksum,
+  TREE_CHUNK,
+  treeRoot,
+  xxh3,
+  type Algorithm,
+} from './image/hash.js';
 import { pageParts } from './image/manifest.js';
 import { decodePageIndex, PAGE, type PageIndex } from './image/page-index.js';
 import { PageStoreReader } from './image/page-store.js';
@@ -10,6 +18,8 @@ import { DirSource, type ImageSource, type PartSummary } from './image/sink.js';
 import { resolvePages, type PageLayer, type PageSource } from './image/page-layers.js';
 import { resolve } from 'node:path';
 import { openImageManifest, type Manifest, type ProcessState } from './state/image.js';
+import { MAP, mmap, munmap, PROT } from './sys/mman.js';
+import { hasSystemXxh3, xxh3OfMemory } from './sys/xxhash.js';
 
 /** One process of an image, and where its pages are. */
 export interface ProcessImage {
@@ -36,36 +46,85 @@ function corrupt(message: string): FerryError {
   return new FerryError('FERRY_IMAGE_CORRUPT', message);
 }
 
-/**
- * Check a part's size and checksum. Read, not mapped: mapping 64 MiB of page cache and unmapping
- * it took longer than hashing it.
- */
-function verifyPart(source: ImageSource, name: string, size: number, checksum: string): void {
+/** Check a part's size and checksum. */
+async function verifyPart(source: ImageSource, name: string, size: number, checksum: string): Promise<void> {
   const path = source.partFile(name);
   const actual = source.partSize(name);
   if (actual !== size) {
     throw corrupt(`${path} is ${actual} bytes, the manifest says ${size}: it is truncated or damaged`);
   }
-  const hasher = createHasher(checksum);
+  const algorithm = algorithmOf(checksum);
+  if (!algorithm) throw corrupt(`${path}: the manifest names no checksum algorithm ferry knows`);
   let fd: number;
   try {
     fd = openSync(path, 'r');
   } catch (err) {
     throw corrupt(`cannot read ${path}: ${String(err)}`);
   }
+  let sum: string;
   try {
-    chunk ??= Buffer.allocUnsafeSlow(CHUNK);
-    for (let off = 0; off < size;) {
-      const n = readSync(fd, chunk, 0, Math.min(CHUNK, size - off), off);
-      if (n === 0) throw corrupt(`${path} ended at ${off} bytes, the manifest says ${size}: it is truncated`);
-      hasher.update(chunk.subarray(0, n));
-      off += n;
-    }
+    sum = await fileChecksum(fd, path, size, algorithm);
   } finally {
     closeSync(fd);
   }
-  if (hasher.digest() !== checksum)
-    throw corrupt(`${path} does not match its checksum: the image is damaged`);
+  if (sum !== checksum) throw corrupt(`${path} does not match its checksum: the image is damaged`);
+}
+
+/**
+ * The checksum by `algorithm` of the first `size` bytes of file `fd` (`path`). A tree checksum's
+ * chunks are hashed by libxxhash on libuv's threads at once where it is there (`parallel`), else
+ * here, one after another.
+ */
+export async function fileChecksum(
+  fd: number,
+  path: string,
+  size: number,
+  algorithm: Algorithm,
+  parallel = hasSystemXxh3(),
+): Promise<string> {
+  return algorithm === 'xxh3t' && parallel
+    ? formatChecksum(algorithm, await treeSum(fd, path, size))
+    : streamedSum(fd, path, size, algorithm);
+}
+
+/**
+ * A tree checksum's root, each chunk hashed by libxxhash straight from the page cache through a
+ * read-only mapping, on libuv's threads at once (every CPU hashes).
+ */
+async function treeSum(fd: number, path: string, size: number): Promise<bigint> {
+  if (size <= TREE_CHUNK) {
+    const data = Buffer.allocUnsafe(size);
+    const got = size === 0 ? 0 : readSync(fd, data, 0, size, 0);
+    if (got !== size)
+      throw corrupt(`${path} ended at ${got} bytes, the manifest says ${size}: it is truncated`);
+    return treeRoot([xxh3(data)]);
+  }
+  const base = mmap(0n, size, PROT.READ, MAP.SHARED, fd, 0);
+  const chunks: Promise<bigint>[] = [];
+  for (let off = 0; off < size; off += TREE_CHUNK)
+    chunks.push(xxh3OfMemory(base + BigInt(off), Math.min(TREE_CHUNK, size - off)));
+  // Every call is over before the mapping goes.
+  const settled = await Promise.allSettled(chunks);
+  munmap(base, size);
+  return treeRoot(
+    settled.map((r) => {
+      if (r.status === 'rejected') throw r.reason;
+      return r.value;
+    }),
+  );
+}
+
+/** A part's checksum by `algorithm`, read and hashed here a chunk at a time. */
+function streamedSum(fd: number, path: string, size: number, algorithm: Algorithm): string {
+  const hasher = createHasher(algorithm);
+  chunk ??= Buffer.allocUnsafeSlow(CHUNK);
+  for (let off = 0; off < size;) {
+    const n = readSync(fd, chunk, 0, Math.min(CHUNK, size - off), off);
+    if (n === 0) throw corrupt(`${path} ended at ${off} bytes, the manifest says ${size}: it is truncated`);
+    hasher.update(chunk.subarray(0, n));
+    off += n;
+  }
+  return hasher.digest();
 }
 
 function checkVmas(state: ProcessState, location: string): void {
@@ -123,13 +182,13 @@ function ownLayers(
 }
 
 /** Read and verify one image and, through its parent, every image it builds on. */
-function openChain(
+async function openChain(
   location: string,
   depth: number,
   expected?: string,
   verified?: Record<string, PartSummary>,
   opened?: Manifest,
-): { manifest: Manifest; source: ImageSource; layers: PageLayer[] } {
+): Promise<{ manifest: Manifest; source: ImageSource; layers: PageLayer[] }> {
   const source = new DirSource(location);
   const manifest = opened ?? openImageManifest(source.readManifest(), location);
   if (expected !== undefined && manifest.checksum !== expected) {
@@ -139,17 +198,16 @@ function openChain(
     );
   }
   for (const state of [manifest.state, ...manifest.children]) checkVmas(state, location);
-  for (const [name, part] of Object.entries(manifest.parts)) {
+  const unverified = Object.entries(manifest.parts).filter(([name, part]) => {
     const seen = verified?.[name];
-    if (
+    return !(
       seen &&
       seen.size === part.size &&
       seen.checksum === part.checksum &&
       source.partSize(name) === part.size
-    )
-      continue;
-    verifyPart(source, name, part.size, part.checksum);
-  }
+    );
+  });
+  await Promise.all(unverified.map(([name, part]) => verifyPart(source, name, part.size, part.checksum)));
   const layers = ownLayers(source, manifest, [...manifest.layers, pageParts()]);
   const parent = manifest.parent;
   if (!parent) return { manifest, source, layers };
@@ -158,7 +216,7 @@ function openChain(
       'FERRY_IMAGE_INVALID',
       `${location}: more than ${MAX_CHAIN} parent images in a chain`,
     );
-  const above = openChain(resolve(location, parent.path), depth + 1, parent.checksum);
+  const above = await openChain(resolve(location, parent.path), depth + 1, parent.checksum);
   return { manifest, source, layers: [...above.layers.map((l) => ({ ...l, part: null })), ...layers] };
 }
 
@@ -168,21 +226,12 @@ function openChain(
  * with those sums, they are not read again. `manifest` is its manifest, when opened already (with
  * openImageManifest(), which checks it).
  */
-export function readImage(
+export async function readImage(
   location: string,
   verified?: Record<string, PartSummary>,
-  manifest?: Manifest,
+  opened?: Manifest,
 ): Promise<Image> {
-  // Asynchronous for its callers (a damaged image rejects), though the work is not.
-  return new Promise((resolve) => resolve(openImage(location, verified, manifest)));
-}
-
-function openImage(
-  location: string,
-  verified: Record<string, PartSummary> | undefined,
-  opened: Manifest | undefined,
-): Image {
-  const { manifest, source, layers } = openChain(location, 0, undefined, verified, opened);
+  const { manifest, source, layers } = await openChain(location, 0, undefined, verified, opened);
   const root = { state: manifest.state, layers, pages: resolvePages(layers) };
   const children = manifest.children.map((state) => {
     const own = ownLayers(source, manifest, [pageParts(state.pid)]);

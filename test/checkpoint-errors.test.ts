@@ -185,7 +185,7 @@ test('damaged images are refused before anything is spawned', async () => {
     [
       'a newer format',
       (image) => editManifest(image, (m) => (m.version = 99), true),
-      /is an image of format version 99; this ferry reads version 4/,
+      /is an image of format version 99; this ferry reads version 5/,
     ],
     [
       'a manifest that breaks the schema',

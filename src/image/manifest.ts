@@ -1,7 +1,7 @@
 // manifest.json: the envelope every image has (format, version, the host it was made on, each
 // part's size and checksum) around the process state, and a checksum over all of it.
 import { FerryError } from '../errors.js';
-import { CHECKSUM, hashBytes } from './hash.js';
+import { algorithmOf, CHECKSUM, hashBytes } from './hash.js';
 import { serialize } from './json.js';
 import {
   array,
@@ -18,11 +18,14 @@ import {
 import { PART_NAME } from './sink.js';
 
 export const IMAGE_FORMAT = 'ferry-image';
-export const IMAGE_VERSION = 4;
+export const IMAGE_VERSION = 5;
 
 export const partRecord = object({
   size: integer(0, Number.MAX_SAFE_INTEGER),
-  checksum: string({ pattern: CHECKSUM }),
+  checksum: string({
+    pattern: CHECKSUM,
+    description: 'xxh3t: XXH3-64 of the XXH3-64s of each 4 MiB (xxh3: XXH3-64 in version 4, xxh64 before)',
+  }),
 });
 
 export const hostRecord = object({
@@ -124,7 +127,7 @@ export function openManifest<M>(
   }
   const expected = hashBytes(
     Buffer.from(serialize(content)),
-    typeof checksum === 'string' ? checksum : undefined,
+    (typeof checksum === 'string' ? algorithmOf(checksum) : undefined) ?? 'xxh3',
   );
   if (checksum !== expected) {
     throw new FerryError(

@@ -90,7 +90,7 @@ test('a streamed part with no bytes still reaches the target, as one empty frame
   const empty = sink.openPart('pages.img');
   const full = sink.openPart('pagemap.img');
   await full.write(Buffer.from('index'));
-  assert.deepEqual(await empty.close(), { size: 0, checksum: hashBytes(Buffer.alloc(0)) });
+  assert.deepEqual(await empty.close(), { size: 0, checksum: hashBytes(Buffer.alloc(0), 'xxh3t') });
   await full.close();
   out.end();
   hangUp();
