@@ -5,6 +5,8 @@
 //   dist/bin/ferry-snapshot-builder.cjs   the script that builds the snapshot from it
 //   dist/bin/ferry.blob          Node's startup snapshot of it (src/cli/snapshot.ts), with
 //   dist/bin/ferry.blob.node     a stamp bearing the modification time of the Node that made it
+//   dist/bin/ferry-restore.cjs, ferry-restore.blob (and dump's)   one command alone, bundled and
+//                                snapshotted the same way: a smaller heap, a faster start
 //   dist/bin/ferry               the command: the Node that made the snapshot started from it,
 //                                or, when that Node changed, ferry.js
 // One file instead of a hundred modules (Node resolves, reads and compiles each module it loads:
@@ -38,13 +40,24 @@ const common = {
   platform: 'node',
   target: 'node20',
   packages: 'external',
-  outdir: OUT,
   logLevel: 'warning',
 } as const;
+
+/**
+ * Commands with a startup snapshot of their own besides the whole command line's (their modules'
+ * exports): those whose start counts most. A restore's time is the time until the process runs
+ * again; a dump's wall time is a migration's by hand. A smaller heap starts faster (restore's is
+ * 0.6 MB of the 5.9, 3-5 ms of its start here).
+ */
+const COMMAND_SNAPSHOTS = { dump: 'dumpCommand', restore: 'restoreCommand' } as const;
+
+// What an earlier build left goes (chunks are named by their content).
+rmSync(OUT, { recursive: true, force: true });
 
 await build({
   ...common,
   entryPoints: { ferry: 'dist/src/cli/ferry.js' },
+  outdir: OUT,
   splitting: true,
   format: 'esm',
   sourcemap: 'linked',
@@ -53,26 +66,41 @@ await build({
 
 // import.meta.url has no CommonJS equivalent: the bundle's own URL stands for it, which the
 // snapshot sets again as it starts, wherever the blob is then.
-await build({
+const cjs = {
   ...common,
-  entryPoints: { ferry: 'dist/src/cli/snapshot.js' },
-  outExtension: { '.js': '.cjs' },
   format: 'cjs',
   define: { 'import.meta.url': 'globalThis.ferryBundleUrl' },
   // (Strict first: esbuild's own "use strict" comes after the banner, where it is no directive.)
   banner: {
     js: `'use strict';\nglobalThis.ferryBundleUrl = require('node:url').pathToFileURL(__filename).href;\n${NATIVES}`,
   },
-});
+} as const;
+await build({ ...cjs, entryPoints: ['dist/src/cli/snapshot.js'], outfile: `${OUT}/ferry.cjs` });
+for (const [name, command] of Object.entries(COMMAND_SNAPSHOTS)) {
+  const bundle = `ferry-${name}.cjs`;
+  await build({
+    ...cjs,
+    stdin: {
+      contents: [
+        `import { prepareCommandSnapshot } from './run.js';`,
+        `import { ${command} } from './${name}-command.js';`,
+        `export const prepareSnapshot = () => prepareCommandSnapshot(${command}, '${bundle}');`,
+      ].join('\n'),
+      resolveDir: 'dist/src/cli',
+      sourcefile: bundle,
+    },
+    outfile: `${OUT}/${bundle}`,
+  });
+}
 
-// The snapshot is built by a script that compiles the bundle with --no-lazy (a flag given to Node
+// A snapshot is built by a script that compiles its bundle with --no-lazy (a flag given to Node
 // itself would be needed at every start too, which slows Node's own start), runs it as Node runs
 // a CommonJS module, and has it load the commands.
 const BUILDER = `'use strict';
 const { readFileSync } = require('node:fs');
 const { setFlagsFromString } = require('node:v8');
 const { Script } = require('node:vm');
-const file = require('node:path').join(__dirname, 'ferry.cjs');
+const file = require('node:path').join(__dirname, process.env.FERRY_SNAPSHOT_BUNDLE);
 setFlagsFromString('--no-lazy');
 const source = '(function (exports, require, module, __filename, __dirname) {' + readFileSync(file, 'utf8') + '\\n})';
 const module_ = { exports: {} };
@@ -84,30 +112,42 @@ module_.exports.prepareSnapshot().catch((err) => {
 });
 `;
 writeFileSync(`${OUT}/ferry-snapshot-builder.cjs`, BUILDER);
-// Without a snapshot the command runs the bundle: slower to start, the same otherwise.
-rmSync(`${OUT}/ferry.blob.node`, { force: true });
-try {
-  execFileSync(
-    process.execPath,
-    [
-      '--no-warnings',
-      '--snapshot-blob',
-      `${OUT}/ferry.blob`,
-      '--build-snapshot',
-      `${OUT}/ferry-snapshot-builder.cjs`,
-    ],
-    { stdio: 'inherit' },
-  );
-  writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);
-  execFileSync('touch', ['-r', process.execPath, `${OUT}/ferry.blob.node`]);
-} catch (err) {
-  rmSync(`${OUT}/ferry.blob`, { force: true });
-  process.stderr.write(
-    `bundle: no startup snapshot (${err instanceof Error ? err.message : String(err)}): ferry starts without one\n`,
-  );
+
+/** Build `name`.blob from `name`.cjs; false (and no blob) if Node cannot. */
+function snapshot(name: string): boolean {
+  try {
+    execFileSync(
+      process.execPath,
+      [
+        '--no-warnings',
+        '--snapshot-blob',
+        `${OUT}/${name}.blob`,
+        '--build-snapshot',
+        `${OUT}/ferry-snapshot-builder.cjs`,
+      ],
+      { stdio: 'inherit', env: { ...process.env, FERRY_SNAPSHOT_BUNDLE: `${name}.cjs` } },
+    );
+    return true;
+  } catch (err) {
+    rmSync(`${OUT}/${name}.blob`, { force: true });
+    process.stderr.write(
+      `bundle: no startup snapshot ${name}.blob (${err instanceof Error ? err.message : String(err)})\n`,
+    );
+    return false;
+  }
 }
 
-// The command runs the Node that made the snapshot (a snapshot works with no other), while that
+// Without the whole command line's snapshot the command runs the bundle: slower to start, the
+// same otherwise. Without a command's own, that command starts from the whole one.
+if (snapshot('ferry')) {
+  for (const name of Object.keys(COMMAND_SNAPSHOTS)) snapshot(`ferry-${name}`);
+  writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);
+  execFileSync('touch', ['-r', process.execPath, `${OUT}/ferry.blob.node`]);
+} else {
+  process.stderr.write('bundle: ferry starts without a startup snapshot\n');
+}
+
+// The command runs the Node that made the snapshots (a snapshot works with no other), while that
 // Node is unchanged: ferry.blob.node bears its modification time. Otherwise, the node on PATH runs
 // the bundle. No program is started on the way but readlink for a symlinked command (npm link).
 const LAUNCHER = `#!/bin/sh
@@ -117,8 +157,10 @@ self=$0
 if [ -L "$self" ]; then self=$(readlink -f -- "$self"); fi
 case $self in */*) here=\${self%/*} ;; *) here=. ;; esac
 stamp=$here/ferry.blob.node
-if [ -f "$here/ferry.blob" ] && [ ! "$node" -nt "$stamp" ] && [ ! "$node" -ot "$stamp" ]; then
-  exec "$node" --snapshot-blob "$here/ferry.blob" -- "$@"
+blob=$here/ferry.blob
+case $1 in ${Object.keys(COMMAND_SNAPSHOTS).join('|')}) if [ -f "$here/ferry-$1.blob" ]; then blob=$here/ferry-$1.blob; fi ;; esac
+if [ -f "$blob" ] && [ ! "$node" -nt "$stamp" ] && [ ! "$node" -ot "$stamp" ]; then
+  exec "$node" --snapshot-blob "$blob" -- "$@"
 fi
 exec node "$here/ferry.js" "$@"
 `;

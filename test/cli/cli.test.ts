@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, symlinkSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { after, before, test } from 'node:test';
 import { execFileSync } from 'node:child_process';
@@ -61,6 +61,19 @@ test('the ferry command starts from its startup snapshot, and from the bundle on
     assert.equal(startupOf(`${copy}/ferry`), 'bundle');
   } finally {
     rmSync(copy, { recursive: true, force: true });
+  }
+});
+
+test('dump and restore start from snapshots of their own: help and usage errors as the others', async () => {
+  for (const name of ['dump', 'restore']) {
+    assert.ok(existsSync(`${dirname(CLI)}/ferry-${name}.blob`), `ferry-${name}.blob`);
+    const help = await runCli([name, '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, new RegExp(`^usage: ferry ${name} `));
+    const wrong = await runCli([name, '--bogus']);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.stderr, /^ferry: Unknown option '--bogus'/);
+    assert.doesNotMatch(wrong.stderr, /\n\s+at /, 'no stack trace');
   }
 });
 
