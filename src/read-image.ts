@@ -18,6 +18,7 @@ import { DirSource, type ImageSource, type PartSummary } from './image/sink.js';
 import { resolvePages, type PageLayer, type PageSource } from './image/page-layers.js';
 import { resolve } from 'node:path';
 import { openImageManifest, type Manifest, type ProcessState } from './state/image.js';
+import { runAtOnce } from './sys/call.js';
 import { MAP, mmap, munmap, PROT } from './sys/mman.js';
 import { hasSystemXxh3, xxh3OfMemory } from './sys/xxhash.js';
 
@@ -100,18 +101,15 @@ async function treeSum(fd: number, path: string, size: number): Promise<bigint> 
     return treeRoot([xxh3(data)]);
   }
   const base = mmap(0n, size, PROT.READ, MAP.SHARED, fd, 0);
-  const chunks: Promise<bigint>[] = [];
+  const chunks: (() => Promise<bigint>)[] = [];
   for (let off = 0; off < size; off += TREE_CHUNK)
-    chunks.push(xxh3OfMemory(base + BigInt(off), Math.min(TREE_CHUNK, size - off)));
-  // Every call is over before the mapping goes.
-  const settled = await Promise.allSettled(chunks);
-  munmap(base, size);
-  return treeRoot(
-    settled.map((r) => {
-      if (r.status === 'rejected') throw r.reason;
-      return r.value;
-    }),
-  );
+    chunks.push(() => xxh3OfMemory(base + BigInt(off), Math.min(TREE_CHUNK, size - off)));
+  try {
+    // Every call is over before the mapping goes, even after a failure.
+    return treeRoot(await runAtOnce(chunks));
+  } finally {
+    munmap(base, size);
+  }
 }
 
 /** A part's checksum by `algorithm`, read and hashed here a chunk at a time. */
@@ -223,7 +221,7 @@ async function openChain(
 /**
  * Open the image at `location` (a directory) and verify every part of it and of its parents. Parts
  * in `verified` were hashed as they were written (a received migration): when the manifest agrees
- * with those sums, they are not read again. `manifest` is its manifest, when opened already (with
+ * with those sums, they are not read again. `opened` is its manifest, when opened already (with
  * openImageManifest(), which checks it).
  */
 export async function readImage(

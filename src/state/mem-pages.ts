@@ -4,7 +4,6 @@
 // file on every CPU, or decompressed through a buffer; a migration's prefill has the stub read them
 // itself (preadv).
 import { closeSync, openSync, readSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { FerryError } from '../errors.js';
 import { LayerReader, type PageSource } from '../image/page-layers.js';
 import type { PageStoreWriter } from '../image/page-store.js';
@@ -13,6 +12,7 @@ import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { AT_FDCWD, O, punchHole } from '../sys/fcntl.js';
+import { runAtOnce } from '../sys/call.js';
 import { NR } from '../sys/nr.js';
 import { MADV, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
@@ -445,10 +445,6 @@ export function readPagesInProcess(
 
 /** Bytes one process_vm_writev of stored pages moves at most. */
 const WRITE_JOB = 8 << 20;
-/** process_vm_writev calls at once: one per CPU, for faulting fresh memory in is most of the work. */
-function writers(): number {
-  return Math.max(1, Math.min(4, availableParallelism()));
-}
 
 /**
  * Write a layer's stored pages into process `pid` from the page cache: the page file is mapped
@@ -475,32 +471,20 @@ export async function writeStoredPages(
     closeSync(fd);
     throw err;
   }
-  const jobs = [...groups(stored, WRITE_JOB)];
-  let next = 0;
-  let failed = false;
-  const writer = async (): Promise<void> => {
-    while (!failed && next < jobs.length) {
-      const job = jobs[next++]!;
-      const local = job.map((r) => ({ addr: base + BigInt(r.offset), len: r.len }));
-      try {
-        const got = await processVmWritevAsync(pid, local, job);
-        if (got !== byteCount(job)) {
-          throw new FerryError(
-            'FERRY_RESTORE_FAILED',
-            `wrote ${got} of ${byteCount(job)} bytes of pages at 0x${job[0]!.addr.toString(16)}`,
-          );
-        }
-        if (consume) for (const r of job) punchHole(fd, r.offset, r.len);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
+  const write = async (job: LayerRange[]): Promise<void> => {
+    const local = job.map((r) => ({ addr: base + BigInt(r.offset), len: r.len }));
+    const got = await processVmWritevAsync(pid, local, job);
+    if (got !== byteCount(job)) {
+      throw new FerryError(
+        'FERRY_RESTORE_FAILED',
+        `wrote ${got} of ${byteCount(job)} bytes of pages at 0x${job[0]!.addr.toString(16)}`,
+      );
     }
+    if (consume) for (const r of job) punchHole(fd, r.offset, r.len);
   };
   try {
     // Every call is over before the mapping goes, even after a failure.
-    const outcomes = await Promise.allSettled(Array.from({ length: writers() }, writer));
-    for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
+    await runAtOnce([...groups(stored, WRITE_JOB)].map((job) => () => write(job)));
   } finally {
     munmap(base, size);
     closeSync(fd);

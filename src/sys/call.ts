@@ -1,5 +1,6 @@
 // The system call wrapper every src/sys module uses: a failure becomes a SysError that names the
 // call and its arguments.
+import { availableParallelism } from 'node:os';
 import { SysError } from './errno.js';
 import { trySyscall, trySyscallAsync, type SysArg } from './libc.js';
 import { NR } from './nr.js';
@@ -37,4 +38,37 @@ export async function syscallAsync(
  */
 export function startWorkerThreads(): void {
   void trySyscallAsync(NR.getpid).catch(() => {});
+}
+
+/**
+ * Asynchronous calls worth running at once: one per CPU, up to libuv's four threads (koffi refuses
+ * more than 256 queued, and each holds its own stack and heap while queued).
+ */
+export function callWidth(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
+
+/**
+ * Run `jobs` (each started when called), callWidth() at a time; resolves to their results in
+ * order. After a failure no other starts: the running ones are waited for, then the first failure
+ * is thrown (whatever they use is theirs until they are over).
+ */
+export async function runAtOnce<T>(jobs: readonly (() => Promise<T>)[]): Promise<T[]> {
+  const results: T[] = [];
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < jobs.length) {
+      const i = next++;
+      try {
+        results[i] = await jobs[i]!();
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  const outcomes = await Promise.allSettled(Array.from({ length: callWidth() }, worker));
+  for (const o of outcomes) if (o.status === 'rejected') throw o.reason;
+  return results;
 }

@@ -214,7 +214,7 @@ export class RemoteSyscalls {
     return s.base + BigInt(offset);
   }
 
-  /** Copy `data` into scratch memory (by the time a call runs); returns its address. */
+  /** Copy `data` into scratch memory by the time a call runs (leave it unchanged until then); returns its address. */
   put(data: Buffer): bigint {
     const addr = this.alloc(data.length);
     this.scratch!.unwritten.push({ addr, data });
