@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { dump } from '../src/checkpoint.js';
+import { hashBytes } from '../src/image/hash.js';
+import { sealManifest } from '../src/image/manifest.js';
 import { readImage } from '../src/read-image.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
@@ -56,6 +58,32 @@ test('--leave-running keeps the original; a copy restored under a new PID passes
   assert.deepEqual(visibleState(pid).maps, visibleState(f.pid).maps);
   assert.match(await f.verify(), /^PASS 1 /);
   assert.match(await f.verify(pid), /^PASS 1 /, 'the copy counts on its own, from the dumped counter');
+});
+
+test('an image of format 4 (each part one XXH3-64) restores; a flipped bit in it is still found', async () => {
+  const f = await started();
+  const image = dir();
+  await cli(['dump', String(f.pid), '-D', image, '--leave-running']);
+  // The image as version 4 wrote it: the same parts, each summed whole.
+  const path = `${image}/manifest.json`;
+  const manifest = JSON.parse(readFileSync(path, 'utf8')) as {
+    version: number;
+    checksum?: string;
+    parts: Record<string, { checksum: string }>;
+  };
+  manifest.version = 4;
+  for (const [name, part] of Object.entries(manifest.parts))
+    part.checksum = hashBytes(readFileSync(`${image}/${name}`), 'xxh3');
+  delete manifest.checksum;
+  writeFileSync(path, sealManifest(manifest).text);
+  const pid = await restored(image, '--same-pid', 'no');
+  assert.match(await f.verify(pid), /^PASS 1 /);
+  const pages = readFileSync(`${image}/pages.img`);
+  pages[pages.length >> 1]! ^= 0x01;
+  writeFileSync(`${image}/pages.img`, pages);
+  const r = await runCli(['restore', '-D', image, '--same-pid', 'no']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /pages\.img does not match its checksum/);
 });
 
 test('--same-pid require refuses a PID in use, and leaves nothing behind', async () => {
