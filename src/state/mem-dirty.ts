@@ -8,10 +8,7 @@
 import { closeSync, readlinkSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
-import { O } from '../sys/fcntl.js';
-import { NR } from '../sys/nr.js';
-import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
-import { UFFD_FEATURE, UFFD_USER_MODE_ONLY, uffdApi, uffdRegisterWp } from '../sys/uffd.js';
+import { UFFD_FEATURE, uffdApi, uffdRegisterWp } from '../sys/uffd.js';
 import type { PartSummary } from '../image/sink.js';
 import type { LayerRecord, ParentRecord } from '../image/manifest.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
@@ -33,6 +30,7 @@ import { PAGE_SIZE } from '../proc/pagemap.js';
 import { processVmReadv } from '../sys/process-vm.js';
 import { intersectSpans, mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js';
 import { markEarlier, pagesToDump, type PageRange } from './mem-pages.js';
+import { copyFd, userfaultfdIn } from './userfaultfd.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
 
 /** Kinds of VMA whose writes are tracked: private memory (anonymous, or a program's data). */
@@ -207,17 +205,8 @@ export class DirtyTracker implements WriteTracker {
    * `keepInProcess` the process keeps a descriptor of the tracker (`inProcessFd`).
    */
   static start(remote: RemoteSyscalls, vmas: readonly Vma[], keepInProcess = false): DirtyTracker {
-    const pid = remote.pid;
-    const inProcess = Number(
-      remote.check('userfaultfd', NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY),
-    );
-    let fd: number;
-    try {
-      fd = copyFd(pid, inProcess);
-    } finally {
-      if (!keepInProcess) remote.check('close', NR.close, inProcess);
-    }
-    const tracker = new DirtyTracker(pid, fd, keepInProcess ? inProcess : undefined);
+    const { fd, inProcess } = userfaultfdIn(remote, keepInProcess);
+    const tracker = new DirtyTracker(remote.pid, fd, inProcess);
     try {
       const wanted = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;
       try {
@@ -300,16 +289,6 @@ export class DirtyTracker implements WriteTracker {
     if (this.closed) return;
     this.closed = true;
     closeSync(this.fd);
-  }
-}
-
-/** Copy descriptor `fd` of process `pid` into this process. */
-function copyFd(pid: number, fd: number): number {
-  const pidfd = pidfdOpen(pid);
-  try {
-    return pidfdGetfd(pidfd, fd);
-  } finally {
-    closeSync(pidfd);
   }
 }
 

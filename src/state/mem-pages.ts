@@ -13,6 +13,7 @@ import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { AT_FDCWD, O, punchHole } from '../sys/fcntl.js';
 import { runAtOnce } from '../sys/call.js';
+import { uffdApi, uffdCopyAsync, uffdRegisterMissing, uffdUnregister } from '../sys/uffd.js';
 import { NR } from '../sys/nr.js';
 import { MADV, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
@@ -29,7 +30,9 @@ import { mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js'
 import type { Vma } from '../vma/vma.js';
 import { dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from './context.js';
+import { userfaultfdIn } from './userfaultfd.js';
 import type { VmaRecord } from './mem-vmas.js';
+import { isSysv } from './sysv.js';
 
 /** Bytes moved per process_vm_writev or preadv batch at restore. */
 export const PAGE_BATCH = 16 << 20;
@@ -460,6 +463,7 @@ export async function writeStoredPages(
   file: string,
   stored: readonly LayerRange[],
   consume = false,
+  copier?: PageCopier,
 ): Promise<void> {
   if (stored.length === 0) return;
   const size = stored.reduce((n, r) => Math.max(n, r.offset + r.len), 0);
@@ -472,12 +476,15 @@ export async function writeStoredPages(
     throw err;
   }
   const write = async (job: LayerRange[]): Promise<void> => {
-    const local = job.map((r) => ({ addr: base + BigInt(r.offset), len: r.len }));
-    const got = await processVmWritevAsync(pid, local, job);
-    if (got !== byteCount(job)) {
+    const copied = copier ? job.filter((r) => copier.covers(r.addr)) : [];
+    for (const r of copied) await copier!.copy(r.addr, base + BigInt(r.offset), r.len);
+    const rest = copied.length > 0 ? job.filter((r) => !copier!.covers(r.addr)) : job;
+    const local = rest.map((r) => ({ addr: base + BigInt(r.offset), len: r.len }));
+    const got = rest.length > 0 ? await processVmWritevAsync(pid, local, rest) : 0;
+    if (got !== byteCount(rest)) {
       throw new FerryError(
         'FERRY_RESTORE_FAILED',
-        `wrote ${got} of ${byteCount(job)} bytes of pages at 0x${job[0]!.addr.toString(16)}`,
+        `wrote ${got} of ${byteCount(rest)} bytes of pages at 0x${rest[0]!.addr.toString(16)}`,
       );
     }
     if (consume) for (const r of job) punchHole(fd, r.offset, r.len);
@@ -490,6 +497,103 @@ export async function writeStoredPages(
     closeSync(fd);
   }
 }
+
+/** Stored bytes per run, on average, from which a VMA's pages are worth one UFFDIO_COPY each. */
+const COPY_RUN = 1 << 20;
+
+/**
+ * Fills the missing pages of a restored process's private anonymous VMAs with UFFDIO_COPY, through
+ * a userfaultfd made inside it (registered for missing pages, then unregistered): the kernel makes
+ * each page with its bytes in it, where process_vm_writev has it zeroed first and faulted in (a
+ * third less time here). Only for VMAs whose stored runs are long (one call per run); the others,
+ * and every process where userfaultfd cannot be had, get process_vm_writev.
+ */
+export class PageCopier {
+  private constructor(
+    private readonly fd: number,
+    /** The registered VMAs, in address order. */
+    private readonly spans: readonly Span[],
+  ) {}
+
+  /**
+   * A copier for the VMAs among `vmas` that `stored` (each layer's runs) fills in long runs, but
+   * those in `staged` (pages there already); undefined when there are none or userfaultfd cannot be
+   * had.
+   */
+  static open(
+    ctx: RestoreContext,
+    vmas: readonly VmaRecord[],
+    stored: readonly (readonly LayerRange[])[],
+    staged: StagedContent,
+  ): PageCopier | undefined {
+    const runs = new Map<VmaRecord, { bytes: number; count: number }>();
+    let i = 0;
+    for (const r of stored.flat().sort((a, b) => (a.addr < b.addr ? -1 : a.addr > b.addr ? 1 : 0))) {
+      i = vmaIndexAt(vmas, i, r.addr);
+      const v = vmas[i]!;
+      const n = runs.get(v) ?? { bytes: 0, count: 0 };
+      n.bytes += r.len;
+      n.count++;
+      runs.set(v, n);
+    }
+    const chosen = [...runs]
+      .filter(([v, n]) => isPrivateAnonymous(v) && !staged.has(v) && n.bytes >= n.count * COPY_RUN)
+      .map(([v]) => ({ start: v.start, end: v.end }));
+    if (chosen.length === 0) return undefined;
+    let fd: number;
+    try {
+      fd = userfaultfdIn(ctx.remote).fd;
+      uffdApi(fd, 0n);
+    } catch {
+      return undefined; // no userfaultfd here (a kernel without it, a seccomp filter): process_vm_writev
+    }
+    const registered: Span[] = [];
+    for (const span of chosen) {
+      try {
+        uffdRegisterMissing(fd, span.start, span.end - span.start);
+        registered.push(span);
+      } catch (err) {
+        if (!isErrno(err, 'EINVAL', 'EPERM', 'EBUSY')) {
+          new PageCopier(fd, registered).close();
+          throw err;
+        }
+      }
+    }
+    return new PageCopier(fd, registered);
+  }
+
+  /** Whether the page at `addr` is filled by copy(). */
+  covers(addr: bigint): boolean {
+    let lo = 0;
+    let hi = this.spans.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.spans[mid]!.end <= addr) lo = mid + 1;
+      else hi = mid;
+    }
+    const span = this.spans[lo];
+    return span !== undefined && span.start <= addr;
+  }
+
+  /** Copy `len` bytes of this process's memory at `src` into the process's missing pages at `dst`. */
+  copy(dst: bigint, src: bigint, len: number): Promise<void> {
+    return uffdCopyAsync(this.fd, dst, src, len);
+  }
+
+  /** Unregister the VMAs (their flags as they were) and close the userfaultfd. */
+  close(): void {
+    try {
+      for (const span of this.spans) uffdUnregister(this.fd, span.start, span.end - span.start);
+    } catch {
+      // The process is gone (a failed restore kills it): closing is all there is left to do.
+    } finally {
+      closeSync(this.fd);
+    }
+  }
+}
+
+const isPrivateAnonymous = (v: VmaRecord): boolean =>
+  v.perms[3] === 'p' && v.backing === null && !isFileBacked(v) && v.content !== 'kernel' && !isSysv(v);
 
 /** Write a compressed layer's pages (decompressed here) through one reused buffer. */
 function copyIn(
@@ -551,8 +655,20 @@ export function restorePages(
   } finally {
     reader.close();
   }
+  // Once the synchronous writes are over: a missing page of a registered VMA can only be copied in.
+  const copier = PageCopier.open(
+    ctx,
+    vmas,
+    files.map(([, stored]) => stored),
+    staged,
+  );
   const written = (async () => {
-    for (const [file, stored] of files) await writeStoredPages(ctx.pid, file, stored, ctx.consumePages);
+    try {
+      for (const [file, stored] of files)
+        await writeStoredPages(ctx.pid, file, stored, ctx.consumePages, copier);
+    } finally {
+      copier?.close();
+    }
   })();
   return { pages: writes.pages, written };
 }

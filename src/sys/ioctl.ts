@@ -6,6 +6,11 @@ import { NR } from './nr.js';
 const IOC_WRITE = 1;
 const IOC_READ = 2;
 
+/** _IOR(type, nr, size): a request that passes a struct to the kernel (its name notwithstanding). */
+export function ior(type: number, nr: number, size: number): number {
+  return ((IOC_READ << 30) | (size << 16) | (type << 8) | nr) >>> 0;
+}
+
 /** _IOWR(type, nr, size): a request that passes a struct both ways. */
 export function iowr(type: number, nr: number, size: number): number {
   return (((IOC_READ | IOC_WRITE) << 30) | (size << 16) | (type << 8) | nr) >>> 0;

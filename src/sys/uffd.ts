@@ -1,6 +1,7 @@
 // userfaultfd(2): constants, the UFFDIO_API handshake, and the structs ferry passes to its ioctls.
 import { closeSync } from 'node:fs';
-import { ioctl, iowr } from './ioctl.js';
+import { isErrno } from './errno.js';
+import { ioctl, ioctlAsync, ior, iowr } from './ioctl.js';
 import { syscall } from './call.js';
 
 import { NR } from './nr.js';
@@ -24,9 +25,12 @@ export const UFFD_FEATURE = {
 
 export const UFFDIO_API = iowr(UFFDIO, 0x3f, 24);
 const UFFDIO_REGISTER = iowr(UFFDIO, 0x00, 32);
+const UFFDIO_UNREGISTER = ior(UFFDIO, 0x01, 16);
+const UFFDIO_COPY = iowr(UFFDIO, 0x03, 40);
 
 /** userfaultfd(2) flag: handle faults from user mode only (allowed without privileges). */
 export const UFFD_USER_MODE_ONLY = 1;
+const UFFDIO_REGISTER_MODE_MISSING = 1n;
 const UFFDIO_REGISTER_MODE_WP = 2n;
 
 /** Create a userfaultfd in this process. */
@@ -65,6 +69,43 @@ function registerArg(start: bigint, len: bigint, mode: bigint): Buffer {
  */
 export function uffdRegisterWp(fd: number, start: bigint, len: bigint): void {
   ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, UFFDIO_REGISTER_MODE_WP));
+}
+
+/** Register [start, start + len) of the userfaultfd's process for its missing pages (UFFDIO_COPY). */
+export function uffdRegisterMissing(fd: number, start: bigint, len: bigint): void {
+  ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, UFFDIO_REGISTER_MODE_MISSING));
+}
+
+/** Unregister [start, start + len) of the userfaultfd's process. */
+export function uffdUnregister(fd: number, start: bigint, len: bigint): void {
+  const range = Buffer.alloc(16);
+  range.writeBigUInt64LE(start, 0);
+  range.writeBigUInt64LE(len, 8);
+  ioctl(fd, UFFDIO_UNREGISTER, 'UFFDIO_UNREGISTER', range);
+}
+
+/**
+ * UFFDIO_COPY on one of libuv's threads: `len` bytes of this process's memory at `src` become the
+ * missing pages at `dst` of the userfaultfd's process, made by the kernel with those bytes in them
+ * (not zeroed first, no fault taken). What an EAGAIN left (the process's mappings changing
+ * meanwhile) is copied again.
+ */
+export async function uffdCopyAsync(fd: number, dst: bigint, src: bigint, len: number): Promise<void> {
+  for (let done = 0; done < len;) {
+    // struct uffdio_copy { u64 dst; u64 src; u64 len; u64 mode; s64 copy; }
+    const arg = Buffer.alloc(40);
+    arg.writeBigUInt64LE(dst + BigInt(done), 0);
+    arg.writeBigUInt64LE(src + BigInt(done), 8);
+    arg.writeBigUInt64LE(BigInt(len - done), 16);
+    try {
+      await ioctlAsync(fd, UFFDIO_COPY, 'UFFDIO_COPY', arg);
+      return;
+    } catch (err) {
+      const copied = Number(arg.readBigInt64LE(32));
+      if (!isErrno(err, 'EAGAIN')) throw err;
+      if (copied > 0) done += copied;
+    }
+  }
 }
 
 /**

@@ -1,0 +1,36 @@
+// A userfaultfd of a frozen process's, held by ferry: made inside the process by a remote syscall
+// (the kernel ties one to the memory of the process that makes it) and copied out with pidfd_getfd.
+import { closeSync } from 'node:fs';
+import { O } from '../sys/fcntl.js';
+import { NR } from '../sys/nr.js';
+import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
+import { UFFD_USER_MODE_ONLY } from '../sys/uffd.js';
+import type { RemoteSyscalls } from '../tracee/remote.js';
+
+/**
+ * A userfaultfd made inside the process frozen behind `remote`, as a descriptor of ferry's. The
+ * process's own descriptor of it is closed, unless `keep`: then it is `inProcess`.
+ */
+export function userfaultfdIn(
+  remote: RemoteSyscalls,
+  keep = false,
+): { fd: number; inProcess: number | undefined } {
+  const made = Number(
+    remote.check('userfaultfd', NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY),
+  );
+  try {
+    return { fd: copyFd(remote.pid, made), inProcess: keep ? made : undefined };
+  } finally {
+    if (!keep) remote.check('close', NR.close, made);
+  }
+}
+
+/** Copy descriptor `fd` of process `pid` into this process. */
+export function copyFd(pid: number, fd: number): number {
+  const pidfd = pidfdOpen(pid);
+  try {
+    return pidfdGetfd(pidfd, fd);
+  } finally {
+    closeSync(pidfd);
+  }
+}
