@@ -18,11 +18,11 @@ import { restoreFs } from './state/fs.js';
 import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
 import {
-  adviseVmas,
+  adviceCalls,
   closeBackings,
   mapVmas,
   prepareBackings,
-  protectVmas,
+  protectCalls,
   sharedMemory,
   type VmaRecord,
 } from './state/mem-vmas.js';
@@ -32,7 +32,7 @@ import { restorePending, restoreSignals } from './state/signals.js';
 import {
   cloneThreads,
   finishThread,
-  restoreRseq,
+  rseqCalls,
   restoreThread,
   xsaveFeatures,
   xstateInUse,
@@ -237,13 +237,12 @@ async function restoreProcess(
     return { tids, channels };
   });
   timings.mark('pages');
-  protectVmas(ctx, filled);
-  adviseVmas(ctx, state.vmas);
-  // Credentials last, ptrace's access to the process checked against them from then on.
+  // Credentials last, ptrace's access to the process checked against them from then on; in one
+  // batch with what comes before them in the same thread (the process's protections and advice in
+  // the first).
   state.threads.forEach((thread, i) => {
-    const inThread = { ...ctx, remote: channels[i]! };
-    restoreRseq(inThread, thread);
-    restoreCreds(inThread, state.creds);
+    const first = i === 0 ? [...protectCalls(filled), ...adviceCalls(state.vmas)] : [];
+    restoreCreds({ ...ctx, remote: channels[i]! }, state.creds, [...first, ...rseqCalls(thread)]);
   });
   // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
   if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);

@@ -70,8 +70,9 @@ function capsetArgs(rec: CredsRecord): { header: Buffer; data: Buffer } {
  * While the stub is still root: groups, gids, the bounding set and securebits (with KEEP_CAPS,
  * so the permitted set survives setresuid); then the uids; then the capability sets, ambient
  * capabilities, KEEP_CAPS as it was, dumpable, and last no_new_privs (which cannot be undone).
+ * `first`: calls to run before them in the same batch.
  */
-export function restoreCreds(ctx: RestoreContext, rec: CredsRecord): void {
+export function restoreCreds(ctx: RestoreContext, rec: CredsRecord, first: readonly RemoteCall[] = []): void {
   const remote = ctx.remote;
   const prctl = (name: string, ...args: number[]): RemoteCall => ({
     name: `prctl(${name})`,
@@ -89,6 +90,7 @@ export function restoreCreds(ctx: RestoreContext, rec: CredsRecord): void {
   const all = (1n << BigInt(last + 1)) - 1n;
   remote.withData(() =>
     remote.batch([
+      ...first,
       { name: 'setgroups', nr: NR.setgroups, args: [rec.groups.length, remote.put(groups)] },
       { name: 'setresgid', nr: NR.setresgid, args: [rgid!, egid!, sgid!] },
       ...capsIn(all & ~rec.caps.bounding, last).map((cap) =>

@@ -250,8 +250,8 @@ export function mapVmas(
   for (const i of opens) expectFd(results[i], fd, calls[i]!.name);
 }
 
-/** Set the final protections of the VMAs that were mapped writable to be filled. */
-export function protectVmas(ctx: RestoreContext, filled: ReadonlySet<VmaRecord>): void {
+/** The calls that set the final protections of the VMAs that were mapped writable to be filled. */
+export function protectCalls(filled: ReadonlySet<VmaRecord>): RemoteCall[] {
   const calls: RemoteCall[] = [];
   for (const v of filled) {
     const prot = protOf(v.perms);
@@ -262,7 +262,7 @@ export function protectVmas(ctx: RestoreContext, filled: ReadonlySet<VmaRecord>)
       args: [v.start, v.end - v.start, prot],
     });
   }
-  ctx.remote.batch(calls);
+  return calls;
 }
 
 /** VmFlags of smaps that madvise sets, and the advice that sets each. */
@@ -278,10 +278,10 @@ const ADVICE: Record<string, number> = {
 };
 
 /**
- * Give each VMA the advice it had (madvise: DONTFORK, DONTDUMP, HUGEPAGE, ...) and lock what was
- * locked (mlock, or mlock2 ON_FAULT), once its pages are in.
+ * The calls that give each VMA the advice it had (madvise: DONTFORK, DONTDUMP, HUGEPAGE, ...) and
+ * lock what was locked (mlock, or mlock2 ON_FAULT), once its pages are in.
  */
-export function adviseVmas(ctx: RestoreContext, vmas: readonly VmaRecord[]): void {
+export function adviceCalls(vmas: readonly VmaRecord[]): RemoteCall[] {
   const calls: RemoteCall[] = [];
   for (const v of vmas) {
     if (v.content === 'kernel') continue;
@@ -297,5 +297,5 @@ export function adviseVmas(ctx: RestoreContext, vmas: readonly VmaRecord[]): voi
       calls.push({ name: `mlock2(${at})`, nr: NR.mlock2, args: [v.start, len, onFault ? MLOCK_ONFAULT : 0] });
     }
   }
-  ctx.remote.batch(calls);
+  return calls;
 }

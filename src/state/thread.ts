@@ -166,13 +166,13 @@ export function restoreThread(ctx: RestoreContext, rec: ThreadRecord): void {
 }
 
 /**
- * The thread's rseq registration, once its memory is in place: registering has the kernel write the
- * CPU number into the rseq area as the thread next leaves the kernel.
+ * The call that registers the thread's rseq area again, once its memory is in place: registering
+ * has the kernel write the CPU number into the area as the thread next leaves the kernel.
  */
-export function restoreRseq(ctx: RestoreContext, rec: ThreadRecord): void {
-  if (!rec.rseq) return;
+export function rseqCalls(rec: ThreadRecord): RemoteCall[] {
+  if (!rec.rseq) return [];
   const { abi, size, signature } = rec.rseq;
-  ctx.remote.batch([{ name: 'rseq', nr: NR.rseq, args: [abi, size, 0, signature] }]);
+  return [{ name: 'rseq', nr: NR.rseq, args: [abi, size, 0, signature] }];
 }
 
 /**

@@ -15,13 +15,12 @@ export function userfaultfdIn(
   remote: RemoteSyscalls,
   keep = false,
 ): { fd: number; inProcess: number | undefined } {
-  const made = Number(
-    remote.check('userfaultfd', NR.userfaultfd, O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY),
-  );
+  const flags = O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY;
+  const made = Number(remote.batch([{ name: 'userfaultfd', nr: NR.userfaultfd, args: [flags] }])[0]);
   try {
     return { fd: copyFd(remote.pid, made), inProcess: keep ? made : undefined };
   } finally {
-    if (!keep) remote.check('close', NR.close, made);
+    if (!keep) remote.batch([{ name: 'close', nr: NR.close, args: [made] }]);
   }
 }
 
