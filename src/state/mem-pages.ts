@@ -1,8 +1,8 @@
 // Page contents. Dump: find the pages a checkpoint stores (vma/usage.ts dumpsPage), read them with
 // process_vm_readv in large batches (/proc/PID/mem where a VMA is not readable), hand them on in
-// address order. Restore: ferry writes them in with process_vm_writev, straight from the mapped page
-// file on every CPU, or decompressed through a buffer; a migration's prefill has the stub read them
-// itself (preadv).
+// address order. Restore: ferry writes them in straight from the mapped page file on every CPU,
+// with UFFDIO_COPY into the long runs of anonymous memory and process_vm_writev elsewhere, or
+// decompressed through a buffer; a migration's prefill has the stub read them itself (preadv).
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { LayerReader, type PageSource } from '../image/page-layers.js';
@@ -543,9 +543,14 @@ export class PageCopier {
     let fd: number;
     try {
       fd = userfaultfdIn(ctx.remote).fd;
-      uffdApi(fd, 0n);
     } catch {
       return undefined; // no userfaultfd here (a kernel without it, a seccomp filter): process_vm_writev
+    }
+    try {
+      uffdApi(fd, 0n);
+    } catch {
+      closeSync(fd);
+      return undefined;
     }
     const registered: Span[] = [];
     for (const span of chosen) {
@@ -559,7 +564,10 @@ export class PageCopier {
         }
       }
     }
-    return new PageCopier(fd, registered);
+    const copier = new PageCopier(fd, registered);
+    if (registered.length > 0) return copier;
+    copier.close();
+    return undefined;
   }
 
   /** Whether the page at `addr` is filled by copy(). */
