@@ -21,6 +21,7 @@ import { ptraceGetRseqConfiguration } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { probeUffdFeatures, UFFD_FEATURE } from './sys/uffd.js';
 import { waitpid } from './sys/wait.js';
+import { hasSystemXxh3 } from './sys/xxhash.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import { kernelTracksSoftDirty } from './vma/pages.js';
@@ -169,6 +170,29 @@ const PROBES: Probe[] = [
       return (got & wanted) === wanted
         ? ok('UFFD_FEATURE_WP_ASYNC and WP_UNPOPULATED')
         : no('features missing');
+    },
+  },
+  {
+    id: 'uffd-copy',
+    usedFor: 'restoring long runs of anonymous memory with UFFDIO_COPY (each page made with its bytes)',
+    without:
+      'process_vm_writev writes all of it (a third slower here: fresh pages are zeroed, then faulted in)',
+    required: false,
+    run() {
+      // The handshake a restore's copier makes (no features asked), on a fresh descriptor.
+      probeUffdFeatures(0n);
+      return ok('userfaultfd opens and answers UFFDIO_API');
+    },
+  },
+  {
+    id: 'libxxhash',
+    usedFor: "checking an image's page data on every CPU at once at restore (XXH3 of each 4 MiB)",
+    without: 'one CPU hashes it all (the @node-rs/xxhash package)',
+    required: false,
+    run() {
+      return hasSystemXxh3()
+        ? ok('libxxhash.so.0 opens')
+        : no('libxxhash.so.0 is not installed (Debian: libxxhash0)');
     },
   },
   {

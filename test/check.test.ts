@@ -9,6 +9,8 @@ const FEATURES = [
   'map_files',
   'PAGEMAP_SCAN',
   'uffd-wp-async',
+  'uffd-copy',
+  'libxxhash',
   'soft-dirty',
   'PROCMAP_QUERY',
   'clone3-set_tid',
