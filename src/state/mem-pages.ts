@@ -451,12 +451,12 @@ const WRITE_JOB = 8 << 20;
 
 /**
  * Write a layer's stored pages into process `pid` from the page cache: the page file is mapped
- * read-only here, and process_vm_writev copies from the mapping into the process, one call per CPU
- * at once on libuv's threads. Most of the time goes to the kernel making fresh memory for the
- * process, which then runs on every CPU instead of one. With `consume` (a temporary image), what
- * each call wrote is punched out of the file at once: the memory its page cache held goes to the
- * process next, instead of memory the kernel must make fresh (in a virtual machine, memory unused
- * for a while comes back from the host at a fraction of the speed).
+ * read-only here, and process_vm_writev (or the copier's UFFDIO_COPY) copies from the mapping into
+ * the process, several calls at once on libuv's threads. Most of the time goes to the kernel
+ * making fresh memory for the process, which then runs on every CPU instead of one. With `consume`
+ * (a temporary image), what each call wrote is punched out of the file at once: the memory its
+ * page cache held goes to the process next, instead of memory the kernel must make fresh (in a
+ * virtual machine, memory unused for a while comes back from the host at a fraction of the speed).
  */
 export async function writeStoredPages(
   pid: number,
