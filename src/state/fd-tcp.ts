@@ -8,7 +8,7 @@
 // which sends a window probe: the peer answers, and the connection goes on where it was.
 import { closeSync } from 'node:fs';
 import { integer, object, string, type Infer } from '../image/schema.js';
-import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
+import { copyFd } from '../sys/pidfd.js';
 import { NR } from '../sys/nr.js';
 import {
   getsockopt,
@@ -99,14 +99,12 @@ export function dumpTcp(ctx: FilesDumpContext, fd: number, copy: number): TcpRec
   const reuse = getsockoptInt(copy, SOL.SOCKET, SO.REUSEADDR);
   setsockoptInt(copy, SOL.TCP, TCP_REPAIR, 1);
   ctx.tracee.onRelease(() => {
-    const pidfd = pidfdOpen(ctx.pid);
+    const again = copyFd(ctx.pid, fd);
     try {
-      const again = pidfdGetfd(pidfd, fd);
       setsockoptInt(again, SOL.TCP, TCP_REPAIR, TCP_REPAIR_OFF);
       setsockoptInt(again, SOL.SOCKET, SO.REUSEADDR, reuse);
-      closeSync(again);
     } finally {
-      closeSync(pidfd);
+      closeSync(again);
     }
   });
   const info = getsockopt(copy, SOL.TCP, TCP_INFO, 232);

@@ -8,7 +8,8 @@
 import { closeSync, readlinkSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
-import { UFFD_FEATURE, uffdApi, uffdRegisterWp } from '../sys/uffd.js';
+import { copyFd } from '../sys/pidfd.js';
+import { UFFD_FEATURE, uffdApi, uffdRegister } from '../sys/uffd.js';
 import type { PartSummary } from '../image/sink.js';
 import type { LayerRecord, ParentRecord } from '../image/manifest.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
@@ -30,7 +31,7 @@ import { PAGE_SIZE } from '../proc/pagemap.js';
 import { processVmReadv } from '../sys/process-vm.js';
 import { intersectSpans, mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js';
 import { markEarlier, pagesToDump, type PageRange } from './mem-pages.js';
-import { copyFd, userfaultfdIn } from './userfaultfd.js';
+import { userfaultfdIn } from './userfaultfd.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
 
 /** Kinds of VMA whose writes are tracked: private memory (anonymous, or a program's data). */
@@ -221,7 +222,7 @@ export class DirtyTracker implements WriteTracker {
       for (const v of vmas) {
         if (!trackable(v)) continue;
         try {
-          uffdRegisterWp(fd, v.start, v.end - v.start);
+          uffdRegister(fd, v.start, v.end - v.start, 'wp');
         } catch (err) {
           // A VMA that cannot be registered stays untracked: its pages are all sent at the end.
           if (!isErrno(err, 'EINVAL', 'EPERM', 'EBUSY')) throw err;

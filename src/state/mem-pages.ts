@@ -13,7 +13,7 @@ import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { AT_FDCWD, O, punchHole } from '../sys/fcntl.js';
 import { runAtOnce } from '../sys/call.js';
-import { uffdApi, uffdCopyAsync, uffdRegisterMissing, uffdUnregister } from '../sys/uffd.js';
+import { uffdApi, uffdCopyAsync, uffdRegister, uffdUnregister } from '../sys/uffd.js';
 import { NR } from '../sys/nr.js';
 import { MADV, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
@@ -476,9 +476,11 @@ export async function writeStoredPages(
     throw err;
   }
   const write = async (job: LayerRange[]): Promise<void> => {
-    const copied = copier ? job.filter((r) => copier.covers(r.addr)) : [];
-    for (const r of copied) await copier!.copy(r.addr, base + BigInt(r.offset), r.len);
-    const rest = copied.length > 0 ? job.filter((r) => !copier!.covers(r.addr)) : job;
+    const rest: LayerRange[] = [];
+    for (const r of job) {
+      if (copier?.covers(r.addr)) await copier.copy(r.addr, base + BigInt(r.offset), r.len);
+      else rest.push(r);
+    }
     const local = rest.map((r) => ({ addr: base + BigInt(r.offset), len: r.len }));
     const got = rest.length > 0 ? await processVmWritevAsync(pid, local, rest) : 0;
     if (got !== byteCount(rest)) {
@@ -555,7 +557,7 @@ export class PageCopier {
     const registered: Span[] = [];
     for (const span of chosen) {
       try {
-        uffdRegisterMissing(fd, span.start, span.end - span.start);
+        uffdRegister(fd, span.start, span.end - span.start, 'missing');
         registered.push(span);
       } catch (err) {
         if (!isErrno(err, 'EINVAL', 'EPERM', 'EBUSY')) {

@@ -1,9 +1,8 @@
 // A userfaultfd of a frozen process's, held by ferry: made inside the process by a remote syscall
 // (the kernel ties one to the memory of the process that makes it) and copied out with pidfd_getfd.
-import { closeSync } from 'node:fs';
 import { O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
-import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
+import { copyFd } from '../sys/pidfd.js';
 import { UFFD_USER_MODE_ONLY } from '../sys/uffd.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
 
@@ -21,15 +20,5 @@ export function userfaultfdIn(
     return { fd: copyFd(remote.pid, made), inProcess: keep ? made : undefined };
   } finally {
     if (!keep) remote.batch([{ name: 'close', nr: NR.close, args: [made] }]);
-  }
-}
-
-/** Copy descriptor `fd` of process `pid` into this process. */
-export function copyFd(pid: number, fd: number): number {
-  const pidfd = pidfdOpen(pid);
-  try {
-    return pidfdGetfd(pidfd, fd);
-  } finally {
-    closeSync(pidfd);
   }
 }

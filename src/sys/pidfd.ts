@@ -1,4 +1,5 @@
 // pidfd_open and pidfd_getfd: a stable handle on a process, and a copy of one of its descriptors.
+import { closeSync } from 'node:fs';
 import { syscall } from './call.js';
 
 import { NR } from './nr.js';
@@ -10,6 +11,16 @@ export function pidfdOpen(pid: number, flags = 0): number {
 /** Duplicate descriptor `targetFd` of the process behind `pidfd` into this process. */
 export function pidfdGetfd(pidfd: number, targetFd: number): number {
   return syscall(NR.pidfd_getfd, 'pidfd_getfd', () => [String(pidfd), String(targetFd)], pidfd, targetFd, 0);
+}
+
+/** Copy descriptor `fd` of process `pid` into this process (pidfd_getfd through a pidfd of its). */
+export function copyFd(pid: number, fd: number): number {
+  const pidfd = pidfdOpen(pid);
+  try {
+    return pidfdGetfd(pidfd, fd);
+  } finally {
+    closeSync(pidfd);
+  }
 }
 
 export function pidfdSendSignal(pidfd: number, signal: number): void {

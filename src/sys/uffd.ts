@@ -30,8 +30,8 @@ const UFFDIO_COPY = iowr(UFFDIO, 0x03, 40);
 
 /** userfaultfd(2) flag: handle faults from user mode only (allowed without privileges). */
 export const UFFD_USER_MODE_ONLY = 1;
-const UFFDIO_REGISTER_MODE_MISSING = 1n;
-const UFFDIO_REGISTER_MODE_WP = 2n;
+/** UFFDIO_REGISTER modes: faults on missing pages (filled with UFFDIO_COPY), on write-protected ones. */
+const REGISTER_MODE = { missing: 1n, wp: 2n } as const;
 
 /** Create a userfaultfd in this process. */
 export function userfaultfd(flags: number): number {
@@ -63,17 +63,12 @@ function registerArg(start: bigint, len: bigint, mode: bigint): Buffer {
 }
 
 /**
- * Register [start, start + len) of the userfaultfd's process for write-protection faults. The
- * descriptor may be a copy in another process (pidfd_getfd): the kernel acts on the memory of the
- * process that created it.
+ * Register [start, start + len) of the userfaultfd's process for faults of `mode`. The descriptor
+ * may be a copy in another process (pidfd_getfd): the kernel acts on the memory of the process
+ * that created it.
  */
-export function uffdRegisterWp(fd: number, start: bigint, len: bigint): void {
-  ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, UFFDIO_REGISTER_MODE_WP));
-}
-
-/** Register [start, start + len) of the userfaultfd's process for its missing pages (UFFDIO_COPY). */
-export function uffdRegisterMissing(fd: number, start: bigint, len: bigint): void {
-  ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, UFFDIO_REGISTER_MODE_MISSING));
+export function uffdRegister(fd: number, start: bigint, len: bigint, mode: keyof typeof REGISTER_MODE): void {
+  ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, REGISTER_MODE[mode]));
 }
 
 /** Unregister [start, start + len) of the userfaultfd's process. */
