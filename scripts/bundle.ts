@@ -7,6 +7,8 @@
 //   dist/bin/ferry.blob.node     a stamp bearing the modification time of the Node that made it
 //   dist/bin/ferry-restore.cjs, ferry-restore.blob (and dump's)   one command alone, bundled and
 //                                snapshotted the same way: a smaller heap, a faster start
+//                                (every blob without the code cache of the builtins it holds
+//                                loaded: scripts/snapshot-blob.ts)
 //   dist/bin/ferry               the command: the Node that made the snapshot started from it,
 //                                or, when that Node changed, ferry.js
 // One file instead of a hundred modules (Node resolves, reads and compiles each module it loads:
@@ -14,10 +16,11 @@
 // more). The library (dist/src) is not bundled; packages stay in node_modules (native code).
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { relative, resolve } from 'node:path';
 import { NATIVE_BINARIES } from '../src/sys/packages.js';
+import { withoutLoadedCodeCache } from './snapshot-blob.js';
 
 const OUT = 'dist/bin';
 
@@ -97,7 +100,7 @@ for (const [name, command] of Object.entries(COMMAND_SNAPSHOTS)) {
 // itself would be needed at every start too, which slows Node's own start), runs it as Node runs
 // a CommonJS module, and has it load the commands.
 const BUILDER = `'use strict';
-const { readFileSync } = require('node:fs');
+const { readFileSync, writeFileSync } = require('node:fs');
 const { setFlagsFromString } = require('node:v8');
 const { Script } = require('node:vm');
 const file = require('node:path').join(__dirname, process.env.FERRY_SNAPSHOT_BUNDLE);
@@ -106,35 +109,52 @@ const source = '(function (exports, require, module, __filename, __dirname) {' +
 const module_ = { exports: {} };
 new Script(source, { filename: file }).runInThisContext()(module_.exports, require, module_, file, __dirname);
 setFlagsFromString('--lazy');
-module_.exports.prepareSnapshot().catch((err) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+module_.exports
+  .prepareSnapshot()
+  .then(() => {
+    // The builtin modules the heap now holds loaded (see scripts/snapshot-blob.ts).
+    const loaded = process.moduleLoadList.filter((m) => m.startsWith('NativeModule ')).map((m) => m.slice(13));
+    writeFileSync(process.env.FERRY_SNAPSHOT_LOADED, loaded.join('\\n'));
+  })
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
 `;
 writeFileSync(`${OUT}/ferry-snapshot-builder.cjs`, BUILDER);
 
-/** Build `name`.blob from `name`.cjs; false (and no blob) if Node cannot. */
+/**
+ * Build `name`.blob from `name`.cjs, without the code cache of the builtins it holds loaded; false
+ * (and no blob) if Node cannot.
+ */
 function snapshot(name: string): boolean {
+  const blob = `${OUT}/${name}.blob`;
+  const loaded = `${OUT}/${name}.loaded`;
   try {
     execFileSync(
       process.execPath,
-      [
-        '--no-warnings',
-        '--snapshot-blob',
-        `${OUT}/${name}.blob`,
-        '--build-snapshot',
-        `${OUT}/ferry-snapshot-builder.cjs`,
-      ],
-      { stdio: 'inherit', env: { ...process.env, FERRY_SNAPSHOT_BUNDLE: `${name}.cjs` } },
+      ['--no-warnings', '--snapshot-blob', blob, '--build-snapshot', `${OUT}/ferry-snapshot-builder.cjs`],
+      {
+        stdio: 'inherit',
+        env: { ...process.env, FERRY_SNAPSHOT_BUNDLE: `${name}.cjs`, FERRY_SNAPSHOT_LOADED: loaded },
+      },
     );
-    return true;
+    const trimmed = withoutLoadedCodeCache(
+      readFileSync(blob),
+      new Set(readFileSync(loaded, 'utf8').split('\n')),
+    );
+    if (trimmed) writeFileSync(blob, trimmed);
+    else process.stderr.write(`bundle: ${name}.blob keeps its whole code cache (no layout ferry knows)\n`);
   } catch (err) {
-    rmSync(`${OUT}/${name}.blob`, { force: true });
+    rmSync(blob, { force: true });
     process.stderr.write(
       `bundle: no startup snapshot ${name}.blob (${err instanceof Error ? err.message : String(err)})\n`,
     );
     return false;
+  } finally {
+    rmSync(loaded, { force: true });
   }
+  return true;
 }
 
 // Without the whole command line's snapshot the command runs the bundle: slower to start, the
