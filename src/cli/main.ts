@@ -62,7 +62,7 @@ export async function loadSnapshotCommands(): Promise<void> {
   await Promise.all(COMMANDS.filter((c) => SNAPSHOT_COMMANDS.has(c.name)).map((c) => c.load()));
 }
 
-/** Run the command line `argv` (without node and script); the exit code lands in process.exitCode. */
+/** Run the command line `argv` (without node and script), then end the process with its exit code. */
 export function runCli(argv: string[]): void {
   runToExit(argv, main);
 }

@@ -71,8 +71,8 @@ function report(err: unknown, argv: string[]): number {
 }
 
 /**
- * Run `main` on the command line `argv` (without node and script); its exit code, or its error's,
- * lands in process.exitCode.
+ * Run `main` on the command line `argv` (without node and script), then end the process with its
+ * exit code, or its error's.
  */
 export function runToExit(argv: string[], main: (argv: string[]) => Promise<number>): void {
   // A reader that goes away (`ferry inspect 1 | head`) ends the output, not in a stack trace.
@@ -80,14 +80,17 @@ export function runToExit(argv: string[], main: (argv: string[]) => Promise<numb
     if (err.code !== 'EPIPE') throw err;
     process.exit(process.exitCode ?? 0);
   });
-  main(argv).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.exitCode = report(err, argv);
-    },
-  );
+  main(argv).then(exitWith, (err: unknown) => exitWith(report(err, argv)));
+}
+
+/**
+ * End with `code` at once when all output is written: Node's own teardown of its heap and handles
+ * is 1-2 ms of every command's end here (a restore's time is until ferry exits). Output still
+ * queued (a slow pipe) is written first, the way Node ends by itself.
+ */
+function exitWith(code: number): void {
+  process.exitCode = code;
+  if (process.stdout.writableLength === 0 && process.stderr.writableLength === 0) process.exit();
 }
 
 /**
