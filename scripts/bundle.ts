@@ -52,7 +52,15 @@ const common = {
  * again; a dump's wall time is a migration's by hand. A smaller heap starts faster (restore's is
  * 0.6 MB of the 5.9, 3-5 ms of its start here).
  */
-const COMMAND_SNAPSHOTS = { dump: 'dumpCommand', restore: 'restoreCommand' } as const;
+const COMMAND_SNAPSHOTS = {
+  dump: { command: 'dumpCommand', v8: [] },
+  restore: { command: 'restoreCommand', v8: ['--no-rehash-snapshot'] },
+} as const;
+// V8's flags for a command's snapshot, given both as it is made and at every start from it (V8
+// refuses a snapshot made with other flags). --no-rehash-snapshot: V8 keeps the hash seed drawn
+// when the blob was made instead of drawing one and rehashing every table in the heap, 3-5 ms of
+// restore's start here. A seed that stays the same guards less against input made to collide in
+// hash tables; a restore's input is the image it is asked to run as a process.
 
 // What an earlier build left goes (chunks are named by their content).
 rmSync(OUT, { recursive: true, force: true });
@@ -79,7 +87,7 @@ const cjs = {
   },
 } as const;
 await build({ ...cjs, entryPoints: ['dist/src/cli/snapshot.js'], outfile: `${OUT}/ferry.cjs` });
-for (const [name, command] of Object.entries(COMMAND_SNAPSHOTS)) {
+for (const [name, { command }] of Object.entries(COMMAND_SNAPSHOTS)) {
   const bundle = `ferry-${name}.cjs`;
   await build({
     ...cjs,
@@ -127,13 +135,20 @@ writeFileSync(`${OUT}/ferry-snapshot-builder.cjs`, BUILDER);
  * Build `name`.blob from `name`.cjs, without the code cache of the builtins it holds loaded; false
  * (and no blob) if Node cannot.
  */
-function snapshot(name: string): boolean {
+function snapshot(name: string, v8: readonly string[] = []): boolean {
   const blob = `${OUT}/${name}.blob`;
   const loaded = `${OUT}/${name}.loaded`;
   try {
     execFileSync(
       process.execPath,
-      ['--no-warnings', '--snapshot-blob', blob, '--build-snapshot', `${OUT}/ferry-snapshot-builder.cjs`],
+      [
+        '--no-warnings',
+        ...v8,
+        '--snapshot-blob',
+        blob,
+        '--build-snapshot',
+        `${OUT}/ferry-snapshot-builder.cjs`,
+      ],
       {
         stdio: 'inherit',
         env: { ...process.env, FERRY_SNAPSHOT_BUNDLE: `${name}.cjs`, FERRY_SNAPSHOT_LOADED: loaded },
@@ -160,7 +175,7 @@ function snapshot(name: string): boolean {
 // Without the whole command line's snapshot the command runs the bundle: slower to start, the
 // same otherwise. Without a command's own, that command starts from the whole one.
 if (snapshot('ferry')) {
-  for (const name of Object.keys(COMMAND_SNAPSHOTS)) snapshot(`ferry-${name}`);
+  for (const [name, { v8 }] of Object.entries(COMMAND_SNAPSHOTS)) snapshot(`ferry-${name}`, v8);
   writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);
   execFileSync('touch', ['-r', process.execPath, `${OUT}/ferry.blob.node`]);
 } else {
@@ -178,9 +193,17 @@ if [ -L "$self" ]; then self=$(readlink -f -- "$self"); fi
 case $self in */*) here=\${self%/*} ;; *) here=. ;; esac
 stamp=$here/ferry.blob.node
 blob=$here/ferry.blob
-case $1 in ${Object.keys(COMMAND_SNAPSHOTS).join('|')}) if [ -f "$here/ferry-$1.blob" ]; then blob=$here/ferry-$1.blob; fi ;; esac
+v8=
+case $1 in
+${Object.entries(COMMAND_SNAPSHOTS)
+  .map(
+    ([name, { v8 }]) =>
+      `  ${name}) if [ -f "$here/ferry-${name}.blob" ]; then blob=$here/ferry-${name}.blob; v8='${v8.join(' ')}'; fi ;;`,
+  )
+  .join('\n')}
+esac
 if [ -f "$blob" ] && [ ! "$node" -nt "$stamp" ] && [ ! "$node" -ot "$stamp" ]; then
-  exec "$node" --snapshot-blob "$blob" -- "$@"
+  exec "$node" $v8 --snapshot-blob "$blob" -- "$@"
 fi
 exec node "$here/ferry.js" "$@"
 `;
