@@ -8,13 +8,28 @@ import { koffi } from './packages.js';
 
 type Xxh3 = KoffiFunc<(data: bigint, length: number) => number | bigint>;
 
-/** XXH3_64bits, once looked for: null when libxxhash is not there. */
-let xxh3: Xxh3 | null | undefined;
+/** libxxhash's XXH3-64 functions, once looked for: null when libxxhash is not there. */
+let xxh3: { plain: Xxh3; wide: Xxh3 } | null | undefined;
 
-function systemXxh3(): Xxh3 | null {
+/**
+ * XXH3_64bits (SSE2), and XXH3_64bits_dispatch where the library has it (Debian's x86_64 build):
+ * the widest vectors the CPU has, AVX-512 here, 7 times as fast from the cache, a fifth faster
+ * from the page cache on 2 CPUs. It leaves the upper halves of the vector registers dirty, which
+ * makes later SSE code of the same thread twice as slow: only libuv's threads call it, which run
+ * little but system calls.
+ */
+function systemXxh3(): { plain: Xxh3; wide: Xxh3 } | null {
   if (xxh3 === undefined) {
     try {
-      xxh3 = koffi().load('libxxhash.so.0').func('uint64_t XXH3_64bits(uintptr_t, size_t)') as Xxh3;
+      const lib = koffi().load('libxxhash.so.0');
+      const plain = lib.func('uint64_t XXH3_64bits(uintptr_t, size_t)') as Xxh3;
+      let wide = plain;
+      try {
+        wide = lib.func('uint64_t XXH3_64bits_dispatch(uintptr_t, size_t)') as Xxh3;
+      } catch {
+        // A build without the dispatcher: SSE2 everywhere.
+      }
+      xxh3 = { plain, wide };
     } catch {
       xxh3 = null;
     }
@@ -29,7 +44,7 @@ export function hasSystemXxh3(): boolean {
 
 /** XXH3-64 (seed 0) of `data` by libxxhash, or undefined without it. */
 export function xxh3OfBytes(data: ArrayBufferView): bigint | undefined {
-  const fn = systemXxh3();
+  const fn = systemXxh3()?.plain;
   return fn ? BigInt(fn(addressOf(data), data.byteLength)) : undefined;
 }
 
@@ -39,7 +54,7 @@ export function xxh3OfBytes(data: ArrayBufferView): bigint | undefined {
  * it settles.
  */
 export function xxh3OfMemory(addr: bigint, length: number): Promise<bigint> {
-  const fn = systemXxh3();
+  const fn = systemXxh3()?.wide;
   if (!fn) return Promise.reject(new Error('libxxhash.so.0 is not available'));
   return new Promise((resolve, reject) =>
     fn.async(addr, length, (err: unknown, digest: number | bigint) => {
