@@ -23,6 +23,16 @@ test('a sealed manifest opens to the same content, and re-seals to the same text
   assert.equal(sealManifest(again).text, text);
 });
 
+test('a manifest laid out anew (the checksum moved, other indents) opens; an edit to it does not', () => {
+  const { checksum, ...rest } = JSON.parse(sealManifest(content).text) as Record<string, unknown>;
+  const relaid = JSON.stringify({ checksum, ...rest }, null, 4);
+  assert.equal(openManifest(relaid, schema, '/img').pid, 42);
+  assert.throws(
+    () => openManifest(relaid.replace('"pid": 42', '"pid": 43'), schema, '/img'),
+    /does not match its checksum/,
+  );
+});
+
 test('edits, foreign files and newer versions are told apart', () => {
   const text = sealManifest(content).text;
   const cases: [string, string, RegExp][] = [
