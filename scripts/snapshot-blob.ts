@@ -60,12 +60,7 @@ function readCodeCache(blob: Buffer, start: number): CodeCache | undefined {
  * entry after entry, to its last byte. Undefined if there is none (a Node whose blob differs).
  */
 export function findCodeCache(blob: Buffer): CodeCache | undefined {
-  for (let at = 0; at + 16 <= blob.length; at++) {
-    // Cheap tests first: a small count, then a short id whose first byte may begin one.
-    if (blob.readUInt32LE(at + 4) !== 0 || blob.readUInt32LE(at + 12) !== 0) continue;
-    const count = blob.readUInt32LE(at);
-    const idLength = blob.readUInt32LE(at + 8);
-    if (count === 0 || count > MAX_ENTRIES || idLength === 0 || idLength > MAX_ID) continue;
+  for (let at = 0; at + 8 <= blob.length; at++) {
     const found = readCodeCache(blob, at);
     if (found) return found;
   }
