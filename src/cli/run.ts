@@ -112,7 +112,7 @@ export function runFromSnapshot(bundle: string, run: (argv: string[]) => void): 
 
 /**
  * While a snapshot is made, run once what Node runs of its own at every command's start (parse the
- * arguments, write to a stream), so that the snapshot holds it compiled: 1-2 ms of a start here.
+ * arguments, write to a stream), so that the snapshot holds it compiled: about 1 ms of a start here.
  */
 function compileStartPath(): void {
   parseArgs({
