@@ -35,7 +35,7 @@ import { kill, SIG } from './sys/signal.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import { startWorkerThreads } from './sys/call.js';
-import { Timings } from './timings.js';
+import { now, Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import type { PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
@@ -298,7 +298,7 @@ function precopyChoice(options: DumpOptions): true | 'auto' | false {
 
 /** Checkpoint process `pid` (and its descendants) into `options.dir` (or `options.sink`). */
 export async function dump(pid: number, options: DumpOptions): Promise<DumpResult> {
-  const started = performance.now();
+  const started = now();
   const timings = new Timings();
   await initHashing();
   // Started now, not by the first write while the process is frozen.
@@ -340,7 +340,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     if (held.length === 0) return;
     if (how === 'kill') {
       // Killed is never running again: the time the kernel takes to tear it down is not frozen time.
-      frozenMs = performance.now() - frozenAt;
+      frozenMs = now() - frozenAt;
       for (const t of held) t.kill();
       return;
     }
@@ -352,7 +352,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         first ??= err instanceof Error ? err : new Error(String(err));
       }
     }
-    frozenMs = performance.now() - frozenAt;
+    frozenMs = now() - frozenAt;
     if (first) throw first;
   };
   try {
@@ -381,7 +381,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     if (baseline) globalThis.gc?.();
     const root = Tracee.freeze(pid);
     tracees = [root];
-    frozenAt = performance.now();
+    frozenAt = now();
     const tracker = baseline?.tracker;
     if (tracker) root.onRelease(() => tracker.close());
     const members = freezeTree(root, oneProcessOnly(options, pre !== undefined));
@@ -465,7 +465,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
       pid,
       dir: sink.location,
       frozenMs: frozenMs + (pre?.frozenMs ?? 0),
-      totalMs: performance.now() - started,
+      totalMs: now() - started,
       processes: members.length,
       vmas: captures.reduce((n, c) => n + c.state.vmas.length, 0),
       pages: sum((s) => s.dataPages),

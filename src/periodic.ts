@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { dump, type DumpResult } from './checkpoint.js';
 import { FerryError, isFerryError } from './errors.js';
 import { DumpChain } from './state/mem-tracking.js';
+import { now } from './timings.js';
 
 export interface EveryOptions {
   /** The directory that holds the numbered images. */
@@ -73,7 +74,7 @@ export async function dumpEvery(pid: number, options: EveryOptions): Promise<Eve
   };
   try {
     while (!options.signal?.aborted) {
-      const started = performance.now();
+      const started = now();
       if (chain.length >= Math.min(keep ?? MAX_CHAIN, MAX_CHAIN)) chain.reset();
       if (chain.length === 0) chains.push([]);
       const name = String(next++).padStart(6, '0');
@@ -99,7 +100,7 @@ export async function dumpEvery(pid: number, options: EveryOptions): Promise<Eve
       latest = image;
       prune();
       options.onDump?.({ ...result, image, chainLength: chain.length });
-      const wait = options.intervalMs - (performance.now() - started);
+      const wait = options.intervalMs - (now() - started);
       if (wait > 0) await sleep(wait, undefined, { signal: options.signal }).catch(() => {});
     }
     return { pid, dumps, latest, ended: 'stopped' };

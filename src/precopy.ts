@@ -26,6 +26,7 @@ import { Tracee } from './tracee/tracee.js';
 import { classifyVmas } from './vma/classify.js';
 import { rangeSpans, spanBytes, unionSpans, type Span } from './vma/spans.js';
 import { SPECIAL_KINDS, type Vma } from './vma/vma.js';
+import { now } from './timings.js';
 
 /** How writes are tracked: the best this kernel has ('auto'), or one forced. */
 export type TrackingChoice = 'auto' | 'uffd-wp' | 'soft-dirty' | 'page-hashes';
@@ -86,7 +87,7 @@ function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTr
   if (options.tracking === 'page-hashes') return { tracker: new HashTracker(pid), frozenMs: 0 };
   if (options.tracking === 'soft-dirty') return { tracker: new SoftDirtyTracker(pid), frozenMs: 0 };
   const tracee = Tracee.freeze(pid);
-  const frozenAt = performance.now();
+  const frozenAt = now();
   let tracker: WriteTracker;
   try {
     const remote = RemoteSyscalls.open(tracee);
@@ -102,7 +103,7 @@ function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTr
   } finally {
     tracee.release();
   }
-  return { tracker, frozenMs: performance.now() - frozenAt };
+  return { tracker, frozenMs: now() - frozenAt };
 }
 
 /**
@@ -122,7 +123,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
     let rate = 0; // bytes per ms, the best seen
     const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS;
     for (let round = 1; round <= maxRounds; round++) {
-      const started = performance.now();
+      const started = now();
       const vmas = currentVmas(pid);
       const tracked = vmas.filter((v) => tracker.tracks(v));
       const ranges = pagesToDump(pid, tracked, DUMP_BATCH, tracker.scanner(true));
@@ -144,7 +145,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       parts[names.index] = summary.index;
       layers.push(names);
       // The copy's own time, for the rate: what follows is the target taking the layer in.
-      const copyMs = performance.now() - started;
+      const copyMs = now() - started;
       const prefilled = await sink.layerDone?.(
         pid,
         names,
@@ -152,7 +153,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       );
       const copied = rangeSpans(stored);
       held = unionSpans(held, copied);
-      const ms = performance.now() - started;
+      const ms = now() - started;
       const bytes = spanBytes(copied);
       if (bytes >= RATE_SAMPLE_BYTES || rate === 0) rate = Math.max(rate, bytes / Math.max(copyMs, 1));
 

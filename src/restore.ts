@@ -47,7 +47,7 @@ import { ptraceGetXstate } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
 import { startWorkerThreads } from './sys/call.js';
-import { Timings } from './timings.js';
+import { now, Timings } from './timings.js';
 import { findGap, type Span } from './vma/gaps.js';
 import type { Prefill } from './prefill.js';
 
@@ -283,7 +283,7 @@ function treeOf(image: Image): TreeRecord {
  * readImage() opened and verified already.
  */
 export async function restore(from: string | Image, options: RestoreOptions = {}): Promise<RestoreResult> {
-  const started = performance.now();
+  const started = now();
   const timings = new Timings();
   const image = typeof from === 'string' ? await readImage(from) : from;
   const dir = image.location;
@@ -348,7 +348,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
       pid: stub.pid,
       originalPid: state.pid,
       processes: [...byOriginal.values()].map((m) => ({ pid: m.pid, originalPid: m.record.pid })),
-      restoreMs: performance.now() - started,
+      restoreMs: now() - started,
       pages,
       warnings,
       stages: timings.toJSON(),

@@ -13,6 +13,7 @@ import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '..
 import type { WriteTracker } from '../state/mem-dirty.js';
 import { StreamSink } from './stream-sink.js';
 import { readEvents, type Migration } from './wire.js';
+import { now } from '../timings.js';
 
 export type MigrateMode = 'stop-copy' | 'pre-copy';
 
@@ -65,7 +66,7 @@ const RETRY_MS = 200;
 
 /** Migrate process `pid` to the agent `options.to`. */
 export async function migrate(pid: number, options: MigrateOptions): Promise<MigrateResult> {
-  const started = performance.now();
+  const started = now();
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const target = describe(options.to);
   const migrationId = randomUUID();
@@ -127,7 +128,7 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
     target,
     migrationId,
     downtimeMs: result.frozenMs,
-    totalMs: performance.now() - started,
+    totalMs: now() - started,
     bytesSent: sink.bytesSent,
     mode,
     rounds: (pre?.rounds.length ?? 0) + 1,

@@ -33,6 +33,7 @@ import { intersectSpans, mergeSpans, pushSpan, subtractSpans, type Span } from '
 import { markEarlier, pagesToDump, type PageRange } from './mem-pages.js';
 import { userfaultfdIn } from './userfaultfd.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
+import { now } from '../timings.js';
 
 /** Kinds of VMA whose writes are tracked: private memory (anonymous, or a program's data). */
 const TRACKED_KINDS = new Set<VmaKind>(['bss', 'heap', 'stack', 'anon', 'data']);
@@ -118,7 +119,7 @@ export class SoftDirtyTracker implements WriteTracker {
     // Frozen by ferry already (a dump's frozen copy), or frozen here until the bits are cleared.
     const status = parseStatus(readProcText(this.pid, 'status'), `/proc/${this.pid}/status`);
     const held = status.tracerPid === process.pid ? undefined : Tracee.freeze(this.pid);
-    const frozenAt = performance.now();
+    const frozenAt = now();
     let inner: PageScanner;
     try {
       inner = this.open();
@@ -144,7 +145,7 @@ export class SoftDirtyTracker implements WriteTracker {
         } finally {
           if (held) {
             held.release();
-            this.frozenMs += performance.now() - frozenAt;
+            this.frozenMs += now() - frozenAt;
           }
         }
       },
