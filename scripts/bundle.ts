@@ -8,7 +8,7 @@
 //   dist/bin/ferry-restore.cjs, ferry-restore.blob (and dump's)   one command alone, bundled and
 //                                snapshotted the same way: a smaller heap, a faster start
 //                                (every blob without the code cache of the builtins it holds
-//                                loaded: scripts/snapshot-blob.ts)
+//                                loaded, restore's without any: scripts/snapshot-blob.ts)
 //   dist/bin/ferry               the command: the Node that made the snapshot started from it,
 //                                or, when that Node changed, ferry.js
 // One file instead of a hundred modules (Node resolves, reads and compiles each module it loads:
@@ -20,7 +20,7 @@ import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { relative, resolve } from 'node:path';
 import { NATIVE_BINARIES } from '../src/sys/packages.js';
-import { withoutLoadedCodeCache } from './snapshot-blob.js';
+import { withoutCodeCache } from './snapshot-blob.js';
 
 const OUT = 'dist/bin';
 
@@ -53,8 +53,12 @@ const common = {
  * 0.6 MB of the 5.9, 3-5 ms of its start here).
  */
 const COMMAND_SNAPSHOTS = {
-  dump: { command: 'dumpCommand', v8: [] },
-  restore: { command: 'restoreCommand', v8: ['--no-rehash-snapshot', '--min-semi-space-size=8'] },
+  dump: { command: 'dumpCommand', v8: [], codeCache: true },
+  restore: {
+    command: 'restoreCommand',
+    v8: ['--no-rehash-snapshot', '--min-semi-space-size=8'],
+    codeCache: false,
+  },
 } as const;
 // V8's flags for a command's snapshot, given both as it is made and at every start from it (V8
 // refuses a snapshot made with other flags). --no-rehash-snapshot: V8 keeps the hash seed drawn
@@ -63,6 +67,9 @@ const COMMAND_SNAPSHOTS = {
 // hash tables; a restore's input is the image it is asked to run as a process.
 // --min-semi-space-size=8 (MiB): what a restore allocates fits in the young generation, where it
 // took one scavenge of 0.8 ms (--trace-gc) in the default 1 MiB; the start is no slower.
+// `codeCache: false`: the blob keeps no builtin's code cache, not even of those its heap has not
+// loaded. A restore loads no builtin after its start (process.moduleLoadList says so), so none is
+// read, and a builtin loaded all the same (on some error path) is compiled from its source.
 
 // What an earlier build left goes (chunks are named by their content).
 rmSync(OUT, { recursive: true, force: true });
@@ -134,10 +141,10 @@ module_.exports
 writeFileSync(`${OUT}/ferry-snapshot-builder.cjs`, BUILDER);
 
 /**
- * Build `name`.blob from `name`.cjs, without the code cache of the builtins it holds loaded; false
- * (and no blob) if Node cannot.
+ * Build `name`.blob from `name`.cjs, without the code cache of the builtins it holds loaded (or
+ * of any, without `codeCache`); false (and no blob) if Node cannot.
  */
-function snapshot(name: string, v8: readonly string[] = []): boolean {
+function snapshot(name: string, v8: readonly string[] = [], codeCache = true): boolean {
   const blob = `${OUT}/${name}.blob`;
   const loaded = `${OUT}/${name}.loaded`;
   try {
@@ -156,10 +163,8 @@ function snapshot(name: string, v8: readonly string[] = []): boolean {
         env: { ...process.env, FERRY_SNAPSHOT_BUNDLE: `${name}.cjs`, FERRY_SNAPSHOT_LOADED: loaded },
       },
     );
-    const trimmed = withoutLoadedCodeCache(
-      readFileSync(blob),
-      new Set(readFileSync(loaded, 'utf8').split('\n')),
-    );
+    const held = new Set(readFileSync(loaded, 'utf8').split('\n'));
+    const trimmed = withoutCodeCache(readFileSync(blob), (id) => !codeCache || held.has(id));
     if (trimmed) writeFileSync(blob, trimmed);
     else process.stderr.write(`bundle: ${name}.blob keeps its whole code cache (no layout ferry knows)\n`);
   } catch (err) {
@@ -177,7 +182,8 @@ function snapshot(name: string, v8: readonly string[] = []): boolean {
 // Without the whole command line's snapshot the command runs the bundle: slower to start, the
 // same otherwise. Without a command's own, that command starts from the whole one.
 if (snapshot('ferry')) {
-  for (const [name, { v8 }] of Object.entries(COMMAND_SNAPSHOTS)) snapshot(`ferry-${name}`, v8);
+  for (const [name, { v8, codeCache }] of Object.entries(COMMAND_SNAPSHOTS))
+    snapshot(`ferry-${name}`, v8, codeCache);
   writeFileSync(`${OUT}/ferry.blob.node`, `${process.execPath} ${process.version}\n`);
   execFileSync('touch', ['-r', process.execPath, `${OUT}/ferry.blob.node`]);
 } else {
