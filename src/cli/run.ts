@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { setFlagsFromString, startupSnapshot } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { FerryError } from '../errors.js';
+import { exitNowIfLoaded } from '../sys/signal.js';
 import { COMMON_OPTIONS, printJson, startup, type Command } from './command.js';
 
 /**
@@ -86,12 +87,16 @@ export function runToExit(argv: string[], main: (argv: string[]) => Promise<numb
 
 /**
  * End with `code` at once when all output is written: Node's own teardown of its heap and handles
- * is 1-2 ms of every command's end here (a restore's time is until ferry exits). Output still
- * queued (a slow pipe) is written first, the way Node ends by itself.
+ * is 2-3 ms of every command's end here (a restore's time is until ferry exits), of which
+ * process.exit() still does 1 ms. Output still queued (a slow pipe) is written first, the way Node
+ * ends by itself. (ferry sets no terminal mode and has no 'exit' handler for Node's exit to undo.)
  */
 function exitWith(code: number): void {
   process.exitCode = code;
-  if (process.stdout.writableLength === 0 && process.stderr.writableLength === 0) process.exit();
+  if (process.stdout.writableLength === 0 && process.stderr.writableLength === 0) {
+    exitNowIfLoaded(code);
+    process.exit();
+  }
 }
 
 /**

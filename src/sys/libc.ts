@@ -6,6 +6,11 @@ import { koffi } from './packages.js';
 type Library = ReturnType<ReturnType<typeof koffi>['load']>;
 let libcLibrary: Library | undefined;
 
+/** Whether libc is open (a call into it was made). */
+export function libcLoaded(): boolean {
+  return libcLibrary !== undefined;
+}
+
 /** libc, opened on the first call into it. */
 function libc(): Library {
   return (libcLibrary ??= koffi().load('libc.so.6'));
