@@ -7,7 +7,7 @@ import { isatty } from 'node:tty';
 import { FerryError, isFerryError } from './errors.js';
 import { readImage, type Image, type ProcessImage } from './read-image.js';
 import { readProcText } from './proc/files.js';
-import { parseMaps } from './proc/maps.js';
+import { parseMaps, type MapsEntry } from './proc/maps.js';
 import type { RestoreContext } from './state/context.js';
 import { restoreCreds } from './state/creds.js';
 import { borrowedFds, restoreFiles } from './state/files.js';
@@ -15,7 +15,14 @@ import { TreeFds } from './state/fd-shared.js';
 import { SysvSegments } from './state/sysv.js';
 import { exitZombies, forkTree, type Made, type TreeRecord } from './state/tree.js';
 import { restoreFs } from './state/fs.js';
-import { restorePages, vmasToFill, type StagedContent } from './state/mem-pages.js';
+import {
+  beginPageCopy,
+  isPrivateAnonymous,
+  restorePages,
+  vmasToFill,
+  type EarlyCopy,
+  type StagedContent,
+} from './state/mem-pages.js';
 import { placeKernelVmas } from './state/mem-vdso.js';
 import {
   adviceCalls,
@@ -125,25 +132,40 @@ function resolveTerminal(image: Image, tty: 'inherit' | 'null'): string {
   );
 }
 
+/** The stub's own mappings and the control region ferry put in it. */
+interface StubLayout {
+  maps: MapsEntry[];
+  control: Span;
+}
+
 /**
- * Turn the stub into a blank address space: a control region of ferry's, the kernel's VMAs in place.
- * `keep` (staged memory of a prefill) stays.
+ * Give the stub a control region of ferry's, where the image maps nothing. `keep` (staged memory
+ * of a prefill) is not the stub's own.
  */
-function bootstrap(ctx: RestoreContext, vmas: readonly VmaRecord[], keep: readonly Span[]): void {
+function installControl(ctx: RestoreContext, vmas: readonly VmaRecord[], keep: readonly Span[]): StubLayout {
   const inKeep = (m: Span): boolean => keep.some((k) => k.start <= m.start && m.end <= k.end);
-  const stubMaps = parseMaps(readProcText(ctx.pid, 'maps')).filter((m) => !inKeep(m));
-  const control = findGap([...vmas, ...stubMaps, ...keep], BigInt(DEFAULT_SCRATCH_SIZE));
+  const maps = parseMaps(readProcText(ctx.pid, 'maps')).filter((m) => !inKeep(m));
+  const control = findGap([...vmas, ...maps, ...keep], BigInt(DEFAULT_SCRATCH_SIZE));
   if (control === undefined)
     throw new FerryError('FERRY_RESTORE_FAILED', 'no free address range for the restore');
   ctx.remote.installScratch({ at: control });
   ctx.remote.syscallInsn = ctx.remote.executorSyscall;
-  const controlRange = ctx.remote.scratchRange!;
+  return { maps, control: ctx.remote.scratchRange! };
+}
+
+/** Turn the stub into a blank address space: its own mappings gone, the kernel's VMAs in place. */
+function clearStub(
+  ctx: RestoreContext,
+  vmas: readonly VmaRecord[],
+  stub: StubLayout,
+  keep: readonly Span[],
+): void {
   ctx.remote.batch(
-    stubMaps
+    stub.maps
       .filter((m) => !KERNEL_VMAS.has(m.name))
       .map((m) => ({ name: `munmap(${m.name || 'stub'})`, nr: NR.munmap, args: [m.start, m.end - m.start] })),
   );
-  placeKernelVmas(ctx, vmas, stubMaps, [controlRange, ...keep]);
+  placeKernelVmas(ctx, vmas, stub.maps, [stub.control, ...keep]);
 }
 
 /**
@@ -203,21 +225,35 @@ async function restoreProcess(
     consumePages: options.consumePages ?? false,
   };
   const prefill = options.prefill;
-  bootstrap(ctx, state.vmas, prefill?.stagingRanges() ?? []);
-  const staged: StagedContent = prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
   const filled = vmasToFill(proc.pages, state.vmas);
-  for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
-  shared.sysv.prepare(state.shm);
-  const backings = prepareBackings(ctx, state.vmas);
-  mapVmas(
-    ctx,
-    state.vmas.filter((v) => !staged.has(v)),
-    filled,
-    backings,
-  );
-  closeBackings(ctx, backings);
-  timings.mark('layout');
-  const { pages, written } = restorePages(ctx, proc, state.vmas, staged);
+  const keep = prefill?.stagingRanges() ?? [];
+  const stub = installControl(ctx, state.vmas, keep);
+  // The private anonymous memory to fill that the stub's mappings leave room for is made first,
+  // and its pages begin to be copied in while the rest of the layout is made (not with a prefill,
+  // whose staged memory is moved into place first).
+  const occupied = [...stub.maps, stub.control, ...keep];
+  const free = (v: VmaRecord): boolean => occupied.every((o) => o.end <= v.start || v.end <= o.start);
+  const ready = prefill ? [] : state.vmas.filter((v) => filled.has(v) && isPrivateAnonymous(v) && free(v));
+  if (ready.length > 0) mapVmas(ctx, ready, filled, new Map());
+  const early = ready.length > 0 ? beginPageCopy(ctx, proc, state.vmas, ready) : undefined;
+  const mapped = new Set(ready);
+  const { pages, written } = await afterEarlyCopy(early, () => {
+    clearStub(ctx, state.vmas, stub, keep);
+    const staged: StagedContent =
+      prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
+    for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
+    shared.sysv.prepare(state.shm);
+    const backings = prepareBackings(ctx, state.vmas);
+    mapVmas(
+      ctx,
+      state.vmas.filter((v) => !staged.has(v) && !mapped.has(v)),
+      filled,
+      backings,
+    );
+    closeBackings(ctx, backings);
+    timings.mark('layout');
+    return restorePages(ctx, proc, state.vmas, staged, early);
+  });
   // While the pages are written, the state that does not touch memory.
   const { tids, channels } = await alongside(written, () => {
     restoreMm(ctx, state.mm);
@@ -252,6 +288,19 @@ async function restoreProcess(
   state.threads.forEach((thread, i) => finishThread(ctx, thread, tids[i]!));
   timings.mark('finish');
   return pages;
+}
+
+/**
+ * Run `work` while an early copy goes on. Should `work` fail, the copy is waited for (nothing is
+ * left writing into a process about to be killed), and the failure of `work` is the one thrown.
+ */
+async function afterEarlyCopy<T>(copy: EarlyCopy | undefined, work: () => T): Promise<T> {
+  try {
+    return work();
+  } catch (err) {
+    await copy?.written.catch(() => {});
+    throw err;
+  }
 }
 
 /**

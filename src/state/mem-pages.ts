@@ -602,7 +602,7 @@ export class PageCopier {
   }
 }
 
-const isPrivateAnonymous = (v: VmaRecord): boolean =>
+export const isPrivateAnonymous = (v: VmaRecord): boolean =>
   v.perms[3] === 'p' && v.backing === null && !isFileBacked(v) && v.content !== 'kernel' && !isSysv(v);
 
 /** Write a compressed layer's pages (decompressed here) through one reused buffer. */
@@ -634,12 +634,77 @@ export interface PageRestore {
   written: Promise<void>;
 }
 
-/** Write the stored pages back into the restored process. */
+/** The page files' stored runs of the layers that are not compressed: (file, runs) per layer. */
+function fileWrites(image: ProcessImage, writes: PageWrites): [string, LayerRange[]][] {
+  return [...writes.stored]
+    .filter(([layer]) => !image.layers[layer]!.index.compressed)
+    .map(([layer, stored]) => [image.layers[layer]!.file, stored]);
+}
+
+/** Write each file's runs with `copier` (where it covers them), then close it. */
+async function writeFiles(
+  ctx: RestoreContext,
+  files: readonly [string, LayerRange[]][],
+  copier: PageCopier | undefined,
+): Promise<void> {
+  try {
+    for (const [file, stored] of files)
+      await writeStoredPages(ctx.pid, file, stored, ctx.consumePages, copier);
+  } finally {
+    copier?.close();
+  }
+}
+
+/** Pages copied in from before the rest of the layout is made (beginPageCopy). */
+export interface EarlyCopy {
+  /** Whether the page at `addr` is one of them. */
+  covers(addr: bigint): boolean;
+  written: Promise<void>;
+}
+
+/**
+ * Begin copying the stored pages of `ready`, private anonymous VMAs mapped already, with
+ * UFFDIO_COPY (those PageCopier takes), while the stub's own mappings go and the other VMAs are
+ * made: the main thread's remote calls leave a CPU free there. Undefined when there are none.
+ */
+export function beginPageCopy(
+  ctx: RestoreContext,
+  image: ProcessImage,
+  vmas: readonly VmaRecord[],
+  ready: readonly VmaRecord[],
+): EarlyCopy | undefined {
+  const writes = pageWrites(
+    image.pages,
+    vmas,
+    image.layers.map((l) => l.part),
+    new Map(),
+  );
+  const inReady = (r: LayerRange): boolean => ready.some((v) => v.start <= r.addr && r.addr < v.end);
+  const files = fileWrites(image, writes).map(([file, stored]): [string, LayerRange[]] => [
+    file,
+    stored.filter(inReady),
+  ]);
+  const copier = PageCopier.open(
+    ctx,
+    ready,
+    files.map(([, stored]) => stored),
+    new Map(),
+  );
+  if (!copier) return undefined;
+  const covered = files.map(([file, stored]): [string, LayerRange[]] => [
+    file,
+    stored.filter((r) => copier.covers(r.addr)),
+  ]);
+  return { covers: (addr) => copier.covers(addr), written: writeFiles(ctx, covered, copier) };
+}
+
+/** Write the stored pages back into the restored process (but those `early` copies in). */
 export function restorePages(
   ctx: RestoreContext,
   image: ProcessImage,
   vmas: readonly VmaRecord[],
   staged: StagedContent = new Map(),
+  early?: EarlyCopy,
 ): PageRestore {
   const layerParts = image.layers.map((l) => l.part);
   const writes = pageWrites(image.pages, vmas, layerParts, staged);
@@ -656,15 +721,16 @@ export function restorePages(
       writeAll(ctx, zeros.subarray(0, byteCount(group)), group);
   }
   const reader = new LayerReader(image.layers);
-  const files: [string, LayerRange[]][] = [];
   try {
-    for (const [layer, stored] of writes.stored) {
+    for (const [layer, stored] of writes.stored)
       if (image.layers[layer]!.index.compressed) copyIn(ctx, reader, layer, stored);
-      else files.push([image.layers[layer]!.file, stored]);
-    }
   } finally {
     reader.close();
   }
+  const files = fileWrites(image, writes).map(([file, stored]): [string, LayerRange[]] => [
+    file,
+    early ? stored.filter((r) => !early.covers(r.addr)) : stored,
+  ]);
   // Once the synchronous writes are over: a missing page of a registered VMA can only be copied in.
   const copier = PageCopier.open(
     ctx,
@@ -672,13 +738,12 @@ export function restorePages(
     files.map(([, stored]) => stored),
     staged,
   );
-  const written = (async () => {
-    try {
-      for (const [file, stored] of files)
-        await writeStoredPages(ctx.pid, file, stored, ctx.consumePages, copier);
-    } finally {
-      copier?.close();
-    }
-  })();
-  return { pages: writes.pages, written };
+  const rest = writeFiles(ctx, files, copier);
+  return { pages: writes.pages, written: early ? allWritten([early.written, rest]) : rest };
+}
+
+/** Resolves once every one of `writes` is over; then rejects with the first failure, if any. */
+async function allWritten(writes: readonly Promise<void>[]): Promise<void> {
+  for (const outcome of await Promise.allSettled(writes))
+    if (outcome.status === 'rejected') throw outcome.reason;
 }
