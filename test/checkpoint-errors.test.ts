@@ -1,7 +1,7 @@
 // Every way a dump or restore can fail: a clear message, a non-zero exit, and nothing lost — the
 // process left running (not stopped, not traced), no half-written image, no stray process.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -19,10 +19,11 @@ import { isFerryError } from '../src/errors.js';
 import { initHashing } from '../src/image/hash.js';
 import { sealManifest } from '../src/image/manifest.js';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
+import { fileContent } from './helpers/compute.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { startOtherUserProcess, startProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
 import { PYTHON } from './helpers/paths.js';
-import { becomeSubreaper } from './helpers/reaper.js';
+import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
 const cleanup = cleanupAfterAll();
@@ -261,6 +262,39 @@ test('a restore that fails midway kills its stub and leaves nothing behind', asy
   );
   assert.deepEqual(strays(/^ferry-restore$/), []);
   assert.ok(!existsSync(`/proc/${f.pid}`), 'no process under the original PID');
+});
+
+/** Maps the file argv[1] names and 16 MiB of private memory it fills, writes argv[2], then waits. */
+const MAPS_A_FILE = `
+import mmap, os, sys, time
+with open(sys.argv[1], 'wb') as f:
+    f.write(b'x' * 4096)
+with open(sys.argv[1], 'rb') as f:
+    mapped = mmap.mmap(f.fileno(), 4096, prot=mmap.PROT_READ)
+big = mmap.mmap(-1, 16 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+big.write(os.urandom(16 << 20))
+open(sys.argv[2], 'w').close()
+while True:
+    time.sleep(0.05)
+`;
+
+test('a restore that fails while its pages are copied in kills its stub and leaves nothing behind', async () => {
+  // The 16 MiB begin to be copied in before the rest of the layout, which fails at the file.
+  const work = dir();
+  const child = spawn(PYTHON, ['-c', MAPS_A_FILE, `${work}/mapped`, `${work}/ready`], { stdio: 'ignore' });
+  const pid = child.pid!;
+  child.unref();
+  cleanup(() => killAndReap(pid));
+  await fileContent(`${work}/ready`);
+  const image = dir();
+  assert.equal((await runCli(['dump', String(pid), '-D', image])).code, 0);
+  unlinkSync(`${work}/mapped`);
+  assertFailed(
+    await runCli(['restore', '-D', image]),
+    /^ferry: restore of .* failed: open\(.*\/mapped\) in process \d+.*: ENOENT .*; the new process was killed/,
+  );
+  assert.deepEqual(strays(/^ferry-restore$/), []);
+  assert.ok(!existsSync(`/proc/${pid}`), 'no process under the original PID');
 });
 
 /** Installs a seccomp filter that allows everything, then waits. */
