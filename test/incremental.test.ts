@@ -222,6 +222,27 @@ test('dump --track-mem, then --parent: each image holds only what changed; a sta
   assert.deepEqual(readdirSync(`${runtime}/tracking`), []);
 });
 
+test('a compressed image on an uncompressed parent restores with every page right', async () => {
+  // The pages the child holds (compressed) lie in the VMAs whose other pages the parent holds: the
+  // compressed ones go in before any of those VMAs is registered for UFFDIO_COPY.
+  const d = await dirty(16, 2);
+  const base = mkdtempSync(`${work}/mixed-`);
+  const dump = async (image: string, ...extra: string[]): Promise<void> => {
+    const r = await runCli(['dump', String(d.pid), '-D', `${base}/${image}`, ...extra]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+  };
+  await dump('a', '--leave-running', '--track-mem');
+  await new Promise((r) => setTimeout(r, 300));
+  await dump('b', '--leave-running', '--compress', '--parent', `${base}/a`);
+  d.child.kill('SIGKILL');
+  await d.exited;
+  const r = await runCli(['restore', '-D', `${base}/b`]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  cleanup(() => killAndReap(pid));
+  assert.match(await d.check(pid), /^CHECK ok /);
+});
+
 interface DumpJson {
   frozenMs: number;
   pages: number;

@@ -679,14 +679,21 @@ export function beginPageCopy(
     image.layers.map((l) => l.part),
     new Map(),
   );
-  const inReady = (r: LayerRange): boolean => ready.some((v) => v.start <= r.addr && r.addr < v.end);
+  // A VMA that also takes pages of a compressed layer is left to restorePages(): those are written
+  // with process_vm_writev, which a missing page of a registered VMA stops.
+  const inside = (vmas: readonly VmaRecord[], r: LayerRange): boolean =>
+    vmas.some((v) => v.start <= r.addr && r.addr < v.end);
+  const compressed = [...writes.stored]
+    .filter(([layer]) => image.layers[layer]!.index.compressed)
+    .flatMap(([, stored]) => stored);
+  const takes = ready.filter((v) => !compressed.some((r) => inside([v], r)));
   const files = fileWrites(image, writes).map(([file, stored]): [string, LayerRange[]] => [
     file,
-    stored.filter(inReady),
+    stored.filter((r) => inside(takes, r)),
   ]);
   const copier = PageCopier.open(
     ctx,
-    ready,
+    takes,
     files.map(([, stored]) => stored),
     new Map(),
   );
