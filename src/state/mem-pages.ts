@@ -26,7 +26,7 @@ import {
 } from '../sys/process-vm.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { openPageScanner, type PageScanner } from '../vma/pages.js';
-import { mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js';
+import { mergeSpans, pushSpan, spanAt, subtractSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
 import { dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from './context.js';
@@ -574,15 +574,7 @@ export class PageCopier {
 
   /** Whether the page at `addr` is filled by copy(). */
   covers(addr: bigint): boolean {
-    let lo = 0;
-    let hi = this.spans.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.spans[mid]!.end <= addr) lo = mid + 1;
-      else hi = mid;
-    }
-    const span = this.spans[lo];
-    return span !== undefined && span.start <= addr;
+    return spanAt(this.spans, addr) !== undefined;
   }
 
   /** Copy `len` bytes of this process's memory at `src` into the process's missing pages at `dst`. */
@@ -681,15 +673,15 @@ export function beginPageCopy(
   );
   // A VMA that also takes pages of a compressed layer is left to restorePages(): those are written
   // with process_vm_writev, which a missing page of a registered VMA stops.
-  const inside = (vmas: readonly VmaRecord[], r: LayerRange): boolean =>
-    vmas.some((v) => v.start <= r.addr && r.addr < v.end);
-  const compressed = [...writes.stored]
-    .filter(([layer]) => image.layers[layer]!.index.compressed)
-    .flatMap(([, stored]) => stored);
-  const takes = ready.filter((v) => !compressed.some((r) => inside([v], r)));
+  const withCompressed = new Set(
+    [...writes.stored]
+      .filter(([layer]) => image.layers[layer]!.index.compressed)
+      .flatMap(([, stored]) => stored.map((r) => spanAt(ready, r.addr))),
+  );
+  const takes = ready.filter((v) => !withCompressed.has(v));
   const files = fileWrites(image, writes).map(([file, stored]): [string, LayerRange[]] => [
     file,
-    stored.filter((r) => inside(takes, r)),
+    stored.filter((r) => spanAt(takes, r.addr) !== undefined),
   ]);
   const copier = PageCopier.open(
     ctx,

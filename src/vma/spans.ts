@@ -6,6 +6,19 @@ export interface Span {
   end: bigint;
 }
 
+/** The span of sorted, disjoint `spans` that holds `addr`, if one does (a binary search). */
+export function spanAt<T extends Span>(spans: readonly T[], addr: bigint): T | undefined {
+  let lo = 0;
+  let hi = spans.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (spans[mid]!.end <= addr) lo = mid + 1;
+    else hi = mid;
+  }
+  const span = spans[lo];
+  return span !== undefined && span.start <= addr ? span : undefined;
+}
+
 /** Append [start, end) to sorted `out`, merging it with the last span when they touch. */
 export function pushSpan(out: Span[], start: bigint, end: bigint): void {
   if (start >= end) return;

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { intersectSpans, spanBytes, subtractSpans, unionSpans, type Span } from '../../src/vma/spans.js';
+import {
+  intersectSpans,
+  spanAt,
+  spanBytes,
+  subtractSpans,
+  unionSpans,
+  type Span,
+} from '../../src/vma/spans.js';
 
 const s = (...pairs: [number, number][]): Span[] =>
   pairs.map(([a, b]) => ({ start: BigInt(a), end: BigInt(b) }));
@@ -15,4 +22,13 @@ test('intersect, subtract and union of sorted spans', () => {
   assert.deepEqual(subtractSpans(a, []), a);
   assert.deepEqual(intersectSpans(a, []), []);
   assert.deepEqual(subtractSpans(s([0, 10]), s([0, 10])), []);
+});
+
+test('the span holding an address, found by binary search', () => {
+  const a = s([0, 10], [20, 30], [40, 50]);
+  assert.equal(spanAt(a, 0n), a[0]);
+  assert.equal(spanAt(a, 29n), a[1]);
+  assert.equal(spanAt(a, 40n), a[2]);
+  for (const gap of [10n, 15n, 30n, 39n, 50n, 99n]) assert.equal(spanAt(a, gap), undefined, String(gap));
+  assert.equal(spanAt([], 5n), undefined);
 });
