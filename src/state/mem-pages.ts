@@ -314,7 +314,7 @@ export interface LayerRange extends RemoteRange {
 }
 
 /** Where restored pages go: per layer, stored runs in the order of their data; and zero fills. */
-interface PageWrites {
+export interface PageWrites {
   stored: Map<number, LayerRange[]>;
   /** File-backed ranges whose pages were all zeros (fresh anonymous memory is zero already). */
   zeros: RemoteRange[];
@@ -652,6 +652,8 @@ export interface EarlyCopy {
   /** Whether the page at `addr` is one of them. */
   covers(addr: bigint): boolean;
   written: Promise<void>;
+  /** Where all the process's pages go (with nothing staged: there is no early copy after a prefill). */
+  writes: PageWrites;
 }
 
 /**
@@ -694,7 +696,7 @@ export function beginPageCopy(
     file,
     stored.filter((r) => copier.covers(r.addr)),
   ]);
-  return { covers: (addr) => copier.covers(addr), written: writeFiles(ctx, covered, copier) };
+  return { covers: (addr) => copier.covers(addr), written: writeFiles(ctx, covered, copier), writes };
 }
 
 /** Write the stored pages back into the restored process (but those `early` copies in). */
@@ -705,8 +707,14 @@ export function restorePages(
   staged: StagedContent = new Map(),
   early?: EarlyCopy,
 ): PageRestore {
-  const layerParts = image.layers.map((l) => l.part);
-  const writes = pageWrites(image.pages, vmas, layerParts, staged);
+  const writes =
+    early?.writes ??
+    pageWrites(
+      image.pages,
+      vmas,
+      image.layers.map((l) => l.part),
+      staged,
+    );
   ctx.remote.batch(
     writes.clears.map((r) => ({
       name: `madvise(0x${r.addr.toString(16)}, DONTNEED)`,
