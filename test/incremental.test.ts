@@ -39,6 +39,16 @@ function dirty(mib: number, rate: number): Promise<SelfChecking> {
   return startSelfChecking(home, 'dirty', [String(mib), String(rate), `${home}/counter`], cleanup);
 }
 
+/** Restore the image in `dir`, to be killed after the tests, and have it check every page of `d`'s. */
+async function restoredWhole(d: SelfChecking, dir: string): Promise<number> {
+  const r = await runCli(['restore', '-D', dir]);
+  assert.equal(r.code, 0, r.stderr);
+  const pid = Number(r.stdout.trim());
+  cleanup(() => killAndReap(pid));
+  assert.match(await d.check(pid), /^CHECK ok /);
+  return pid;
+}
+
 interface EveryLine {
   image?: string;
   pages?: number;
@@ -123,11 +133,7 @@ test('dump --every: later images store only what changed, --keep prunes whole ch
   const latest = images.at(-1)!.image!;
   d.child.kill('SIGKILL');
   await d.exited;
-  const r = await runCli(['restore', '-D', latest]);
-  assert.equal(r.code, 0, r.stderr);
-  const pid = Number(r.stdout.trim());
-  cleanup(() => killAndReap(pid));
-  assert.match(await d.check(pid), /^CHECK ok /);
+  const pid = await restoredWhole(d, latest);
   killAndReap(pid);
 
   // A parent changed after its child was made breaks the chain, and restore says so.
@@ -206,11 +212,7 @@ test('dump --track-mem, then --parent: each image holds only what changed; a sta
   assert.match(shown.stdout, /^incremental: builds on .*\/b \(/m);
   assert.match(shown.stdout, /^3 page layers: .*\/a\/pages\.img, .*\/b\/pages\.img, .*\/c\/pages\.img$/m);
   // c restores through b and a, to a process whose every page is right.
-  const r = await runCli(['restore', '-D', `${base}/c`]);
-  assert.equal(r.code, 0, r.stderr);
-  const pid = Number(r.stdout.trim());
-  cleanup(() => killAndReap(pid));
-  assert.match(await d.check(pid), /^CHECK ok /);
+  const pid = await restoredWhole(d, `${base}/c`);
   // Records of tracked processes that are gone are forgotten by the next dump.
   const runtime = mkdtempSync(`${work}/run-`);
   mkdirSync(`${runtime}/tracking`);
@@ -236,11 +238,7 @@ test('a compressed image on an uncompressed parent restores with every page righ
   await dump('b', '--leave-running', '--compress', '--parent', `${base}/a`);
   d.child.kill('SIGKILL');
   await d.exited;
-  const r = await runCli(['restore', '-D', `${base}/b`]);
-  assert.equal(r.code, 0, r.stderr);
-  const pid = Number(r.stdout.trim());
-  cleanup(() => killAndReap(pid));
-  assert.match(await d.check(pid), /^CHECK ok /);
+  await restoredWhole(d, `${base}/b`);
 });
 
 interface DumpJson {
@@ -278,11 +276,7 @@ test('dump pre-copies a process holding 64 MiB: frozen only for what it wrote, r
   const killed = await dump('killed');
   assert.ok(killed.precopyRounds.length >= 1);
   await d.exited;
-  const r = await runCli(['restore', '-D', `${base}/killed`]);
-  assert.equal(r.code, 0, r.stderr);
-  const pid = Number(r.stdout.trim());
-  cleanup(() => killAndReap(pid));
-  assert.match(await d.check(pid), /^CHECK ok /);
+  const pid = await restoredWhole(d, `${base}/killed`);
   assertUntracked(pid);
 });
 
