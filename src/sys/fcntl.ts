@@ -1,4 +1,5 @@
-// open(2) flags and the *at() directory marker, for opens here and inside other processes; fallocate.
+// open(2) flags and the *at() directory marker, for opens here and inside other processes; fallocate;
+// close_range.
 import { syscall } from './call.js';
 import { NR } from './nr.js';
 
@@ -41,4 +42,21 @@ export function fallocate(fd: number, offset: number, length: number): void {
 /** Drop [offset, offset + length) of file `fd`, page cache and blocks (it reads as zeros after). */
 export function punchHole(fd: number, offset: number, length: number): void {
   fallocateMode(fd, FALLOC_FL.PUNCH_HOLE | FALLOC_FL.KEEP_SIZE, offset, length);
+}
+
+const CLOSE_RANGE_CLOEXEC = 1 << 2;
+
+/**
+ * Mark every descriptor from `first` up close-on-exec: what this process inherited (a pipe from the
+ * shell that started it, say) then reaches no program it starts but through what it passes on purpose.
+ */
+export function cloexecFrom(first: number): void {
+  syscall(
+    NR.close_range,
+    'close_range',
+    () => [String(first), 'CLOEXEC'],
+    first,
+    0xffffffff,
+    CLOSE_RANGE_CLOEXEC,
+  );
 }
