@@ -24,7 +24,7 @@ import {
   ptraceSetSigmask,
   ptraceSetXstate,
 } from '../sys/ptrace.js';
-import { NO_RESTART, REG_NAMES, signed, type RegName, type Regs } from '../sys/regs.js';
+import { REG_NAMES, resumeRegs, type RegName } from '../sys/regs.js';
 import { getRobustList } from '../sys/thread-state.js';
 import { clone3In, type SamePid } from '../stub/restore-stub.js';
 import type { RemoteCall } from '../tracee/remote.js';
@@ -51,11 +51,6 @@ export type ThreadRecord = Infer<typeof threadRecord>;
 const SS_ONSTACK = 1;
 const SS_DISABLE = 2;
 const STACK_T = 24;
-const ERESTARTSYS = -512n;
-const ERESTARTNOINTR = -513n;
-const ERESTARTNOHAND = -514n;
-const ERESTART_RESTARTBLOCK = -516n;
-const EINTR = -4n;
 
 /** Offsets of the XSAVE header in the standard-format area, and of XCR0 in its software-reserved
  * bytes, where ptrace reports it (USER_XSTATE_XCR0_WORD). */
@@ -173,26 +168,6 @@ export function rseqCalls(rec: ThreadRecord): RemoteCall[] {
   if (!rec.rseq) return [];
   const { abi, size, signature } = rec.rseq;
   return [{ name: 'rseq', nr: NR.rseq, args: [abi, size, 0, signature] }];
-}
-
-/**
- * Registers to resume with. A thread stopped in an interrupted syscall re-executes it (rip back over
- * the 2-byte `syscall`), as the kernel would have on the way out. One interrupted with
- * -ERESTART_RESTARTBLOCK (a relative sleep or timed wait) would have gone on with the time left,
- * which stayed in the old kernel task: it runs again whole, from its own arguments (syscalls keep
- * them in their registers), and may wait longer than it asked, as a sleep may. restart_syscall
- * itself has no arguments left to run again from and sees -EINTR.
- */
-export function resumeRegs(regs: Regs): Regs {
-  const out = { ...regs, orig_rax: NO_RESTART };
-  if (signed(regs.orig_rax) < 0n) return out;
-  const ret = signed(regs.rax);
-  const again = { ...out, rax: regs.orig_rax, rip: regs.rip - 2n };
-  if (ret === ERESTARTSYS || ret === ERESTARTNOINTR || ret === ERESTARTNOHAND) return again;
-  if (ret === ERESTART_RESTARTBLOCK) {
-    return regs.orig_rax === BigInt(NR.restart_syscall) ? { ...out, rax: BigInt.asUintN(64, EINTR) } : again;
-  }
-  return out;
 }
 
 /**

@@ -10,6 +10,7 @@ export const NR = {
   munmap: 11,
   brk: 12,
   rt_sigaction: 13,
+  rt_sigreturn: 15,
   rt_sigprocmask: 14,
   ioctl: 16,
   pread64: 17,
@@ -99,5 +100,6 @@ export const NR = {
   pidfd_send_signal: 424,
   pidfd_open: 434,
   clone3: 435,
+  close_range: 436,
   pidfd_getfd: 438,
 } as const;

@@ -1,4 +1,5 @@
 // x86_64 `struct user_regs_struct` (NT_PRSTATUS): the general registers of one thread.
+import { NR } from './nr.js';
 
 /** Register names in the kernel's layout order; each is a 64-bit slot. */
 export const REG_NAMES = [
@@ -61,4 +62,29 @@ export function encodeRegs(regs: Regs): Buffer {
 /** A register value read as a signed 64-bit integer (syscall results, orig_rax). */
 export function signed(value: bigint): bigint {
   return BigInt.asIntN(64, value);
+}
+
+const ERESTARTSYS = -512n;
+const ERESTARTNOINTR = -513n;
+const ERESTARTNOHAND = -514n;
+const ERESTART_RESTARTBLOCK = -516n;
+const EINTR = -4n;
+
+/**
+ * Registers to resume with, as the kernel would have set them on the thread's way out: one stopped
+ * in an interrupted syscall re-executes it (rip back over the 2-byte `syscall`). One interrupted
+ * with -ERESTART_RESTARTBLOCK (a relative sleep or timed wait) would have gone on with the time left
+ * through restart_syscall, which neither a restored process (the time stayed in the old kernel task)
+ * nor one resumed through rt_sigreturn (which resets it) has: it runs again whole, from its own
+ * arguments (syscalls keep them in their registers), and may wait longer than it asked, as a sleep
+ * may. restart_syscall itself has no arguments left to run again from and sees -EINTR.
+ */
+export function resumeRegs(regs: Regs): Regs {
+  const out = { ...regs, orig_rax: NO_RESTART };
+  if (signed(regs.orig_rax) < 0n) return out;
+  const ret = signed(regs.rax);
+  const again = { ...out, rax: regs.orig_rax, rip: regs.rip - 2n };
+  if (ret === ERESTARTSYS || ret === ERESTARTNOINTR || ret === ERESTARTNOHAND) return again;
+  if (ret !== ERESTART_RESTARTBLOCK) return out;
+  return regs.orig_rax === BigInt(NR.restart_syscall) ? { ...out, rax: BigInt.asUintN(64, EINTR) } : again;
 }
