@@ -101,7 +101,7 @@ const PROBES: Probe[] = [
     without: 'nothing can be checkpointed or restored',
     required: true,
     run(ctx) {
-      ctx.tracee = Tracee.freeze(ctx.stubPid);
+      ctx.tracee = Tracee.freeze(ctx.stubPid, { disposable: true });
       ctx.remote = RemoteSyscalls.open(ctx.tracee);
       ctx.remote.installScratch({ size: SCRATCH_SIZE });
       const pid = ctx.remote.call(NR.getpid);

@@ -5,7 +5,6 @@ import { array, base64, hex64, integer, nullable, object, type Infer } from '../
 import { ptracePeekSiginfo, SIGINFO_SIZE } from '../sys/ptrace.js';
 import { NR } from '../sys/nr.js';
 import { NSIG, SIG } from '../sys/signal.js';
-import type { RemoteCall } from '../tracee/remote.js';
 import type { DumpContext, RestoreContext } from './context.js';
 
 export const sigactionRecord = object({
@@ -57,24 +56,15 @@ export function encodeSigaction(a: Infer<typeof sigactionRecord>): Buffer {
   return buf;
 }
 
-/**
- * Set every saved disposition, except SIGTRAP's: the batch executor's breakpoint would reset an
- * ignored SIGTRAP, so it is handed to the remote channel to set after its last batch.
- */
+/** Set every saved disposition. */
 export function restoreSignals(ctx: RestoreContext, rec: SignalsRecord): void {
-  const calls: RemoteCall[] = [];
-  for (const a of rec) {
-    if (a.signal === SIG.SIGTRAP) {
-      ctx.remote.deferSigtrapAction(encodeSigaction(a));
-      continue;
-    }
-    calls.push({
+  ctx.remote.batch(
+    rec.map((a) => ({
       name: `rt_sigaction(${a.signal})`,
       nr: NR.rt_sigaction,
       args: [a.signal, ctx.remote.put(encodeSigaction(a)), 0, SIGSET],
-    });
-  }
-  ctx.remote.batch(calls);
+    })),
+  );
 }
 
 /** Real-time signals queue up to RLIMIT_SIGPENDING; ferry keeps as many as an image may. */

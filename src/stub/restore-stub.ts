@@ -62,7 +62,7 @@ export function pidTakenBy(found: Exclude<PidState, { state: 'free' }>): string 
 function plainStub(): RestoreStub {
   const pid = spawnStub(STUB_NAME);
   try {
-    return { pid, tracee: Tracee.freeze(pid) };
+    return { pid, tracee: Tracee.freeze(pid, { disposable: true }) };
   } catch (err) {
     kill(pid, SIG.SIGKILL);
     waitpid(pid, 0);

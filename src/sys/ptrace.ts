@@ -1,6 +1,7 @@
 // ptrace(2): requests, options and events, and one typed wrapper per request ferry uses.
 // Every call is synchronous on the calling thread, which must be the one that seized the tracee.
 import { syscall } from './call.js';
+import { faultPoint } from './fault.js';
 import { addressOf } from './libc.js';
 import { NR } from './nr.js';
 import { decodeRegs, encodeRegs, USER_REGS_SIZE, type Regs } from './regs.js';
@@ -22,6 +23,7 @@ export const PTRACE = {
   PEEKSIGINFO: 0x4209,
   GETSIGMASK: 0x420a,
   SETSIGMASK: 0x420b,
+  GET_SYSCALL_INFO: 0x420e,
   GET_RSEQ_CONFIGURATION: 0x420f,
 } as const;
 
@@ -82,11 +84,13 @@ export function ptraceListen(pid: number): void {
 
 /** Resume the thread, delivering `signal` (0 for none). */
 export function ptraceCont(pid: number, signal = 0): void {
+  faultPoint('resume');
   ptrace(PTRACE.CONT, pid, 0, signal);
 }
 
 /** Resume until the next syscall entry or exit. */
 export function ptraceSyscall(pid: number, signal = 0): void {
+  faultPoint('resume');
   ptrace(PTRACE.SYSCALL, pid, 0, signal);
 }
 
@@ -189,6 +193,16 @@ export interface RseqConfiguration {
   abiSize: number;
   signature: number;
   flags: number;
+}
+
+/** PTRACE_SYSCALL_INFO_* in struct ptrace_syscall_info's first byte. */
+const SYSCALL_INFO_OP = ['none', 'entry', 'exit', 'seccomp'] as const;
+
+/** Which syscall stop the thread is in: 'entry', 'exit' (or 'seccomp'), or 'none'. */
+export function ptraceSyscallStop(pid: number): (typeof SYSCALL_INFO_OP)[number] {
+  const out = Buffer.alloc(88);
+  ptrace(PTRACE.GET_SYSCALL_INFO, pid, out.length, out);
+  return SYSCALL_INFO_OP[out.readUInt8(0)] ?? 'none';
 }
 
 export function ptraceGetRseqConfiguration(pid: number): RseqConfiguration {

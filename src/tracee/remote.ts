@@ -1,11 +1,18 @@
-// System calls run inside a frozen thread, two ways:
-// - call(): point the thread at a `syscall` instruction it already has (in its [vdso], so its memory
-//   is not modified) and step it through the entry and exit stops with PTRACE_SYSCALL;
-// - batch(): run many calls through the executor (executor.ts) placed in a scratch region, with one
-//   stop at its final int3. The int3 raises a forced SIGTRAP, so SIGTRAP stays unblocked while the
-//   thread runs ferry's code (the kernel resets a blocked or ignored SIGTRAP's disposition when it
-//   forces one; callers that find SIGTRAP ignored put it back with call()).
-// Every other signal stays blocked (PTRACE_SETSIGMASK) until close(), so none is delivered midway.
+// System calls run inside a frozen thread, through the batch executor (executor.ts) placed in a
+// scratch region of the process: a table of calls per resume, ended by a tgkill of the thread to
+// itself that ptrace reports (or, where no signal may be used, by stepping from syscall stop to
+// syscall stop). Before a scratch region exists, a call steps a `syscall` instruction the thread
+// already has (in its [vdso], so its memory is not modified).
+//
+// A live process's channel is *guarded*: whatever ferry is doing, should ferry die (SIGKILL, the
+// OOM killer) the thread's next instruction in user space leads to `rt_sigreturn` on a frame that
+// gives it back its own registers, signal mask and xstate (sigframe.ts), and a once-only cleanup
+// closes what ferry had opened in the process. Each thread's rescue frame is in the scratch region
+// (its address in r15 whenever the thread runs ferry's code); mapping and unmapping that region go
+// through the process's own sigreturn trampoline with a frame on the thread's stack (guard.ts).
+// The signal ending a batch is one the process ignores, so that it is discarded should ferry be
+// gone. A restore stub's channel (Tracee.disposable) needs none of this: the stub dies with ferry.
+// Every other signal stays blocked (PTRACE_SETSIGMASK) while the thread runs ferry's code.
 import { FerryError } from '../errors.js';
 import { readProcText } from '../proc/files.js';
 import { parseMaps, type MapsEntry } from '../proc/maps.js';
@@ -23,22 +30,41 @@ import {
   ptraceInterrupt,
   ptraceSetSigmask,
   ptraceSyscall,
+  ptraceSyscallStop,
 } from '../sys/ptrace.js';
-import { NO_RESTART, signed } from '../sys/regs.js';
+import { NO_RESTART, signed, type Regs } from '../sys/regs.js';
 import { SIG } from '../sys/signal.js';
 import { waitpid, type WaitStatus } from '../sys/wait.js';
-import { CALL_SIZE, EXECUTOR_CODE, EXECUTOR_END, EXECUTOR_SYSCALL, TABLE_HEADER } from './executor.js';
+import {
+  CALL_SIZE,
+  CLEANUP_MAX,
+  CLEANUP_OFFSET,
+  encodeCalls,
+  EXECUTOR_BYTES,
+  EXECUTOR_CODE,
+  EXECUTOR_END,
+  EXECUTOR_RESCUE,
+  EXECUTOR_SYSCALL,
+  TABLE_HEADER,
+} from './executor.js';
+import { findGap } from '../vma/gaps.js';
+import { findSigreturnGadget, StackFrame } from './guard.js';
+import { encodeSigframe, SIGFRAME_ALIGN, sigframeSize } from './sigframe.js';
 import type { Tracee } from './tracee.js';
 
 const SYSCALL_INSN = Buffer.from([0x0f, 0x05]);
 const SYSCALL_STOP = SIG.SIGTRAP | 0x80;
-const SIGTRAP_BIT = 1n << BigInt(SIG.SIGTRAP - 1);
-const ALL_BUT_SIGTRAP = ((1n << 64n) - 1n) & ~SIGTRAP_BIT;
+const ALL_SIGNALS = (1n << 64n) - 1n;
 const FORK_EVENTS = new Set<number>([PTRACE_EVENT.FORK, PTRACE_EVENT.VFORK, PTRACE_EVENT.CLONE]);
+const sigBit = (signal: number): bigint => 1n << BigInt(signal - 1);
 
-/** Layout of a scratch region: executor code, a call table of a quarter of it, then data. */
-const CODE_BYTES = 256;
+/** Signals ignored unless caught: one of them ends a guarded batch, when the process catches none. */
+const DEFAULT_IGNORED: readonly number[] = [SIG.SIGURG, SIG.SIGWINCH, SIG.SIGCHLD];
+
 export const DEFAULT_SCRATCH_SIZE = 1 << 20;
+const PAGE = 0x1000n;
+/** The scratch region a guarded channel maps when a call needs one and none was installed. */
+const GUARDED_SCRATCH_SIZE = 1 << 16;
 
 export type Word = number | bigint;
 
@@ -65,15 +91,31 @@ export function findSyscallInsn(pid: number, maps: readonly MapsEntry[]): bigint
   throw new FerryError('FERRY_UNSUPPORTED', `process ${pid} has no syscall instruction ferry can borrow`);
 }
 
-function sigtrapState(pid: number, tid: number): { pending: boolean; ignored: boolean } {
-  const thread = parseStatus(readProcText(pid, `task/${tid}/status`));
-  return {
-    pending: ((thread.sigPending | thread.sigShared) & SIGTRAP_BIT) !== 0n,
-    ignored: (thread.sigIgnored & SIGTRAP_BIT) !== 0n,
-  };
+/**
+ * How a batch hands control back: a signal the thread sends itself (0: by stepping instead). A
+ * disposable channel uses SIGTRAP; a guarded one a signal the process ignores, so that without
+ * ferry it is discarded; either one that is not pending already.
+ */
+function endingSignal(pid: number, tid: number, guarded: boolean): number {
+  const s = parseStatus(readProcText(pid, `task/${tid}/status`));
+  const pending = s.sigPending | s.sigShared;
+  const usable = (signal: number): boolean => !(pending & sigBit(signal));
+  if (!guarded) return usable(SIG.SIGTRAP) ? SIG.SIGTRAP : 0;
+  const ignored = (signal: number): boolean =>
+    !!(s.sigIgnored & sigBit(signal)) ||
+    (DEFAULT_IGNORED.includes(signal) && !(s.sigCaught & sigBit(signal)));
+  for (let signal = 1; signal <= 64; signal++) {
+    if (signal === SIG.SIGKILL || signal === SIG.SIGSTOP || signal === SIG.SIGCONT) continue;
+    if (ignored(signal) && usable(signal)) return signal;
+  }
+  return 0;
 }
 
-const SIGACTION_SIZE = 32;
+interface FrameSlot {
+  at: bigint;
+  size: number;
+  used: boolean;
+}
 
 interface Scratch {
   base: bigint;
@@ -86,22 +128,31 @@ interface Scratch {
    * channels on the region, since one may put what another's call reads.
    */
   unwritten: { addr: bigint; data: Buffer }[];
+  /** Rescue frames of guarded channels, reused once their channel closes. */
+  frames: FrameSlot[];
+  /** The rescue's cleanup calls (guarded). */
+  cleanup: RemoteCall[];
 }
 
 /** A channel for running system calls in one frozen thread of a Tracee. */
 export class RemoteSyscalls {
-  /** Where call() points the thread: a `syscall` instruction in the tracee. */
+  /** Where a call without scratch region points the thread: a `syscall` instruction in the tracee. */
   syscallInsn: bigint;
   /** PIDs of children created by fork-like calls, as ptrace reported them. */
   readonly children: number[] = [];
-  private lastStop: 'event' | 'syscall' | 'trap' = 'event';
+  private lastStop: 'event' | 'syscall' | 'signal' = 'event';
   private scratch: Scratch | undefined;
   /** The channel whose scratch region this one borrows (a channel on another thread). */
   private owner: RemoteSyscalls | undefined;
   private closed = false;
-  /** SIGTRAP's action, to set again after the last batch (whose int3 may have reset it). */
-  private sigtrapAction: Buffer | undefined;
-  private sigtrapIgnored: boolean;
+  /** The mask the thread has now, when ferry changed it. */
+  private mask: bigint | undefined;
+  /** This thread's rescue frame (guarded). */
+  private frame: FrameSlot | undefined;
+  /** Stack bytes under a frame placed for the scratch region's teardown: put back at close(). */
+  private stackFrame: StackFrame | undefined;
+  private readonly guarded: boolean;
+  private readonly endSignal: number;
 
   private constructor(
     private readonly tracee: Tracee,
@@ -109,24 +160,19 @@ export class RemoteSyscalls {
     insn: bigint,
     /** The thread's own signal mask, put back by close(). */
     readonly savedMask: bigint,
-    private readonly batchable: boolean,
-    sigtrapIgnored: boolean,
   ) {
     this.syscallInsn = insn;
-    this.sigtrapIgnored = sigtrapIgnored;
+    this.guarded = !tracee.disposable;
+    this.endSignal = endingSignal(tracee.pid, tid, this.guarded);
   }
 
   /** Open on a thread of the tracee (its first by default); `insn` overrides the [vdso] search. */
   static open(tracee: Tracee, options: { tid?: number; insn?: bigint } = {}): RemoteSyscalls {
     const tid = options.tid ?? tracee.tids[0]!;
     const insn = options.insn ?? findSyscallInsn(tracee.pid, parseMaps(readProcText(tracee.pid, 'maps')));
-    const savedMask = ptraceGetSigmask(tid);
-    ptraceSetSigmask(tid, ALL_BUT_SIGTRAP);
-    // A pending SIGTRAP would arrive in the middle of a batch: then run calls one by one.
-    const sigtrap = sigtrapState(tracee.pid, tid);
-    const remote = new RemoteSyscalls(tracee, tid, insn, savedMask, !sigtrap.pending, sigtrap.ignored);
+    const remote = new RemoteSyscalls(tracee, tid, insn, ptraceGetSigmask(tid));
     // Whatever happens, releasing the tracee first undoes what this channel did.
-    tracee.onRelease(() => remote.undo());
+    tracee.onRelease(() => remote.close());
     return remote;
   }
 
@@ -145,15 +191,15 @@ export class RemoteSyscalls {
     return this.tracee.pid;
   }
 
-  /** Run syscall `nr` with PTRACE_SYSCALL stops; returns the raw result (negative errno on failure). */
+  /**
+   * Run syscall `nr`; returns the raw result (negative errno on failure). A guarded channel runs it
+   * as a batch of one; a disposable one steps it at syscallInsn, whatever else is mapped.
+   */
   call(nr: number, ...args: Word[]): bigint {
     this.assertOpen();
-    this.flush();
-    this.setCallRegs(this.syscallInsn, nr, args);
-    this.step('entry');
-    this.step('exit');
-    this.lastStop = 'syscall';
-    return signed(ptraceGetRegs(this.tid).rax);
+    if (!this.guarded) return this.callAtInsn(nr, args);
+    this.ensureScratch();
+    return this.runTable([{ name: '', nr, args }])[0]!;
   }
 
   /** Run syscall `nr` and throw a SysError naming it and the process if it fails. */
@@ -168,13 +214,54 @@ export class RemoteSyscalls {
    * free) or where the kernel chooses. Returns its address.
    */
   installScratch(options: { at?: bigint; size?: number } = {}): bigint {
+    this.assertOpen();
     const size = options.size ?? DEFAULT_SCRATCH_SIZE;
-    const flags = MAP.PRIVATE | MAP.ANONYMOUS | (options.at === undefined ? 0 : MAP.FIXED_NOREPLACE);
-    const prot = PROT.READ | PROT.WRITE | PROT.EXEC;
-    const base = this.check('mmap', NR.mmap, options.at ?? 0n, size, prot, flags, -1, 0);
-    this.write(base, EXECUTOR_CODE);
-    this.scratch = { base, size, tableBytes: size / 4, dataUsed: 0, unwritten: [] };
+    // A guarded region goes where ferry chose, so that a watch knows where before it is made.
+    const at = options.at ?? (this.guarded ? this.freeRoom(size) : undefined);
+    const flags = MAP.PRIVATE | MAP.ANONYMOUS | (at === undefined ? 0 : MAP.FIXED_NOREPLACE);
+    const args = [at ?? 0n, size, PROT.READ | PROT.WRITE | PROT.EXEC, flags, -1, 0];
+    if (at !== undefined) this.tracee.watch?.scratch(this.tracee.pid, at, size);
+    const ret = this.guarded ? this.viaTrampoline(NR.mmap, args) : this.call(NR.mmap, ...args);
+    if (isError(ret)) {
+      this.tracee.watch?.unscratch(this.tracee.pid);
+      throw this.failure('mmap', args, ret);
+    }
+    const base = ret;
+    this.scratch = {
+      base,
+      size,
+      tableBytes: Math.max((size - EXECUTOR_BYTES) / 4, TABLE_HEADER + CALL_SIZE),
+      dataUsed: 0,
+      unwritten: [{ addr: base, data: EXECUTOR_CODE }],
+      frames: [],
+      cleanup: [],
+    };
+    this.writeCleanup();
+    if (this.guarded) {
+      // From here on the thread's way back is its frame in the region, written before the thread
+      // is pointed at it, not the one on its stack.
+      this.useFrame();
+      this.flush();
+      this.tracee.setRegs(this.tid, this.ourRegs(base + BigInt(EXECUTOR_RESCUE)));
+      this.stackFrame?.restore();
+      this.stackFrame = undefined;
+    }
     return base;
+  }
+
+  /**
+   * A free, page-aligned stretch of `size` bytes in the process's address space, a page away from
+   * any mapping: next to one with the same protections, the kernel would merge the two.
+   */
+  private freeRoom(size: number): bigint {
+    const taken = parseMaps(readProcText(this.tracee.pid, 'maps')).map((m) => ({
+      start: m.start - PAGE,
+      end: m.end + PAGE,
+    }));
+    const at = findGap(taken, BigInt(size), PAGE);
+    if (at === undefined)
+      throw new FerryError('FERRY_INTERNAL', `no room for ${size} bytes in process ${this.tracee.pid}`);
+    return at;
   }
 
   /** The scratch region, if one is installed. */
@@ -188,26 +275,38 @@ export class RemoteSyscalls {
     return this.requireScratch().base + BigInt(EXECUTOR_SYSCALL);
   }
 
-  /** SIGTRAP's action to set once batches are over (a restore setting an ignored SIGTRAP). */
-  deferSigtrapAction(action: Buffer): void {
-    this.sigtrapAction = action;
-  }
-
-  /** Set SIGTRAP's action back if batches may have reset it, then unmap the scratch region. */
+  /** Unmap the scratch region. */
   removeScratch(): void {
     const s = this.requireScratch();
-    if (this.sigtrapAction) {
-      this.check('rt_sigaction(SIGTRAP)', NR.rt_sigaction, SIG.SIGTRAP, this.put(this.sigtrapAction), 0, 8);
-      this.sigtrapAction = undefined;
-    }
-    this.check('munmap', NR.munmap, s.base, s.size);
+    if (s.cleanup.length > 0) throw new FerryError('FERRY_INTERNAL', 'scratch removed with cleanup pending');
+    const args = [s.base, s.size];
+    const ret = this.guarded ? this.viaTrampoline(NR.munmap, args) : this.callAtInsn(NR.munmap, args);
     this.scratch = undefined;
+    this.frame = undefined;
+    if (isError(ret)) throw this.failure('munmap', args, ret);
+    this.tracee.watch?.unscratch(this.tracee.pid);
+  }
+
+  /**
+   * Have the rescue run `call` should ferry go away from now on (closing a descriptor ferry made in
+   * the process, say); the returned function takes it back.
+   */
+  onRescue(call: RemoteCall): () => void {
+    const s = this.requireScratch();
+    if (s.cleanup.length >= CLEANUP_MAX)
+      throw new FerryError('FERRY_INTERNAL', 'rescue cleanup table is full');
+    s.cleanup.push(call);
+    this.writeCleanup();
+    return () => {
+      s.cleanup.splice(s.cleanup.indexOf(call), 1);
+      if (this.scratch === s) this.writeCleanup();
+    };
   }
 
   /** Reserve `size` bytes of scratch data (until the enclosing withData() returns); returns their address. */
   alloc(size: number): bigint {
     const s = this.requireScratch();
-    const offset = CODE_BYTES + s.tableBytes + s.dataUsed;
+    const offset = EXECUTOR_BYTES + s.tableBytes + s.dataUsed;
     const aligned = (size + 15) & ~15;
     if (offset + aligned > s.size) throw new FerryError('FERRY_INTERNAL', 'remote scratch data area is full');
     s.dataUsed += aligned;
@@ -242,7 +341,7 @@ export class RemoteSyscalls {
   /** Bytes of scratch data still free. */
   get dataFree(): number {
     const s = this.requireScratch();
-    return s.size - CODE_BYTES - s.tableBytes - s.dataUsed;
+    return s.size - EXECUTOR_BYTES - s.tableBytes - s.dataUsed;
   }
 
   /** Run `fn`; scratch data it reserves is free again afterwards. */
@@ -262,60 +361,52 @@ export class RemoteSyscalls {
    */
   batch(calls: readonly RemoteCall[]): bigint[] {
     this.assertOpen();
-    if (!this.batchable || !this.scratch) return calls.map((c) => this.check(c.name, c.nr, ...c.args));
-    if (this.sigtrapIgnored) {
-      // The executor's int3 will reset an ignored SIGTRAP to SIG_DFL: keep its action to set it back.
-      const out = this.alloc(SIGACTION_SIZE);
-      this.check('rt_sigaction(SIGTRAP)', NR.rt_sigaction, SIG.SIGTRAP, 0, out, 8);
-      // Dispositions are the process's: the channel that removes the scratch region sets it back.
-      const keeper = this.owner ?? this;
-      keeper.sigtrapAction ??= this.read(out, SIGACTION_SIZE);
-      keeper.sigtrapIgnored = false;
-      this.sigtrapIgnored = false;
-    }
+    if (this.guarded) this.ensureScratch();
+    if (!this.scratch) return calls.map((c) => this.check(c.name, c.nr, ...c.args));
     const capacity = Math.floor((this.scratch.tableBytes - TABLE_HEADER) / CALL_SIZE);
     const results: bigint[] = [];
-    for (let i = 0; i < calls.length; i += capacity)
-      results.push(...this.runTable(calls.slice(i, i + capacity)));
+    for (let i = 0; i < calls.length; i += capacity) {
+      const part = calls.slice(i, i + capacity);
+      const got = this.runTable(part);
+      const failed = got.findIndex(isError);
+      if (failed >= 0) throw this.failure(part[failed]!.name, part[failed]!.args, got[failed]!);
+      results.push(...got);
+    }
     return results;
   }
 
+  /** Run a table of calls (to the first failure); each call's raw result, unset ones NO_RESTART. */
   private runTable(calls: readonly RemoteCall[]): bigint[] {
     const s = this.scratch!;
-    const tableAddr = s.base + BigInt(CODE_BYTES);
-    const table = Buffer.alloc(TABLE_HEADER + calls.length * CALL_SIZE);
-    table.writeBigUInt64LE(BigInt(calls.length), 0);
-    calls.forEach((c, i) => {
-      const at = TABLE_HEADER + i * CALL_SIZE;
-      table.writeBigUInt64LE(BigInt(c.nr), at);
-      c.args.forEach((a, j) => table.writeBigUInt64LE(BigInt.asUintN(64, BigInt(a)), at + 8 + j * 8));
-      table.writeBigUInt64LE(NO_RESTART, at + 56); // "not run"
-    });
-    this.scratch!.unwritten.push({ addr: tableAddr, data: table });
+    const tableAddr = s.base + BigInt(EXECUTOR_BYTES);
+    const header = [BigInt(calls.length), BigInt(this.tracee.pid), BigInt(this.tid), BigInt(this.endSignal)];
+    const table = encodeCalls(header, calls, NO_RESTART);
+    s.unwritten.push({ addr: tableAddr, data: table });
+    if (this.guarded) this.useFrame();
     this.flush();
-    this.tracee.setRegs(this.tid, {
-      ...this.tracee.savedRegs(this.tid),
-      rip: s.base,
-      rdi: tableAddr,
-      rsp: s.base + BigInt(CODE_BYTES),
-      orig_rax: NO_RESTART,
-    });
-    ptraceCont(this.tid, 0);
-    const status = waitpid(this.tid, 0);
-    const rip = status?.kind === 'stopped' ? ptraceGetRegs(this.tid).rip : 0n;
-    if (
-      status?.kind !== 'stopped' ||
-      status.signal !== SIG.SIGTRAP ||
-      rip !== s.base + BigInt(EXECUTOR_END)
-    ) {
+    this.tracee.setRegs(this.tid, { ...this.ourRegs(s.base), rdi: tableAddr });
+    this.blockSignals(this.endSignal === 0 ? ALL_SIGNALS : ALL_SIGNALS & ~sigBit(this.endSignal));
+    const end = s.base + BigInt(EXECUTOR_END);
+    if (this.endSignal !== 0) this.resumeUntilSignal(end);
+    else this.step((stop, regs) => stop === 'entry' && regs.rip === end);
+    const back = this.read(tableAddr, table.length);
+    return calls.map((_, i) => signed(back.readBigUInt64LE(TABLE_HEADER + i * CALL_SIZE + 56)));
+  }
+
+  /** Resume; return at the stop for the signal that ends the batch (at `end`). */
+  private resumeUntilSignal(end: bigint): void {
+    for (;;) {
+      ptraceCont(this.tid, 0);
+      const status = waitpid(this.tid, 0);
+      if (this.forkEvent(status)) continue;
+      if (status?.kind === 'stopped' && status.event === 0 && status.signal === this.endSignal) {
+        this.lastStop = 'signal';
+        // The same signal sent from outside, while unblocked: it is ignored anyway.
+        if (ptraceGetRegs(this.tid).rip === end) return;
+        continue;
+      }
       throw this.unexpected(status, 'batch end');
     }
-    this.lastStop = 'trap';
-    const back = this.read(tableAddr, table.length);
-    const results = calls.map((_, i) => signed(back.readBigUInt64LE(TABLE_HEADER + i * CALL_SIZE + 56)));
-    const failed = results.findIndex(isError);
-    if (failed >= 0) throw this.failure(calls[failed]!.name, calls[failed]!.args, results[failed]!);
-    return results;
   }
 
   write(addr: bigint, data: Buffer): void {
@@ -331,65 +422,174 @@ export class RemoteSyscalls {
   }
 
   /**
-   * Bring the thread back to an ordinary stop with its own registers and signal mask, so that on
-   * release an interrupted syscall of its own restarts as if nothing happened. After a batch it is
-   * already in a signal stop inside get_signal; after call() it is in a syscall-exit stop, from which
-   * PTRACE_INTERRUPT leads it into an event stop before it returns to user space.
+   * Undo what this channel did: run what the rescue would have (what a failed step left open),
+   * remove the scratch region it mapped, and bring the thread back to an ordinary stop with its own
+   * registers and signal mask, so that on release an interrupted syscall of its own restarts as if
+   * nothing happened. After a batch it is already in a signal stop inside get_signal; after a
+   * syscall stop, PTRACE_INTERRUPT leads it into an event stop before it returns to user space.
    */
   close(): void {
     if (this.closed) return;
-    this.closed = true;
+    try {
+      const s = this.scratch;
+      if (s && !this.owner) {
+        const cleanup = s.cleanup.splice(0);
+        if (cleanup.length > 0) this.runTable(cleanup);
+        this.removeScratch();
+      }
+    } finally {
+      this.closed = true;
+      this.settle();
+    }
+  }
+
+  private settle(): void {
     if (this.lastStop === 'syscall') {
       ptraceInterrupt(this.tid);
       ptraceCont(this.tid, 0);
       const status = waitpid(this.tid, 0);
       if (status?.kind !== 'stopped' || status.event !== PTRACE_EVENT.STOP)
         throw this.unexpected(status, 'interrupt');
+      this.lastStop = 'event';
     }
     this.tracee.restoreRegs(this.tid);
-    ptraceSetSigmask(this.tid, this.savedMask);
+    if (this.mask !== undefined) ptraceSetSigmask(this.tid, this.savedMask);
+    this.mask = undefined;
+    if (this.frame) this.frame.used = false;
+    this.frame = undefined;
+    this.stackFrame?.restore();
+    this.stackFrame = undefined;
   }
 
-  /** Remove the scratch region if still there, and close. */
-  private undo(): void {
-    if (this.closed) return;
-    try {
-      if (this.scratch && !this.owner) this.removeScratch();
-    } finally {
-      this.close();
+  /** A guarded channel maps its scratch region at its first call. */
+  private ensureScratch(): void {
+    if (this.scratch) return;
+    if (this.owner) throw new FerryError('FERRY_INTERNAL', 'the scratch region is gone');
+    this.installScratch({ size: GUARDED_SCRATCH_SIZE });
+  }
+
+  /** Registers that run ferry's code in the scratch region from `rip`, the rescue frame in r15. */
+  private ourRegs(rip: bigint): Regs {
+    const s = this.scratch!;
+    return {
+      ...this.tracee.savedRegs(this.tid),
+      rip,
+      rsp: s.base + BigInt(EXECUTOR_BYTES),
+      r15: this.frame ? this.frame.at + 8n : 0n,
+      orig_rax: NO_RESTART,
+    };
+  }
+
+  /** Give this guarded channel a rescue frame in the scratch region, written before it is needed. */
+  private useFrame(): void {
+    if (this.frame) return;
+    const s = this.scratch!;
+    const xstate = this.tracee.savedXstate(this.tid);
+    const size = sigframeSize(xstate);
+    let slot = s.frames.find((f) => !f.used && f.size >= size);
+    if (!slot) {
+      const at = this.alloc(size + SIGFRAME_ALIGN);
+      slot = { at: (at + BigInt(SIGFRAME_ALIGN - 1)) & ~BigInt(SIGFRAME_ALIGN - 1), size, used: false };
+      s.frames.push(slot);
     }
+    slot.used = true;
+    this.frame = slot;
+    const frame = encodeSigframe(slot.at, this.tracee.savedRegs(this.tid), this.savedMask, xstate);
+    s.unwritten.push({ addr: slot.at, data: frame.bytes });
   }
 
-  private setCallRegs(rip: bigint, nr: number, args: Word[]): void {
+  /** Put the rescue's cleanup table in the scratch region as it is now, before the next call. */
+  private writeCleanup(): void {
+    const s = this.scratch!;
+    const table = encodeCalls([0n, BigInt(s.cleanup.length)], s.cleanup, 0n);
+    s.unwritten.push({ addr: s.base + BigInt(CLEANUP_OFFSET), data: table });
+  }
+
+  /**
+   * Run one call with no scratch region to fall back on (mapping or unmapping it): at the entry stop
+   * of an rt_sigreturn on a frame below the thread's red zone, the call replaces it, and returns
+   * into the process's own sigreturn trampoline. Should ferry go away at any point, the thread runs
+   * one or the other sigreturn and is back in its own state. The frame stays until close().
+   */
+  private viaTrampoline(nr: number, args: Word[]): bigint {
+    const pid = this.tracee.pid;
+    const maps = parseMaps(readProcText(pid, 'maps'));
+    const saved = this.tracee.savedRegs(this.tid);
+    const xstate = this.tracee.savedXstate(this.tid);
+    const gadget = findSigreturnGadget(pid, maps);
+    const stack =
+      gadget === undefined ? undefined : StackFrame.below(pid, saved.rsp, sigframeSize(xstate), maps);
+    if (!stack) {
+      this.tracee.warn(
+        `process ${pid} has no ${gadget === undefined ? 'rt_sigreturn trampoline (libc, the Go runtime have one)' : `room on the stack of its thread ${this.tid}`}: ` +
+          `were ferry killed while it maps or unmaps its scratch region there (about 0.1 ms), the process would die`,
+      );
+      return this.callAtInsn(nr, args);
+    }
+    this.stackFrame?.restore();
+    this.stackFrame = stack;
+    const frame = encodeSigframe(stack.at, saved, this.savedMask, xstate);
+    stack.write(frame.bytes);
+    this.setCallRegs({ rip: this.syscallInsn, rax: BigInt(NR.rt_sigreturn), rsp: frame.rsp }, []);
+    this.blockSignals(ALL_SIGNALS);
+    this.step((stop, regs) => stop === 'entry' && regs.orig_rax === BigInt(NR.rt_sigreturn));
+    this.setCallRegs({ rip: gadget!, rsp: frame.rsp, orig_rax: BigInt(nr) }, args);
+    this.step((stop) => stop === 'exit');
+    return signed(ptraceGetRegs(this.tid).rax);
+  }
+
+  /** Step one call through syscallInsn. */
+  private callAtInsn(nr: number, args: Word[]): bigint {
+    this.flush();
+    this.setCallRegs({ rip: this.syscallInsn, rax: BigInt(nr) }, args);
+    this.blockSignals(ALL_SIGNALS);
+    this.step((s) => s === 'entry');
+    this.step((s) => s === 'exit');
+    return signed(ptraceGetRegs(this.tid).rax);
+  }
+
+  private setCallRegs(set: Partial<Regs>, args: Word[]): void {
     const [rdi = 0n, rsi = 0n, rdx = 0n, r10 = 0n, r8 = 0n, r9 = 0n] = args.map((a) =>
       BigInt.asUintN(64, BigInt(a)),
     );
     this.tracee.setRegs(this.tid, {
       ...this.tracee.savedRegs(this.tid),
-      rax: BigInt(nr),
       rdi,
       rsi,
       rdx,
       r10,
       r8,
       r9,
-      rip,
       orig_rax: NO_RESTART,
+      ...set,
     });
   }
 
-  /** Resume to the next syscall stop; fork-like events on the way are noted and passed. */
-  private step(which: 'entry' | 'exit'): void {
+  /** Set the thread's mask, once its registers lead back to its own (the rescue restores the mask). */
+  private blockSignals(mask: bigint): void {
+    if (this.mask === mask) return;
+    ptraceSetSigmask(this.tid, mask);
+    this.mask = mask;
+  }
+
+  /** A fork-like event on the way: the child is noted, and the caller resumes. */
+  private forkEvent(status: WaitStatus | null): boolean {
+    if (status?.kind !== 'stopped' || !FORK_EVENTS.has(status.event)) return false;
+    this.children.push(Number(ptraceGetEventMsg(this.tid)));
+    return true;
+  }
+
+  /** Resume from syscall stop to syscall stop until `done` says so. */
+  private step(done: (stop: 'entry' | 'exit', regs: Regs) => boolean): void {
     for (;;) {
       ptraceSyscall(this.tid, 0);
       const status = waitpid(this.tid, 0);
-      if (status?.kind === 'stopped' && FORK_EVENTS.has(status.event)) {
-        this.children.push(Number(ptraceGetEventMsg(this.tid)));
-        continue;
-      }
+      if (this.forkEvent(status)) continue;
       if (status?.kind !== 'stopped' || status.signal !== SYSCALL_STOP)
-        throw this.unexpected(status, `syscall ${which}`);
-      return;
+        throw this.unexpected(status, 'syscall');
+      this.lastStop = 'syscall';
+      const stop = ptraceSyscallStop(this.tid) === 'entry' ? 'entry' : 'exit';
+      if (done(stop, ptraceGetRegs(this.tid))) return;
     }
   }
 

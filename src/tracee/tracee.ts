@@ -5,17 +5,20 @@ import { FerryError, isFerryError } from '../errors.js';
 import { listThreads, readProcText } from '../proc/files.js';
 import { parseStat, PF_KTHREAD } from '../proc/stat.js';
 import { isErrno } from '../sys/errno.js';
+import { faultPoint } from '../sys/fault.js';
 import {
   PTRACE_EVENT,
   PTRACE_O,
   ptraceCont,
   ptraceDetach,
   ptraceGetRegs,
+  ptraceGetXstate,
   ptraceInterrupt,
   ptraceSeize,
   ptraceSetRegs,
 } from '../sys/ptrace.js';
 import type { Regs } from '../sys/regs.js';
+import type { TraceeWatch } from './watch.js';
 import { kill, SIG } from '../sys/signal.js';
 import { sleepMs } from '../sys/time.js';
 import { waitpid, WNOHANG, type WaitStatus } from '../sys/wait.js';
@@ -26,6 +29,15 @@ const STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG
 export interface FreezeOptions {
   /** Give up if the threads have not all stopped by then (a thread in uninterruptible sleep). */
   timeoutMs?: number;
+  /**
+   * A process of ferry's own (a restore stub), which dies with ferry: remote calls in it need no
+   * way back should ferry go away (remote.ts).
+   */
+  disposable?: boolean;
+  /** Hears what the tracee cannot be given (remote.ts). */
+  onWarning?: (message: string) => void;
+  /** Told what ferry is about to do to the process, should ferry die (watch.ts). */
+  watch?: TraceeWatch;
 }
 
 interface ThreadState {
@@ -34,6 +46,8 @@ interface ThreadState {
   regs: Regs;
   /** Registers were changed (remote syscalls) and must be put back. */
   dirty: boolean;
+  /** The xsave area, once read. */
+  xstate?: Buffer;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -46,14 +60,21 @@ export class Tracee {
   /** The process was in group-stop (SIGSTOP) when seized; it stays stopped on release. */
   groupStopped = false;
 
-  private constructor(readonly pid: number) {}
+  private constructor(
+    readonly pid: number,
+    /** See FreezeOptions.disposable. */
+    readonly disposable: boolean,
+    readonly warn: (message: string) => void = () => {},
+    readonly watch?: TraceeWatch,
+  ) {}
 
   /**
    * Seize and stop every thread of `pid`. Threads created while this runs are found by listing
    * /proc/PID/task again until the list holds still. On failure nothing stays traced.
    */
   static freeze(pid: number, options: FreezeOptions = {}): Tracee {
-    const tracee = new Tracee(pid);
+    const tracee = new Tracee(pid, options.disposable ?? false, options.onWarning, options.watch);
+    if (tracee.watch) tracee.watch.hold(pid, parseStat(readProcText(pid, 'stat')).startTime);
     const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const seized = new Set<number>();
     try {
@@ -64,19 +85,21 @@ export class Tracee {
         for (const tid of fresh) if (seized.has(tid)) tracee.awaitStop(tid, deadline);
       }
       if (tracee.threads.size === 0) throw exited(pid);
+      faultPoint('frozen');
       return tracee;
     } catch (err) {
       tracee.detachAll(seized);
+      tracee.watch?.release(pid);
       throw mapExit(pid, err);
     }
   }
 
   /**
-   * Take over a process ptrace attached to us by itself (the child of a traced fork): wait for its
-   * first stop and hold it there.
+   * Take over a process ptrace attached to us by itself (the child of a traced fork in a restore
+   * stub, disposable as the stub is): wait for its first stop and hold it there.
    */
   static adopt(pid: number, options: FreezeOptions = {}): Tracee {
-    const tracee = new Tracee(pid);
+    const tracee = new Tracee(pid, true);
     try {
       tracee.awaitStop(pid, Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
       if (tracee.threads.size === 0) throw exited(pid);
@@ -104,6 +127,13 @@ export class Tracee {
   /** The registers a thread had when frozen. */
   savedRegs(tid: number): Regs {
     return this.thread(tid).regs;
+  }
+
+  /** The xsave area (FPU, SSE, AVX, ...) a thread had when frozen. */
+  savedXstate(tid: number): Buffer {
+    const t = this.thread(tid);
+    t.xstate ??= ptraceGetXstate(tid);
+    return t.xstate;
   }
 
   /** Set a thread's live registers; they are put back to the saved ones on release. */
@@ -156,6 +186,7 @@ export class Tracee {
       }
     }
     if (first) throw first;
+    this.watch?.release(this.pid);
   }
 
   /** Kill the process (all threads) and stop tracing it. */
@@ -175,6 +206,7 @@ export class Tracee {
         if (!isErrno(err, 'ECHILD', 'ESRCH')) throw err;
       }
     }
+    this.watch?.release(this.pid);
   }
 
   private thread(tid: number): ThreadState {
