@@ -37,6 +37,7 @@ import { Tracee } from './tracee/tracee.js';
 import { startWorkerThreads } from './sys/call.js';
 import { now, Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
+import { withGuardian, type Guardian } from './guardian.js';
 import type { PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection, type VmaSelection } from './vma/select.js';
@@ -94,6 +95,11 @@ export interface DumpOptions {
   preCopy?: boolean | 'auto';
   onProgress?: (progress: { stage: 'pre-copy' | 'pages'; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
+  /**
+   * The guardian that undoes what ferry left in the processes should ferry die (src/guardian.ts);
+   * without one, the dump starts its own.
+   */
+  guardian?: Guardian;
 }
 
 export interface DumpResult {
@@ -298,6 +304,10 @@ function precopyChoice(options: DumpOptions): true | 'auto' | false {
 
 /** Checkpoint process `pid` (and its descendants) into `options.dir` (or `options.sink`). */
 export async function dump(pid: number, options: DumpOptions): Promise<DumpResult> {
+  return withGuardian(options.guardian, (guardian) => dumpWatched(pid, options, guardian));
+}
+
+async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian): Promise<DumpResult> {
   const started = now();
   const timings = new Timings();
   await initHashing();
@@ -361,6 +371,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
         preCopy,
         compress: options.compress ?? false,
         onWarning: warn,
+        watch: guardian,
         onProgress: (p) => options.onProgress?.({ stage: 'pre-copy', ...p }),
       });
       baseline = pre?.baseline;
@@ -379,7 +390,7 @@ export async function dump(pid: number, options: DumpOptions): Promise<DumpResul
     // that lands while the process is frozen (8-10 ms after 1 GiB of rounds); where the runtime
     // exposes gc(), as the command line does.
     if (baseline) globalThis.gc?.();
-    const root = Tracee.freeze(pid);
+    const root = Tracee.freeze(pid, { watch: guardian, onWarning: warn });
     tracees = [root];
     frozenAt = now();
     const tracker = baseline?.tracker;

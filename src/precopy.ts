@@ -23,6 +23,7 @@ import { childrenOf } from './state/tree.js';
 import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
+import type { TraceeWatch } from './tracee/watch.js';
 import { classifyVmas } from './vma/classify.js';
 import { rangeSpans, spanBytes, unionSpans, type Span } from './vma/spans.js';
 import { SPECIAL_KINDS, type Vma } from './vma/vma.js';
@@ -33,6 +34,8 @@ export type TrackingChoice = 'auto' | 'uffd-wp' | 'soft-dirty' | 'page-hashes';
 
 export interface PrecopyOptions {
   tracking?: TrackingChoice;
+  /** Told what ferry does to the process (its guardian), should ferry die meanwhile. */
+  watch?: TraceeWatch;
   /** Hears that tracking fell back to page hashes. */
   onWarning?: (message: string) => void;
   /** The downtime to aim for: rounds go on while what is left would take longer to send. */
@@ -86,7 +89,7 @@ function currentVmas(pid: number): Vma[] {
 function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTracker; frozenMs: number } {
   if (options.tracking === 'page-hashes') return { tracker: new HashTracker(pid), frozenMs: 0 };
   if (options.tracking === 'soft-dirty') return { tracker: new SoftDirtyTracker(pid), frozenMs: 0 };
-  const tracee = Tracee.freeze(pid);
+  const tracee = Tracee.freeze(pid, { watch: options.watch, onWarning: options.onWarning });
   const frozenAt = now();
   let tracker: WriteTracker;
   try {
@@ -191,6 +194,7 @@ export interface DumpPrecopyOptions {
   preCopy: true | 'auto';
   compress: boolean;
   onWarning?: (message: string) => void;
+  watch?: TraceeWatch;
   onProgress?: (progress: { doneBytes: number; totalBytes: number }) => void;
 }
 
@@ -214,6 +218,7 @@ export async function precopyForDump(
     return await precopy(pid, sink, {
       tracking: auto ? 'uffd-wp' : 'auto',
       onWarning: options.onWarning,
+      watch: options.watch,
       maxDowntimeMs: DUMP_FROZEN_COPY_MS / COPY_SHARE,
       maxRounds: DUMP_MAX_ROUNDS,
       compress: options.compress,

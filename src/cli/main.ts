@@ -18,6 +18,7 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'show', load: async () => (await import('./show-command.js')).showCommand },
   { name: 'migrate', load: async () => (await import('./migrate-command.js')).migrateCommand },
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
+  { name: 'guard', load: async () => (await import('./guard-command.js')).guardCommand },
 ];
 
 async function help(): Promise<string> {
@@ -55,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
  * Commands whose modules the startup snapshot holds loaded: all but those that need node:http,
  * which Node cannot put in a snapshot (they load as they run).
  */
-const SNAPSHOT_COMMANDS = new Set(['demo', 'check', 'inspect', 'dump', 'restore', 'show']);
+const SNAPSHOT_COMMANDS = new Set(['demo', 'check', 'inspect', 'dump', 'restore', 'show', 'guard']);
 
 /** Load the modules of the commands the startup snapshot holds. */
 export async function loadSnapshotCommands(): Promise<void> {

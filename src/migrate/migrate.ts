@@ -14,6 +14,7 @@ import type { WriteTracker } from '../state/mem-dirty.js';
 import { StreamSink } from './stream-sink.js';
 import { readEvents, type Migration } from './wire.js';
 import { now } from '../timings.js';
+import { withGuardian, type Guardian } from '../guardian.js';
 
 export type MigrateMode = 'stop-copy' | 'pre-copy';
 
@@ -32,6 +33,8 @@ export interface MigrateOptions {
   /** Bytes of pages copied in the current round (`round` 0: the final, frozen copy). */
   onProgress?: (progress: { round: number; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
+  /** The guardian of the source process, should ferry die (DumpOptions.guardian); else its own. */
+  guardian?: Guardian;
 }
 
 export interface MigrateResult {
@@ -66,6 +69,14 @@ const RETRY_MS = 200;
 
 /** Migrate process `pid` to the agent `options.to`. */
 export async function migrate(pid: number, options: MigrateOptions): Promise<MigrateResult> {
+  return withGuardian(options.guardian, (guardian) => migrateWatched(pid, options, guardian));
+}
+
+async function migrateWatched(
+  pid: number,
+  options: MigrateOptions,
+  guardian: Guardian,
+): Promise<MigrateResult> {
   const started = now();
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const target = describe(options.to);
@@ -93,6 +104,7 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
     if (mode === 'pre-copy') {
       try {
         pre = await precopy(pid, sink, {
+          watch: guardian,
           maxDowntimeMs: options.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
           tracking: options.dirtyTracking,
           onWarning: options.onWarning,
@@ -106,6 +118,7 @@ export async function migrate(pid: number, options: MigrateOptions): Promise<Mig
     }
     result = await dump(pid, {
       sink,
+      guardian,
       baseline: pre?.baseline,
       onProgress: (p) => options.onProgress?.({ round: 0, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
       onWarning: options.onWarning,

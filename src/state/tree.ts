@@ -95,7 +95,7 @@ export function freezeTree(rootTracee: Tracee, oneOnly: string | undefined): Mem
       if (children.length > 0 && oneOnly !== undefined)
         refuse(root, `it has child processes (${children.join(', ')}),`, oneOnly);
       for (const pid of children) {
-        const member = freezeChild(pid);
+        const member = freezeChild(pid, rootTracee);
         if (member) members.push(member);
       }
     }
@@ -107,12 +107,13 @@ export function freezeTree(rootTracee: Tracee, oneOnly: string | undefined): Mem
   }
 }
 
-function freezeChild(pid: number): Member | undefined {
+/** Freeze a descendant as the root was frozen (watched, warned). */
+function freezeChild(pid: number, root: Tracee): Member | undefined {
   const before = statOf(pid);
   if (!before) return undefined;
   if (before.state === 'Z') return zombie(pid, before);
   try {
-    const tracee = Tracee.freeze(pid);
+    const tracee = Tracee.freeze(pid, { watch: root.watch, onWarning: root.warn });
     return { record: recordOf(statOf(pid)!, null), tracee };
   } catch (err) {
     if (!isFerryError(err, 'FERRY_PROCESS_EXITED')) throw err;

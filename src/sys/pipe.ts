@@ -1,4 +1,4 @@
-// Pipes in ferry itself: reading what a process's pipe holds without taking it out (tee(2)).
+// Pipes in ferry itself: reading what a process's pipe holds without taking it out (tee(2)); pipe2.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { syscall } from './call.js';
 import { isErrno } from './errno.js';
@@ -13,7 +13,8 @@ function fcntl(fd: number, cmd: number, arg = 0): number {
   return syscall(NR.fcntl, 'fcntl', () => [String(fd), String(cmd), String(arg)], fd, cmd, arg);
 }
 
-function pipe2(flags: number): [number, number] {
+/** pipe(2) with `flags` (O_CLOEXEC, O_NONBLOCK): [read end, write end]. */
+export function pipe2(flags: number): [number, number] {
   const fds = new Int32Array(2);
   syscall(NR.pipe2, 'pipe2', () => [String(flags)], fds, flags);
   return [fds[0]!, fds[1]!];

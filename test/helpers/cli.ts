@@ -6,20 +6,26 @@ import { killAndReap } from './reaper.js';
 
 export interface CliResult {
   code: number | null;
+  /** The signal that ended ferry, if one did. */
+  signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
 }
 
-export function runCli(args: string[], options: { wrap?: string[] } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  options: { wrap?: string[]; env?: Record<string, string> } = {},
+): Promise<CliResult> {
   const [cmd, ...pre] = [...(options.wrap ?? []), CLI];
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = options.env && { ...process.env, ...options.env };
+    const child = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
 }
 
