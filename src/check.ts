@@ -224,7 +224,8 @@ const PROBES: Probe[] = [
   {
     id: 'clone3-set_tid',
     usedFor: 'restoring a process under its original PID',
-    without: 'the PID is chosen through ns_last_pid when writable, else a new PID is used',
+    without:
+      'the PID is had through ns_last_pid where writable (which moves the namespace PID counter back), else a new PID is used',
     required: false,
     run(ctx) {
       // Ask, as a restore does, for the stub's own PID, which is taken: EEXIST proves the kernel

@@ -100,6 +100,11 @@ export interface DumpOptions {
    * without one, the dump starts its own.
    */
   guardian?: Guardian;
+  /**
+   * Aborting it stops the dump at its next step, before the image is complete: the process is let go
+   * as it was (or, after the image is committed, the dump finishes).
+   */
+  signal?: AbortSignal;
 }
 
 export interface DumpResult {
@@ -320,7 +325,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     warnings.push(message);
     options.onWarning?.(message);
   };
-  const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
+  if (options.sink === undefined) imageDir(options);
   if (options.trackMem && !options.leaveRunning)
     throw new FerryError(
       'FERRY_USAGE',
@@ -335,6 +340,8 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       parent: options.parent,
     }));
   const preCopy = precopyChoice(options);
+  // Made once the options hold: a refused command line leaves no directory behind.
+  const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
   let baseline = options.baseline;
   let pre: Precopy | undefined;
   const parts: Record<string, PartSummary> = {};
@@ -369,6 +376,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     if (preCopy !== false) {
       pre = await precopyForDump(pid, sink, {
         preCopy,
+        signal: options.signal,
         compress: options.compress ?? false,
         onWarning: warn,
         watch: guardian,
@@ -376,6 +384,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       });
       baseline = pre?.baseline;
       timings.mark('pre-copy');
+      options.signal?.throwIfAborted();
     }
     const writerFor = (names: { pages: string; index: string }): PageStoreWriter =>
       new PageStoreWriter(
@@ -425,9 +434,11 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     const totalBytes = sizes.reduce((a, b) => a + b, 0);
     captures.forEach((c, i) => c.writer.reserve(sizes[i]!)); // a full disk shows now, before any page is copied
     timings.mark('scan');
+    options.signal?.throwIfAborted();
     const copying = baseline?.tracker ?? plan.tracker;
     let before = 0;
     for (const [i, c] of captures.entries()) {
+      options.signal?.throwIfAborted();
       await copyPages(c.pid, c.ranges, c.writer, {
         onCopied: i === 0 ? (copied, data) => copying?.copied(copied, data) : undefined,
         onProgress: (doneBytes) =>
@@ -464,6 +475,10 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       children,
     };
     const { text, checksum } = sealManifest(manifest);
+    // A signal is handled when the event loop turns, which the frozen steps seldom let it do: once
+    // here, so that one sent during them stops the dump before the image counts as written.
+    if (options.signal) await new Promise((resolve) => setImmediate(resolve));
+    options.signal?.throwIfAborted();
     await sink.commit(text);
     timings.mark('commit');
     plan.committed(sink.location, checksum, rangeSpans(captures[0]!.ranges));
@@ -499,6 +514,11 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       await Promise.allSettled(partWrites);
       await sink.abort();
     }
+    if (isFerryError(err, 'FERRY_INTERRUPTED') && !options.sink)
+      throw new FerryError(
+        'FERRY_INTERRUPTED',
+        `dump of ${pid} ${err.message}: no image was written, and the process runs on as it was`,
+      );
     if (isErrno(err, 'ESRCH') || isFerryError(err, 'FERRY_NO_SUCH_PROCESS', 'FERRY_ZOMBIE')) {
       throw new FerryError(
         'FERRY_PROCESS_EXITED',

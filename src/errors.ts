@@ -30,6 +30,8 @@ export const ERROR_CODES = {
     'the migration did not complete: the process runs on at the source, nothing at the target',
   FERRY_MIGRATION_IN_DOUBT:
     'the target was told to run the process and then could not be reached: the source is left stopped (SIGSTOP) for the operator to decide',
+  FERRY_INTERRUPTED:
+    'a signal (SIGINT, SIGTERM, SIGHUP) stopped the command before it was done: it undid what it had begun',
   FERRY_TRACKING_LOST:
     'an incremental dump cannot build on its parent: the process is not tracked since that image',
   FERRY_INTERNAL: 'an internal check failed: a bug in ferry',

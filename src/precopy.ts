@@ -36,6 +36,8 @@ export interface PrecopyOptions {
   tracking?: TrackingChoice;
   /** Told what ferry does to the process (its guardian), should ferry die meanwhile. */
   watch?: TraceeWatch;
+  /** Aborting it stops the rounds before the next. */
+  signal?: AbortSignal;
   /** Hears that tracking fell back to page hashes. */
   onWarning?: (message: string) => void;
   /** The downtime to aim for: rounds go on while what is left would take longer to send. */
@@ -126,6 +128,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
     let rate = 0; // bytes per ms, the best seen
     const maxRounds = options.maxRounds ?? DEFAULT_MAX_ROUNDS;
     for (let round = 1; round <= maxRounds; round++) {
+      options.signal?.throwIfAborted();
       const started = now();
       const vmas = currentVmas(pid);
       const tracked = vmas.filter((v) => tracker.tracks(v));
@@ -195,6 +198,7 @@ export interface DumpPrecopyOptions {
   compress: boolean;
   onWarning?: (message: string) => void;
   watch?: TraceeWatch;
+  signal?: AbortSignal;
   onProgress?: (progress: { doneBytes: number; totalBytes: number }) => void;
 }
 
@@ -219,6 +223,7 @@ export async function precopyForDump(
       tracking: auto ? 'uffd-wp' : 'auto',
       onWarning: options.onWarning,
       watch: options.watch,
+      signal: options.signal,
       maxDowntimeMs: DUMP_FROZEN_COPY_MS / COPY_SHARE,
       maxRounds: DUMP_MAX_ROUNDS,
       compress: options.compress,

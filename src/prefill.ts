@@ -15,8 +15,6 @@ import { startRestoreStub, type RestoreStub } from './stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
 import { MADV, MAP, MREMAP, PROT } from './sys/mman.js';
 import { NR } from './sys/nr.js';
-import { PR } from './sys/prctl.js';
-import { SIG } from './sys/signal.js';
 import { RemoteSyscalls, type RemoteCall } from './tracee/remote.js';
 import { findGap } from './vma/gaps.js';
 import { overlaySpans, pushSpan, type Span } from './vma/spans.js';
@@ -61,21 +59,12 @@ export class Prefill {
 
   private constructor(readonly stub: RestoreStub) {}
 
-  /** Start a stub for the process that had PID `originalPid` (kept when free here). */
+  /**
+   * Start a stub for the process that had PID `originalPid` (kept when free here). Like the held
+   * process it becomes, it does not outlive the agent: no stub outlives its ferry.
+   */
   static start(originalPid: number): Prefill {
     const stub = startRestoreStub(originalPid, 'try');
-    try {
-      // Like the held process it becomes, the stub must not outlive the agent.
-      const remote = RemoteSyscalls.open(stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
-      try {
-        remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
-      } finally {
-        remote.close();
-      }
-    } catch (err) {
-      stub.tracee.kill();
-      throw err;
-    }
     return new Prefill(stub);
   }
 

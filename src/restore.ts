@@ -63,7 +63,10 @@ export interface RestoreOptions {
   samePid?: SamePid;
   /** Descriptors that were a terminal get this restore's terminal ('inherit', the default) or /dev/null. */
   tty?: 'inherit' | 'null';
-  /** How to get the original PID: 'auto' (the default) tries ns_last_pid, then clone3 with set_tid; or only one of them. */
+  /**
+   * How to get the original PID: 'auto' (the default) clone3 with set_tid, or ns_last_pid where
+   * clone3 cannot set a PID; or only one of them.
+   */
   pidMethod?: PidMethod;
   /**
    * Leave the process stopped (SIGSTOP) instead of running: the caller continues it with SIGCONT or
@@ -78,6 +81,8 @@ export interface RestoreOptions {
    */
   consumePages?: boolean;
   onWarning?: (message: string) => void;
+  /** Aborting it stops the restore at its next step: what it made is killed. */
+  signal?: AbortSignal;
 }
 
 export interface RestoreResult {
@@ -280,8 +285,9 @@ async function restoreProcess(
     const first = i === 0 ? [...protectCalls(filled), ...adviceCalls(state.vmas)] : [];
     restoreCreds({ ...ctx, remote: channels[i]! }, state.creds, [...first, ...rseqCalls(thread)]);
   });
-  // Held for a migration, it must not outlive the agent holding it (letRun() undoes this).
-  if (options.stopped) remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
+  // A stub dies with ferry; the restored process does not, unless held for a migration: then it must
+  // not outlive the agent holding it (letRun() undoes this).
+  remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, options.stopped ? SIG.SIGKILL : 0);
   for (const channel of channels.slice(1)) channel.close();
   remote.removeScratch();
   remote.close(); // before finishThread: closing puts back the mask the channel found
@@ -378,6 +384,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     const byOriginal = new Map(made.map((m) => [m.record.pid, m]));
     let pages = 0;
     for (const [i, proc] of image.processes.entries()) {
+      options.signal?.throwIfAborted();
       const prefill = i === 0 ? options.prefill : undefined;
       pages += await restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
         prefill,
@@ -387,6 +394,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         samePid: i === 0 ? samePid : 'try',
       });
     }
+    options.signal?.throwIfAborted();
     exitZombies(made.filter((m) => m.record.exit !== null));
     // Queued while traced, the stop takes the process as soon as it leaves the ptrace stop.
     if (options.stopped) kill(stub.pid, SIG.SIGSTOP);
@@ -413,6 +421,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         'FERRY_IMAGE_CORRUPT',
         'FERRY_PID_TAKEN',
         'FERRY_RESTORE_FAILED',
+        'FERRY_INTERRUPTED',
       )
     )
       throw err;

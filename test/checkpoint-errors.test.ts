@@ -121,13 +121,16 @@ test('dump onto a full disk: the process is left running, not stopped, not trace
   cleanup(() => {
     execFileSync('umount', [mount]);
   });
-  for (const mode of [[], ['--leave-running']]) {
-    const image = `${mount}/image${mode.length}`;
+  // The image directory is left as it was found: absent (made, then removed), or empty.
+  for (const [i, mode] of [[], ['--leave-running']].entries()) {
+    const image = `${mount}/image${i}`;
+    if (i === 1) mkdirSync(image);
     assertFailed(
       await runCli(['dump', String(f.pid), '-D', image, ...mode]),
       /^ferry: cannot write .*: no space left on device/,
     );
-    assert.deepEqual(readdirSync(image), []);
+    assert.deepEqual(readdirSync(mount), i === 1 ? ['image1'] : []);
+    if (i === 1) assert.deepEqual(readdirSync(image), []);
     await assertUntouched(f);
   }
 });

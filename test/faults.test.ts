@@ -3,14 +3,15 @@
 // has; the same process goes through all of them and checks itself all along (registers, vector
 // registers, signal mask, sleeps restarted right).
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { before, test } from 'node:test';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { fixture } from './helpers/fixtures.js';
 import { startLogged, traceState } from './helpers/processes.js';
-import { becomeSubreaper } from './helpers/reaper.js';
+import { becomeSubreaper, childrenOf, killAndReap } from './helpers/reaper.js';
+import { waitpid, WNOHANG } from '../src/sys/wait.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-faults', cleanup);
@@ -23,10 +24,14 @@ interface Steady {
   lines(): string[];
 }
 
+/** PIDs of the fixtures this file started. */
+const fixtures: number[] = [];
+
 /** The fixture, its output in a file (a descriptor of the test's would stop a dump). */
 async function steady(): Promise<Steady> {
   const out = `${dir()}/out`;
   const pid = await startLogged(out, fixture('steady'), [], /^tick 1 /m, cleanup);
+  fixtures.push(pid);
   return {
     pid,
     lines: () =>
@@ -79,4 +84,78 @@ test('ferry SIGKILLed as soon as the process is frozen: it runs on', async () =>
   const r = await runCli(['dump', String(p.pid), '-D', dir()], { env: { FERRY_FAULT: 'frozen' } });
   assert.equal(r.signal, 'SIGKILL', r.stderr);
   await assertRunsOn(p, 'killed once frozen');
+});
+
+/** Children of this test process (a subreaper: orphans come to it) other than `known`, once reaped. */
+function strayChildren(known: number[]): number[] {
+  return childrenOf(process.pid).filter((pid) => {
+    if (known.includes(pid)) return false;
+    try {
+      return waitpid(pid, WNOHANG) === null; // a zombie is reaped and gone
+    } catch {
+      return false;
+    }
+  });
+}
+
+test('ferry SIGKILLed at any ptrace resume of a restore: nothing it made survives it', async () => {
+  const p = await steady();
+  const image = dir();
+  assert.equal((await runCli(['dump', String(p.pid), '-D', image, '--leave-running'])).code, 0);
+  let kills = 0;
+  for (let n = 1; ; n++) {
+    const r = await runCli(['restore', '-D', image, '--same-pid', 'no'], {
+      env: { FERRY_FAULT: `resume@${n}` },
+    });
+    if (r.code === 0) {
+      cleanup(() => killAndReap(Number(r.stdout.trim())));
+      break;
+    }
+    assert.equal(r.signal, 'SIGKILL', `resume ${n}: ${r.stdout}${r.stderr}`);
+    kills++;
+    let strays = strayChildren(fixtures);
+    for (let i = 0; i < 100 && strays.length > 0; i++) {
+      await sleep(10);
+      strays = strayChildren(fixtures);
+    }
+    assert.deepEqual(strays, [], `killed at resume ${n}: processes it made live on`);
+  }
+  assert.ok(kills >= 10, `only ${kills} resumes in a restore`);
+  await assertRunsOn(p, 'the original, all along');
+});
+
+test('a dump stopped by SIGINT or SIGTERM leaves no image; a SIGKILLed one leaves what the next removes', async () => {
+  const p = await steady();
+  for (const signal of ['INT', 'TERM']) {
+    const image = `${dir()}/image`;
+    const r = await runCli(['dump', String(p.pid), '-D', image], {
+      env: { FERRY_FAULT: `frozen:${signal}` },
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, new RegExp(`interrupted by SIG${signal}: no image was written`));
+    assert.ok(!existsSync(image), 'the image directory it made is gone');
+    await assertRunsOn(p, `interrupted by SIG${signal}`);
+  }
+  const image = dir();
+  const killed = await runCli(['dump', String(p.pid), '-D', image], { env: { FERRY_FAULT: 'frozen' } });
+  assert.equal(killed.signal, 'SIGKILL');
+  assert.equal(readdirSync(image).filter((f) => f.startsWith('.ferry-partial-')).length, 1);
+  assert.equal((await runCli(['dump', String(p.pid), '-D', image, '--leave-running'])).code, 0);
+  assert.deepEqual(readdirSync(image).sort(), ['manifest.json', 'pagemap.img', 'pages.img']);
+  await assertRunsOn(p, 'after the dumps');
+});
+
+test('a restore under the original PID does not move the PID counter back', async () => {
+  const p = await steady();
+  const image = dir();
+  assert.equal((await runCli(['dump', String(p.pid), '-D', image])).code, 0);
+  killAndReap(p.pid); // killed by the dump: reaped here, its PID is free
+  const counter = (): number => Number(readFileSync('/proc/sys/kernel/ns_last_pid', 'latin1'));
+  const before = counter();
+  assert.ok(before > p.pid, 'PIDs were given out since the fixture started');
+  const r = await runCli(['restore', '-D', image, '--same-pid', 'require']);
+  assert.equal(r.code, 0, r.stderr);
+  cleanup(() => killAndReap(p.pid));
+  assert.equal(Number(r.stdout.trim()), p.pid);
+  assert.ok(counter() >= before, `ns_last_pid went from ${before} back to ${counter()}`);
 });

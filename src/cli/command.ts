@@ -67,3 +67,27 @@ export function requireDir(value: unknown): string {
 export function warnOnStderr(message: string): void {
   process.stderr.write(`ferry: warning: ${message}\n`);
 }
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/**
+ * Run `work` with SIGINT, SIGTERM and SIGHUP turned into an abort of its `signal`: it stops at its
+ * next step and undoes what it began (a frozen process runs on as it was) rather than dying there.
+ * A second signal does not hurry it.
+ */
+export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals): void => {
+    if (controller.signal.aborted) return;
+    process.stderr.write(
+      `ferry: ${name}: stopping at the next step (what is under way is let go as it was)\n`,
+    );
+    controller.abort(new FerryError('FERRY_INTERRUPTED', `interrupted by ${name}`));
+  };
+  for (const name of STOP_SIGNALS) process.on(name, onSignal);
+  try {
+    return await work(controller.signal);
+  } finally {
+    for (const name of STOP_SIGNALS) process.off(name, onSignal);
+  }
+}

@@ -4,7 +4,7 @@
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
 import { FerryError } from '../errors.js';
-import { parsePid, printResult, requireDir, warnOnStderr, type Command } from './command.js';
+import { interruptible, parsePid, printResult, requireDir, warnOnStderr, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
 import { withProgressBar } from './progress.js';
 
@@ -110,20 +110,23 @@ export const dumpCommand: Command = {
     if (values.every !== undefined) return runEvery(pid, dir, values);
     if (values.keep !== undefined) throw new FerryError('FERRY_USAGE', '--keep goes with --every');
     const result = await withProgressBar(`dumping ${pid}`, formatBytes, (bar) =>
-      dump(pid, {
-        dir,
-        vmas: values.vmas as string | undefined,
-        leaveRunning: values['leave-running'] === true,
-        tree: values['no-tree'] !== true,
-        tcpEstablished: values['tcp-established'] === true,
-        trackMem: values['track-mem'] === true,
-        parent: values.parent as string | undefined,
-        preCopy: preCopyOption(values),
-        compress: values.compress === true,
-        sync: values.sync === true,
-        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),
-        onWarning: values.json ? undefined : warnOnStderr,
-      }),
+      interruptible((signal) =>
+        dump(pid, {
+          signal,
+          dir,
+          vmas: values.vmas as string | undefined,
+          leaveRunning: values['leave-running'] === true,
+          tree: values['no-tree'] !== true,
+          tcpEstablished: values['tcp-established'] === true,
+          trackMem: values['track-mem'] === true,
+          parent: values.parent as string | undefined,
+          preCopy: preCopyOption(values),
+          compress: values.compress === true,
+          sync: values.sync === true,
+          onProgress: (p) => bar.update(p.doneBytes, p.totalBytes),
+          onWarning: values.json ? undefined : warnOnStderr,
+        }),
+      ),
     );
     printResult(values.json, result, summary);
     return 0;

@@ -6,7 +6,7 @@ import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
 import type { TrackingChoice } from '../precopy.js';
-import { parseMs, parsePid, printResult, warnOnStderr, type Command } from './command.js';
+import { interruptible, parseMs, parsePid, printResult, warnOnStderr, type Command } from './command.js';
 import { formatBytes, formatMs } from './format.js';
 import { withProgressBar } from './progress.js';
 
@@ -70,15 +70,19 @@ export const migrateCommand: Command = {
     if ((maxDowntimeMs !== undefined || values['dirty-tracking'] !== undefined) && mode !== 'pre-copy')
       throw new FerryError('FERRY_USAGE', '--max-downtime and --dirty-tracking go with --mode pre-copy');
     const result = await withProgressBar(`migrating ${pid}`, formatBytes, (bar) =>
-      migrate(pid, {
-        to: { ...to, token: token(values['token-file']), ca },
-        mode,
-        maxDowntimeMs,
-        dirtyTracking,
-        timeoutMs: parseMs('timeout', values.timeout),
-        onProgress: (p) => bar.update(p.doneBytes, p.totalBytes, p.round > 0 ? `round ${p.round}` : 'frozen'),
-        onWarning: values.json ? undefined : warnOnStderr,
-      }),
+      interruptible((signal) =>
+        migrate(pid, {
+          signal,
+          to: { ...to, token: token(values['token-file']), ca },
+          mode,
+          maxDowntimeMs,
+          dirtyTracking,
+          timeoutMs: parseMs('timeout', values.timeout),
+          onProgress: (p) =>
+            bar.update(p.doneBytes, p.totalBytes, p.round > 0 ? `round ${p.round}` : 'frozen'),
+          onWarning: values.json ? undefined : warnOnStderr,
+        }),
+      ),
     );
     printResult(values.json, result, summary);
     return 0;

@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { restore } from '../restore.js';
-import { printResult, requireDir, warnOnStderr, type Command } from './command.js';
+import { interruptible, printResult, requireDir, warnOnStderr, type Command } from './command.js';
 
 function choice<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;
@@ -26,11 +26,14 @@ export const restoreCommand: Command = {
   positionals: { min: 0, max: 0 },
   async run({ values }) {
     const dir = requireDir(values.dir);
-    const result = await restore(dir, {
-      samePid: choice('same-pid', values['same-pid'], ['require', 'try', 'no'] as const, 'try'),
-      tty: choice('tty', values.tty, ['inherit', 'null'] as const, 'inherit'),
-      onWarning: values.json ? undefined : warnOnStderr,
-    });
+    const result = await interruptible((signal) =>
+      restore(dir, {
+        samePid: choice('same-pid', values['same-pid'], ['require', 'try', 'no'] as const, 'try'),
+        tty: choice('tty', values.tty, ['inherit', 'null'] as const, 'inherit'),
+        onWarning: values.json ? undefined : warnOnStderr,
+        signal,
+      }),
+    );
     if (typeof values.pidfile === 'string') {
       try {
         writeFileSync(values.pidfile, `${result.pid}\n`);

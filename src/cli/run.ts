@@ -82,7 +82,25 @@ export function runToExit(argv: string[], main: (argv: string[]) => Promise<numb
     if (err.code !== 'EPIPE') throw err;
     process.exit(process.exitCode ?? 0);
   });
-  main(argv).then(exitWith, (err: unknown) => exitWith(report(err, argv)));
+  let settled = false;
+  // An event loop that empties while the command has not finished (a step that will never
+  // complete) must not end in exit 0 as if it had.
+  process.once('beforeExit', () => {
+    if (!settled) {
+      const err = new FerryError('FERRY_INTERNAL', `ferry ${argv[0] ?? ''} stopped before it finished`);
+      exitWith(report(err, argv));
+    }
+  });
+  main(argv).then(
+    (code) => {
+      settled = true;
+      exitWith(code);
+    },
+    (err: unknown) => {
+      settled = true;
+      exitWith(report(err, argv));
+    },
+  );
 }
 
 /**

@@ -8,8 +8,10 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   readSync,
   renameSync,
+  rmdirSync,
   rmSync,
   statSync,
   write,
@@ -18,6 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { FerryError } from '../errors.js';
+import { parseStat } from '../proc/stat.js';
 import { isErrno, SysError } from '../sys/errno.js';
 import { fallocate } from '../sys/fcntl.js';
 import { createHasher } from './hash.js';
@@ -129,6 +132,8 @@ export class DirSink implements ImageSink {
   /** Writes in flight, awaited by abort(). */
   private readonly inFlight = new Set<Promise<void>>();
   private done = false;
+  /** The first directory this sink made to hold the image, if it made any: an abort removes it. */
+  private readonly made: string | undefined;
 
   /** `sync`: fsync every part and the directory before the image counts as written. */
   constructor(
@@ -136,18 +141,20 @@ export class DirSink implements ImageSink {
     private readonly sync = false,
   ) {
     try {
-      mkdirSync(location, { recursive: true });
+      this.made = mkdirSync(location, { recursive: true });
     } catch (err) {
       throw writeError(location, err);
     }
+    removeStalePartials(location);
     const present = readdirSync(location).filter((f) => !f.startsWith(HIDDEN));
     if (present.length > 0 && !present.includes(MANIFEST)) {
+      this.removeMade();
       throw new FerryError(
         'FERRY_USAGE',
         `${location} is not empty and holds no ferry image: choose an empty directory`,
       );
     }
-    const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+    const tag = `${process.pid}-${ownStartTime()}-${randomBytes(4).toString('hex')}`;
     this.partial = join(location, `${HIDDEN}partial-${tag}`);
     this.replaced = join(location, `${HIDDEN}replaced-${tag}`);
     try {
@@ -270,12 +277,52 @@ export class DirSink implements ImageSink {
     await Promise.all(replaced.map((f) => rm(join(this.location, f), { recursive: true, force: true })));
   }
 
+  /** Forget everything written: the directory is left as it was found. */
   async abort(): Promise<void> {
     await Promise.allSettled([...this.inFlight]);
     for (const release of this.open) release();
     this.open.clear();
-    if (!this.done) rmSync(this.partial, { recursive: true, force: true });
+    if (!this.done) {
+      rmSync(this.partial, { recursive: true, force: true });
+      this.removeMade();
+    }
     this.done = true;
+  }
+
+  /** Remove the directories this sink made, from the image's up, where they are empty. */
+  private removeMade(): void {
+    if (this.made === undefined) return;
+    for (let dir = resolve(this.location); ; dir = dirname(dir)) {
+      try {
+        rmdirSync(dir);
+      } catch {
+        return; // not empty (or gone): what is above stays too
+      }
+      if (dir === resolve(this.made)) return;
+    }
+  }
+}
+
+/** This process's start time (/proc/self/stat), which tells its partials from a reused PID's. */
+function ownStartTime(): string {
+  return String(parseStat(readFileSync('/proc/self/stat', 'latin1')).startTime);
+}
+
+/**
+ * Remove the partial images that dumps which died (SIGKILL, a crash) left in `location`: those whose
+ * writer (the PID and start time in their name) is gone. A dump under way there keeps its own.
+ */
+function removeStalePartials(location: string): void {
+  for (const name of readdirSync(location)) {
+    const m = /^\.ferry-partial-(\d+)-(\d+)-[0-9a-f]+$/.exec(name);
+    if (!m) continue;
+    let alive = false;
+    try {
+      alive = String(parseStat(readFileSync(`/proc/${m[1]}/stat`, 'latin1')).startTime) === m[2];
+    } catch {
+      // gone
+    }
+    if (!alive) rmSync(join(location, name), { recursive: true, force: true });
   }
 }
 

@@ -35,6 +35,11 @@ export interface MigrateOptions {
   onWarning?: (message: string) => void;
   /** The guardian of the source process, should ferry die (DumpOptions.guardian); else its own. */
   guardian?: Guardian;
+  /**
+   * Aborting it stops the migration before the target is told to run the process (the process runs
+   * on here); after that, the migration goes on to its end.
+   */
+  signal?: AbortSignal;
 }
 
 export interface MigrateResult {
@@ -96,6 +101,7 @@ async function migrateWatched(
   const sink = new StreamSink(target, req, readEvents(res), {
     timeoutMs,
     commitAgain: () => commitAgain(options.to, migrationId, timeoutMs),
+    signal: options.signal,
   });
   const mode = options.mode ?? 'stop-copy';
   let pre: Precopy | undefined;
@@ -105,6 +111,7 @@ async function migrateWatched(
       try {
         pre = await precopy(pid, sink, {
           watch: guardian,
+          signal: options.signal,
           maxDowntimeMs: options.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
           tracking: options.dirtyTracking,
           onWarning: options.onWarning,
@@ -119,6 +126,7 @@ async function migrateWatched(
     result = await dump(pid, {
       sink,
       guardian,
+      signal: options.signal,
       baseline: pre?.baseline,
       onProgress: (p) => options.onProgress?.({ round: 0, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
       onWarning: options.onWarning,
@@ -126,6 +134,11 @@ async function migrateWatched(
   } catch (err) {
     if (isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) throw err;
     const why = err instanceof Error ? err.message : String(err);
+    if (isFerryError(err, 'FERRY_INTERRUPTED'))
+      throw new FerryError(
+        'FERRY_INTERRUPTED',
+        `migration of ${pid} to ${target} ${why}; the process runs on here`,
+      );
     throw new FerryError(
       isFerryError(err, 'FERRY_AUTH') ? 'FERRY_AUTH' : 'FERRY_MIGRATION_FAILED',
       `migration of ${pid} to ${target} failed: ${why}; the process runs on here`,

@@ -26,6 +26,8 @@ export interface StreamSinkOptions {
    */
   commitAgain: () => Promise<'running' | 'aborted'>;
   onBytes?: (sent: number) => void;
+  /** Aborting it fails what waits for the target, until COMMIT is sent (not after). */
+  signal?: AbortSignal;
 }
 
 export interface StreamOutcome {
@@ -78,10 +80,20 @@ export class StreamSink implements ImageSink {
     for (const waiter of [...this.waiters]) waiter(this.failure);
   }
 
-  /** The next event named `name`, or the failure that comes first, or a timeout. */
-  private next<E extends TargetEvent['event']>(name: E): Promise<Extract<TargetEvent, { event: E }>> {
+  /**
+   * The next event named `name`, or the failure that comes first, or a timeout, or (unless
+   * `committed`) the caller's abort.
+   */
+  private next<E extends TargetEvent['event']>(
+    name: E,
+    committed = false,
+  ): Promise<Extract<TargetEvent, { event: E }>> {
+    const signal = committed ? undefined : this.options.signal;
     return new Promise((resolve, reject) => {
       if (this.failure) return reject(this.failure);
+      if (signal?.aborted) return reject(signal.reason as Error);
+      const onAbort = (): void => done(signal!.reason as Error);
+      signal?.addEventListener('abort', onAbort, { once: true });
       const timer = setTimeout(
         () =>
           done(
@@ -95,6 +107,7 @@ export class StreamSink implements ImageSink {
       const done = (event: TargetEvent | Error): void => {
         if (!(event instanceof Error) && event.event !== name) return;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         this.waiters.delete(done);
         if (event instanceof Error) reject(event);
         else resolve(event as Extract<TargetEvent, { event: E }>);
@@ -151,7 +164,8 @@ export class StreamSink implements ImageSink {
     restored.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
     await this.send(FRAME.MANIFEST, '', Buffer.from(manifest));
     const { pid, restoreMs } = await restored;
-    const running = this.next('running');
+    this.options.signal?.throwIfAborted();
+    const running = this.next('running', true);
     running.catch(() => {});
     await this.send(FRAME.COMMIT, '', Buffer.alloc(0));
     try {

@@ -1,13 +1,15 @@
 // The stub a restore turns into the restored process, under the original PID when it is free and
-// the kernel allows: through ns_last_pid where it is writable, else clone3() with set_tid run inside
-// a first stub (CLONE_PARENT, so the new process is ferry's child too); else under a new PID if
-// allowed.
+// the kernel allows: clone3() with set_tid run inside a first stub (CLONE_PARENT, so the new process
+// is ferry's child too), else, where clone3 cannot set a PID, through ns_last_pid; else under a new
+// PID if allowed.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
+import { readProcText } from '../proc/files.js';
 import { parseStat } from '../proc/stat.js';
 import { CLONE, CLONE_ARGS_SIZE, cloneArgs } from '../sys/clone.js';
 import { errnoName } from '../sys/errno.js';
 import { NR } from '../sys/nr.js';
+import { PR } from '../sys/prctl.js';
 import { PTRACE_O, ptraceSetOptions } from '../sys/ptrace.js';
 import { kill, SIG } from '../sys/signal.js';
 import { sleepMs } from '../sys/time.js';
@@ -58,16 +60,28 @@ export function pidTakenBy(found: Exclude<PidState, { state: 'free' }>): string 
   return `it belongs to ${found.comm}${found.state === 'zombie' ? ' (a zombie)' : ''}`;
 }
 
-/** Spawn a stub and hold it frozen. */
+/** Spawn a stub and hold it frozen, once it has named itself and waits. */
 function plainStub(): RestoreStub {
   const pid = spawnStub(STUB_NAME);
   try {
+    awaitStubWaiting(pid);
     return { pid, tracee: Tracee.freeze(pid, { disposable: true }) };
   } catch (err) {
     kill(pid, SIG.SIGKILL);
     waitpid(pid, 0);
     throw err;
   }
+}
+
+/** How long a new stub may take to reach its wait (an exec and three system calls). */
+const STUB_START_MS = 2000;
+
+/** Wait until stub `pid` blocks reading its lifeline (syscall 0 on descriptor 0). */
+function awaitStubWaiting(pid: number): void {
+  for (const until = Date.now() + STUB_START_MS; Date.now() < until; sleepMs(0.05)) {
+    if (readProcText(pid, 'syscall').startsWith('0 0x0 ')) return;
+  }
+  throw new FerryError('FERRY_INTERNAL', `restore stub ${pid} did not start within ${STUB_START_MS} ms`);
 }
 
 function killStub(stub: RestoreStub): void {
@@ -118,8 +132,10 @@ function cloneWithPid(first: RestoreStub, pid: number): RestoreStub | bigint {
   const tracee = adoptChild(pid, true); // ferry's child (CLONE_PARENT)
   const child = { pid, tracee };
   try {
-    // The child shares the first stub's session; it gets one of its own, as every stub does.
+    // The child shares the first stub's session; it gets one of its own, as every stub does, and
+    // dies with ferry as every stub does (a fork clears the parent-death signal).
     const own = RemoteSyscalls.open(tracee, { insn: STUB_SYSCALL_ADDRESS });
+    own.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, SIG.SIGKILL);
     own.check('setsid', NR.setsid);
     own.close();
     return child;
@@ -156,13 +172,10 @@ export function startRestoreStub(
     return plainStub();
   };
   if (found.state !== 'free') return taken(pidTakenBy(found));
-  // ns_last_pid first where it is writable: one process to make instead of two (clone3 is run from
-  // inside a stub). Should another process take the PID meanwhile, clone3 tells.
-  if (method !== 'clone3') {
-    const viaNs = stubViaNsLastPid(original);
-    if (viaNs) return viaNs;
-    if (method === 'ns_last_pid') return taken('ns_last_pid did not give it');
-  }
+  if (method === 'ns_last_pid') return stubViaNsLastPid(original) ?? taken('ns_last_pid did not give it');
+  // clone3 with set_tid asks for this PID alone. Writing ns_last_pid instead would move the PID
+  // counter of the whole namespace back, and whatever starts next would take just-freed PIDs: it
+  // is the way only where clone3 cannot set a PID (ENOSYS before Linux 5.5, or not allowed).
   const first = plainStub();
   let result: RestoreStub | bigint;
   try {
@@ -172,11 +185,11 @@ export function startRestoreStub(
     throw err;
   }
   if (typeof result !== 'bigint') return result;
-  // clone3 with set_tid failed (EEXIST: taken meanwhile; EPERM: no privilege; ENOSYS: old kernel).
   if (result !== -17n) {
     killStub(first);
     const failed = `clone3 set_tid failed (${errnoName(Number(-result))})`;
-    return taken(method === 'clone3' ? failed : `ns_last_pid did not give it and ${failed}`);
+    if (method === 'clone3') return taken(failed);
+    return stubViaNsLastPid(original) ?? taken(`${failed} and ns_last_pid did not give it`);
   }
   if (samePid === 'require') {
     killStub(first);

@@ -1,4 +1,5 @@
-// pidfd_open and pidfd_getfd: a stable handle on a process, and a copy of one of its descriptors.
+// pidfd_open and pidfd_getfd: a stable handle on a process, and a copy of one of its descriptors;
+// signals through one, and whether its process has ended.
 import { closeSync } from 'node:fs';
 import { syscall } from './call.js';
 
@@ -33,4 +34,18 @@ export function pidfdSendSignal(pidfd: number, signal: number): void {
     0,
     0,
   );
+}
+
+const POLLIN = 1;
+
+/**
+ * Whether the process behind `pidfd` has ended (a zombie or reaped), waiting up to `timeoutMs` for
+ * it: a pidfd becomes readable when its process exits.
+ */
+export function pidfdExited(pidfd: number, timeoutMs = 0): boolean {
+  const pollfd = Buffer.alloc(8);
+  pollfd.writeInt32LE(pidfd, 0);
+  pollfd.writeInt16LE(POLLIN, 4);
+  const ready = syscall(NR.poll, 'poll', () => [`pidfd ${pidfd}`], pollfd, 1, timeoutMs);
+  return ready > 0 && (pollfd.readInt16LE(6) & POLLIN) !== 0;
 }

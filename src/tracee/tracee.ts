@@ -4,7 +4,9 @@
 import { FerryError, isFerryError } from '../errors.js';
 import { listThreads, readProcText } from '../proc/files.js';
 import { parseStat, PF_KTHREAD } from '../proc/stat.js';
+import { closeSync } from 'node:fs';
 import { isErrno } from '../sys/errno.js';
+import { pidfdExited, pidfdOpen, pidfdSendSignal } from '../sys/pidfd.js';
 import { faultPoint } from '../sys/fault.js';
 import {
   PTRACE_EVENT,
@@ -51,10 +53,15 @@ interface ThreadState {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** How long a killed process may take to be gone (its threads torn down). */
+const KILL_WAIT_MS = 5000;
 
 export class Tracee {
   private readonly threads = new Map<number, ThreadState>();
-  private released = false;
+  /** 'held' until every thread is let go (released) or the process is killed. */
+  private state: 'held' | 'released' | 'killed' = 'held';
+  /** A handle on the process, so that a kill never reaches another that got its PID since. */
+  private pidfd: number | undefined;
   /** Undo steps of those who changed the process (remote syscall channels), run before release. */
   private readonly releaseHooks: (() => void)[] = [];
   /** The process was in group-stop (SIGSTOP) when seized; it stays stopped on release. */
@@ -85,6 +92,7 @@ export class Tracee {
         for (const tid of fresh) if (seized.has(tid)) tracee.awaitStop(tid, deadline);
       }
       if (tracee.threads.size === 0) throw exited(pid);
+      tracee.pidfd = pidfdOpen(pid);
       faultPoint('frozen');
       return tracee;
     } catch (err) {
@@ -103,6 +111,7 @@ export class Tracee {
     try {
       tracee.awaitStop(pid, Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS));
       if (tracee.threads.size === 0) throw exited(pid);
+      tracee.pidfd = pidfdOpen(pid);
       return tracee;
     } catch (err) {
       tracee.detachAll(new Set([pid]));
@@ -163,13 +172,13 @@ export class Tracee {
 
   /**
    * Undo what was done inside the process (release hooks), then resume every thread where it was
-   * and stop tracing. Safe to call more than once.
+   * and stop tracing. Safe to call more than once. Should a thread refuse its registers, the error
+   * is thrown and the process is not released: kill() still kills it.
    */
   release(): void {
-    if (this.released) return;
-    this.released = true;
+    if (this.state !== 'held') return;
     let first: Error | undefined;
-    for (const hook of this.releaseHooks.reverse()) {
+    for (const hook of this.releaseHooks.splice(0).reverse()) {
       try {
         hook();
       } catch (err) {
@@ -186,15 +195,21 @@ export class Tracee {
       }
     }
     if (first) throw first;
+    this.state = 'released';
+    this.closePidfd();
     this.watch?.release(this.pid);
   }
 
-  /** Kill the process (all threads) and stop tracing it. */
+  /**
+   * Kill the process (all threads) and stop tracing it; returns once it is dead. Also after a
+   * release() that failed midway.
+   */
   kill(): void {
-    if (this.released) return;
-    this.released = true;
+    if (this.state !== 'held') return;
+    this.state = 'killed';
     try {
-      kill(this.pid, SIG.SIGKILL);
+      if (this.pidfd === undefined) kill(this.pid, SIG.SIGKILL);
+      else pidfdSendSignal(this.pidfd, SIG.SIGKILL);
     } catch (err) {
       if (!isErrno(err, 'ESRCH')) throw err;
     }
@@ -206,7 +221,15 @@ export class Tracee {
         if (!isErrno(err, 'ECHILD', 'ESRCH')) throw err;
       }
     }
+    const dead = this.pidfd === undefined || pidfdExited(this.pidfd, KILL_WAIT_MS);
+    this.closePidfd();
+    if (!dead) throw new FerryError('FERRY_INTERNAL', `process ${this.pid} did not die of SIGKILL`);
     this.watch?.release(this.pid);
+  }
+
+  private closePidfd(): void {
+    if (this.pidfd !== undefined) closeSync(this.pidfd);
+    this.pidfd = undefined;
   }
 
   private thread(tid: number): ThreadState {
@@ -260,7 +283,7 @@ export class Tracee {
         // Gone already, or still running: the kernel detaches it when this process exits.
       }
     }
-    this.released = true;
+    this.state = 'released';
   }
 }
 

@@ -30,7 +30,7 @@ test('ELF header and program headers, byte for byte', () => {
   assert.equal(bytes[176], 0xcc);
 });
 
-test('the stub runs: its code at STUB_BASE, no descriptors, sleeping in pause()', () => {
+test('the stub runs: its code at STUB_BASE, its lifeline as only descriptor, waiting on it', () => {
   const pid = spawnStub('ferry-test-stub');
   try {
     let maps = '';
@@ -45,13 +45,14 @@ test('the stub runs: its code at STUB_BASE, no descriptors, sleeping in pause()'
     assert.match(readlinkSync(`/proc/${pid}/exe`), /^\/memfd:ferry-test-stub/);
     assert.equal(readFileSync(`/proc/${pid}/comm`, 'latin1').trim(), 'ferry-test-stub');
     assert.deepEqual(readFileSync(`/proc/${pid}/cmdline`, 'latin1'), 'ferry-test-stub\0');
-    assert.deepEqual(readdirSync(`/proc/${pid}/fd`), []);
+    assert.deepEqual(readdirSync(`/proc/${pid}/fd`), ['0']);
+    assert.match(readlinkSync(`/proc/${pid}/fd/0`), /^pipe:/);
     let syscall = '';
-    for (let i = 0; i < 100 && !syscall.startsWith('34 '); i++) {
+    for (let i = 0; i < 100 && !syscall.startsWith('0 '); i++) {
       sleepMs(5);
       syscall = readFileSync(`/proc/${pid}/syscall`, 'latin1');
     }
-    assert.match(syscall, /^34 /, 'blocked in pause (34)');
+    assert.match(syscall, /^0 0x0 /, 'blocked reading descriptor 0');
   } finally {
     kill(pid, SIG.SIGKILL);
     waitpid(pid, 0);
