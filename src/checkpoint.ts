@@ -31,7 +31,6 @@ import { dumpTimers } from './state/timers.js';
 import { refuseUnsupported } from './state/unsupported.js';
 import { dumpSysv } from './state/sysv.js';
 import { isErrno } from './sys/errno.js';
-import { kill, SIG } from './sys/signal.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import { startWorkerThreads } from './sys/call.js';
@@ -105,6 +104,8 @@ export interface DumpOptions {
    * as it was (or, after the image is committed, the dump finishes).
    */
   signal?: AbortSignal;
+  /** Called before the processes are fenced for a migration's commit (ImageSink.commit). */
+  beforeFence?: () => void;
 }
 
 export interface DumpResult {
@@ -479,7 +480,10 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     // here, so that one sent during them stops the dump before the image counts as written.
     if (options.signal) await new Promise((resolve) => setImmediate(resolve));
     options.signal?.throwIfAborted();
-    await sink.commit(text);
+    await sink.commit(text, () => {
+      options.beforeFence?.();
+      for (const t of tracees) t.fence();
+    });
     timings.mark('commit');
     plan.committed(sink.location, checksum, rangeSpans(captures[0]!.ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
@@ -507,8 +511,9 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     plan.failed();
     pre?.baseline.tracker.close();
     try {
-      // The target may run it: the process must not run here too, nor be lost (docs/PROTOCOL.md).
-      if (tracees.length > 0 && isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) kill(pid, SIG.SIGSTOP);
+      // In doubt, the target may run it: the process must not run here too, nor be lost. Its fence
+      // stays up, and it stops as it is let go (docs/PROTOCOL.md). Else the fence comes down.
+      if (!isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) for (const t of tracees) t.unfence();
       unfreeze('release');
     } finally {
       await Promise.allSettled(partWrites);

@@ -22,9 +22,11 @@ import { EXECUTOR_CODE } from './tracee/executor.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import type { TraceeWatch } from './tracee/watch.js';
+import type { AgentEndpoint } from './migrate/client.js';
 
 type Message =
   | { op: 'hold'; pid: number; start: string }
+  | { op: 'migrating'; pid: number; id: string; to: WireEndpoint; timeoutMs: number }
   | { op: 'scratch'; pid: number; base: string; size: number }
   | { op: 'unscratch' | 'release'; pid: number }
   | { op: 'bye' };
@@ -82,6 +84,11 @@ export class Guardian implements TraceeWatch {
     this.send({ op: 'release', pid });
   }
 
+  /** Process `pid` is about to be fenced for migration `id` to `to` (until released). */
+  migrating(pid: number, id: string, to: AgentEndpoint, timeoutMs: number): void {
+    this.send({ op: 'migrating', pid, id, to: { ...to, ca: to.ca?.toString('utf8') }, timeoutMs });
+  }
+
   /** Ferry is done: the guardian exits without touching anything. */
   close(): void {
     if (this.fd === undefined) return;
@@ -105,9 +112,13 @@ export async function withGuardian<T>(
   }
 }
 
+/** An endpoint as the pipe carries it (the CA as text). */
+type WireEndpoint = Omit<AgentEndpoint, 'ca'> & { ca?: string };
+
 interface Held {
   start: bigint;
   scratch?: { base: bigint; size: number };
+  migration?: { id: string; to: AgentEndpoint; timeoutMs: number };
 }
 
 /** The guardian's side: read what ferry says until its end; if ferry died, clean up. */
@@ -130,15 +141,44 @@ export async function guard(input: NodeJS.ReadableStream, log: (line: string) =>
     } else if (m.op === 'unscratch') {
       const h = held.get(m.pid);
       if (h) h.scratch = undefined;
+    } else if (m.op === 'migrating') {
+      const h = held.get(m.pid);
+      const to = { ...m.to, ca: m.to.ca === undefined ? undefined : Buffer.from(m.to.ca) };
+      if (h) h.migration = { id: m.id, to, timeoutMs: m.timeoutMs };
     }
   }
   if (bye) return;
   for (const [pid, h] of held) {
     try {
-      log(recover(pid, h));
+      log(h.migration ? await settle(pid, h, h.migration) : recover(pid, h));
     } catch (err) {
       log(`process ${pid}: ${err instanceof Error ? err.message : String(err)}`);
     }
+  }
+}
+
+/**
+ * Settle a migration ferry died in the midst of, past its fence: the process is stopped (once the
+ * kernel let go of it), and the target knows whether its copy runs.
+ */
+async function settle(pid: number, h: Held, m: NonNullable<Held['migration']>): Promise<string> {
+  for (let i = 0; i < RETRIES && stoppedFree(pid, h.start) === false; i++) sleepMs(5);
+  // Loaded only now: it needs node:http, which no startup snapshot may hold.
+  const { resolveInDoubt } = await import('./migrate/resolve.js');
+  const done = await resolveInDoubt(pid, m.id, m.to, { startTime: h.start, timeoutMs: m.timeoutMs });
+  return done.outcome === 'moved'
+    ? `migration ${m.id}: the copy of process ${pid} runs on the target; killed it here`
+    : `migration ${m.id}: the target did not run the copy; process ${pid} runs on here`;
+}
+
+/** Whether `pid` is stopped and untraced; undefined once it is gone. */
+function stoppedFree(pid: number, start: bigint): boolean | undefined {
+  try {
+    const stat = parseStat(readProcText(pid, 'stat'));
+    if (stat.startTime !== start) return undefined;
+    return stat.state === 'T' && parseStatus(readProcText(pid, 'status')).tracerPid === 0;
+  } catch {
+    return undefined;
   }
 }
 

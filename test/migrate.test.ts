@@ -4,81 +4,42 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { before, test } from 'node:test';
+import { basename } from 'node:path';
+import { test } from 'node:test';
 import { FRAME, frameHeader, readEvents } from '../src/migrate/wire.js';
 import { kernelTracksSoftDirty } from '../src/vma/pages.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
-import { limitRate, makeHosts, setLink, type Host } from './helpers/netns.js';
-import { CLI } from './helpers/paths.js';
-import { startLogged, startProcess, traceState, type Started } from './helpers/processes.js';
+import {
+  api,
+  LIMITED_TOKEN,
+  migrateCli as migrateWith,
+  PORT,
+  runsFree,
+  setUpLab,
+  startAgentOn as startAgent,
+  targetClean,
+  TOKEN,
+  type AgentProc,
+} from './helpers/agents.js';
+import { limitRate, setLink, type Host } from './helpers/netns.js';
+import { startLogged, traceState } from './helpers/processes.js';
 import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
-import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { killAndReap } from './helpers/reaper.js';
 import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
-const TOKEN = 'test-token-0123456789abcdef';
-/** A token that acts only for uid 4242's processes and images. */
-const LIMITED_TOKEN = 'limited-token-0123456789abcdef';
-const PORT = 7070;
-let work: string;
-let tokenFile: string;
-let hosts: Host[];
 const cleanup = cleanupAfterAll();
-
-before(() => {
-  becomeSubreaper();
-  work = mkdtempSync(`${tmpdir()}/ferry-mig-`);
-  cleanup(() => rmSync(work, { recursive: true, force: true }));
-  tokenFile = `${work}/token`;
-  writeFileSync(tokenFile, `${TOKEN}\n${LIMITED_TOKEN} uid=4242\n`, { mode: 0o600 });
-  hosts = makeHosts(3, cleanup);
-});
-
-let n = 0;
-const dir = (): string => mkdtempSync(`${work}/${n++}-`);
-
-interface AgentProc {
-  host: Host;
-  dataDir: string;
-  process: Started;
-}
-
-async function startAgentOn(
-  host: Host,
-  dataDir = dir(),
-  options: { port?: number; extra?: string[] } = {},
-): Promise<AgentProc> {
-  const p = await startProcess('ip', [
-    ...['netns', 'exec', host.ns, CLI, 'agent'],
-    ...['--listen', `${host.addr}:${options.port ?? PORT}`, '--data-dir', dataDir, '--token-file', tokenFile],
-    ...['--idle-timeout', '2000', ...(options.extra ?? [])],
-  ]);
-  cleanup(() => p.stop());
-  assert.match(p.readyLine, /^ferry agent listening on /);
-  return { host, dataDir, process: p };
-}
-
-async function api<T>(host: Host, path: string, token = TOKEN): Promise<{ status: number; body: T }> {
-  const res = await fetch(`http://${host.addr}:${PORT}${path}`, {
-    headers: { authorization: `Bearer ${token}` },
-  });
-  const text = await res.text();
-  return { status: res.status, body: (path === '/metrics' ? text : JSON.parse(text)) as T };
-}
-
-/** Run `ferry migrate` on host `from`, to `to` (a host, or an address). */
-function migrateCli(from: Host, pid: number, to: Host | string, ...extra: string[]): Promise<CliResult> {
-  const target = typeof to === 'string' ? to : `${to.addr}:${PORT}`;
-  return runCli(['migrate', String(pid), '--to', target, '--token-file', tokenFile, '--json', ...extra], {
-    wrap: from.exec,
-  });
-}
+const lab = setUpLab(3, 'ferry-mig', cleanup);
+const dir = (): string => lab.dir();
+const startAgentOn = (host: Host, dataDir?: string, options?: { port?: number; extra?: string[] }) =>
+  startAgent(lab, host, dataDir, options);
+const migrateCli = (from: Host, pid: number, to: Host | string, ...extra: string[]): Promise<CliResult> =>
+  migrateWith(lab, from, pid, to, extra);
 
 interface Migrated {
   targetPid: number;
@@ -95,24 +56,6 @@ function migrated(r: CliResult): Migrated {
   return out;
 }
 
-/** The process runs on, untraced, not stopped. */
-function runsFree(pid: number): void {
-  const { state, tracerPid } = traceState(pid);
-  assert.notEqual(state, 'T', `process ${pid} is stopped`);
-  assert.equal(tracerPid, 0, `process ${pid} is still traced`);
-}
-
-/** Nothing of a failed migration is left at the target: no files, no held process. */
-async function targetClean(agent: AgentProc): Promise<void> {
-  for (let i = 0; i < 100; i++) {
-    const { body } = await api<{ processes: { state: string }[] }>(agent.host, '/v1/processes');
-    const left = readdirSync(`${agent.dataDir}/migrations`);
-    if (left.length === 0 && body.processes.every((p) => p.state !== 'held' && p.state !== 'running')) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.fail(`the target kept something: ${readdirSync(`${agent.dataDir}/migrations`).join(' ')}`);
-}
-
 const memload = (mib: number): Promise<SelfChecking> =>
   startSelfChecking(dir(), 'memload', [String(mib), 'random'], cleanup);
 
@@ -125,29 +68,33 @@ async function started(): Promise<StateFixture> {
 let agents: AgentProc[];
 
 test('agents start on three hosts; without the token they answer 401', async () => {
-  agents = [await startAgentOn(hosts[0]!), await startAgentOn(hosts[1]!)];
-  const health = await api<{ ok: boolean }>(hosts[0]!, '/v1/health');
+  agents = [await startAgentOn(lab.hosts[0]!), await startAgentOn(lab.hosts[1]!)];
+  const health = await api<{ ok: boolean }>(lab.hosts[0]!, '/v1/health');
   assert.deepEqual([health.status, health.body.ok], [200, true]);
-  const refused = await api<{ error: { code: string } }>(hosts[0]!, '/v1/status', 'wrong-token-0123456789');
+  const refused = await api<{ error: { code: string } }>(
+    lab.hosts[0]!,
+    '/v1/status',
+    'wrong-token-0123456789',
+  );
   assert.deepEqual([refused.status, refused.body.error.code], [401, 'FERRY_AUTH']);
 });
 
 test('the C fixture migrates to another host and back, carrying on where it stopped', async () => {
   const f = await started();
   assert.match(await f.verify(), /^PASS 1 /);
-  const there = migrated(await migrateCli(hosts[0]!, f.pid, hosts[1]!));
+  const there = migrated(await migrateCli(lab.hosts[0]!, f.pid, lab.hosts[1]!));
   assert.equal(there.rounds, 1);
   assert.ok(there.bytesSent > 0 && there.downtimeMs > 0 && there.totalMs >= there.downtimeMs);
   assert.match(await f.verify(there.targetPid), /^PASS 2 /, 'the counter carried on at the target');
-  const { body } = await api<{ processes: { pid: number; state: string }[] }>(hosts[1]!, '/v1/processes');
+  const { body } = await api<{ processes: { pid: number; state: string }[] }>(lab.hosts[1]!, '/v1/processes');
   assert.deepEqual(
     body.processes.filter((p) => p.pid === there.targetPid).map((p) => p.state),
     ['running'],
   );
   assert.deepEqual(readdirSync(`${agents[1]!.dataDir}/migrations`), [], 'the received image is gone');
-  const back = migrated(await migrateCli(hosts[1]!, there.targetPid, hosts[0]!));
+  const back = migrated(await migrateCli(lab.hosts[1]!, there.targetPid, lab.hosts[0]!));
   assert.match(await f.verify(back.targetPid), /^PASS 3 /);
-  const metrics = await api<string>(hosts[1]!, '/metrics');
+  const metrics = await api<string>(lab.hosts[1]!, '/metrics');
   assert.match(metrics.body, /^ferry_migrations_received\{state="running"\} 1$/m);
 });
 
@@ -168,17 +115,17 @@ async function post<T>(
 
 test("the agent's API dumps a process into its data directory and restores it from there", async () => {
   const f = await started();
-  const image = `api-${n++}`;
+  const image = `api-${basename(dir())}`;
   // A token limited to another uid may not touch a root process, nor read its image.
   const refused = await post<{ error: { code: string } }>(
-    hosts[0]!,
+    lab.hosts[0]!,
     '/v1/dump',
     { pid: f.pid },
     LIMITED_TOKEN,
   );
   assert.equal(refused.status, 403);
   const dumped = await post<{ image: string; frozenMs: number; leftRunning: boolean }>(
-    hosts[0]!,
+    lab.hosts[0]!,
     '/v1/dump',
     {
       pid: f.pid,
@@ -191,11 +138,11 @@ test("the agent's API dumps a process into its data directory and restores it fr
   assert.ok(dumped.body.frozenMs > 0 && dumped.body.leftRunning);
   runsFree(f.pid);
   assert.ok(readdirSync(`${agents[0]!.dataDir}/images/${image}`).includes('manifest.json'));
-  assert.equal((await post(hosts[0]!, '/v1/restore', { image }, LIMITED_TOKEN)).status, 403);
-  assert.equal((await post(hosts[0]!, '/v1/restore', { image: 'no-such-image' })).status, 404);
-  assert.equal((await post(hosts[0]!, '/v1/dump', { pid: 'x' })).status, 400);
+  assert.equal((await post(lab.hosts[0]!, '/v1/restore', { image }, LIMITED_TOKEN)).status, 403);
+  assert.equal((await post(lab.hosts[0]!, '/v1/restore', { image: 'no-such-image' })).status, 404);
+  assert.equal((await post(lab.hosts[0]!, '/v1/dump', { pid: 'x' })).status, 400);
   // The original runs on, so the copy takes a new PID; both carry the fixture's state.
-  const restored = await post<{ pid: number; originalPid: number }>(hosts[0]!, '/v1/restore', { image });
+  const restored = await post<{ pid: number; originalPid: number }>(lab.hosts[0]!, '/v1/restore', { image });
   assert.equal(restored.status, 200, JSON.stringify(restored.body));
   cleanup(() => killAndReap(restored.body.pid));
   assert.equal(restored.body.originalPid, f.pid);
@@ -203,7 +150,7 @@ test("the agent's API dumps a process into its data directory and restores it fr
   assert.match(await f.verify(restored.body.pid), /^PASS /);
   assert.match(await f.verify(), /^PASS /);
   const { body } = await api<{ processes: { pid: number; origin: string; state: string }[] }>(
-    hosts[0]!,
+    lab.hosts[0]!,
     '/v1/processes',
   );
   assert.deepEqual(
@@ -224,9 +171,9 @@ for (const mode of ['stop-copy', 'pre-copy']) {
     const out = `${dir()}/result`;
     const run = compute(out, rounds, cleanup);
     await fileContent(`${out}.started`);
-    const there = migrated(await migrateCli(hosts[0]!, run.pid, hosts[1]!, '--mode', mode));
+    const there = migrated(await migrateCli(lab.hosts[0]!, run.pid, lab.hosts[1]!, '--mode', mode));
     assert.equal(there.rounds > 1, mode === 'pre-copy');
-    const back = migrated(await migrateCli(hosts[1]!, there.targetPid, hosts[0]!, '--mode', mode));
+    const back = migrated(await migrateCli(lab.hosts[1]!, there.targetPid, lab.hosts[0]!, '--mode', mode));
     assert.equal(back.rounds > 1, mode === 'pre-copy');
     await run.done;
     assert.equal(await fileContent(out, /^[0-9a-f]{64}$/), readFileSync(reference, 'utf8'));
@@ -235,12 +182,12 @@ for (const mode of ['stop-copy', 'pre-copy']) {
 
 test('a wrong token is refused before the process is frozen', async () => {
   const f = await started();
-  const bad = `${work}/bad-token`;
+  const bad = `${lab.work}/bad-token`;
   writeFileSync(bad, 'not-the-token-0123456789\n');
   const r = await runCli(
-    ['migrate', String(f.pid), '--to', `${hosts[1]!.addr}:${PORT}`, '--token-file', bad],
+    ['migrate', String(f.pid), '--to', `${lab.hosts[1]!.addr}:${PORT}`, '--token-file', bad],
     {
-      wrap: hosts[0]!.exec,
+      wrap: lab.hosts[0]!.exec,
     },
   );
   assert.equal(r.code, 1);
@@ -259,16 +206,16 @@ async function faultMidStream(
   ...extra: string[]
 ): Promise<string> {
   const m = await memload(64);
-  limitRate(hosts[1]!, '200mbit');
+  limitRate(lab.hosts[1]!, '200mbit');
   let r: CliResult;
   try {
-    const migration = migrateCli(hosts[0]!, m.pid, hosts[1]!, '--timeout', '2000', ...extra);
+    const migration = migrateCli(lab.hosts[0]!, m.pid, lab.hosts[1]!, '--timeout', '2000', ...extra);
     await new Promise((resolve) => setTimeout(resolve, 800));
     await fault();
     r = await migration;
   } finally {
     repair();
-    limitRate(hosts[1]!, undefined);
+    limitRate(lab.hosts[1]!, undefined);
   }
   assert.equal(r.code, 1, r.stdout);
   runsFree(m.pid);
@@ -283,7 +230,7 @@ test('the target agent killed mid-stream: the source runs on intact; a new agent
     () => {},
   );
   assert.equal(code, 'FERRY_MIGRATION_FAILED');
-  const restarted = await startAgentOn(hosts[1]!, agents[1]!.dataDir);
+  const restarted = await startAgentOn(lab.hosts[1]!, agents[1]!.dataDir);
   agents[1] = restarted;
   await targetClean(restarted);
 });
@@ -296,7 +243,7 @@ test('a target agent killed while it holds the restored process takes that proce
   assert.equal(dumped.code, 0, dumped.stderr);
   const manifest = readFileSync(`${image}/manifest.json`);
   const req = request({
-    host: hosts[1]!.addr,
+    host: lab.hosts[1]!.addr,
     port: PORT,
     method: 'POST',
     path: '/v1/migrations',
@@ -331,14 +278,14 @@ test('a target agent killed while it holds the restored process takes that proce
   assert.match(readFileSync(`/proc/${held}/status`, 'utf8'), /^State:\s+Z/m, 'the held process is dead');
   killAndReap(held);
   assert.match(await f.verify(), /^PASS 1 /, 'the source runs on');
-  agents[1] = await startAgentOn(hosts[1]!, agents[1]!.dataDir);
+  agents[1] = await startAgentOn(lab.hosts[1]!, agents[1]!.dataDir);
   await targetClean(agents[1]);
 });
 
 test('the link to the target cut mid-stream: the source runs on intact, the target cleans up', async () => {
   const code = await faultMidStream(
-    () => setLink(hosts[1]!, false),
-    () => setLink(hosts[1]!, true),
+    () => setLink(lab.hosts[1]!, false),
+    () => setLink(lab.hosts[1]!, true),
   );
   assert.equal(code, 'FERRY_MIGRATION_FAILED');
   await targetClean(agents[1]!);
@@ -362,7 +309,7 @@ async function corruptingRelay(to: Host, at: number): Promise<string> {
     upstream.on('error', () => client.destroy());
     client.on('end', () => upstream.end());
   });
-  const addr = hosts[0]!.addr.replace(/\.\d+$/, '.254');
+  const addr = lab.hosts[0]!.addr.replace(/\.\d+$/, '.254');
   await new Promise<void>((resolve) => server.listen(0, addr, resolve));
   cleanup(() => {
     for (const s of sockets) s.destroy();
@@ -397,10 +344,10 @@ test('pre-copy: a process rewriting its memory migrates there and back with no p
     assert.ok(out.unchangedPages > 2 * out.finalPages, `${out.finalPages} pages sent frozen`);
     return out;
   };
-  const there = await go(hosts[0]!, d.pid, hosts[1]!);
+  const there = await go(lab.hosts[0]!, d.pid, lab.hosts[1]!);
   assertUntracked(there.targetPid);
   assert.match(await d.check(there.targetPid), /^CHECK ok \d+$/);
-  const back = await go(hosts[1]!, there.targetPid, hosts[0]!);
+  const back = await go(lab.hosts[1]!, there.targetPid, lab.hosts[0]!);
   const line = await d.check(back.targetPid);
   assert.match(line, /^CHECK ok \d+$/);
   await new Promise((resolve) => setTimeout(resolve, 200));
@@ -411,9 +358,9 @@ test('pre-copy: a process rewriting its memory migrates there and back with no p
 test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) moves the process intact', async () => {
   const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
   const r = await migrateCli(
-    hosts[0]!,
+    lab.hosts[0]!,
     d.pid,
-    hosts[1]!,
+    lab.hosts[1]!,
     '--mode',
     'pre-copy',
     '--dirty-tracking',
@@ -429,7 +376,7 @@ test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) m
 test("pre-copy tracked by the kernel's soft-dirty bits: intact where the kernel has them, else refused before anything", async () => {
   const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
   const args = ['--mode', 'pre-copy', '--dirty-tracking', 'soft-dirty'];
-  const r = await migrateCli(hosts[0]!, d.pid, hosts[1]!, ...args);
+  const r = await migrateCli(lab.hosts[0]!, d.pid, lab.hosts[1]!, ...args);
   if (kernelTracksSoftDirty()) {
     const out = migrated(r) as Migrated & {
       dirtyTracking: string;
@@ -455,8 +402,8 @@ test("pre-copy tracked by the kernel's soft-dirty bits: intact where the kernel 
 
 test('pre-copy: the link cut during the rounds leaves the source running and no longer tracked', async () => {
   const code = await faultMidStream(
-    () => setLink(hosts[1]!, false),
-    () => setLink(hosts[1]!, true),
+    () => setLink(lab.hosts[1]!, false),
+    () => setLink(lab.hosts[1]!, true),
     '--mode',
     'pre-copy',
   );
@@ -466,8 +413,8 @@ test('pre-copy: the link cut during the rounds leaves the source running and no 
 
 test('a corrupted frame: the target refuses the image, the source runs on intact', async () => {
   const m = await memload(8);
-  const relay = await corruptingRelay(hosts[1]!, 1 << 20);
-  const r = await migrateCli(hosts[0]!, m.pid, relay);
+  const relay = await corruptingRelay(lab.hosts[1]!, 1 << 20);
+  const r = await migrateCli(lab.hosts[0]!, m.pid, relay);
   assert.equal(r.code, 1, r.stdout);
   assert.match(r.stdout, /FERRY_MIGRATION_FAILED/);
   runsFree(m.pid);
@@ -476,8 +423,8 @@ test('a corrupted frame: the target refuses the image, the source runs on intact
 });
 
 test('over TLS: the agent presents its certificate, the source trusts it with --tls-ca', async () => {
-  const host = hosts[2]!;
-  const [cert, key] = [`${work}/cert.pem`, `${work}/key.pem`];
+  const host = lab.hosts[2]!;
+  const [cert, key] = [`${lab.work}/cert.pem`, `${lab.work}/key.pem`];
   execFileSync(
     'openssl',
     [
@@ -490,21 +437,21 @@ test('over TLS: the agent presents its certificate, the source trusts it with --
   await startAgentOn(host, dir(), { port: 7443, extra: ['--tls-cert', cert, '--tls-key', key] });
   const f = await started();
   assert.match(await f.verify(), /^PASS 1 /);
-  const plain = await migrateCli(hosts[0]!, f.pid, `${host.addr}:7443`, '--timeout', '2000');
+  const plain = await migrateCli(lab.hosts[0]!, f.pid, `${host.addr}:7443`, '--timeout', '2000');
   assert.equal(plain.code, 1, 'plain HTTP to a TLS agent fails');
   runsFree(f.pid);
-  const moved = migrated(await migrateCli(hosts[0]!, f.pid, `${host.addr}:7443`, '--tls-ca', cert));
+  const moved = migrated(await migrateCli(lab.hosts[0]!, f.pid, `${host.addr}:7443`, '--tls-ca', cert));
   assert.match(await f.verify(moved.targetPid), /^PASS 2 /);
 });
 
 test("the target's data directory fills up: the source runs on intact, the target cleans up", async () => {
-  const small = `${work}/small`;
+  const small = `${lab.work}/small`;
   mkdirSync(small);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
   cleanup(() => void execFileSync('umount', ['-l', small]));
-  const agent = await startAgentOn(hosts[2]!, small);
+  const agent = await startAgentOn(lab.hosts[2]!, small);
   const m = await memload(16);
-  const r = await migrateCli(hosts[0]!, m.pid, hosts[2]!);
+  const r = await migrateCli(lab.hosts[0]!, m.pid, lab.hosts[2]!);
   assert.equal(r.code, 1, r.stdout);
   assert.match(r.stdout, /no space left on device/);
   runsFree(m.pid);
@@ -514,7 +461,7 @@ test("the target's data directory fills up: the source runs on intact, the targe
 
 test('redis-server with 100,000 keys migrates (pre-copy) there and back; every key reads back, writes work', async () => {
   const port = 16379;
-  const [a, b] = [hosts[0]!, hosts[1]!];
+  const [a, b] = [lab.hosts[0]!, lab.hosts[1]!];
   const pid = await startLogged(
     `${dir()}/redis.log`,
     'ip',

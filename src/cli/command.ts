@@ -1,5 +1,7 @@
 // What every CLI command declares: its name, usage, options, and a run() over parsed arguments.
 import type { ParseArgsConfig } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
@@ -89,5 +91,21 @@ export async function interruptible<T>(work: (signal: AbortSignal) => Promise<T>
     return await work(controller.signal);
   } finally {
     for (const name of STOP_SIGNALS) process.off(name, onSignal);
+  }
+}
+
+/** The token to give an agent: the first of `file` (--token-file), else $FERRY_TOKEN. */
+export function agentToken(file: unknown): string | undefined {
+  if (typeof file === 'string') return readTokenFile(file)[0]!.token.toString();
+  return process.env.FERRY_TOKEN;
+}
+
+/** The CA certificate (PEM) of --tls-ca, if given. */
+export function readCa(file: unknown): Buffer | undefined {
+  if (typeof file !== 'string') return undefined;
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new FerryError('FERRY_USAGE', `cannot read ${file}: ${String(err)}`);
   }
 }

@@ -17,6 +17,7 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'restore', load: async () => (await import('./restore-command.js')).restoreCommand },
   { name: 'show', load: async () => (await import('./show-command.js')).showCommand },
   { name: 'migrate', load: async () => (await import('./migrate-command.js')).migrateCommand },
+  { name: 'resolve', load: async () => (await import('./resolve-command.js')).resolveCommand },
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
   { name: 'guard', load: async () => (await import('./guard-command.js')).guardCommand },
 ];

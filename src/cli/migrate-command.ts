@@ -1,12 +1,19 @@
 // ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>]
 //   [--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
-import { readFileSync } from 'node:fs';
-import { readTokenFile } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
 import type { TrackingChoice } from '../precopy.js';
-import { interruptible, parseMs, parsePid, printResult, warnOnStderr, type Command } from './command.js';
+import {
+  agentToken,
+  interruptible,
+  parseMs,
+  parsePid,
+  printResult,
+  readCa,
+  warnOnStderr,
+  type Command,
+} from './command.js';
 import { formatBytes, formatMs } from './format.js';
 import { withProgressBar } from './progress.js';
 
@@ -28,11 +35,6 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
 }
 
 const TRACKING: readonly TrackingChoice[] = ['auto', 'uffd-wp', 'soft-dirty', 'page-hashes'];
-
-function token(file: unknown): string | undefined {
-  if (typeof file === 'string') return readTokenFile(file)[0]!.token.toString();
-  return process.env.FERRY_TOKEN;
-}
 
 export const migrateCommand: Command = {
   name: 'migrate',
@@ -56,14 +58,7 @@ export const migrateCommand: Command = {
     if (typeof values.to !== 'string')
       throw new FerryError('FERRY_USAGE', 'give the target agent: --to <host:port>');
     const to = parseAddress(values.to);
-    let ca: Buffer | undefined;
-    if (typeof values['tls-ca'] === 'string') {
-      try {
-        ca = readFileSync(values['tls-ca']);
-      } catch (err) {
-        throw new FerryError('FERRY_USAGE', `cannot read ${values['tls-ca']}: ${String(err)}`);
-      }
-    }
+    const ca = readCa(values['tls-ca']);
     const mode = oneOf('mode', values.mode, MODES);
     const maxDowntimeMs = parseMs('max-downtime', values['max-downtime']);
     const dirtyTracking = oneOf('dirty-tracking', values['dirty-tracking'], TRACKING);
@@ -73,7 +68,7 @@ export const migrateCommand: Command = {
       interruptible((signal) =>
         migrate(pid, {
           signal,
-          to: { ...to, token: token(values['token-file']), ca },
+          to: { ...to, token: agentToken(values['token-file']), ca },
           mode,
           maxDowntimeMs,
           dirtyTracking,

@@ -60,9 +60,11 @@ export interface ImageSink {
   openPart(name: string): PartWriter;
   /**
    * Make the image complete with its sealed manifest. When this resolves the image may replace the
-   * process (a dump kills it next); when it throws, the process must run on.
+   * process (a dump kills it next); when it throws, the process must run on (but for a migration
+   * left in doubt). `fence` is called just before the step past which the process must not run
+   * here again should ferry die (a migration's COMMIT): it puts up Tracee.fence().
    */
-  commit(manifest: string): Promise<void>;
+  commit(manifest: string, fence?: () => void): Promise<void>;
   /**
    * A pre-copy round's layer is written in full (its parts closed); `vmas` are the process's VMAs
    * during the round. A target may start restoring from it: resolves true when it did.

@@ -88,6 +88,16 @@ async function readAll(res: IncomingMessage): Promise<string> {
   return text;
 }
 
+/** The agent answered with an error status. */
+export class AgentError extends FerryError {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(status === 401 || status === 403 ? 'FERRY_AUTH' : 'FERRY_CONNECTION', message);
+  }
+}
+
 function agentError(e: AgentEndpoint, status: number, text: string): FerryError {
   let error: { code?: string; message?: string } | undefined;
   try {
@@ -96,7 +106,7 @@ function agentError(e: AgentEndpoint, status: number, text: string): FerryError 
     // not JSON: reported as it is
   }
   const message = `the agent at ${describe(e)} refused (${status}): ${error?.message ?? text.trim().slice(0, 200)}`;
-  return new FerryError(status === 401 || status === 403 ? 'FERRY_AUTH' : 'FERRY_CONNECTION', message);
+  return new AgentError(status, message);
 }
 
 /** One JSON request and its JSON answer. */

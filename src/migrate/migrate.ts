@@ -7,12 +7,12 @@ import { randomUUID } from 'node:crypto';
 import { dump, type DumpResult } from '../checkpoint.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { initHashing } from '../image/hash.js';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { callAgent, describe, openRequest, responseOf, type AgentEndpoint } from './client.js';
+import { describe, openRequest, responseOf, type AgentEndpoint } from './client.js';
+import { commitAgain, inDoubtMessage } from './resolve.js';
 import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '../precopy.js';
 import type { WriteTracker } from '../state/mem-dirty.js';
 import { StreamSink } from './stream-sink.js';
-import { readEvents, type Migration } from './wire.js';
+import { readEvents } from './wire.js';
 import { now } from '../timings.js';
 import { withGuardian, type Guardian } from '../guardian.js';
 
@@ -70,7 +70,6 @@ export interface MigrateResult {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 export const DEFAULT_MAX_DOWNTIME_MS = 300;
-const RETRY_MS = 200;
 
 /** Migrate process `pid` to the agent `options.to`. */
 export async function migrate(pid: number, options: MigrateOptions): Promise<MigrateResult> {
@@ -126,14 +125,19 @@ async function migrateWatched(
     result = await dump(pid, {
       sink,
       guardian,
+      // Should ferry die past the fence, the guardian settles the migration as `ferry resolve` does.
+      beforeFence: () => guardian.migrating(pid, migrationId, options.to, timeoutMs),
       signal: options.signal,
       baseline: pre?.baseline,
       onProgress: (p) => options.onProgress?.({ round: 0, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
       onWarning: options.onWarning,
     });
   } catch (err) {
-    if (isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')) throw err;
     const why = err instanceof Error ? err.message : String(err);
+    if (isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT'))
+      throw new FerryError('FERRY_MIGRATION_IN_DOUBT', inDoubtMessage(pid, migrationId, options.to, why), {
+        cause: err,
+      });
     if (isFerryError(err, 'FERRY_INTERRUPTED'))
       throw new FerryError(
         'FERRY_INTERRUPTED',
@@ -166,27 +170,4 @@ async function migrateWatched(
     stages: result.stages,
     warnings: result.warnings,
   };
-}
-
-/** Tell the target to run the held process over a new connection, until it says what it did. */
-async function commitAgain(to: AgentEndpoint, id: string, timeoutMs: number): Promise<'running' | 'aborted'> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const m = await callAgent<Migration>(
-        to,
-        'POST',
-        `/v1/migrations/${id}/commit`,
-        undefined,
-        RETRY_MS * 5,
-      );
-      if (m.state === 'running' || m.state === 'aborted') return m.state;
-      last = new Error(`the migration is ${m.state}`);
-    } catch (err) {
-      last = err;
-    }
-    await sleep(RETRY_MS);
-  }
-  throw last instanceof Error ? last : new Error(String(last));
 }

@@ -5,6 +5,7 @@
 import type { Writable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';
 import { createHasher } from '../image/hash.js';
+import { faultPoint } from '../sys/fault.js';
 import type { LayerRecord } from '../image/manifest.js';
 import type { ImageSink, LayerVma, PartWriter } from '../image/sink.js';
 import {
@@ -159,15 +160,18 @@ export class StreamSink implements ImageSink {
     return (await layered).prefilled;
   }
 
-  async commit(manifest: string): Promise<void> {
+  async commit(manifest: string, fence?: () => void): Promise<void> {
     const restored = this.next('restored');
     restored.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
     await this.send(FRAME.MANIFEST, '', Buffer.from(manifest));
     const { pid, restoreMs } = await restored;
     this.options.signal?.throwIfAborted();
+    fence?.();
+    faultPoint('fence');
     const running = this.next('running', true);
     running.catch(() => {});
     await this.send(FRAME.COMMIT, '', Buffer.alloc(0));
+    faultPoint('commit');
     try {
       await running;
     } catch (err) {

@@ -1,12 +1,13 @@
 // Fault injection, for the tests and `npm run bench:faults`: with FERRY_FAULT=<point>[@<n>][:<signal>]
-// ferry sends itself <signal> (KILL unless said: INT, TERM, HUP, KILL) the n-th time (1st unless
-// said) it passes <point>. Points: `resume` (every ptrace resume of a thread ferry works in),
-// `frozen` (a process is frozen, nothing read yet), `commit` (a migration's COMMIT is sent) and
-// `restored` (a target holds a restored process). Unset, a point costs one comparison.
+// ferry sends itself <signal> (KILL unless said: INT, TERM, HUP, KILL, or STOP, which lets a test
+// act while ferry stands still) the n-th time (1st unless said) it passes <point>. Points: `resume`
+// (every ptrace resume of a thread ferry works in), `frozen` (a process is frozen, nothing read
+// yet), `fence` (a migration's source is fenced, COMMIT not sent yet) and `commit` (COMMIT sent).
+// Unset, a point costs one comparison.
 
-export type FaultPoint = 'resume' | 'frozen' | 'commit' | 'restored';
+export type FaultPoint = 'resume' | 'frozen' | 'fence' | 'commit';
 
-const SIGNALS = new Set(['KILL', 'INT', 'TERM', 'HUP']);
+const SIGNALS = new Set(['KILL', 'INT', 'TERM', 'HUP', 'STOP']);
 
 interface Fault {
   point: string;

@@ -14,10 +14,12 @@ import {
   ptraceCont,
   ptraceDetach,
   ptraceGetRegs,
+  ptraceGetSigmask,
   ptraceGetXstate,
   ptraceInterrupt,
   ptraceSeize,
   ptraceSetRegs,
+  ptraceSetSigmask,
 } from '../sys/ptrace.js';
 import type { Regs } from '../sys/regs.js';
 import type { TraceeWatch } from './watch.js';
@@ -53,6 +55,7 @@ interface ThreadState {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+const ALL_SIGNALS = (1n << 64n) - 1n;
 /** How long a killed process may take to be gone (its threads torn down). */
 const KILL_WAIT_MS = 5000;
 
@@ -66,6 +69,10 @@ export class Tracee {
   private readonly releaseHooks: (() => void)[] = [];
   /** The process was in group-stop (SIGSTOP) when seized; it stays stopped on release. */
   groupStopped = false;
+  /** A SIGSTOP is queued by fence(). */
+  private fenced = false;
+  /** unfence() could not take the SIGSTOP back: release() continues the process after. */
+  private continueOnRelease = false;
 
   private constructor(
     readonly pid: number,
@@ -196,8 +203,51 @@ export class Tracee {
     }
     if (first) throw first;
     this.state = 'released';
+    if (this.continueOnRelease && this.pidfd !== undefined) pidfdSendSignal(this.pidfd, SIG.SIGCONT);
     this.closePidfd();
     this.watch?.release(this.pid);
+  }
+
+  /**
+   * Queue a SIGSTOP for the process. Traced, it stays where it is; should ferry die now, the kernel
+   * lets go of it and it stops on its way out of its ptrace stop, before it runs an instruction,
+   * and stays stopped (a group-stop outlives the tracer): the fence a migration puts up before it
+   * tells the target to run its copy.
+   */
+  fence(): void {
+    if (this.fenced) return;
+    if (this.pidfd === undefined) kill(this.pid, SIG.SIGSTOP);
+    else pidfdSendSignal(this.pidfd, SIG.SIGSTOP);
+    this.fenced = true;
+  }
+
+  /**
+   * Take the SIGSTOP fence() queued back, so that release() lets the process run: the leader, every
+   * other signal blocked for the while, dequeues it into a signal-delivery stop, whose signal the
+   * release discards.
+   */
+  unfence(): void {
+    if (!this.fenced) return;
+    this.fenced = false;
+    if (this.groupStopped) return; // stopped before ferry came: it stays so anyway
+    try {
+      const mask = ptraceGetSigmask(this.pid);
+      ptraceSetSigmask(this.pid, ALL_SIGNALS);
+      try {
+        for (;;) {
+          ptraceCont(this.pid, 0);
+          const status = waitWithDeadline(this.pid, Date.now() + DEFAULT_TIMEOUT_MS, this.pid);
+          if (status.kind !== 'stopped') return; // it died: nothing to let run
+          if (status.event === 0 && status.signal === SIG.SIGSTOP) return;
+          // An event stop on the way (an interrupt): on again.
+        }
+      } finally {
+        ptraceSetSigmask(this.pid, mask);
+      }
+    } catch {
+      // The stop is taken as the process is let go: a SIGCONT after the release ends it.
+      this.continueOnRelease = true;
+    }
   }
 
   /**

@@ -14,12 +14,13 @@ export interface CliResult {
 
 export function runCli(
   args: string[],
-  options: { wrap?: string[]; env?: Record<string, string> } = {},
+  options: { wrap?: string[]; env?: Record<string, string>; onStart?: (pid: number) => void } = {},
 ): Promise<CliResult> {
   const [cmd, ...pre] = [...(options.wrap ?? []), CLI];
   return new Promise((resolve, reject) => {
     const env = options.env && { ...process.env, ...options.env };
     const child = spawn(cmd, [...pre, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    if (child.pid !== undefined) options.onStart?.(child.pid);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -1,0 +1,106 @@
+// ferry migrate dies or loses the target around COMMIT: never two copies, never none. Past the
+// fence the source stays stopped whatever happens to ferry; ferry's guardian, or `ferry resolve`,
+// settles the migration with the target: the copy runs there and the source is killed, or the
+// source runs on.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { kill, SIG } from '../src/sys/signal.js';
+import {
+  api,
+  migrateCli,
+  PORT,
+  runsFree,
+  setUpLab,
+  startAgentOn,
+  targetClean,
+  type AgentProc,
+} from './helpers/agents.js';
+import { cleanupAfterAll } from './helpers/cleanup.js';
+import { runCli } from './helpers/cli.js';
+import { setLink } from './helpers/netns.js';
+import { traceState } from './helpers/processes.js';
+import { killAndReap } from './helpers/reaper.js';
+import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
+
+const cleanup = cleanupAfterAll();
+const lab = setUpLab(2, 'ferry-migf', cleanup);
+let agents: AgentProc[];
+
+async function started(): Promise<StateFixture> {
+  const f = await startStateFixture(lab.dir());
+  cleanup(() => f.stop());
+  return f;
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'latin1'));
+  } catch {
+    return false;
+  }
+};
+
+/** The processes the target agent runs that came by migration. */
+async function migratedIn(agent: AgentProc): Promise<number[]> {
+  const { body } = await api<{ processes: { pid: number; origin: string; state: string }[] }>(
+    agent.host,
+    '/v1/processes',
+  );
+  return body.processes.filter((p) => p.origin === 'migration' && p.state === 'running').map((p) => p.pid);
+}
+
+test('agents start on two hosts', async () => {
+  agents = [await startAgentOn(lab, lab.hosts[0]!), await startAgentOn(lab, lab.hosts[1]!)];
+});
+
+for (const point of ['fence', 'commit']) {
+  test(`ferry migrate SIGKILLed at ${point === 'fence' ? 'the fence, before COMMIT' : 'COMMIT'}: one copy, at the target`, async () => {
+    const f = await started();
+    const r = await migrateCli(lab, lab.hosts[0]!, f.pid, lab.hosts[1]!, [], { env: { FERRY_FAULT: point } });
+    assert.equal(r.signal, 'SIGKILL', r.stdout + r.stderr);
+    // ferry's guardian (whose end ends the command's output) settled it with the target.
+    assert.match(r.stderr, /runs on the target; killed it here/);
+    for (let i = 0; i < 100 && alive(f.pid); i++) await sleep(20);
+    assert.ok(!alive(f.pid), 'the source is gone');
+    const copies = await migratedIn(agents[1]!);
+    assert.equal(copies.length, 1, `copies at the target: ${copies.join(' ')}`);
+    cleanup(() => killAndReap(copies[0]!));
+    assert.match(await f.verify(copies[0]), /^PASS /);
+    killAndReap(copies[0]!);
+  });
+}
+
+test('the target lost after the fence: in doubt, the source stopped; `ferry resolve` lets it run on', async () => {
+  const f = await started();
+  let ferry = 0;
+  const migrating = migrateCli(lab, lab.hosts[0]!, f.pid, lab.hosts[1]!, ['--timeout', '3000'], {
+    env: { FERRY_FAULT: 'fence:STOP' },
+    onStart: (pid) => (ferry = pid),
+  });
+  // ferry stands still between the fence and COMMIT: the target is cut off then.
+  for (let i = 0; i < 500 && !(ferry > 0 && traceState(ferry).state === 'T'); i++) await sleep(20);
+  setLink(lab.hosts[1]!, false);
+  cleanup(() => setLink(lab.hosts[1]!, true));
+  kill(ferry, SIG.SIGCONT);
+  const r = await migrating;
+  assert.equal(r.code, 1, r.stdout);
+  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, 'FERRY_MIGRATION_IN_DOUBT');
+  const resolve = new RegExp(`ferry resolve ${f.pid} --migration \\S+ --to ${lab.hosts[1]!.addr}:${PORT}`);
+  assert.match(error.message, resolve);
+  assert.deepEqual(traceState(f.pid), { state: 'T', tracerPid: 0 }, 'the source is stopped and free');
+  // The target gives the held copy up once no commit came within its idle timeout (2 s).
+  await sleep(2500);
+  setLink(lab.hosts[1]!, true);
+  const args = resolve.exec(error.message)![0].split(' ').slice(1);
+  const settled = await runCli([...args, '--token-file', lab.tokenFile, '--json'], {
+    wrap: lab.hosts[0]!.exec,
+  });
+  assert.equal(settled.code, 0, settled.stdout + settled.stderr);
+  assert.equal((JSON.parse(settled.stdout) as { outcome: string }).outcome, 'kept');
+  runsFree(f.pid);
+  assert.match(await f.verify(), /^PASS /);
+  await targetClean(agents[1]!);
+});
