@@ -1,8 +1,9 @@
-// ferry migrate dies or loses the target around COMMIT: never two copies, never none. Past the
-// fence the source stays stopped whatever happens to ferry; ferry's guardian, or `ferry resolve`,
-// settles the migration with the target: the copy runs there and the source is killed, or the
-// source runs on.
+// ferry migrate dies or loses the target: never two copies, never none, never a silent end. Past
+// the fence the source stays stopped whatever happens to ferry; ferry's guardian, or `ferry
+// resolve`, settles the migration with the target: the copy runs there and the source is killed,
+// or the source runs on.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
@@ -22,6 +23,7 @@ import { runCli } from './helpers/cli.js';
 import { setLink } from './helpers/netns.js';
 import { traceState } from './helpers/processes.js';
 import { killAndReap } from './helpers/reaper.js';
+import { assertUntracked, startSelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
 const cleanup = cleanupAfterAll();
@@ -102,5 +104,38 @@ test('the target lost after the fence: in doubt, the source stopped; `ferry reso
   assert.equal((JSON.parse(settled.stdout) as { outcome: string }).outcome, 'kept');
   runsFree(f.pid);
   assert.match(await f.verify(), /^PASS /);
+  await targetClean(agents[1]!);
+});
+
+test('packets to the target dropped at the source during pre-copy: the migration fails, the source runs on', async () => {
+  const d = await startSelfChecking(lab.dir(), 'dirty', ['128', '10'], cleanup);
+  const ns = lab.hosts[0]!.ns;
+  const nft = (...script: string[]): void => void execFileSync('ip', ['netns', 'exec', ns, 'nft', ...script]);
+  const migrating = migrateCli(lab, lab.hosts[0]!, d.pid, lab.hosts[1]!, [
+    '--mode',
+    'pre-copy',
+    '--timeout',
+    '5000',
+  ]);
+  await sleep(300);
+  nft(
+    `add table inet ferrytest; add chain inet ferrytest out { type filter hook output priority 0; }; ` +
+      `add rule inet ferrytest out ip daddr ${lab.hosts[1]!.addr} drop`,
+  );
+  let dropping = true;
+  const lift = (): void => {
+    if (dropping) nft('delete table inet ferrytest');
+    dropping = false;
+  };
+  cleanup(lift);
+  const r = await migrating;
+  lift();
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, 'FERRY_MIGRATION_FAILED');
+  assert.match(error.message, /the process runs on here$/);
+  runsFree(d.pid);
+  assertUntracked(d.pid);
+  assert.match(await d.check(d.pid), /^CHECK ok \d+$/);
   await targetClean(agents[1]!);
 });

@@ -44,6 +44,12 @@ export class StreamSink implements ImageSink {
   outcome: StreamOutcome | undefined;
   private failure: Error | undefined;
   private readonly waiters = new Set<(event: TargetEvent | Error) => void>();
+  /**
+   * Writes whose callback has not come: failed with the connection. Node does not call back writes
+   * still queued on a request whose socket was destroyed, and a promise that never settles would
+   * let the command end as if it were done.
+   */
+  private readonly writing = new Set<(err: Error) => void>();
 
   constructor(
     readonly location: string,
@@ -53,6 +59,9 @@ export class StreamSink implements ImageSink {
   ) {
     void this.pump(events);
     out.on('error', (err) => this.fail(err));
+    out.on('close', () =>
+      this.fail(new FerryError('FERRY_CONNECTION', `the connection to ${location} closed`)),
+    );
   }
 
   /** Hand every event to whoever waits; a target error or a closed stream fails what is pending. */
@@ -79,6 +88,8 @@ export class StreamSink implements ImageSink {
           cause: err,
         });
     for (const waiter of [...this.waiters]) waiter(this.failure);
+    for (const reject of [...this.writing]) reject(this.failure);
+    this.writing.clear();
   }
 
   /**
@@ -124,9 +135,14 @@ export class StreamSink implements ImageSink {
       const payload = data.subarray(off, off + MAX_PAYLOAD);
       this.out.write(frameHeader(type, name, payload.length));
       writes.push(
-        new Promise((resolve, reject) =>
-          this.out.write(payload, (err) => (err ? reject(this.failure ?? err) : resolve())),
-        ),
+        new Promise((resolve, reject) => {
+          this.writing.add(reject);
+          this.out.write(payload, (err) => {
+            this.writing.delete(reject);
+            if (err) reject(this.failure ?? err);
+            else resolve();
+          });
+        }),
       );
       this.bytesSent += payload.length;
     }
