@@ -28,7 +28,7 @@ import { dumpRlimits } from './state/rlimits.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
-import { refuseUnsupported } from './state/unsupported.js';
+import { refuseSeccomp, refuseUnsupported } from './state/unsupported.js';
 import { dumpSysv } from './state/sysv.js';
 import { isErrno } from './sys/errno.js';
 import { RemoteSyscalls } from './tracee/remote.js';
@@ -188,6 +188,7 @@ async function captureProcess(
   tracking?: RootTracking,
 ): Promise<Capture> {
   const pid = tracee.pid;
+  refuseSeccomp(pid);
   const remote = RemoteSyscalls.open(tracee);
   remote.installScratch({ size: SCRATCH_SIZE });
   const stat = userProcessStat(pid);

@@ -22,6 +22,7 @@ import { startTracker } from './state/mem-tracking.js';
 import { childrenOf } from './state/tree.js';
 import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
 import { RemoteSyscalls } from './tracee/remote.js';
+import { refuseSeccomp } from './state/unsupported.js';
 import { Tracee } from './tracee/tracee.js';
 import type { TraceeWatch } from './tracee/watch.js';
 import { classifyVmas } from './vma/classify.js';
@@ -91,6 +92,7 @@ function currentVmas(pid: number): Vma[] {
 function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTracker; frozenMs: number } {
   if (options.tracking === 'page-hashes') return { tracker: new HashTracker(pid), frozenMs: 0 };
   if (options.tracking === 'soft-dirty') return { tracker: new SoftDirtyTracker(pid), frozenMs: 0 };
+  refuseSeccomp(pid);
   const tracee = Tracee.freeze(pid, { watch: options.watch, onWarning: options.onWarning });
   const frozenAt = now();
   let tracker: WriteTracker;

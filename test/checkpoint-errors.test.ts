@@ -22,6 +22,7 @@ import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { fileContent } from './helpers/compute.js';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { startOtherUserProcess, startProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
+import { fixture } from './helpers/fixtures.js';
 import { PYTHON } from './helpers/paths.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
@@ -315,12 +316,43 @@ while True:
     time.sleep(0.05)
 `;
 
-test('a process under seccomp is refused by name and runs on', async () => {
-  const p = await startProcess(PYTHON, ['-c', UNDER_SECCOMP]);
-  cleanup(() => void p.stop());
-  const r = await runCli(['dump', String(p.pid), '-D', dir()]);
-  assertFailed(r, new RegExp(`cannot checkpoint process ${p.pid}: it runs under seccomp \\(mode 2\\)`));
-  const { state, tracerPid } = traceState(p.pid);
-  assert.ok(state !== 't' && state !== 'T', `state ${state}`);
-  assert.equal(tracerPid, 0);
+test('a process under seccomp is refused by name, before anything runs in it, and runs on', async () => {
+  const free = (pid: number): void => {
+    const { state, tracerPid } = traceState(pid);
+    assert.ok(state !== 't' && state !== 'T', `state ${state}`);
+    assert.equal(tracerPid, 0);
+  };
+  const filtered = await startProcess(PYTHON, ['-c', UNDER_SECCOMP]);
+  cleanup(() => void filtered.stop());
+  const r = await runCli(['dump', String(filtered.pid), '-D', dir()]);
+  assertFailed(
+    r,
+    new RegExp(`cannot checkpoint process ${filtered.pid}: it runs under seccomp \\(mode 2, a filter\\)`),
+  );
+  free(filtered.pid);
+  // Strict mode kills a process at its first call but read, write, exit and sigreturn: ferry runs
+  // none in it, whether it is dumped itself or as the child of the process dumped.
+  const strict = await startProcess(fixture('strict'), []);
+  cleanup(() => void strict.stop());
+  const alone = await runCli(['dump', String(strict.pid), '-D', dir()]);
+  assertFailed(
+    alone,
+    new RegExp(`cannot checkpoint process ${strict.pid}: it runs under seccomp \\(mode 1, strict\\)`),
+  );
+  free(strict.pid);
+  const parent = await startProcess(PYTHON, [
+    '-c',
+    `import subprocess, sys, time\nc = subprocess.Popen([${JSON.stringify(fixture('strict'))}], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\nprint(c.stdout.readline().decode().split()[1], flush=True)\nwhile True: time.sleep(1)`,
+  ]);
+  const child = Number(parent.readyLine);
+  cleanup(() => killAndReap(child)); // after its parent is gone: this process reaps it then
+  cleanup(() => void parent.stop());
+  const tree = await runCli(['dump', String(parent.pid), '-D', dir()]);
+  assertFailed(
+    tree,
+    new RegExp(`cannot checkpoint process ${child}: it runs under seccomp \\(mode 1, strict\\)`),
+  );
+  free(parent.pid);
+  free(child);
+  assert.match(readFileSync(`/proc/${child}/status`, 'latin1'), /^Seccomp:\s+1$/m, 'the strict child lives');
 });

@@ -1,5 +1,6 @@
 // State ferry cannot save yet is refused at dump time, by name, so a dump never succeeds into a
-// restore that would lose it: seccomp, threads whose credentials differ.
+// restore that would lose it: seccomp (refused before ferry runs anything inside the process),
+// threads whose credentials differ.
 // Each refusal here goes when the state module that saves it arrives.
 import { FerryError } from '../errors.js';
 import { readProcText } from '../proc/files.js';
@@ -32,10 +33,18 @@ export function refuseUnsupported(ctx: DumpContext): void {
     if (!sameCreds(thread, status))
       refuse(pid, `its thread ${tid} has credentials of its own`, 'which ferry cannot restore yet');
   }
-  if (status.seccomp !== 0)
+}
+
+/**
+ * Refuse a process under seccomp before any call is run inside it: in strict mode the kernel kills
+ * it at the first call that is not read, write, exit or sigreturn, and a filter may kill it too.
+ */
+export function refuseSeccomp(pid: number): void {
+  const mode = parseStatus(readProcText(pid, 'status')).seccomp;
+  if (mode !== 0)
     refuse(
       pid,
-      'it runs under seccomp',
-      '(mode ' + String(status.seccomp) + '), which ferry cannot restore yet',
+      `it runs under seccomp (mode ${mode}${mode === 1 ? ', strict' : ', a filter'})`,
+      'which ferry cannot restore yet',
     );
 }
