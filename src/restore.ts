@@ -330,7 +330,9 @@ async function alongside<T>(background: Promise<void>, work: () => T): Promise<T
 function treeOf(image: Image): TreeRecord {
   if (image.manifest.tree.length > 0) return image.manifest.tree;
   const pid = image.manifest.state.pid;
-  return [{ pid, ppid: 0, pgid: pid, sid: pid, command: image.manifest.state.command, exit: null }];
+  return [
+    { pid, ppid: 0, pgid: pid, sid: pid, command: image.manifest.state.command, exit: null, stopped: null },
+  ];
 }
 
 /**
@@ -398,6 +400,10 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     exitZombies(made.filter((m) => m.record.exit !== null));
     // Queued while traced, the stop takes the process as soon as it leaves the ptrace stop.
     if (options.stopped) kill(stub.pid, SIG.SIGSTOP);
+    // A process that was stopped stops again as it is let go: by SIGSTOP, whichever signal had
+    // stopped it, since the kernel discards SIGTSTP, SIGTTIN and SIGTTOU in an orphaned process
+    // group, as a restored tree's, in a session of its own, is.
+    for (const m of made) if (m.record.stopped !== null) kill(m.pid, SIG.SIGSTOP);
     for (const m of made.splice(0).reverse()) m.tracee.release();
     shared.sysv.finish(true);
     timings.mark('finish');

@@ -12,6 +12,8 @@ import { fixture } from './helpers/fixtures.js';
 import { startLogged, traceState } from './helpers/processes.js';
 import { becomeSubreaper, childrenOf, killAndReap } from './helpers/reaper.js';
 import { waitpid, WNOHANG } from '../src/sys/wait.js';
+import { kill, SIG } from '../src/sys/signal.js';
+import { PYTHON } from './helpers/paths.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-faults', cleanup);
@@ -158,4 +160,58 @@ test('a restore under the original PID does not move the PID counter back', asyn
   cleanup(() => killAndReap(p.pid));
   assert.equal(Number(r.stdout.trim()), p.pid);
   assert.ok(counter() >= before, `ns_last_pid went from ${before} back to ${counter()}`);
+});
+
+const stateOf = (pid: number): string => traceState(pid).state;
+
+test('a stopped process, alone or in a tree, is dumped and restored stopped, and carries on when continued', async () => {
+  const p = await steady();
+  kill(p.pid, SIG.SIGSTOP);
+  for (let i = 0; i < 100 && stateOf(p.pid) !== 'T'; i++) await sleep(5);
+  const kept = await runCli(['dump', String(p.pid), '-D', dir(), '--leave-running']);
+  assert.equal(kept.code, 0, kept.stderr);
+  assert.deepEqual(traceState(p.pid), { state: 'T', tracerPid: 0 }, 'left stopped, and free');
+  const image = dir();
+  assert.equal((await runCli(['dump', String(p.pid), '-D', image])).code, 0);
+  killAndReap(p.pid);
+  const restored = await runCli(['restore', '-D', image, '--same-pid', 'require']);
+  assert.equal(restored.code, 0, restored.stderr);
+  cleanup(() => killAndReap(p.pid));
+  for (let i = 0; i < 100 && stateOf(p.pid) !== 'T'; i++) await sleep(5);
+  assert.deepEqual(traceState(p.pid), { state: 'T', tracerPid: 0 }, 'restored stopped');
+  kill(p.pid, SIG.SIGCONT);
+  await assertRunsOn(p, 'continued after its restore');
+
+  // A parent that runs, with a stopped child: the tree comes back so.
+  const home = dir();
+  const script =
+    `import subprocess, time\n` +
+    `c = subprocess.Popen([${JSON.stringify(fixture('steady'))}], stdout=open('${home}/child', 'w'))\n` +
+    `print(c.pid, flush=True)\nwhile True: time.sleep(0.05)`;
+  const parent = await startLogged(`${home}/parent`, PYTHON, ['-c', script], /^\d+$/m, cleanup);
+  const c: Steady = {
+    pid: Number(readFileSync(`${home}/parent`, 'latin1').trim()),
+    lines: () =>
+      readFileSync(`${home}/child`, 'latin1')
+        .split('\n')
+        .filter((l) => l !== ''),
+  };
+  for (let i = 0; i < 200 && c.lines().length < 2; i++) await sleep(10);
+  kill(c.pid, SIG.SIGSTOP);
+  for (let i = 0; i < 100 && stateOf(c.pid) !== 'T'; i++) await sleep(5);
+  assert.equal(stateOf(c.pid), 'T', 'the child is stopped before the dump');
+  const tree = dir();
+  const dumped = await runCli(['dump', String(parent), '-D', tree]);
+  assert.equal(dumped.code, 0, dumped.stderr);
+  killAndReap(c.pid);
+  killAndReap(parent);
+  const back = await runCli(['restore', '-D', tree, '--same-pid', 'require']);
+  assert.equal(back.code, 0, back.stderr);
+  cleanup(() => killAndReap(c.pid)); // after its parent: this process reaps it then
+  cleanup(() => killAndReap(parent));
+  for (let i = 0; i < 100 && stateOf(c.pid) !== 'T'; i++) await sleep(5);
+  assert.equal(stateOf(c.pid), 'T', 'the child is stopped again');
+  assert.notEqual(stateOf(parent), 'T', 'its parent runs');
+  kill(c.pid, SIG.SIGCONT);
+  await assertRunsOn(c, 'the child, continued');
 });

@@ -31,6 +31,8 @@ const WRITES_IN_FLIGHT = 4;
 
 export class Migrations {
   private readonly all = new Map<string, Migration>();
+  /** Migrations of processes that were stopped at the source: they stay so. */
+  private readonly stopped = new Set<string>();
   /** A held migration whose connection broke waits this long for a commit another way. */
   private readonly pendingCommit = new Map<string, { timer: NodeJS.Timeout; commit: () => void }>();
 
@@ -117,6 +119,7 @@ export class Migrations {
           const result = await restore(image, { stopped: true, tty: 'null', prefill, consumePages: true });
           m.pid = result.pid;
           m.state = 'held';
+          if (manifest.tree[0]?.stopped) this.stopped.add(id);
           this.registry.add({
             pid: result.pid,
             originalPid: state.pid,
@@ -185,11 +188,12 @@ export class Migrations {
   }
 
   private letRun(m: Migration): void {
-    this.registry.run(m.pid!);
+    this.registry.run(m.pid!, this.stopped.delete(m.id));
     m.state = 'running';
   }
 
   private abort(m: Migration, dir: string, reason: string): void {
+    this.stopped.delete(m.id);
     if (m.pid !== undefined && m.state === 'held') this.registry.kill(m.pid);
     m.state = 'aborted';
     m.reason = reason;

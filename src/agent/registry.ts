@@ -47,10 +47,12 @@ export class Registry {
   }
 
   /** Let a held process run (it no longer dies with the agent). */
-  run(pid: number): void {
+  /** Let a held process run, or stay stopped (`stopped`: it was stopped at the source). */
+  run(pid: number, stopped = false): void {
     const p = this.processes.get(pid);
     if (!p || p.state !== 'held') return;
     letRun(pid);
+    if (stopped) kill(pid, SIG.SIGSTOP);
     p.state = 'running';
   }
 

@@ -42,12 +42,15 @@ export type Manifest = Infer<typeof manifestRecord>;
 /**
  * An image of an older format version, as this one reads it: version 1 had neither page layers
  * nor parents; versions 1 and 2 held one process, no pending signals and no timers (a process
- * that had some was refused).
+ * that had some was refused); before version 6 a stopped process was refused. What an older image
+ * lacks is filled in, what it has is kept.
  */
-function upgradeManifest(old: Record<string, unknown>): Record<string, unknown> {
+function upgradeManifest(old: Record<string, unknown>, version: number): Record<string, unknown> {
   const state = old.state as Record<string, unknown> | undefined;
-  const added = { pending: [], timers: { itimers: [], posix: [] }, shm: [] };
-  return { layers: [], parent: null, ...old, state: { ...state, ...added }, tree: [], children: [] };
+  const defaults = { pending: [], timers: { itimers: [], posix: [] }, shm: [] };
+  const members = version <= 2 ? [] : ((old.tree as Record<string, unknown>[] | undefined) ?? []);
+  const tree = members.map((m) => ({ stopped: null, ...m }));
+  return { layers: [], parent: null, children: [], ...old, state: { ...defaults, ...state }, tree };
 }
 
 /** Open an image's manifest.json text (openManifest() with this version's schema and upgrades). */

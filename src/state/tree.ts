@@ -30,6 +30,8 @@ const memberRecord = object({
   command: string({ max: 16, description: 'comm: the process name' }),
   /** A zombie's wait status (exit code << 8, or the signal that killed it); null while it runs. */
   exit: nullable(integer(0, 0xffff)),
+  /** The signal that had it stopped (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU), null if it was not. */
+  stopped: nullable(integer(1, 64)),
 });
 
 export const treeRecord = array(memberRecord, { max: 1 << 15 });
@@ -64,8 +66,9 @@ function refuse(pid: number, what: string, why: string): never {
   throw new FerryError('FERRY_UNSUPPORTED_STATE', unsupportedMessage(pid, what, why));
 }
 
-function recordOf(stat: ProcStat, exit: number | null): MemberRecord {
-  return { pid: stat.pid, ppid: stat.ppid, pgid: stat.pgrp, sid: stat.session, command: stat.comm, exit };
+function recordOf(stat: ProcStat, exit: number | null, tracee?: Tracee): MemberRecord {
+  const { pid, ppid, pgrp: pgid, session: sid, comm: command } = stat;
+  return { pid, ppid, pgid, sid, command, exit, stopped: tracee?.stopSignal ?? null };
 }
 
 /** A child that has exited: a zombie whose parent has not reaped it. */
@@ -86,7 +89,7 @@ function zombie(pid: number, stat: ProcStat): Member {
  */
 export function freezeTree(rootTracee: Tracee, oneOnly: string | undefined): Member[] {
   const root = rootTracee.pid;
-  const members: Member[] = [{ record: recordOf(statOf(root)!, null), tracee: rootTracee }];
+  const members: Member[] = [{ record: recordOf(statOf(root)!, null, rootTracee), tracee: rootTracee }];
   try {
     for (let i = 0; i < members.length; i++) {
       const parent = members[i]!;
@@ -114,7 +117,7 @@ function freezeChild(pid: number, root: Tracee): Member | undefined {
   if (before.state === 'Z') return zombie(pid, before);
   try {
     const tracee = Tracee.freeze(pid, { watch: root.watch, onWarning: root.warn });
-    return { record: recordOf(statOf(pid)!, null), tracee };
+    return { record: recordOf(statOf(pid)!, null, tracee), tracee };
   } catch (err) {
     if (!isFerryError(err, 'FERRY_PROCESS_EXITED')) throw err;
     const after = statOf(pid); // it exited meanwhile: a zombie now, or reaped

@@ -398,7 +398,7 @@ export class RemoteSyscalls {
     for (;;) {
       ptraceCont(this.tid, 0);
       const status = waitpid(this.tid, 0);
-      if (this.forkEvent(status)) continue;
+      if (this.passOver(status)) continue;
       if (status?.kind === 'stopped' && status.event === 0 && status.signal === this.endSignal) {
         this.lastStop = 'signal';
         // The same signal sent from outside, while unblocked: it is ignored anyway.
@@ -572,9 +572,15 @@ export class RemoteSyscalls {
     this.mask = mask;
   }
 
-  /** A fork-like event on the way: the child is noted, and the caller resumes. */
-  private forkEvent(status: WaitStatus | null): boolean {
-    if (status?.kind !== 'stopped' || !FORK_EVENTS.has(status.event)) return false;
+  /**
+   * A stop on the way that the caller passes over, resuming: a fork-like event (the child is
+   * noted), or the group-stop of a process that was stopped when frozen, which ptrace reports again
+   * as its thread runs ferry's calls (it stays stopped once released).
+   */
+  private passOver(status: WaitStatus | null): boolean {
+    if (status?.kind !== 'stopped') return false;
+    if (status.event === PTRACE_EVENT.STOP) return this.tracee.stopSignal !== undefined;
+    if (!FORK_EVENTS.has(status.event)) return false;
     this.children.push(Number(ptraceGetEventMsg(this.tid)));
     return true;
   }
@@ -584,7 +590,7 @@ export class RemoteSyscalls {
     for (;;) {
       ptraceSyscall(this.tid, 0);
       const status = waitpid(this.tid, 0);
-      if (this.forkEvent(status)) continue;
+      if (this.passOver(status)) continue;
       if (status?.kind !== 'stopped' || status.signal !== SYSCALL_STOP)
         throw this.unexpected(status, 'syscall');
       this.lastStop = 'syscall';

@@ -67,8 +67,11 @@ export class Tracee {
   private pidfd: number | undefined;
   /** Undo steps of those who changed the process (remote syscall channels), run before release. */
   private readonly releaseHooks: (() => void)[] = [];
-  /** The process was in group-stop (SIGSTOP) when seized; it stays stopped on release. */
-  groupStopped = false;
+  /**
+   * The signal that had the process in group-stop (SIGSTOP, SIGTSTP, ...) when seized, if one
+   * had: it stays stopped on release.
+   */
+  stopSignal: number | undefined;
   /** A SIGSTOP is queued by fence(). */
   private fenced = false;
   /** unfence() could not take the SIGSTOP back: release() continues the process after. */
@@ -229,7 +232,7 @@ export class Tracee {
   unfence(): void {
     if (!this.fenced) return;
     this.fenced = false;
-    if (this.groupStopped) return; // stopped before ferry came: it stays so anyway
+    if (this.stopSignal !== undefined) return; // stopped before ferry came: it stays so anyway
     try {
       const mask = ptraceGetSigmask(this.pid);
       ptraceSetSigmask(this.pid, ALL_SIGNALS);
@@ -310,7 +313,7 @@ export class Tracee {
       const status = waitWithDeadline(tid, deadline, this.pid);
       if (status.kind !== 'stopped') return; // the thread exited: not ours to resume
       if (status.event === PTRACE_EVENT.STOP) {
-        if (STOP_SIGNALS.has(status.signal)) this.groupStopped = true;
+        if (STOP_SIGNALS.has(status.signal)) this.stopSignal = status.signal;
         this.threads.set(tid, { tid, regs: ptraceGetRegs(tid), dirty: false });
         return;
       }
