@@ -12,6 +12,8 @@ import { parseSmaps } from './proc/smaps.js';
 import { parseStatus } from './proc/status.js';
 import {
   DirtyTracker,
+  findTracker,
+  LentTracker,
   HashTracker,
   SoftDirtyTracker,
   trackedSpans,
@@ -92,6 +94,9 @@ function currentVmas(pid: number): Vma[] {
 function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTracker; frozenMs: number } {
   if (options.tracking === 'page-hashes') return { tracker: new HashTracker(pid), frozenMs: 0 };
   if (options.tracking === 'soft-dirty') return { tracker: new SoftDirtyTracker(pid), frozenMs: 0 };
+  // A process tracked for its incremental dumps lends its tracker: a second could not register.
+  const held = findTracker(pid);
+  if (held !== undefined) return { tracker: LentTracker.lend(pid, held), frozenMs: 0 };
   refuseSeccomp(pid);
   const tracee = Tracee.freeze(pid, { watch: options.watch, onWarning: options.onWarning });
   const frozenAt = now();

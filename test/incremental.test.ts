@@ -224,6 +224,67 @@ test('dump --track-mem, then --parent: each image holds only what changed; a sta
   assert.deepEqual(readdirSync(`${runtime}/tracking`), []);
 });
 
+test('a tracked process: a plain dump pre-copies through its tracker and the chain goes on; a lost record is no dead end', async () => {
+  const d = await dirty(64, 2);
+  const base = mkdtempSync(`${work}/lend-`);
+  const runtime = mkdtempSync(`${work}/run-`);
+  const ferry = (...args: string[]) => runCli(args, { wrap: ['env', `FERRY_RUNTIME_DIR=${runtime}`] });
+  const dump = async (image: string, ...extra: string[]) => {
+    const r = await ferry(
+      'dump',
+      String(d.pid),
+      '-D',
+      `${base}/${image}`,
+      '--leave-running',
+      '--json',
+      ...extra,
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return JSON.parse(r.stdout) as { pages: number; unchangedPages: number; precopyRounds: unknown[] };
+  };
+  await dump('a', '--track-mem');
+  await new Promise((r) => setTimeout(r, 300));
+  // Its own tracker could not register over memory the process's tracker holds: it borrows that one,
+  // and copies the memory in rounds, frozen only for what was written since.
+  const plain = await dump('p');
+  assert.ok(plain.precopyRounds.length > 0, 'pre-copied');
+  assert.ok(
+    plain.unchangedPages > 4 * plain.pages,
+    `${plain.pages} pages copied frozen, ${plain.unchangedPages} not`,
+  );
+  assert.ok(readFileSync(`/proc/${d.pid}/smaps`, 'utf8').includes(' uw'), 'still tracked');
+  assert.match(await d.check(), /^CHECK ok /);
+  // The chain from a misses nothing the plain dump's rounds saw written: b restores right (checked
+  // last: its output file's offset is b's, and what the process writes after b gets overwritten).
+  await new Promise((r) => setTimeout(r, 300));
+  const b = await dump('b', '--track-mem', '--parent', `${base}/a`);
+  assert.ok(b.unchangedPages > b.pages, `${b.pages} stored, ${b.unchangedPages} unchanged`);
+
+  // The record lost: dumps still leave the tracker out, a chain cannot go on, untrack releases it.
+  rmSync(`${runtime}/tracking`, { recursive: true });
+  assert.equal((await ferry('dump', String(d.pid), '-D', `${base}/q`, '--leave-running')).code, 0);
+  const orphan = await ferry(
+    'dump',
+    String(d.pid),
+    '-D',
+    `${base}/x`,
+    '--leave-running',
+    '--parent',
+    `${base}/b`,
+  );
+  assert.equal(orphan.code, 1);
+  assert.match(orphan.stderr, new RegExp(`\`ferry untrack ${d.pid}\` releases the tracker`));
+  const untracked = await ferry('untrack', String(d.pid), '--json');
+  assert.equal(untracked.code, 0, untracked.stderr);
+  assert.ok((JSON.parse(untracked.stdout) as { fd: number | null }).fd !== null);
+  assertUntracked(d.pid);
+  const again = JSON.parse((await ferry('untrack', String(d.pid), '--json')).stdout) as { fd: number | null };
+  assert.equal(again.fd, null);
+  d.child.kill('SIGKILL');
+  await d.exited;
+  await restoredWhole(d, `${base}/b`);
+});
+
 test('a compressed image on an uncompressed parent restores with every page right', async () => {
   // The pages the child holds (compressed) lie in the VMAs whose other pages the parent holds: the
   // compressed ones go in before any of those VMAs is registered for UFFDIO_COPY.

@@ -16,6 +16,7 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'dump', load: async () => (await import('./dump-command.js')).dumpCommand },
   { name: 'restore', load: async () => (await import('./restore-command.js')).restoreCommand },
   { name: 'show', load: async () => (await import('./show-command.js')).showCommand },
+  { name: 'untrack', load: async () => (await import('./untrack-command.js')).untrackCommand },
   { name: 'migrate', load: async () => (await import('./migrate-command.js')).migrateCommand },
   { name: 'resolve', load: async () => (await import('./resolve-command.js')).resolveCommand },
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
@@ -57,7 +58,16 @@ async function main(argv: string[]): Promise<number> {
  * Commands whose modules the startup snapshot holds loaded: all but those that need node:http,
  * which Node cannot put in a snapshot (they load as they run).
  */
-const SNAPSHOT_COMMANDS = new Set(['demo', 'check', 'inspect', 'dump', 'restore', 'show', 'guard']);
+const SNAPSHOT_COMMANDS = new Set([
+  'demo',
+  'check',
+  'inspect',
+  'dump',
+  'restore',
+  'show',
+  'untrack',
+  'guard',
+]);
 
 /** Load the modules of the commands the startup snapshot holds. */
 export async function loadSnapshotCommands(): Promise<void> {

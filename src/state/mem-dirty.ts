@@ -9,7 +9,8 @@ import { closeSync, readlinkSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
 import { copyFd } from '../sys/pidfd.js';
-import { UFFD_FEATURE, uffdApi, uffdRegister } from '../sys/uffd.js';
+import { O } from '../sys/fcntl.js';
+import { UFFD_FEATURE, uffdApi, uffdRegister, uffdWriteProtect } from '../sys/uffd.js';
 import type { PartSummary } from '../image/sink.js';
 import type { LayerRecord, ParentRecord } from '../image/manifest.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
@@ -21,9 +22,11 @@ import {
   walkPresentWritten,
   openWrittenScanner,
   PAGE,
+  type PageRun,
   type PageScanner,
 } from '../vma/pages.js';
-import { readProcText } from '../proc/files.js';
+import { listProcDir, readProcLink, readProcText } from '../proc/files.js';
+import { parseFdinfo } from '../proc/fdinfo.js';
 import { parseStatus } from '../proc/status.js';
 import { Tracee } from '../tracee/tracee.js';
 import { pageHash } from '../image/hash.js';
@@ -286,11 +289,141 @@ export class DirtyTracker implements WriteTracker {
     this.written(spans, true);
   }
 
-  /** Stop tracking: the process's VMAs are unregistered as the descriptor closes. Idempotent. */
+  /** ferry's descriptor of the tracker. */
+  get descriptor(): number {
+    return this.fd;
+  }
+
+  /**
+   * Stop tracking: the process's VMAs are unregistered as the descriptor closes (unless the process
+   * holds one too). Idempotent.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     closeSync(this.fd);
+  }
+}
+
+/** ferry's tracker as a process holds it: a userfaultfd with these features, opened with these flags. */
+const TRACKER_FEATURES = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;
+const TRACKER_FLAGS = O.CLOEXEC | O.NONBLOCK;
+
+/**
+ * The descriptor of ferry's dirty-page tracker that process `pid` holds (dump --track-mem), found
+ * from the process itself: a userfaultfd in async write-protect mode (its fdinfo's API line) opened
+ * close-on-exec and non-blocking, as ferry makes one. Undefined if it holds none.
+ */
+export function findTracker(pid: number): number | undefined {
+  for (const name of listProcDir(pid, 'fd')) {
+    try {
+      if (readProcLink(pid, `fd/${name}`) !== 'anon_inode:[userfaultfd]') continue;
+      const info = parseFdinfo(readProcText(pid, `fdinfo/${name}`));
+      const features = BigInt(`0x${/^aa:([0-9a-f]+):/.exec(info.fields.API ?? '')?.[1] ?? '0'}`);
+      const flags = info.flags & ~O.ACCMODE & ~O.LARGEFILE;
+      if ((features & TRACKER_FEATURES) === TRACKER_FEATURES && flags === TRACKER_FLAGS) return Number(name);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return undefined;
+}
+
+/** A scanner like `inner` that also notes, in `seen`, the runs `written` says were written. */
+function noting(inner: PageScanner, seen: Span[], written: (run: PageRun) => boolean): PageScanner {
+  return {
+    method: inner.method,
+    scan: (range, onRun) =>
+      inner.scan(range, (run) => {
+        if (written(run)) seen.push({ start: run.start, end: run.end });
+        onRun(run);
+      }),
+    close: () => inner.close(),
+  };
+}
+
+/**
+ * The tracker a process keeps for its incremental dumps (dump --track-mem), lent to the pre-copy of
+ * another dump, which could not register one of its own over the same memory. Its rounds protect
+ * the pages they copy, which would hide from the next incremental dump what the process wrote
+ * since the image its tracking started from: so every page the loan finds written is protected no
+ * more when it ends (a page not protected counts as written), and the next incremental dump stores
+ * it. Its first protecting scan reports every present page, as a new tracker's does.
+ */
+export class LentTracker implements WriteTracker {
+  readonly method = 'uffd-wp-async';
+  /** Pages found written during the loan. */
+  private readonly seen: Span[] = [];
+  private first = true;
+
+  private constructor(
+    readonly pid: number,
+    private readonly inner: DirtyTracker,
+  ) {}
+
+  /** Borrow the tracker process `pid` holds as descriptor `fd`. */
+  static lend(pid: number, fd: number): LentTracker {
+    return new LentTracker(pid, DirtyTracker.adopt(pid, fd));
+  }
+
+  tracks(v: TrackedVma): boolean {
+    return this.inner.tracks(v);
+  }
+
+  scanner(protect: boolean): PageScanner {
+    if (!protect) return this.inner.scanner(false);
+    const written = noting(this.inner.scanner(true), this.seen, () => true);
+    if (!this.first) return written;
+    this.first = false;
+    // Every present page, for a first copy of all of them; the written ones noted and protected first.
+    const present = openPageScanner(this.pid);
+    return {
+      method: present.method,
+      scan: (range, onRun) => {
+        written.scan(range, () => {});
+        present.scan(range, onRun);
+      },
+      close: () => {
+        written.close();
+        present.close();
+      },
+    };
+  }
+
+  written(spans: readonly Span[], protect: boolean): Span[] {
+    const found = this.inner.written(spans, protect);
+    if (protect) this.seen.push(...found);
+    return found;
+  }
+
+  presentScanner(): PageScanner {
+    return noting(this.inner.presentScanner(), this.seen, (run) => (run.flags & PAGE.WRITTEN) !== 0);
+  }
+
+  async presentWalk(spans: readonly Span[]): Promise<PageScanner> {
+    const walked = await this.inner.presentWalk(spans);
+    return noting(walked, this.seen, (run) => (run.flags & PAGE.WRITTEN) !== 0);
+  }
+
+  copied(): void {}
+
+  restart(spans: readonly Span[]): void {
+    this.written(spans, true);
+  }
+
+  /** Give the process's tracker back: the pages found written count as written again. */
+  close(): void {
+    try {
+      const seen = mergeSpans(
+        [...this.seen].sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0)),
+      );
+      for (const s of seen) uffdWriteProtect(this.inner.descriptor, s.start, s.end - s.start, false);
+    } catch {
+      // The process is gone (a dump that killed it), or the VMA: nothing to give back.
+    } finally {
+      this.seen.length = 0;
+      this.inner.close();
+    }
   }
 }
 

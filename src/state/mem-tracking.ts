@@ -14,6 +14,7 @@ import { mergeSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
 import {
   DirtyTracker,
+  findTracker,
   HashTracker,
   SoftDirtyTracker,
   type Baseline,
@@ -215,6 +216,8 @@ export class ProcessTracking implements TrackingPlan {
     private readonly trackMem: boolean,
     private readonly record: TrackingRecord | undefined,
     private readonly parent: { dir: string; image: Image } | undefined,
+    /** The process's descriptor of ferry's tracker: its record's, or found in the process. */
+    private readonly fd: number | undefined,
   ) {}
 
   /**
@@ -228,8 +231,10 @@ export class ProcessTracking implements TrackingPlan {
   ): Promise<ProcessTracking> {
     pruneTrackingRecords();
     const record = readTrackingRecord(pid, startTime);
+    // Without its record (lost, or removed by hand), a tracker is still found in the process.
+    const fd = record?.fd ?? findTracker(pid);
     if (options.parent === undefined)
-      return new ProcessTracking(pid, startTime, options.trackMem, record, undefined);
+      return new ProcessTracking(pid, startTime, options.trackMem, record, undefined, fd);
     const dir = resolve(options.parent);
     const image = await readImage(dir);
     const lost = (why: string): never => {
@@ -239,21 +244,27 @@ export class ProcessTracking implements TrackingPlan {
       );
     };
     if (image.manifest.state.pid !== pid) lost(`that image is of process ${image.manifest.state.pid}`);
-    if (!record) lost('no dump --track-mem of this process is tracking it');
+    if (!record)
+      lost(
+        fd === undefined
+          ? 'no dump --track-mem of this process is tracking it'
+          : `the record of its tracking (descriptor ${fd}) is gone; \`ferry untrack ${pid}\` releases the tracker`,
+      );
     else if (record.broken) lost('a dump since then failed, and its tracking with it');
     else if (record.checksum !== image.manifest.checksum)
       lost(`its tracking goes on from ${record.image} now`);
-    return new ProcessTracking(pid, startTime, options.trackMem, record, { dir, image });
+    return new ProcessTracking(pid, startTime, options.trackMem, record, { dir, image }, fd);
   }
 
   get trackerFds(): number[] {
-    return this.record ? [this.record.fd] : [];
+    return this.fd === undefined ? [] : [this.fd];
   }
 
   frozen(): void {
-    // A record without a parent is an older tracker that --track-mem starts again.
-    if (this.record && (this.parent || this.trackMem))
-      this.tracker = DirtyTracker.adopt(this.pid, this.record.fd);
+    // A tracker without a parent is an older one, or one whose record is gone: --track-mem starts
+    // it again from this image.
+    if (this.fd !== undefined && (this.parent || this.trackMem))
+      this.tracker = DirtyTracker.adopt(this.pid, this.fd);
   }
 
   baseline(dir: string): Baseline | undefined {
@@ -278,7 +289,7 @@ export class ProcessTracking implements TrackingPlan {
     } else if (this.record && this.parent) {
       // This is the last dump of the chain: the process lets go of its tracker (ours stays open
       // until the dump is done, so tracking goes on until then).
-      remote.check('close', NR.close, this.record.fd);
+      remote.check('close', NR.close, this.fd!);
       removeTrackingRecord(this.pid, this.startTime);
     }
   }

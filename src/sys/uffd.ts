@@ -27,6 +27,8 @@ export const UFFDIO_API = iowr(UFFDIO, 0x3f, 24);
 const UFFDIO_REGISTER = iowr(UFFDIO, 0x00, 32);
 const UFFDIO_UNREGISTER = ior(UFFDIO, 0x01, 16);
 const UFFDIO_COPY = iowr(UFFDIO, 0x03, 40);
+const UFFDIO_WRITEPROTECT = iowr(UFFDIO, 0x06, 24);
+const UFFDIO_WRITEPROTECT_MODE_WP = 1n;
 
 /** userfaultfd(2) flag: handle faults from user mode only (allowed without privileges). */
 export const UFFD_USER_MODE_ONLY = 1;
@@ -53,7 +55,10 @@ export function uffdApi(fd: number, features: bigint): bigint {
   return api.readBigUInt64LE(8);
 }
 
-/** struct uffdio_register { struct uffdio_range { u64 start; u64 len; }; u64 mode; u64 ioctls; }. */
+/**
+ * struct uffdio_register { struct uffdio_range { u64 start; u64 len; }; u64 mode; u64 ioctls; }, whose
+ * first 24 bytes are also struct uffdio_writeprotect { struct uffdio_range; u64 mode; }.
+ */
 function registerArg(start: bigint, len: bigint, mode: bigint): Buffer {
   const buf = Buffer.alloc(32);
   buf.writeBigUInt64LE(start, 0);
@@ -69,6 +74,15 @@ function registerArg(start: bigint, len: bigint, mode: bigint): Buffer {
  */
 export function uffdRegister(fd: number, start: bigint, len: bigint, mode: keyof typeof REGISTER_MODE): void {
   ioctl(fd, UFFDIO_REGISTER, 'UFFDIO_REGISTER', registerArg(start, len, REGISTER_MODE[mode]));
+}
+
+/**
+ * Write-protect [start, start + len) (`protect`), or lift the protection: in async mode a page
+ * not protected counts as written (PAGEMAP_SCAN's PAGE_IS_WRITTEN).
+ */
+export function uffdWriteProtect(fd: number, start: bigint, len: bigint, protect: boolean): void {
+  const arg = registerArg(start, len, protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0n);
+  ioctl(fd, UFFDIO_WRITEPROTECT, 'UFFDIO_WRITEPROTECT', arg);
 }
 
 /** Unregister [start, start + len) of the userfaultfd's process. */
