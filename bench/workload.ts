@@ -111,16 +111,19 @@ export interface BenchAgent {
   stop(): Promise<void>;
 }
 
-export async function startBenchAgent(port: number): Promise<BenchAgent> {
+/** An agent on a loopback port the kernel gives out. */
+export async function startBenchAgent(): Promise<BenchAgent> {
   const work = mkdtempSync(join(tmpdir(), 'ferry-bench-agent-'));
   const token = 'bench-token-0123456789abcdef';
   const tokenFile = join(work, 'token');
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   const dataDir = join(work, 'data');
   const agent = await startProcess(CLI, [
-    ...['agent', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir],
+    ...['agent', '--listen', '127.0.0.1:0', '--data-dir', dataDir],
     ...['--token-file', tokenFile],
   ]);
+  const port = Number(/listening on 127\.0\.0\.1:(\d+) /.exec(agent.readyLine)?.[1]);
+  if (!(port > 0)) throw new Error(`the agent said: ${agent.readyLine}`);
   return {
     endpoint: { host: '127.0.0.1', port, token },
     dataDir,

@@ -24,7 +24,7 @@ import { runCli, type CliResult } from './helpers/cli.js';
 import { startOtherUserProcess, startProcess, traceState, WITHOUT_TRACE_CAPS } from './helpers/processes.js';
 import { fixture } from './helpers/fixtures.js';
 import { PYTHON } from './helpers/paths.js';
-import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { becomeSubreaper, descendants, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
 const cleanup = cleanupAfterAll();
@@ -56,13 +56,17 @@ async function assertUntouched(f: StateFixture): Promise<void> {
   assert.match(await f.verify(), /^PASS /);
 }
 
-/** Processes named like a restore stub or the fixture, which a failed restore must not leave. */
+/**
+ * This test's own descendants (orphans come to it, a subreaper) named like a restore stub or the
+ * fixture, which a failed restore must not leave. Other processes of the host are none of its business.
+ */
 function strays(names: RegExp): string[] {
   const found: string[] = [];
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+  for (const pid of descendants()) {
     try {
       const comm = readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
-      if (names.test(comm)) found.push(`${pid} ${comm}`);
+      if (names.test(comm) && !/^Z/m.test(readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1] ?? ''))
+        found.push(`${pid} ${comm}`);
     } catch {
       // gone
     }

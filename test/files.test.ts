@@ -16,11 +16,10 @@ import { fixture } from './helpers/fixtures.js';
 import { PYTHON } from './helpers/paths.js';
 import { startLogged as startProcessLogged, traceState } from './helpers/processes.js';
 import { becomeSubreaper, childrenOf, killAndReap } from './helpers/reaper.js';
-import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
+import { checkKeys, freePort, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-files', cleanup);
-const REDIS_PORT = 16399;
 
 before(() => becomeSubreaper());
 
@@ -93,32 +92,36 @@ test('a pipe whose other end another process holds is refused by name; the proce
 
 test('redis-server with 100,000 keys: checkpoint, kill, restore; every key reads back and writes work', async () => {
   const host = '127.0.0.1';
+  const port = await freePort(host);
   const redis = await startLogged(
     'redis-server',
-    ['--port', String(REDIS_PORT), '--bind', host, ...REDIS_OPTIONS],
+    ['--port', String(port), '--bind', host, ...REDIS_OPTIONS],
     /Ready to accept connections/,
   );
-  assert.match(loadKeys(host, REDIS_PORT), new RegExp(`errors: 0, replies: ${KEYS}`));
+  assert.match(loadKeys(host, port), new RegExp(`errors: 0, replies: ${KEYS}`));
 
   // A client still connected is a TCP connection ferry refuses (for now); redis runs on.
-  const client = connect(REDIS_PORT, host);
+  const client = connect(port, host);
   await new Promise((resolve) => client.once('connect', resolve));
   const refused = await runCli(['dump', String(redis.pid), '-D', dir()]);
   client.destroy();
   assert.equal(refused.code, 1);
-  assert.match(refused.stderr, /fd \d+ is a TCP connection \(127\.0\.0\.1:16399 -> 127\.0\.0\.1:\d+\)/);
+  assert.match(
+    refused.stderr,
+    new RegExp(`fd \\d+ is a TCP connection \\(127\\.0\\.0\\.1:${port} -> 127\\.0\\.0\\.1:\\d+\\)`),
+  );
   assert.equal(traceState(redis.pid).tracerPid, 0);
   await sleep(100); // redis closes its side of the connection
 
   const image = dir();
   await cliOk(['dump', String(redis.pid), '-D', image]);
-  assert.match(await cliOk(['show', image]), /TCP socket 127\.0\.0\.1:16399 listening/);
+  assert.match(await cliOk(['show', image]), new RegExp(`TCP socket 127\\.0\\.0\\.1:${port} listening`));
   const pid = await restoreCli(image, cleanup, '--same-pid', 'require');
   assert.equal(pid, redis.pid);
-  assert.equal(redisCli(host, REDIS_PORT, 'DBSIZE'), String(KEYS));
-  assert.equal(checkKeys(host, REDIS_PORT), '-1');
-  assert.equal(redisCli(host, REDIS_PORT, 'SET', 'after', 'restore'), 'OK');
-  assert.equal(redisCli(host, REDIS_PORT, 'GET', 'after'), 'restore');
+  assert.equal(redisCli(host, port, 'DBSIZE'), String(KEYS));
+  assert.equal(checkKeys(host, port), '-1');
+  assert.equal(redisCli(host, port, 'SET', 'after', 'restore'), 'OK');
+  assert.equal(redisCli(host, port, 'GET', 'after'), 'restore');
 });
 
 const NODE_SERVER = `

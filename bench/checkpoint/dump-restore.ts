@@ -19,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { median } from '../stats.js';
-import { redisProgram, threadsProgram, type Program } from './programs.js';
+import { redisProgram, threadsProgram, type Program, type Running } from './programs.js';
 import {
   agentDump,
   agentRestore,
@@ -60,8 +60,6 @@ interface Sample {
 
 type Tool = 'ferry' | 'agent' | 'criu';
 
-const AGENT_PORT = 7078;
-
 /** A synthetic workload: `mib` MiB of memory of one kind (the memload fixture). */
 function memload(mib: number, kind: string): Program {
   return {
@@ -82,8 +80,10 @@ async function sample(tool: Tool, program: Program, agent: BenchAgent): Promise<
   const name = `bench-${imageCount++}`;
   const image = tool === 'agent' ? join(agent.dataDir, 'images', name) : join(work, 'image');
   if (tool !== 'agent') mkdirSync(image);
+  let started: Running | undefined;
   try {
     const running = await program.start(work);
+    started = running;
     const flags = { leaveRunning: values.mode === 'leave-running', compress: values.compress };
     const [dumped, dumpMs] =
       tool === 'agent'
@@ -117,6 +117,8 @@ async function sample(tool: Tool, program: Program, agent: BenchAgent): Promise<
       restoreInternalMs: restored.restoreMs,
     };
   } finally {
+    // Whatever failed, nothing the sample started runs on (a redis-server, say).
+    if (started) killAndReap(started.pid);
     rmSync(work, { recursive: true, force: true });
     if (tool === 'agent') rmSync(image, { recursive: true, force: true });
   }
@@ -139,7 +141,7 @@ const cases = [
 becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
 const tools: Tool[] = criu ? ['ferry', 'agent', 'criu'] : ['ferry', 'agent'];
-const agent = await startBenchAgent(AGENT_PORT);
+const agent = await startBenchAgent();
 const runs = Number(values.runs);
 const rows: string[][] = [];
 const ratios: string[][] = [];
@@ -148,8 +150,17 @@ process.stdout.write(
   `dump (${values.mode}${values.compress ? ', ferry --compress' : ''}) and restore; median of ${runs} runs after one warm-up; ` +
     `${criu ? `CRIU ${criu}` : 'no CRIU >= 4.1 on PATH'}\n\n`,
 );
+const failures: string[] = [];
 try {
-  for (const c of cases) await measure(c);
+  for (const c of cases) {
+    // One case failing costs that case, not what the others measured.
+    try {
+      await measure(c);
+    } catch (err) {
+      failures.push(`${c.size} ${c.kind}: ${err instanceof Error ? err.message : String(err)}`);
+      process.stderr.write(`FAILED ${c.size} ${c.kind}\n`);
+    }
+  }
 } finally {
   await agent.stop();
 }
@@ -230,4 +241,10 @@ if (criu) {
       ) +
       '\n',
   );
+}
+if (failures.length > 0) {
+  process.stdout.write(
+    `\n${failures.length} case(s) failed, left out above:\n${failures.map((f) => `  ${f}\n`).join('')}`,
+  );
+  process.exitCode = 1;
 }

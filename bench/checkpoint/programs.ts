@@ -4,6 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { freePort } from '../../test/helpers/redis.js';
 import { startWorkload } from '../workload.js';
 
 export interface Running {
@@ -21,7 +22,6 @@ export interface Program {
 }
 
 const THREADS = 4;
-const REDIS_PORT = 6391;
 const REDIS_VALUE = 1024;
 
 const threadCount = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
@@ -41,17 +41,17 @@ export const threadsProgram: Program = {
   },
 };
 
-function redisCli(...args: string[]): string {
-  return execFileSync('redis-cli', ['-p', String(REDIS_PORT), ...args], {
+function redisCli(port: number, ...args: string[]): string {
+  return execFileSync('redis-cli', ['-p', String(port), ...args], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'ignore'],
   }).trim();
 }
 
-async function redisReady(): Promise<void> {
+async function redisReady(port: number): Promise<void> {
   for (let i = 0; i < 500; i++) {
     try {
-      if (redisCli('ping') === 'PONG') return;
+      if (redisCli(port, 'ping') === 'PONG') return;
     } catch {
       // not listening yet
     }
@@ -66,24 +66,25 @@ export function redisProgram(mib: number): Program {
     size: `${mib} MiB`,
     kind: 'redis-server',
     async start(work) {
+      const port = await freePort('127.0.0.1');
       const fd = openSync(join(work, 'redis.log'), 'w');
       const child = spawn(
         'redis-server',
         [
-          ...['--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+          ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
           ...['--enable-debug-command', 'yes', '--dir', work],
         ],
         { stdio: ['ignore', fd, fd], detached: true },
       );
       closeSync(fd);
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      await redisReady();
-      redisCli('debug', 'populate', String(keys), 'key', String(REDIS_VALUE));
+      await redisReady(port);
+      redisCli(port, 'debug', 'populate', String(keys), 'key', String(REDIS_VALUE));
       return {
         pid: child.pid!,
         exited,
         check() {
-          const size = Number(redisCli('dbsize'));
+          const size = Number(redisCli(port, 'dbsize'));
           if (size !== keys) throw new Error(`restored redis holds ${size} keys, not ${keys}`);
         },
       };

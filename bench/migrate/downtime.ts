@@ -16,7 +16,14 @@ import { CLI } from '../../test/helpers/paths.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { waitForLines } from '../../test/helpers/report.js';
 import { median } from '../stats.js';
-import { criuVersion, startBenchAgent, startWorkload, time, type Workload } from '../workload.js';
+import {
+  criuVersion,
+  startBenchAgent,
+  startWorkload,
+  time,
+  type BenchAgent,
+  type Workload,
+} from '../workload.js';
 
 const { values } = parseArgs({
   options: {
@@ -37,8 +44,6 @@ interface Sample {
   rounds: number;
 }
 
-const PORT = 7079;
-
 /** Send SIGUSR1 and read the fixture's verdict on its own memory. */
 async function check(out: string, pid: number): Promise<void> {
   const before = readFileSync(out, 'utf8').split('\n').filter(Boolean).length;
@@ -47,8 +52,9 @@ async function check(out: string, pid: number): Promise<void> {
   if (!line.startsWith('CHECK ok')) throw new Error(`the migrated process failed its check: ${line}`);
 }
 
-function ferryMigrate(pid: number, mode: Tool, tokenFile: string): Sample & { targetPid: number } {
-  const args = ['migrate', String(pid), '--to', `127.0.0.1:${PORT}`, '--token-file', tokenFile];
+function ferryMigrate(pid: number, mode: Tool, agent: BenchAgent): Sample & { targetPid: number } {
+  const to = `127.0.0.1:${agent.endpoint.port}`;
+  const args = ['migrate', String(pid), '--to', to, '--token-file', agent.tokenFile];
   args.push('--json', '--mode', mode);
   if (mode === 'pre-copy') args.push('--max-downtime', values['max-downtime']);
   const r = JSON.parse(execFileSync(CLI, args, { encoding: 'utf8' })) as {
@@ -75,20 +81,25 @@ async function criuDumpRestore(workload: Workload, image: string): Promise<Sampl
   return { targetPid: workload.pid, downtimeMs: ms, totalMs: ms, sentMiB: 0, rounds: 1 };
 }
 
-async function sample(tool: Tool, mib: number, rate: number, tokenFile: string): Promise<Sample> {
+async function sample(tool: Tool, mib: number, rate: number, agent: BenchAgent): Promise<Sample> {
   const work = mkdtempSync(join(tmpdir(), `ferry-bench-mig-`));
+  let workload: Workload | undefined;
+  let target: number | undefined;
   try {
-    const workload = await startWorkload(work, 'dirty', [String(mib), String(rate)]);
+    workload = await startWorkload(work, 'dirty', [String(mib), String(rate)]);
     await new Promise((r) => setTimeout(r, 1000)); // writing at its rate
     const s =
       tool === 'criu'
         ? await criuDumpRestore(workload, join(work, 'image'))
-        : ferryMigrate(workload.pid, tool, tokenFile);
+        : ferryMigrate(workload.pid, tool, agent);
+    target = s.targetPid;
     await workload.exited;
     await check(workload.out, s.targetPid);
-    killAndReap(s.targetPid);
     return s;
   } finally {
+    // Whatever failed, nothing the sample started runs on.
+    if (target !== undefined) killAndReap(target);
+    if (workload) killAndReap(workload.pid);
     rmSync(work, { recursive: true, force: true });
   }
 }
@@ -97,7 +108,7 @@ becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
 const tools: Tool[] = criu ? ['stop-copy', 'pre-copy', 'criu'] : ['stop-copy', 'pre-copy'];
 const runs = Number(values.runs);
-const agent = await startBenchAgent(PORT);
+const agent = await startBenchAgent();
 const rows: string[][] = [];
 const ratios: string[][] = [];
 const f1 = (n: number): string => n.toFixed(n < 10 ? 1 : 0);
@@ -105,15 +116,23 @@ process.stdout.write(
   `migration on loopback, pre-copy --max-downtime ${values['max-downtime']} ms; median of ${runs} runs after one ` +
     `warm-up; ${criu ? `CRIU ${criu} dump + restore` : 'no CRIU >= 4.1 on PATH'}\n\n`,
 );
+const failures: string[] = [];
 try {
   for (const mib of values.sizes.split(',').map(Number)) {
     for (const rate of values.rates.split(',').map(Number)) {
       const samples = new Map<Tool, Sample[]>(tools.map((t) => [t, []]));
-      for (let run = 0; run <= runs; run++) {
-        for (const tool of run % 2 ? [...tools].reverse() : tools) {
-          const s = await sample(tool, mib, rate, agent.tokenFile);
-          if (run > 0) samples.get(tool)!.push(s);
+      try {
+        for (let run = 0; run <= runs; run++) {
+          for (const tool of run % 2 ? [...tools].reverse() : tools) {
+            const s = await sample(tool, mib, rate, agent);
+            if (run > 0) samples.get(tool)!.push(s);
+          }
         }
+      } catch (err) {
+        // One case failing costs that case, not what the others measured.
+        failures.push(`${mib} MiB at ${rate} MB/s: ${err instanceof Error ? err.message : String(err)}`);
+        process.stderr.write(`FAILED ${mib} MiB at ${rate} MB/s\n`);
+        continue;
       }
       const med = (tool: Tool, key: keyof Sample): number => median(samples.get(tool)!.map((s) => s[key]));
       for (const tool of tools) {
@@ -165,4 +184,10 @@ if (criu) {
       ) +
       '\n',
   );
+}
+if (failures.length > 0) {
+  process.stdout.write(
+    `\n${failures.length} case(s) failed, left out above:\n${failures.map((f) => `  ${f}\n`).join('')}`,
+  );
+  process.exitCode = 1;
 }

@@ -1,10 +1,11 @@
 // Processes a test did not start itself (restored ones, orphaned when the ferry CLI exits) come to
 // the test process as its children once it is a child subreaper, so it can kill and reap them
 // promptly instead of waiting for PID 1.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, readdirSync, readFileSync } from 'node:fs';
 import { isErrno } from '../../src/sys/errno.js';
 import { prctl, PR } from '../../src/sys/prctl.js';
-import { kill, SIG } from '../../src/sys/signal.js';
+import { pidfdExited, pidfdOpen, pidfdSendSignal } from '../../src/sys/pidfd.js';
+import { SIG } from '../../src/sys/signal.js';
 import { sleepMs } from '../../src/sys/time.js';
 import { waitpid, WNOHANG } from '../../src/sys/wait.js';
 
@@ -17,23 +18,54 @@ export function becomeSubreaper(): void {
   subreaper = true;
 }
 
-/** SIGKILL a process by PID and wait until it is gone (reaping it if it is ours). */
-export function killAndReap(pid: number): void {
-  try {
-    kill(pid, SIG.SIGKILL);
-  } catch (err) {
-    if (!isErrno(err, 'ESRCH')) throw err;
-  }
-  for (let i = 0; i < 500; i++) {
+/** Whether `pid` is this process's descendant (its parents lead here), and not a zombie already. */
+function ownLiving(pid: number): boolean {
+  for (let p = pid, hops = 0; p > 1 && hops < 64; hops++) {
+    let stat: string;
     try {
-      if (waitpid(pid, WNOHANG)) return;
-    } catch (err) {
-      if (!isErrno(err, 'ECHILD')) throw err;
-      if (!existsSync(`/proc/${pid}`)) return;
+      stat = readFileSync(`/proc/${p}/stat`, 'latin1');
+    } catch {
+      return false;
     }
-    sleepMs(10);
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (p === pid && (fields[0] === 'Z' || fields[0] === 'X')) return false;
+    const ppid = Number(fields[1]);
+    if (ppid === process.pid) return true;
+    p = ppid;
   }
-  throw new Error(`process ${pid} did not go away`);
+  return false;
+}
+
+/**
+ * SIGKILL a process this test started (its descendant) and wait until it is gone, reaping it if it
+ * is ours. A PID that is no longer a descendant of this process (it exited, and another process got
+ * the PID since) is left alone: the signal goes through a pidfd opened before that is checked.
+ */
+export function killAndReap(pid: number): void {
+  let pidfd: number;
+  try {
+    pidfd = pidfdOpen(pid);
+  } catch (err) {
+    if (isErrno(err, 'ESRCH')) return; // gone, and reaped
+    throw err;
+  }
+  try {
+    const own = ownLiving(pid);
+    if (own) pidfdSendSignal(pidfd, SIG.SIGKILL);
+    for (let i = 0; i < 500; i++) {
+      try {
+        if (waitpid(pid, WNOHANG)) return; // ours, reaped
+      } catch (err) {
+        if (!isErrno(err, 'ECHILD')) throw err;
+        // Not this process's child: gone once its own parent reaps it.
+        if (!own || pidfdExited(pidfd)) return;
+      }
+      sleepMs(10);
+    }
+    throw new Error(`process ${pid} did not go away`);
+  } finally {
+    closeSync(pidfd);
+  }
 }
 
 /** The children of `pid` (of all its threads), in PID order; none once it is gone. */
@@ -57,17 +89,14 @@ export function treeOf(pid: number): number[] {
 }
 
 /**
- * Kill a process and every descendant it has now, each by PID, then reap them: once their parents
- * are gone, the descendants (zombies too) are this process's to reap.
+ * Kill a process and every descendant it has now, then reap them: once their parents are gone, the
+ * descendants (zombies too) are this process's to reap.
  */
 export function killTree(pid: number): void {
-  const all = treeOf(pid);
-  for (const p of all) {
-    try {
-      kill(p, SIG.SIGKILL);
-    } catch (err) {
-      if (!isErrno(err, 'ESRCH')) throw err;
-    }
-  }
-  for (const p of all) killAndReap(p);
+  for (const p of treeOf(pid)) killAndReap(p);
+}
+
+/** This test process's descendants now, its own children first. */
+export function descendants(): number[] {
+  return treeOf(process.pid).slice(1);
 }
