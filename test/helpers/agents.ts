@@ -26,8 +26,24 @@ export interface Lab {
   cleanup: (step: () => void | Promise<void>) => void;
 }
 
+/** A lab of `count` hosts, made now; `cleanup` removes it. */
+export function makeLab(count: number, prefix: string, cleanup: Lab['cleanup']): Lab {
+  const lab = emptyLab(cleanup);
+  fillLab(lab, count, prefix);
+  return lab;
+}
+
 /** Before the tests: a lab of `count` hosts, removed with everything else after them. */
 export function setUpLab(count: number, prefix: string, cleanup: Lab['cleanup']): Lab {
+  const lab = emptyLab(cleanup);
+  before(() => {
+    becomeSubreaper();
+    fillLab(lab, count, prefix);
+  });
+  return lab;
+}
+
+function emptyLab(cleanup: Lab['cleanup']): Lab {
   let n = 0;
   const lab: Lab = {
     hosts: [],
@@ -36,15 +52,15 @@ export function setUpLab(count: number, prefix: string, cleanup: Lab['cleanup'])
     dir: () => mkdtempSync(`${lab.work}/${n++}-`),
     cleanup,
   };
-  before(() => {
-    becomeSubreaper();
-    lab.work = mkdtempSync(`${tmpdir()}/${prefix}-`);
-    cleanup(() => rmSync(lab.work, { recursive: true, force: true }));
-    lab.tokenFile = `${lab.work}/token`;
-    writeFileSync(lab.tokenFile, `${TOKEN}\n${LIMITED_TOKEN} uid=4242\n`, { mode: 0o600 });
-    lab.hosts = makeHosts(count, cleanup);
-  });
   return lab;
+}
+
+function fillLab(lab: Lab, count: number, prefix: string): void {
+  lab.work = mkdtempSync(`${tmpdir()}/${prefix}-`);
+  lab.cleanup(() => rmSync(lab.work, { recursive: true, force: true }));
+  lab.tokenFile = `${lab.work}/token`;
+  writeFileSync(lab.tokenFile, `${TOKEN}\n${LIMITED_TOKEN} uid=4242\n`, { mode: 0o600 });
+  lab.hosts = makeHosts(count, lab.cleanup);
 }
 
 export interface AgentProc {
