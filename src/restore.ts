@@ -404,6 +404,8 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     // stopped it, since the kernel discards SIGTSTP, SIGTTIN and SIGTTOU in an orphaned process
     // group, as a restored tree's, in a session of its own, is.
     for (const m of made) if (m.record.stopped !== null) kill(m.pid, SIG.SIGSTOP);
+    // Every process of the tree gets its last registers while all are held: a refusal kills them all.
+    for (const m of made) m.tracee.prepareRelease();
     for (const m of made.splice(0).reverse()) m.tracee.release();
     shared.sysv.finish(true);
     timings.mark('finish');

@@ -272,6 +272,25 @@ test('a restore that fails midway kills its stub and leaves nothing behind', asy
   assert.ok(!existsSync(`/proc/${f.pid}`), 'no process under the original PID');
 });
 
+test('a restore whose last step the kernel refuses kills the new process, as it says', async () => {
+  const f = await started();
+  const image = dir();
+  assert.equal((await runCli(['dump', String(f.pid), '-D', image])).code, 0);
+  // An fs_base above the user address space: PTRACE_SETREGSET refuses it as the process is let go.
+  editManifest(
+    image,
+    (m) => {
+      const thread = (m.state as { threads: { regs: Record<string, string> }[] }).threads[0]!;
+      thread.regs.fs_base = '0x8000000000000000';
+    },
+    true,
+  );
+  const r = await runCli(['restore', '-D', image]);
+  assertFailed(r, /the new process was killed/);
+  assert.deepEqual(strays(/^ferry-restore$/), []);
+  assert.ok(!existsSync(`/proc/${f.pid}`), 'no process under the original PID');
+});
+
 /** Maps the file argv[1] names and 16 MiB of private memory it fills, writes argv[2], then waits. */
 const MAPS_A_FILE = `
 import mmap, os, sys, time

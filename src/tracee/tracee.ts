@@ -76,6 +76,8 @@ export class Tracee {
   private fenced = false;
   /** unfence() could not take the SIGSTOP back: release() continues the process after. */
   private continueOnRelease = false;
+  /** prepareRelease() is done: only the detaching is left. */
+  private prepared = false;
 
   private constructor(
     readonly pid: number,
@@ -181,12 +183,12 @@ export class Tracee {
   }
 
   /**
-   * Undo what was done inside the process (release hooks), then resume every thread where it was
-   * and stop tracing. Safe to call more than once. Should a thread refuse its registers, the error
-   * is thrown and the process is not released: kill() still kills it.
+   * Undo what was done inside the process (release hooks) and give every thread the registers it
+   * resumes with, all while still held: what fails here (a value the kernel refuses) leaves the
+   * process held, for kill(). Safe to call more than once; release() calls it.
    */
-  release(): void {
-    if (this.state !== 'held') return;
+  prepareRelease(): void {
+    if (this.state !== 'held' || this.prepared) return;
     let first: Error | undefined;
     for (const hook of this.releaseHooks.splice(0).reverse()) {
       try {
@@ -198,13 +200,30 @@ export class Tracee {
     for (const tid of this.tids) {
       try {
         this.restoreRegs(tid);
-        ptraceDetach(tid, 0);
       } catch (err) {
-        // A thread that exited meanwhile needs no release; anything else is reported after the rest.
+        // A thread that exited meanwhile needs no registers; anything else is reported after the rest.
         if (!isErrno(err, 'ESRCH')) first ??= err instanceof Error ? err : new Error(String(err));
       }
     }
     if (first) throw first;
+    this.prepared = true;
+  }
+
+  /**
+   * Undo what was done inside the process, then resume every thread where it was and stop tracing
+   * (prepareRelease(), then detach). Safe to call more than once. Should prepareRelease() fail, the
+   * error is thrown and the process stays held: kill() still kills it.
+   */
+  release(): void {
+    if (this.state !== 'held') return;
+    this.prepareRelease();
+    for (const tid of this.tids) {
+      try {
+        ptraceDetach(tid, 0);
+      } catch (err) {
+        if (!isErrno(err, 'ESRCH')) throw err;
+      }
+    }
     this.state = 'released';
     if (this.continueOnRelease && this.pidfd !== undefined) pidfdSendSignal(this.pidfd, SIG.SIGCONT);
     this.closePidfd();
