@@ -8,13 +8,15 @@ import { array, hex64, integer, object, oneOf, string, type Infer } from '../ima
 import { PART_NAME } from '../image/sink.js';
 import { VMA_KINDS } from '../vma/vma.js';
 
-export const FRAME = { PART: 1, MANIFEST: 2, COMMIT: 3, ABORT: 4, LAYER: 5 } as const;
+export const FRAME = { PART: 1, MANIFEST: 2, COMMIT: 3, ABORT: 4, LAYER: 5, SEAL: 6 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
 /** type u8, reserved u8 (0), name length u16 LE, payload length u32 LE. */
 const HEADER = 8;
 /** The largest payload a frame may carry. */
 export const MAX_PAYLOAD = 64 << 20;
+/** The largest payload of a frame other than PART, which is buffered whole (PART payloads are not). */
+export const MAX_CONTROL_PAYLOAD = 16 << 20;
 const MAX_NAME = 256;
 
 /**
@@ -75,7 +77,8 @@ export function frameHeader(type: FrameType, name: string, payloadLength: number
 /** Checked as soon as the header is in, before anything is buffered for the frame. */
 function checkHeader(type: number, nameLength: number, length: number): FrameType {
   if (!Object.values(FRAME).includes(type as FrameType)) throw corrupt(`unknown frame type ${type}`);
-  if (length > MAX_PAYLOAD) throw corrupt(`a frame of ${length} bytes is larger than ${MAX_PAYLOAD}`);
+  const max = type === FRAME.PART ? MAX_PAYLOAD : MAX_CONTROL_PAYLOAD;
+  if (length > max) throw corrupt(`a frame of type ${type} of ${length} bytes is larger than ${max}`);
   if (nameLength > MAX_NAME) throw corrupt(`a part name of ${nameLength} bytes`);
   return type as FrameType;
 }
@@ -85,7 +88,11 @@ function checkName(type: FrameType, name: string): void {
   if (type !== FRAME.PART && name !== '') throw corrupt(`frame type ${type} carries a name`);
 }
 
-/** Parse frames from a byte stream; the stream must end exactly after a frame. */
+/**
+ * Parse frames from a byte stream; the stream must end exactly after a frame. A PART frame's payload
+ * comes as it arrives, in pieces, each a frame of its own for the same part (its bytes go straight
+ * on, never buffered whole); the other frames come whole.
+ */
 export async function* readFrames(input: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Frame> {
   let chunks: Buffer[] = [];
   let buffered = 0;
@@ -104,29 +111,47 @@ export async function* readFrames(input: AsyncIterable<Buffer> | Iterable<Buffer
     buffered -= n;
     return all.subarray(0, n);
   };
-  let need = HEADER;
-  let header: { type: FrameType; nameLength: number; length: number } | undefined;
+  /** The frame being read: its header, its name once read, and the payload bytes still to come. */
+  let frame: { type: FrameType; nameLength: number; name?: string; left: number } | undefined;
   for await (const chunk of input) {
     chunks.push(chunk);
     buffered += chunk.length;
-    while (buffered >= need) {
-      if (!header) {
+    for (;;) {
+      if (!frame) {
+        if (buffered < HEADER) break;
         const h = take(HEADER);
         if (h[1] !== 0) throw corrupt('reserved header byte is not zero');
         const [nameLength, length] = [h.readUInt16LE(2), h.readUInt32LE(4)];
-        header = { type: checkHeader(h.readUInt8(0), nameLength, length), nameLength, length };
-        need = nameLength + length;
+        frame = { type: checkHeader(h.readUInt8(0), nameLength, length), nameLength, left: length };
         continue;
       }
-      const body = take(need);
-      const name = body.subarray(0, header.nameLength).toString('utf8');
-      checkName(header.type, name);
-      yield { type: header.type, name, payload: body.subarray(header.nameLength) };
-      header = undefined;
-      need = HEADER;
+      if (frame.name === undefined) {
+        if (buffered < frame.nameLength) break;
+        frame.name = take(frame.nameLength).toString('utf8');
+        checkName(frame.type, frame.name);
+        if (frame.type === FRAME.PART && frame.left === 0) {
+          yield { type: frame.type, name: frame.name, payload: Buffer.alloc(0) };
+          frame = undefined;
+        }
+        continue;
+      }
+      if (frame.type === FRAME.PART) {
+        if (buffered === 0) break;
+        const piece = take(Math.min(frame.left, chunks[0]!.length));
+        frame.left -= piece.length;
+        const { type, name } = frame;
+        if (frame.left === 0) frame = undefined;
+        yield { type, name, payload: piece };
+        continue;
+      }
+      if (buffered < frame.left) break;
+      const payload = take(frame.left);
+      const { type, name } = frame;
+      frame = undefined;
+      yield { type, name, payload };
     }
   }
-  if (header || buffered > 0) throw corrupt('the stream ended inside a frame');
+  if (frame || buffered > 0) throw corrupt('the stream ended inside a frame');
 }
 
 /** A migration as the target sees it (GET /v1/migrations/:id). */

@@ -10,9 +10,17 @@ function* chunks(bytes: Buffer, size: number): Generator<Buffer> {
   for (let off = 0; off < bytes.length; off += size) yield bytes.subarray(off, off + size);
 }
 
+/** The frames, a PART frame's pieces joined again. */
 async function frames(bytes: Buffer, size: number): Promise<Frame[]> {
   const out: Frame[] = [];
-  for await (const f of readFrames(chunks(bytes, size))) out.push({ ...f, payload: Buffer.from(f.payload) });
+  let piece = false; // the last frame out is a PART frame still coming in pieces
+  for await (const f of readFrames(chunks(bytes, size))) {
+    const last = out.at(-1);
+    if (piece && last && f.type === FRAME.PART && last.name === f.name)
+      last.payload = Buffer.concat([last.payload, f.payload]);
+    else out.push({ ...f, payload: Buffer.from(f.payload) });
+    piece = f.type === FRAME.PART;
+  }
   return out;
 }
 
@@ -41,6 +49,21 @@ test('frames come back whole however the stream is cut', async () => {
   }
 });
 
+test("a PART frame's bytes come out as they arrive, never held until the frame is whole", async () => {
+  const big = frame(FRAME.PART, 'pages.img', Buffer.alloc(1 << 20, 3));
+  const input = new PassThrough();
+  const reader = readFrames(input)[Symbol.asyncIterator]();
+  input.write(big.subarray(0, 100_000));
+  const first = await reader.next();
+  assert.equal(first.done, false);
+  assert.equal(first.value.name, 'pages.img');
+  assert.ok(first.value.payload.length > 0 && first.value.payload.length < 100_000, 'a piece, early');
+  input.end(big.subarray(100_000));
+  let total = first.value.payload.length;
+  for (let r = await reader.next(); !r.done; r = await reader.next()) total += r.value.payload.length;
+  assert.equal(total, 1 << 20);
+});
+
 test('hostile or damaged streams are refused', async () => {
   const good = frame(FRAME.PART, 'pages.img', Buffer.alloc(16));
   const cases: [string, Buffer, RegExp][] = [
@@ -52,6 +75,8 @@ test('hostile or damaged streams are refused', async () => {
   ];
   const huge = Buffer.from([1, 0, 9, 0, 0, 0, 0, 0x10, ...Buffer.from('pages.img')]);
   cases.push(['huge payload', huge, /larger than/]);
+  // A manifest is held whole until it is in: a smaller bound than for page data.
+  cases.push(['huge manifest', Buffer.from([2, 0, 0, 0, 0, 0, 0, 0x02]), /larger than 16777216/]);
   for (const [what, bytes, message] of cases) {
     await assert.rejects(frames(bytes, 3), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'FERRY_IMAGE_CORRUPT', what);
@@ -86,6 +111,7 @@ test('a streamed part with no bytes still reaches the target, as one empty frame
   const sink = new StreamSink('target', out, events, {
     timeoutMs: 1000,
     commitAgain: () => Promise.resolve('aborted'),
+    sealKey: Buffer.alloc(32),
   });
   const empty = sink.openPart('pages.img');
   const full = sink.openPart('pagemap.img');
