@@ -26,6 +26,8 @@ export const ERROR_CODES = {
   FERRY_CONNECTION: 'a connection to an agent could not be made, was lost, or carried something unexpected',
   FERRY_AUTH:
     'the agent refused the request: a missing or wrong token, or a process the caller may not act on',
+  FERRY_LIMIT:
+    'the agent is at a limit it keeps (concurrent migration streams, in all or per token): try again later',
   FERRY_MIGRATION_FAILED:
     'the migration did not complete: the process runs on at the source, nothing at the target',
   FERRY_MIGRATION_IN_DOUBT:

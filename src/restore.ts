@@ -9,7 +9,7 @@ import { readImage, type Image, type ProcessImage } from './read-image.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps, type MapsEntry } from './proc/maps.js';
 import type { RestoreContext } from './state/context.js';
-import { restoreCreds } from './state/creds.js';
+import { restoreCreds, setgroupsCall } from './state/creds.js';
 import { borrowedFds, restoreFiles } from './state/files.js';
 import { TreeFds } from './state/fd-shared.js';
 import { SysvSegments } from './state/sysv.js';
@@ -83,6 +83,12 @@ export interface RestoreOptions {
   onWarning?: (message: string) => void;
   /** Aborting it stops the restore at its next step: what it made is killed. */
   signal?: AbortSignal;
+  /**
+   * Open, map, bind and watch each process's own paths (its files, cwd, executable, sockets) with its
+   * own file credentials and groups, not ferry's root: the kernel refuses what its user may not do.
+   * For a restore on behalf of someone limited to that user (an agent's uid-bound token).
+   */
+  asUser?: boolean;
 }
 
 export interface RestoreResult {
@@ -213,7 +219,13 @@ async function restoreProcess(
   made: Made,
   proc: ProcessImage,
   shared: Shared,
-  options: { prefill?: Prefill; stopped?: boolean; samePid: SamePid; consumePages?: boolean },
+  options: {
+    prefill?: Prefill;
+    stopped?: boolean;
+    samePid: SamePid;
+    consumePages?: boolean;
+    asUser?: boolean;
+  },
 ): Promise<number> {
   const { image, timings } = shared;
   const state = proc.state;
@@ -228,11 +240,14 @@ async function restoreProcess(
     warn: shared.warn,
     tree: shared.tree,
     consumePages: options.consumePages ?? false,
+    user: options.asUser ? { fsuid: state.creds.uids[3]!, fsgid: state.creds.gids[3]! } : undefined,
   };
   const prefill = options.prefill;
   const filled = vmasToFill(proc.pages, state.vmas);
   const keep = prefill?.stagingRanges() ?? [];
   const stub = installControl(ctx, state.vmas, keep);
+  // Its own groups at once, for the paths opened with its own file credentials.
+  if (ctx.user) remote.withData(() => remote.batch([setgroupsCall(remote, state.creds.groups)]));
   // The private anonymous memory to fill that the stub's mappings leave room for is made first,
   // and its pages begin to be copied in while the rest of the layout is made (not with a prefill,
   // whose staged memory is moved into place first).
@@ -392,6 +407,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         prefill,
         stopped: options.stopped,
         consumePages: options.consumePages,
+        asUser: options.asUser,
         // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.
         samePid: i === 0 ? samePid : 'try',
       });

@@ -9,6 +9,7 @@ import { request, type IncomingMessage } from 'node:http';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { basename } from 'node:path';
 import { test } from 'node:test';
+import { macOf, streamKey } from '../src/image/mac.js';
 import { FRAME, frameHeader, readEvents } from '../src/migrate/wire.js';
 import { kernelTracksSoftDirty } from '../src/vma/pages.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
@@ -138,7 +139,8 @@ test("the agent's API dumps a process into its data directory and restores it fr
   assert.ok(dumped.body.frozenMs > 0 && dumped.body.leftRunning);
   runsFree(f.pid);
   assert.ok(readdirSync(`${agents[0]!.dataDir}/images/${image}`).includes('manifest.json'));
-  assert.equal((await post(lab.hosts[0]!, '/v1/restore', { image }, LIMITED_TOKEN)).status, 403);
+  // A token bound to another uid does not see the image (images are per uid): as if there were none.
+  assert.equal((await post(lab.hosts[0]!, '/v1/restore', { image }, LIMITED_TOKEN)).status, 404);
   assert.equal((await post(lab.hosts[0]!, '/v1/restore', { image: 'no-such-image' })).status, 404);
   assert.equal((await post(lab.hosts[0]!, '/v1/dump', { pid: 'x' })).status, 400);
   // The original runs on, so the copy takes a new PID; both carry the fixture's state.
@@ -242,16 +244,19 @@ test('a target agent killed while it holds the restored process takes that proce
   const dumped = await runCli(['dump', String(f.pid), '-D', image, '--leave-running']);
   assert.equal(dumped.code, 0, dumped.stderr);
   const manifest = readFileSync(`${image}/manifest.json`);
+  const id = randomUUID();
   const req = request({
     host: lab.hosts[1]!.addr,
     port: PORT,
     method: 'POST',
     path: '/v1/migrations',
-    headers: { authorization: `Bearer ${TOKEN}`, 'ferry-migration-id': randomUUID() },
+    headers: { authorization: `Bearer ${TOKEN}`, 'ferry-migration-id': id },
   });
   const response = new Promise<IncomingMessage>((resolve, reject) =>
     req.on('response', resolve).on('error', reject),
   );
+  req.flushHeaders();
+  const nonce = String((await response).headers['ferry-nonce']);
   const parts = Object.keys((JSON.parse(manifest.toString()) as { parts: object }).parts);
   for (const name of parts) {
     const data = readFileSync(`${image}/${name}`);
@@ -260,6 +265,9 @@ test('a target agent killed while it holds the restored process takes that proce
   }
   req.write(frameHeader(FRAME.MANIFEST, '', manifest.length));
   req.write(manifest);
+  const seal = Buffer.from(macOf(streamKey(TOKEN, id, nonce), manifest));
+  req.write(frameHeader(FRAME.SEAL, '', seal.length));
+  req.write(seal);
   let held = 0;
   for await (const event of readEvents(await response)) {
     if (event.event === 'restored') {

@@ -10,7 +10,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, freemem, hostname, loadavg, release, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { dump } from '../checkpoint.js';
 import { FerryError, isFerryError, type ErrorCode } from '../errors.js';
@@ -21,7 +21,9 @@ import { readProcText } from '../proc/files.js';
 import { startWorkerThreads } from '../sys/call.js';
 import { loadNativePackages } from '../sys/packages.js';
 import { FERRY_VERSION } from '../version.js';
-import { authenticate, authorize, type Caller, type TokenEntry } from './auth.js';
+import { ANYONE, authenticate, authorize, type Caller, type TokenEntry } from './auth.js';
+import { checkLeastPrivilege } from './privilege.js';
+import { loadImageKey, sealImage, verifyImage } from '../image/mac.js';
 import { metricsText } from './metrics.js';
 import { MIGRATION_ID, Migrations } from './receive.js';
 import { Registry } from './registry.js';
@@ -36,6 +38,16 @@ export interface AgentOptions {
   tls?: { cert: Buffer; key: Buffer };
   /** How long a connection may stay silent, and a held migration wait for its commit. */
   idleTimeoutMs?: number;
+  /**
+   * The key the agent seals the images it writes with, and without which it restores none (hex, 64
+   * digits); undefined: `<data-dir>/image.key`, made on first start.
+   */
+  imageKeyFile?: string;
+  /** Migration streams at once: in all (default 16), and per token (default 4); more are refused (429). */
+  maxStreams?: number;
+  maxStreamsPerToken?: number;
+  /** GET /metrics without a token (for a Prometheus that scrapes without one). */
+  metricsOpen?: boolean;
   /** Hears what went wrong without failing a request (a migration's prefill that gave up). */
   onWarning?: (message: string) => void;
 }
@@ -47,6 +59,10 @@ export interface Agent {
 }
 
 const DEFAULT_IDLE_MS = 30_000;
+const DEFAULT_MAX_STREAMS = 16;
+const DEFAULT_MAX_STREAMS_PER_TOKEN = 4;
+/** A request's head must be in within this. */
+const HEADERS_TIMEOUT_MS = 10_000;
 const MAX_JSON = 1 << 20;
 const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -98,10 +114,11 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
-function imageDir(dataDir: string, name: unknown): string {
+/** Where image `name` of `caller` is: a token bound to a uid has a namespace of its own. */
+function imageDir(dataDir: string, caller: Caller, name: unknown): string {
   if (typeof name !== 'string' || !IMAGE_NAME.test(name))
     throw new HttpError(400, `"image" must be a name matching ${IMAGE_NAME.source}`);
-  return join(dataDir, 'images', name);
+  return join(dataDir, 'images', ...(caller.uid === undefined ? [] : [`uid-${caller.uid}`]), name);
 }
 
 function processUid(pid: number): number {
@@ -119,7 +136,13 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     rmSync(join(dataDir, 'migrations', left), { recursive: true, force: true });
   loadNativePackages();
   startWorkerThreads();
+  const keyFile = options.imageKeyFile ?? join(dataDir, 'image.key');
+  const imageKey = loadImageKey(keyFile);
+  if (imageKey.made)
+    options.onWarning?.(`made a new image key in ${keyFile}: images sealed with another are refused`);
   const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_MS;
+  const maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
+  const maxStreamsPerToken = options.maxStreamsPerToken ?? DEFAULT_MAX_STREAMS_PER_TOKEN;
   const registry = new Registry();
   const migrations = new Migrations(dataDir, registry, idleMs, options.onWarning);
   const counters = { dumps: 0, restores: 0, requests: 0, refused: 0 };
@@ -142,40 +165,43 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     const path = url.pathname;
     const method = req.method ?? 'GET';
     const migration = /^\/v1\/migrations\/([^/]+)(\/commit)?$/.exec(path);
-    if (method === 'GET' && path === '/v1/health') return send(res, 200, { ok: true, ferry: FERRY_VERSION });
     if (method === 'GET' && path === '/v1/status') return send(res, 200, status());
-    if (method === 'GET' && path === '/v1/processes') return send(res, 200, { processes: registry.list() });
-    if (method === 'GET' && path === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-      res.end(metricsText({ registry, migrations, counters, status: status() }));
-      return;
+    if (method === 'GET' && path === '/v1/processes') {
+      const mine = registry.list().filter((p) => caller.uid === undefined || p.uid === caller.uid);
+      return send(res, 200, { processes: mine });
     }
+    if (method === 'GET' && path === '/metrics') return sendMetrics(res);
     if (method === 'POST' && path === '/v1/dump') {
       const body = await readJson(req);
       const pid = body.pid;
       if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0)
         throw new HttpError(400, '"pid" must be a positive integer');
       authorize(caller, processUid(pid), `process ${pid}`);
-      const dir = imageDir(dataDir, body.image ?? `pid-${pid}`);
+      const dir = imageDir(dataDir, caller, body.image ?? `pid-${pid}`);
       const result = await dump(pid, {
         dir,
         leaveRunning: body.leaveRunning === true,
         compress: body.compress === true,
         vmas: typeof body.vmas === 'string' ? body.vmas : undefined,
       });
+      sealImage(imageKey.key, dir);
       counters.dumps++;
-      return send(res, 200, { ...result, image: dir.slice(join(dataDir, 'images').length + 1) });
+      return send(res, 200, { ...result, image: basename(dir) });
     }
     if (method === 'POST' && path === '/v1/restore') {
       const body = await readJson(req);
-      const dir = imageDir(dataDir, body.image);
+      const dir = imageDir(dataDir, caller, body.image);
       if (!existsSync(dir)) throw new HttpError(404, `no image ${String(body.image)}`);
+      // Only an image this agent wrote, and only with what the caller's uid may have.
+      verifyImage(imageKey.key, dir, String(body.image));
       const image = await readImage(dir);
-      authorize(caller, image.manifest.state.creds.uids[0]!, `the process of image ${String(body.image)}`);
-      const result = await restore(image, { tty: 'null', samePid: 'try' });
+      checkLeastPrivilege(caller, image.manifest);
+      const asUser = caller.uid !== undefined && caller.uid !== 0;
+      const result = await restore(image, { tty: 'null', samePid: 'try', asUser });
       registry.add({
         pid: result.pid,
         originalPid: result.originalPid,
+        uid: image.manifest.state.creds.uids[0]!,
         command: image.manifest.state.command,
         origin: 'restore',
         state: 'running',
@@ -188,22 +214,36 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       const id = req.headers['ferry-migration-id'];
       if (typeof id !== 'string' || !MIGRATION_ID.test(id))
         throw new HttpError(400, `the Ferry-Migration-Id header must match ${MIGRATION_ID.source}`);
+      const streaming = migrations.streaming(caller.tokenId);
+      if (streaming.all >= maxStreams)
+        throw new HttpError(
+          429,
+          `${streaming.all} migrations are coming in already, the most this agent takes`,
+        );
+      if (streaming.token >= maxStreamsPerToken)
+        throw new HttpError(
+          429,
+          `${streaming.token} migrations of this token are coming in already, the most it may send`,
+        );
       return migrations.receive(id, caller, req, res);
     }
     if (migration) {
       const m = migrations.get(migration[1]!);
-      if (!m) throw new HttpError(404, `no migration ${migration[1]}`);
+      // Another uid's migration is none of this caller's business: as if there were none.
+      if (!m || !migrations.owns(caller, m)) throw new HttpError(404, `no migration ${migration[1]}`);
       if (method === 'GET' && !migration[2]) return send(res, 200, m);
       if (method === 'POST' && migration[2]) return send(res, 200, migrations.commit(m.id));
     }
     throw new HttpError(404, `no route ${method} ${path}`);
   };
 
+  const sendMetrics = (res: ServerResponse): void => {
+    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+    res.end(metricsText({ registry, migrations, counters, status: status() }));
+  };
+
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     counters.requests++;
-    const caller = options.tokens
-      ? authenticate(options.tokens, req.headers.authorization)
-      : { uid: undefined };
     const fail = (status: number, code: string, message: string): void => {
       if (res.headersSent) {
         res.destroy();
@@ -211,6 +251,17 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       }
       send(res, status, { error: { code, message } });
     };
+    // Answered to anyone: whether the agent is up (it says nothing else), and metrics if so set.
+    const path = new URL(req.url ?? '/', 'http://agent').pathname;
+    if (req.method === 'GET' && path === '/v1/health') {
+      req.resume();
+      return send(res, 200, { ok: true });
+    }
+    if (req.method === 'GET' && path === '/metrics' && options.metricsOpen) {
+      req.resume();
+      return sendMetrics(res);
+    }
+    const caller = options.tokens ? authenticate(options.tokens, req.headers.authorization) : ANYONE;
     if (!caller) {
       counters.refused++;
       res.setHeader('www-authenticate', 'Bearer realm="ferry"');
@@ -218,7 +269,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       return fail(401, 'FERRY_AUTH', 'a valid bearer token is required');
     }
     routes(req, res, caller).catch((err: unknown) => {
-      if (err instanceof HttpError) return fail(err.status, 'FERRY_USAGE', err.message);
+      if (err instanceof HttpError)
+        return fail(err.status, err.status === 429 ? 'FERRY_LIMIT' : 'FERRY_USAGE', err.message);
       if (isFerryError(err)) {
         if (err.code === 'FERRY_AUTH') counters.refused++;
         return fail(statusOf(err.code), err.code, err.message);
@@ -231,7 +283,10 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, handler)
     : createHttpServer(handler);
   server.requestTimeout = 0; // a migration stream takes as long as it takes; idleness is what counts
-  server.on('connection', (socket) => socket.setTimeout(idleMs, () => socket.destroy()));
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  // Idleness ends a connection (a stream whose source went silent): set server-wide, since a socket
+  // that carried a request before (keep-alive) gets the server's timeout again for the next one.
+  server.timeout = idleMs;
   await new Promise<void>((resolveListen, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(

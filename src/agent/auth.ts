@@ -1,13 +1,20 @@
 // Who may call the agent: bearer tokens from a file, one per line, each optionally bound to a uid
 // (`<token> uid=<n>`): such a caller acts only on processes and images of that uid.
 import { timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 
 export interface Caller {
   /** The uid this caller's token is bound to; undefined: any. */
   uid: number | undefined;
+  /** The token it gave (none for an agent that takes none): the key its migrations are sealed with. */
+  token: Buffer | undefined;
+  /** Which token: limits count per token. */
+  tokenId: string;
 }
+
+/** The caller of an agent that takes no token. */
+export const ANYONE: Caller = { uid: undefined, token: undefined, tokenId: 'anyone' };
 
 export interface TokenEntry {
   token: Buffer;
@@ -52,8 +59,22 @@ export function authenticate(entries: readonly TokenEntry[], header: string | un
   const m = /^Bearer\s+(\S+)$/i.exec(header ?? '');
   if (!m) return undefined;
   const given = Buffer.from(m[1]!);
-  const entry = entries.find((e) => e.token.length === given.length && timingSafeEqual(e.token, given));
-  return entry && { uid: entry.uid };
+  const index = entries.findIndex((e) => e.token.length === given.length && timingSafeEqual(e.token, given));
+  return index < 0
+    ? undefined
+    : { uid: entries[index]!.uid, token: entries[index]!.token, tokenId: String(index) };
+}
+
+/** What is wrong with a token file's permissions, if anything: one others may read. */
+export function tokenFileWarning(path: string): string | undefined {
+  try {
+    const mode = statSync(path).mode & 0o777;
+    if (mode & 0o077)
+      return `the token file ${path} may be read by others (mode ${mode.toString(8)}): chmod 600 ${path}`;
+  } catch {
+    // unreadable: reading it says so
+  }
+  return undefined;
 }
 
 /** Refuse unless `caller` may act on something owned by `uid`. */

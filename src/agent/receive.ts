@@ -22,15 +22,21 @@ import { Prefill } from '../prefill.js';
 import { readImage } from '../read-image.js';
 import { restore } from '../restore.js';
 import { openImageManifest } from '../state/image.js';
-import { authorize, type Caller } from './auth.js';
+import { macMatches, newNonce, streamKey } from '../image/mac.js';
+import type { Caller } from './auth.js';
+import { checkLeastPrivilege } from './privilege.js';
 import type { Registry } from './registry.js';
 
 export const MIGRATION_ID = /^[A-Za-z0-9-]{8,64}$/;
-/** Frames written to disk at once while the next ones are read (each up to 4 MiB of pages). */
+/** Frames written to disk at once while the next ones are read (each a piece as it arrived). */
 const WRITES_IN_FLIGHT = 4;
+/** How long a finished migration's record stays (GET, a commit asked again), then goes. */
+const RECORD_TTL_MS = 10 * 60_000;
 
 export class Migrations {
   private readonly all = new Map<string, Migration>();
+  /** The uid each migration's caller is bound to (undefined: any). */
+  private readonly owners = new Map<string, number | undefined>();
   /** Migrations of processes that were stopped at the source: they stay so. */
   private readonly stopped = new Set<string>();
   /** A held migration whose connection broke waits this long for a commit another way. */
@@ -57,11 +63,54 @@ export class Migrations {
     return this.all.get(id);
   }
 
+  /** Streams under way, by the caller's token. */
+  private readonly streams = new Map<string, number>();
+
+  /** Streams under way: in all, and those of the token `tokenId`. */
+  streaming(tokenId: string): { all: number; token: number } {
+    let all = 0;
+    for (const n of this.streams.values()) all += n;
+    return { all, token: this.streams.get(tokenId) ?? 0 };
+  }
+
+  /** Whether `caller` may see or commit migration `m`: one of its uid's, for a token bound to one. */
+  owns(caller: Caller, m: Migration): boolean {
+    return caller.uid === undefined || this.owners.get(m.id) === caller.uid;
+  }
+
   /** Serve POST /v1/migrations: the whole exchange of one migration. */
   async receive(id: string, caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (this.all.has(id)) throw new FerryError('FERRY_USAGE', `migration ${id} exists already`);
     const m: Migration = { id, state: 'receiving', bytes: 0, started: Date.now() };
     this.all.set(id, m);
+    this.owners.set(id, caller.uid);
+    this.streams.set(caller.tokenId, (this.streams.get(caller.tokenId) ?? 0) + 1);
+    try {
+      await this.exchange(m, caller, req, res);
+    } finally {
+      const left = (this.streams.get(caller.tokenId) ?? 1) - 1;
+      if (left > 0) this.streams.set(caller.tokenId, left);
+      else this.streams.delete(caller.tokenId);
+      // A finished migration's record is kept a while (a source asking again), then goes.
+      setTimeout(() => this.forget(id), RECORD_TTL_MS).unref();
+    }
+  }
+
+  private forget(id: string): void {
+    const m = this.all.get(id);
+    if (!m || this.pendingCommit.has(id) || m.state === 'receiving' || m.state === 'restoring') return;
+    this.all.delete(id);
+    this.owners.delete(id);
+  }
+
+  private async exchange(
+    m: Migration,
+    caller: Caller,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
+    const id = m.id;
+    const nonce = newNonce();
     const dir = join(this.dataDir, 'migrations', id);
     const sink = new DirSink(dir);
     const parts = new Map<string, PartWriter>();
@@ -76,12 +125,18 @@ export class Migrations {
     let prefill: Prefill | undefined;
     /** Writes of received frames still going on, oldest first. */
     const writes: Promise<void>[] = [];
-    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.writeHead(200, {
+      'content-type': 'application/x-ndjson',
+      'cache-control': 'no-store',
+      'ferry-nonce': nonce,
+    });
     res.flushHeaders();
     const send = (event: TargetEvent): void => {
       if (!res.writableEnded && !res.destroyed) res.write(eventLine(event));
     };
     let committed = false;
+    /** The manifest, once in; acted on at its seal. */
+    let text: string | undefined;
     try {
       for await (const frame of readFrames(req)) {
         if (frame.type === FRAME.PART) {
@@ -105,24 +160,41 @@ export class Migrations {
           prefill = this.prefillLayer(prefill, notice, sink);
           send({ event: 'layered', layer: notice.layer.pages, prefilled: prefill !== undefined });
         } else if (frame.type === FRAME.MANIFEST) {
-          if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a second manifest');
-          const text = frame.payload.toString('utf8');
+          if (m.state !== 'receiving' || text !== undefined)
+            throw new FerryError('FERRY_CONNECTION', 'a second manifest');
+          text = frame.payload.toString('utf8');
+        } else if (frame.type === FRAME.SEAL) {
+          if (m.state !== 'receiving' || text === undefined)
+            throw new FerryError('FERRY_CONNECTION', 'a seal without a manifest before it');
+          // Sealed for this migration by the holder of the caller's token: not one sent again.
+          if (!macMatches(streamKey(caller.token, id, nonce), text, frame.payload.toString('latin1')))
+            throw new FerryError(
+              'FERRY_AUTH',
+              `the stream of migration ${id} is not sealed for it: sent again from another, or forged`,
+            );
           const manifest = openImageManifest(text, `migration ${id}`);
           const state = manifest.state;
-          authorize(caller, state.creds.uids[0]!, `process ${state.pid}`);
+          checkLeastPrivilege(caller, manifest);
           await Promise.all([...parts.keys()].map(close));
           await sink.commit(text);
           m.state = 'restoring';
           // Each part was hashed as it arrived: the manifest is checked against those sums.
           const image = await readImage(dir, Object.fromEntries(closed), manifest);
           // The image goes once the process runs (or dies): its pages are its to reuse meanwhile.
-          const result = await restore(image, { stopped: true, tty: 'null', prefill, consumePages: true });
+          const result = await restore(image, {
+            stopped: true,
+            tty: 'null',
+            prefill,
+            consumePages: true,
+            asUser: caller.uid !== undefined && caller.uid !== 0,
+          });
           m.pid = result.pid;
           m.state = 'held';
           if (manifest.tree[0]?.stopped) this.stopped.add(id);
           this.registry.add({
             pid: result.pid,
             originalPid: state.pid,
+            uid: state.creds.uids[0]!,
             command: state.command,
             origin: 'migration',
             migrationId: id,

@@ -11,6 +11,8 @@ export interface ManagedProcess {
   pid: number;
   /** The PID it had where it was dumped. */
   originalPid: number;
+  /** Its real uid: a token bound to a uid sees only its processes. */
+  uid: number;
   command: string;
   /** How it came: a restore request, or a migration (with its id). */
   origin: 'restore' | 'migration';

@@ -1,6 +1,8 @@
-// ferry agent --listen <addr:port> --data-dir <dir> [--token-file <f>] [--tls-cert <f> --tls-key <f>]
+// ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]
+//   [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>] [--json]
+import { isIP } from 'node:net';
 import { readTls, startAgent } from '../agent/agent.js';
-import { readTokenFile } from '../agent/auth.js';
+import { readTokenFile, tokenFileWarning } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { parseMs, printJson, warnOnStderr, type Command } from './command.js';
@@ -9,7 +11,8 @@ export const agentCommand: Command = {
   name: 'agent',
   summary: "run this host's agent: the HTTP API for dumps, restores and incoming migrations",
   usage:
-    'ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f>] [--idle-timeout <ms>] [--json]',
+    'ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]\n' +
+    '       [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>] [--json]',
   options: {
     listen: { type: 'string' },
     'data-dir': { type: 'string' },
@@ -17,6 +20,11 @@ export const agentCommand: Command = {
     'no-auth': { type: 'boolean' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
+    insecure: { type: 'boolean' },
+    'image-key': { type: 'string' },
+    'metrics-open': { type: 'boolean' },
+    'max-streams': { type: 'string' },
+    'max-streams-per-token': { type: 'string' },
     'idle-timeout': { type: 'string' },
   },
   positionals: { min: 0, max: 0 },
@@ -36,13 +44,33 @@ export const agentCommand: Command = {
     if ((typeof cert === 'string') !== (typeof key === 'string'))
       throw new FerryError('FERRY_USAGE', '--tls-cert and --tls-key go together');
     const { host, port } = parseAddress(values.listen);
+    const tls = typeof cert === 'string' && typeof key === 'string';
+    // Tokens and process memory cross the network in the clear without TLS: only on loopback, or
+    // when asked for by name.
+    if (!tls && !isLoopback(host) && values.insecure !== true)
+      throw new FerryError(
+        'FERRY_USAGE',
+        `${values.listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure to serve plain HTTP there`,
+      );
+    if (values['no-auth'] === true)
+      warnOnStderr(
+        `--no-auth: anyone who reaches ${values.listen} may read any process's memory and run code as root`,
+      );
+    if (typeof tokenFile === 'string') {
+      const unsafe = tokenFileWarning(tokenFile);
+      if (unsafe) warnOnStderr(unsafe);
+    }
     const agent = await startAgent({
       host,
       port,
       dataDir: values['data-dir'],
       tokens: typeof tokenFile === 'string' ? readTokenFile(tokenFile) : undefined,
-      tls: typeof cert === 'string' && typeof key === 'string' ? readTls(cert, key) : undefined,
+      tls: tls ? readTls(cert, key) : undefined,
       idleTimeoutMs: parseMs('idle-timeout', values['idle-timeout']),
+      imageKeyFile: typeof values['image-key'] === 'string' ? values['image-key'] : undefined,
+      metricsOpen: values['metrics-open'] === true,
+      maxStreams: parseCount('max-streams', values['max-streams']),
+      maxStreamsPerToken: parseCount('max-streams-per-token', values['max-streams-per-token']),
       onWarning: warnOnStderr,
     });
     if (values.json) printJson({ listening: agent.address, pid: process.pid });
@@ -55,3 +83,18 @@ export const agentCommand: Command = {
     return 0;
   },
 };
+
+/** 127.0.0.0/8, ::1, localhost: where plain HTTP stays on this host. */
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+function parseCount(name: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (typeof value !== 'string' || !Number.isInteger(n) || n < 1)
+    throw new FerryError('FERRY_USAGE', `--${name} takes a whole number, 1 or more`);
+  return n;
+}

@@ -143,7 +143,8 @@ export class DirSink implements ImageSink {
     private readonly sync = false,
   ) {
     try {
-      this.made = mkdirSync(location, { recursive: true });
+      // An image holds a process's memory, secrets included: its directory is the owner's alone.
+      this.made = mkdirSync(location, { recursive: true, mode: 0o700 });
     } catch (err) {
       throw writeError(location, err);
     }

@@ -1,7 +1,8 @@
 // Talking to an agent: where it is, how to authenticate, one JSON request, or an open request for a
-// migration stream.
+// migration stream; and, before a token goes out, whether it speaks what we are about to speak.
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import { FerryError } from '../errors.js';
 
 export interface AgentEndpoint {
@@ -126,4 +127,73 @@ export async function callAgent<T>(
   } catch {
     throw new FerryError('FERRY_CONNECTION', `the agent at ${describe(e)} answered with something not JSON`);
   }
+}
+
+/** Whether `host:port` completes a TLS handshake (any certificate): it speaks TLS. */
+function speaksTls(e: AgentEndpoint, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host: e.host, port: e.port, rejectUnauthorized: false, servername: '' });
+    const done = (yes: boolean): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(yes);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once('secureConnect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+const TLS_PLAIN = new Set(['ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG', 'EPROTO']);
+const TLS_UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Make sure the agent at `e` speaks what this client is about to (TLS when `e.ca` is given, else
+ * plain HTTP) before any token goes out: `GET /v1/health`, which needs none. A mismatch is said
+ * as such (the agent speaks TLS: pass --tls-ca), not as a reset connection.
+ */
+export async function probeAgent(e: AgentEndpoint, timeoutMs: number): Promise<void> {
+  const anonymous = { ...e, token: undefined };
+  try {
+    const req = openRequest(anonymous, 'GET', '/v1/health');
+    const response = responseOf(anonymous, req, timeoutMs);
+    req.end();
+    await readAll(await response);
+  } catch (err) {
+    const code = errorCode(err);
+    if (e.ca && code !== undefined && TLS_PLAIN.has(code))
+      throw new FerryError(
+        'FERRY_CONNECTION',
+        `the agent at ${describe(e)} does not speak TLS: leave out --tls-ca`,
+        { cause: err },
+      );
+    if (e.ca && code !== undefined && TLS_UNTRUSTED.has(code))
+      throw new FerryError(
+        'FERRY_CONNECTION',
+        `the agent at ${describe(e)} has a certificate that CA did not sign (${code})`,
+        { cause: err },
+      );
+    if (!e.ca && (await speaksTls(e, timeoutMs)))
+      throw new FerryError(
+        'FERRY_CONNECTION',
+        `the agent at ${describe(e)} speaks TLS: pass --tls-ca <the CA that signed its certificate>`,
+        { cause: err },
+      );
+    throw err;
+  }
+}
+
+/** The code of a connection error, or of the error it wraps. */
+function errorCode(err: unknown): string | undefined {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code && code !== 'FERRY_CONNECTION') return code;
+  }
+  return undefined;
 }

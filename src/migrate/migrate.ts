@@ -7,7 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { dump, type DumpResult } from '../checkpoint.js';
 import { FerryError, isFerryError } from '../errors.js';
 import { initHashing } from '../image/hash.js';
-import { describe, openRequest, responseOf, type AgentEndpoint } from './client.js';
+import { streamKey } from '../image/mac.js';
+import { describe, openRequest, probeAgent, responseOf, type AgentEndpoint } from './client.js';
 import { commitAgain, inDoubtMessage } from './resolve.js';
 import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '../precopy.js';
 import type { WriteTracker } from '../state/mem-dirty.js';
@@ -86,7 +87,9 @@ async function migrateWatched(
   const target = describe(options.to);
   const migrationId = randomUUID();
   await initHashing();
-  // The target answers (authenticates, has room for the stream) before anything is frozen.
+  // The target answers (speaks what we speak, authenticates, has room for the stream) before
+  // anything is frozen.
+  await probeAgent(options.to, timeoutMs);
   const req = openRequest(options.to, 'POST', '/v1/migrations', {
     'content-type': 'application/octet-stream',
     'ferry-migration-id': migrationId,
@@ -97,7 +100,14 @@ async function migrateWatched(
   const response = responseOf(options.to, req, timeoutMs);
   req.flushHeaders();
   const res = await response;
+  const nonce = res.headers['ferry-nonce'];
+  if (typeof nonce !== 'string' || !/^[0-9a-f]{32}$/.test(nonce))
+    throw new FerryError(
+      'FERRY_CONNECTION',
+      `${target} gave no nonce for the migration: is it a ferry agent?`,
+    );
   const sink = new StreamSink(target, req, readEvents(res), {
+    sealKey: streamKey(options.to.token, migrationId, nonce),
     timeoutMs,
     commitAgain: () => commitAgain(options.to, migrationId, timeoutMs),
     signal: options.signal,

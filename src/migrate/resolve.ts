@@ -13,7 +13,7 @@ import { isErrno } from '../sys/errno.js';
 import { pidfdExited, pidfdOpen, pidfdSendSignal } from '../sys/pidfd.js';
 import { SIG } from '../sys/signal.js';
 import { closeSync } from 'node:fs';
-import { AgentError, callAgent, describe, type AgentEndpoint } from './client.js';
+import { AgentError, callAgent, describe, probeAgent, type AgentEndpoint } from './client.js';
 import type { Migration } from './wire.js';
 
 const RETRY_MS = 200;
@@ -99,6 +99,7 @@ export async function resolveInDoubt(
       );
     let outcome: 'running' | 'aborted';
     try {
+      await probeAgent(to, options.timeoutMs);
       outcome = await commitAgain(to, id, options.timeoutMs);
     } catch (err) {
       throw new FerryError(

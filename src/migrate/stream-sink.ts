@@ -5,6 +5,7 @@
 import type { Writable } from 'node:stream';
 import { FerryError, isFerryError } from '../errors.js';
 import { createHasher } from '../image/hash.js';
+import { macOf } from '../image/mac.js';
 import { faultPoint } from '../sys/fault.js';
 import type { LayerRecord } from '../image/manifest.js';
 import type { ImageSink, LayerVma, PartWriter } from '../image/sink.js';
@@ -29,6 +30,8 @@ export interface StreamSinkOptions {
   onBytes?: (sent: number) => void;
   /** Aborting it fails what waits for the target, until COMMIT is sent (not after). */
   signal?: AbortSignal;
+  /** The migration's key (streamKey()): the manifest goes out sealed with it (a SEAL frame). */
+  sealKey: Buffer;
 }
 
 export interface StreamOutcome {
@@ -180,6 +183,7 @@ export class StreamSink implements ImageSink {
     const restored = this.next('restored');
     restored.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
     await this.send(FRAME.MANIFEST, '', Buffer.from(manifest));
+    await this.send(FRAME.SEAL, '', Buffer.from(macOf(this.options.sealKey, manifest)));
     const { pid, restoreMs } = await restored;
     this.options.signal?.throwIfAborted();
     fence?.();

@@ -4,7 +4,8 @@ import { FerryError } from '../errors.js';
 import { listProcDir } from '../proc/files.js';
 import type { ProcStat } from '../proc/stat.js';
 import type { ProcStatus } from '../proc/status.js';
-import type { RemoteSyscalls } from '../tracee/remote.js';
+import { NR } from '../sys/nr.js';
+import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import type { Tracee } from '../tracee/tracee.js';
 import type { ImageSink, ImageSource } from '../image/sink.js';
 import type { TreeFds } from './fd-shared.js';
@@ -42,6 +43,35 @@ export interface RestoreContext {
   tree: TreeFds;
   /** The image is temporary: page data written into the process may be dropped from its files. */
   consumePages: boolean;
+  /**
+   * The file credentials the process's own paths are opened, bound and watched with (a restore for
+   * a caller bound to a uid): the kernel checks them, not ferry's root.
+   */
+  user?: { fsuid: number; fsgid: number };
+}
+
+/**
+ * `call`, which names a path of the process's (a file it had open or mapped, its cwd, a socket it
+ * bound), made with the process's file credentials when the restore has them (RestoreContext.user):
+ * setfsgid and setfsuid before, back to root's after (which gives back the file capabilities).
+ * Returns the calls and where `call` is among them.
+ */
+export function asUser(
+  ctx: Pick<RestoreContext, 'user'>,
+  call: RemoteCall,
+): { calls: RemoteCall[]; at: number } {
+  if (!ctx.user) return { calls: [call], at: 0 };
+  const { fsuid, fsgid } = ctx.user;
+  return {
+    calls: [
+      { name: 'setfsgid', nr: NR.setfsgid, args: [fsgid] },
+      { name: 'setfsuid', nr: NR.setfsuid, args: [fsuid] },
+      call,
+      { name: 'setfsuid(0)', nr: NR.setfsuid, args: [0] },
+      { name: 'setfsgid(0)', nr: NR.setfsgid, args: [0] },
+    ],
+    at: 2,
+  };
 }
 
 /** The descriptor open() will return next in process `pid`: its lowest free one. */

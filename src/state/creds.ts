@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { array, boolean, hex64, integer, object, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
 import { PR, PR_CAP_AMBIENT, SECBIT } from '../sys/prctl.js';
-import type { RemoteCall } from '../tracee/remote.js';
+import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import type { DumpContext, RestoreContext } from './context.js';
 
 const id = integer(0, 2 ** 32 - 1);
@@ -72,6 +72,13 @@ function capsetArgs(rec: CredsRecord): { header: Buffer; data: Buffer } {
  * capabilities, KEEP_CAPS as it was, dumpable, and last no_new_privs (which cannot be undone).
  * `first`: calls to run before them in the same batch.
  */
+/** setgroups(2) of `groups`, through `remote`. */
+export function setgroupsCall(remote: RemoteSyscalls, groups: readonly number[]): RemoteCall {
+  const list = Buffer.alloc(Math.max(4, groups.length * 4));
+  groups.forEach((g, i) => list.writeUInt32LE(g, i * 4));
+  return { name: 'setgroups', nr: NR.setgroups, args: [groups.length, remote.put(list)] };
+}
+
 export function restoreCreds(ctx: RestoreContext, rec: CredsRecord, first: readonly RemoteCall[] = []): void {
   const remote = ctx.remote;
   const prctl = (name: string, ...args: number[]): RemoteCall => ({
@@ -80,8 +87,6 @@ export function restoreCreds(ctx: RestoreContext, rec: CredsRecord, first: reado
     args: [...args, 0, 0, 0, 0].slice(0, 5),
   });
   const last = Number(readFileSync('/proc/sys/kernel/cap_last_cap', 'utf8'));
-  const groups = Buffer.alloc(Math.max(4, rec.groups.length * 4));
-  rec.groups.forEach((g, i) => groups.writeUInt32LE(g, i * 4));
   const [ruid, euid, suid] = rec.uids;
   const [rgid, egid, sgid] = rec.gids;
   const locked = (rec.securebits & SECBIT.KEEP_CAPS_LOCKED) !== 0;
@@ -91,7 +96,7 @@ export function restoreCreds(ctx: RestoreContext, rec: CredsRecord, first: reado
   remote.withData(() =>
     remote.batch([
       ...first,
-      { name: 'setgroups', nr: NR.setgroups, args: [rec.groups.length, remote.put(groups)] },
+      setgroupsCall(remote, rec.groups),
       { name: 'setresgid', nr: NR.setresgid, args: [rgid!, egid!, sgid!] },
       ...capsIn(all & ~rec.caps.bounding, last).map((cap) =>
         prctl(`PR_CAPBSET_DROP, ${cap}`, PR.CAPBSET_DROP, cap),

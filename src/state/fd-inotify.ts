@@ -13,7 +13,7 @@ import { O } from '../sys/fcntl.js';
 import { pathOfHandle } from '../sys/handle.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
-import { unsupportedMessage } from './context.js';
+import { asUser, unsupportedMessage } from './context.js';
 import type { FdKind, FilesDumpContext } from './fd-kind.js';
 
 const FIONREAD = 0x541b;
@@ -107,15 +107,20 @@ export const fdInotify: FdKind<'inotify', InotifyRecord> = {
     let next = 1;
     for (const w of rec.watches) {
       remote.withData(() => {
-        const add: RemoteCall = {
+        // A watch is added with the process's file credentials (asUser()).
+        const add = asUser(ctx, {
           name: `inotify_add_watch(${w.path})`,
           nr: NR.inotify_add_watch,
           args: [made, remote.putString(w.path), w.mask],
-        };
+        });
         const calls: RemoteCall[] = [];
         for (; next < w.wd; next++)
-          calls.push(add, { name: `inotify_rm_watch(${next})`, nr: NR.inotify_rm_watch, args: [made, next] });
-        const got = remote.batch([...calls, add]).at(-1);
+          calls.push(...add.calls, {
+            name: `inotify_rm_watch(${next})`,
+            nr: NR.inotify_rm_watch,
+            args: [made, next],
+          });
+        const got = remote.batch([...calls, ...add.calls])[calls.length + add.at];
         if (got !== BigInt(w.wd))
           throw new FerryError(
             'FERRY_RESTORE_FAILED',

@@ -2,7 +2,7 @@
 import type { Stats } from 'node:fs';
 import type { Schema } from '../image/schema.js';
 import type { Fdinfo } from '../proc/fdinfo.js';
-import type { DumpContext, RestoreContext } from './context.js';
+import { asUser, type DumpContext, type RestoreContext } from './context.js';
 import type { TreeFiles } from './fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
@@ -73,7 +73,7 @@ export interface FdBuilder {
 
 /** Give a descriptor back by opening a path again. */
 export function reopen(ctx: FilesRestoreContext, fds: FdBuilder, fd: number, spec: Reopen): void {
-  const made = fds.create({
+  const made = createAsUser(ctx, fds, {
     name: `open(${spec.path})`,
     nr: NR.openat,
     args: [AT_FDCWD, ctx.remote.putString(spec.path), spec.flags & ~O.CLOEXEC, 0],
@@ -81,6 +81,20 @@ export function reopen(ctx: FilesRestoreContext, fds: FdBuilder, fd: number, spe
   if (spec.pos !== null && spec.pos > 0n)
     fds.call({ name: `lseek(${fd})`, nr: NR.lseek, args: [made, spec.pos, SEEK_SET] });
   fds.place(fd, made, spec.flags);
+}
+
+/** fds.create(call) with the process's file credentials (asUser()): the descriptor it makes. */
+export function createAsUser(ctx: FilesRestoreContext, fds: FdBuilder, call: RemoteCall): number {
+  const { calls, at } = asUser(ctx, call);
+  calls.slice(0, at).forEach((c) => fds.call(c));
+  const made = fds.create(calls[at]!);
+  calls.slice(at + 1).forEach((c) => fds.call(c));
+  return made;
+}
+
+/** fds.call(call) with the process's file credentials (asUser()). */
+export function callAsUser(ctx: FilesRestoreContext, fds: FdBuilder, call: RemoteCall): void {
+  for (const c of asUser(ctx, call).calls) fds.call(c);
 }
 
 /** Give a made descriptor the file status flags (O_NONBLOCK, ...) it had. */

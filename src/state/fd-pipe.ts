@@ -14,6 +14,7 @@ import {
   reopenFlags,
   setStatusFlags,
   type FdBuilder,
+  createAsUser,
   type FdInfo,
   type FdKind,
   type FilesRestoreContext,
@@ -148,7 +149,7 @@ export const fdFifo: FdKind<'fifo', FifoRecord> = {
   },
   restore(ctx, rec, fds) {
     fds.shared(`fifo:${rec.fifo}`, () => {
-      const keeper = fds.create({
+      const keeper = createAsUser(ctx, fds, {
         name: `open(${rec.path})`,
         nr: NR.openat,
         args: [AT_FDCWD, ctx.remote.putString(rec.path), O.RDWR | O.NONBLOCK, 0],

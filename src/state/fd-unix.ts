@@ -14,7 +14,13 @@ import { AF, peekQueue, SOCK } from '../sys/socket.js';
 import { unixSockets } from '../sys/unix-diag.js';
 import { unsupportedMessage } from './context.js';
 import { unixKey, unixPairId } from './fd-shared.js';
-import { setStatusFlags, type FdBuilder, type FdKind, type FilesRestoreContext } from './fd-kind.js';
+import {
+  callAsUser,
+  setStatusFlags,
+  type FdBuilder,
+  type FdKind,
+  type FilesRestoreContext,
+} from './fd-kind.js';
 
 const LISTENING = 10;
 const MAX_MESSAGES = 1 << 20;
@@ -63,9 +69,17 @@ function makeLone(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): nu
       'FERRY_RESTORE_FAILED',
       `${rec.name} is bound by a live socket: fd ${rec.fd} cannot have it`,
     );
-  if (path !== null && existsSync(path) && lstatSync(path).isSocket()) unlinkSync(path);
+  if (path !== null && existsSync(path)) {
+    const left = lstatSync(path);
+    // A socket file the process may remove (for a restore with its own file credentials: its own).
+    if (left.isSocket() && (!ctx.user || left.uid === ctx.user.fsuid)) unlinkSync(path);
+  }
   const addr = sockaddr(rec.name);
-  fds.call({ name: `bind(${rec.name})`, nr: NR.bind, args: [made, ctx.remote.put(addr), addr.length] });
+  callAsUser(ctx, fds, {
+    name: `bind(${rec.name})`,
+    nr: NR.bind,
+    args: [made, ctx.remote.put(addr), addr.length],
+  });
   if (rec.backlog !== null)
     fds.call({ name: `listen(${rec.name})`, nr: NR.listen, args: [made, rec.backlog] });
   if (path !== null && rec.mode !== null) {

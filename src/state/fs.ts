@@ -3,7 +3,7 @@ import { FerryError } from '../errors.js';
 import { integer, object, string, type Infer } from '../image/schema.js';
 import { readProcLink } from '../proc/files.js';
 import { NR } from '../sys/nr.js';
-import { unsupportedMessage, type DumpContext, type RestoreContext } from './context.js';
+import { asUser, unsupportedMessage, type DumpContext, type RestoreContext } from './context.js';
 
 export const fsRecord = object({ cwd: string({ max: 4096 }), umask: integer(0, 0o777) });
 export type FsRecord = Infer<typeof fsRecord>;
@@ -35,7 +35,7 @@ export function dumpFs(ctx: DumpContext): FsRecord {
 
 export function restoreFs(ctx: RestoreContext, rec: FsRecord): void {
   ctx.remote.batch([
-    { name: `chdir(${rec.cwd})`, nr: NR.chdir, args: [ctx.remote.putString(rec.cwd)] },
+    ...asUser(ctx, { name: `chdir(${rec.cwd})`, nr: NR.chdir, args: [ctx.remote.putString(rec.cwd)] }).calls,
     { name: 'umask', nr: NR.umask, args: [rec.umask] },
   ]);
 }

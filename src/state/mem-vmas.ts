@@ -12,6 +12,7 @@ import { MADV, MAP, MLOCK_ONFAULT, PROT } from '../sys/mman.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { SPECIAL_KINDS, VMA_KINDS, type Vma } from '../vma/vma.js';
 import {
+  asUser,
   expectFd,
   lowestFreeFd,
   unsupportedMessage,
@@ -220,12 +221,13 @@ export function mapVmas(
       calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
     } else if (isFileBacked(v)) {
       const mode = (shared && v.perms[1] === 'w' ? O.RDWR : O.RDONLY) | O.CLOEXEC;
-      opens.push(calls.length);
-      calls.push({
+      const open = asUser(ctx, {
         name: `open(${v.name})`,
         nr: NR.openat,
         args: [AT_FDCWD, remote.putString(v.name), mode, 0],
       });
+      opens.push(calls.length + open.at);
+      calls.push(...open.calls);
       calls.push({
         name: `mmap(${at}, ${v.name})`,
         nr: NR.mmap,

@@ -5,7 +5,7 @@ import { base64, hex64, integer, nullable, object, string, type Infer } from '..
 import { readProcBytes, readProcLink, readProcText } from '../proc/files.js';
 import { NR } from '../sys/nr.js';
 import { PR, PR_SET_MM } from '../sys/prctl.js';
-import { expectFd, lowestFreeFd, type DumpContext, type RestoreContext } from './context.js';
+import { asUser, expectFd, lowestFreeFd, type DumpContext, type RestoreContext } from './context.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 
 export const mmRecord = object({
@@ -85,11 +85,12 @@ export function restoreMm(ctx: RestoreContext, rec: MmRecord): void {
     remote.batch([personality, setMm]);
     return;
   }
-  const open = {
+  const open = asUser(ctx, {
     name: `open(${rec.exe})`,
     nr: NR.openat,
     args: [AT_FDCWD, remote.putString(rec.exe), O.RDONLY | O.CLOEXEC, 0],
-  };
-  const results = remote.batch([personality, open, setMm, { name: 'close', nr: NR.close, args: [freeFd] }]);
-  expectFd(results[1], freeFd, `open(${rec.exe})`);
+  });
+  const close = { name: 'close', nr: NR.close, args: [freeFd] };
+  const results = remote.batch([personality, ...open.calls, setMm, close]);
+  expectFd(results[1 + open.at], freeFd, `open(${rec.exe})`);
 }

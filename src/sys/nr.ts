@@ -52,6 +52,8 @@ export const NR = {
   setpgid: 109,
   setsid: 112,
   setgroups: 116,
+  setfsuid: 122,
+  setfsgid: 123,
   setresuid: 117,
   setresgid: 119,
   capset: 126,

@@ -1,16 +1,31 @@
 // Agent tokens: the file format, bearer headers, and uid-bound tokens.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { authenticate, authorize, parseTokenFile } from '../../src/agent/auth.js';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import {
+  ANYONE,
+  authenticate,
+  authorize,
+  parseTokenFile,
+  tokenFileWarning,
+  type Caller,
+} from '../../src/agent/auth.js';
+import { checkLeastPrivilege, hostUser } from '../../src/agent/privilege.js';
+import type { Manifest } from '../../src/state/image.js';
 
 const FILE = '# operators\nadmin-token-0123456789\n\nalice-token-0123456789 uid=1000\n';
 
 test('tokens authenticate callers; a uid-bound token acts only on that uid', () => {
   const tokens = parseTokenFile(FILE, 'tokens');
-  assert.deepEqual(authenticate(tokens, 'Bearer admin-token-0123456789'), { uid: undefined });
+  assert.deepEqual(authenticate(tokens, 'Bearer admin-token-0123456789'), {
+    uid: undefined,
+    token: Buffer.from('admin-token-0123456789'),
+    tokenId: '0',
+  });
   const alice = authenticate(tokens, 'bearer alice-token-0123456789');
   assert.ok(alice);
-  assert.deepEqual(alice, { uid: 1000 });
+  assert.deepEqual([alice.uid, alice.tokenId], [1000, '1']);
   for (const header of [
     undefined,
     '',
@@ -22,7 +37,62 @@ test('tokens authenticate callers; a uid-bound token acts only on that uid', () 
     assert.equal(authenticate(tokens, header), undefined, String(header));
   authorize(alice, 1000, 'process 1');
   assert.throws(() => authorize(alice, 0, 'process 1'), { code: 'FERRY_AUTH' });
-  authorize({ uid: undefined }, 0, 'process 1');
+  authorize(ANYONE, 0, 'process 1');
+});
+
+test('a token file others may read is warned of', () => {
+  const dir = mkdtempSync(`${tmpdir()}/ferry-auth-`);
+  try {
+    const file = `${dir}/tokens`;
+    writeFileSync(file, FILE, { mode: 0o644 });
+    assert.match(tokenFileWarning(file) ?? '', /may be read by others \(mode 644\): chmod 600/);
+    chmodSync(file, 0o600);
+    assert.equal(tokenFileWarning(file), undefined);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
+test('a uid-bound token may have restored only what its uid has, with no capability', () => {
+  const dir = mkdtempSync(`${tmpdir()}/ferry-users-`);
+  try {
+    writeFileSync(`${dir}/passwd`, 'root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n');
+    writeFileSync(`${dir}/group`, 'root:x:0:\nalice:x:1000:\nvideo:x:44:alice,bob\nwheel:x:10:bob\n');
+    const user = (uid: number) => hostUser(uid, { passwd: `${dir}/passwd`, group: `${dir}/group` });
+    assert.deepEqual(user(1000), { uid: 1000, gids: [1000, 44] });
+    const caps = { effective: 0n, permitted: 0n, inheritable: 0n, bounding: (1n << 41n) - 1n, ambient: 0n };
+    const image = (creds: Partial<{ uids: number[]; gids: number[]; groups: number[]; caps: typeof caps }>) =>
+      ({
+        state: {
+          pid: 7,
+          creds: {
+            uids: [1000, 1000, 1000, 1000],
+            gids: [1000, 1000, 1000, 1000],
+            groups: [44],
+            caps,
+            ...creds,
+          },
+        },
+        children: [],
+      }) as unknown as Manifest;
+    const alice: Caller = { uid: 1000, token: undefined, tokenId: '1' };
+    checkLeastPrivilege(alice, image({}), user);
+    const refused: [string, Parameters<typeof image>[0]][] = [
+      ['uid 0', { uids: [1000, 0, 0, 0] }],
+      ['group 10', { groups: [44, 10] }],
+      ['group 0', { gids: [1000, 0, 1000, 1000] }],
+      ['capabilities \\(effective', { caps: { ...caps, effective: 1n << 21n } }],
+      ['capabilities \\(ambient', { caps: { ...caps, ambient: 1n } }],
+    ];
+    for (const [what, creds] of refused)
+      assert.throws(() => checkLeastPrivilege(alice, image(creds), user), {
+        code: 'FERRY_AUTH',
+        message: new RegExp(`uid 1000, and process 7 of the image would run with ${what}`),
+      });
+    checkLeastPrivilege(ANYONE, image({ uids: [0, 0, 0, 0] }), user);
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
 });
 
 test('a bad token file is refused with its line', () => {

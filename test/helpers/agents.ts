@@ -85,7 +85,9 @@ export async function startAgentOn(
       '--token-file',
       lab.tokenFile,
     ],
-    ...['--idle-timeout', '2000', ...(options.extra ?? [])],
+    // Plain HTTP on the lab's private addresses, unless a test gives TLS.
+    ...['--idle-timeout', '2000', ...(options.extra?.includes('--tls-cert') ? [] : ['--insecure'])],
+    ...(options.extra ?? []),
   ]);
   lab.cleanup(() => p.stop());
   assert.match(p.readyLine, /^ferry agent listening on /);

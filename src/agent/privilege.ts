@@ -1,0 +1,64 @@
+// What a caller whose token is bound to a uid may have the agent run: processes with that uid's own
+// credentials and no more: every uid (real, effective, saved, filesystem) that uid, every gid and
+// supplementary group one the uid has on this host (/etc/passwd, /etc/group), no capability. The
+// agent decides from the image it verified, before anything is spawned; whatever the restore then
+// opens or binds for the process, it does with that uid's file credentials (RestoreOptions.asUser).
+import { readFileSync } from 'node:fs';
+import { FerryError } from '../errors.js';
+import type { Manifest } from '../state/image.js';
+import type { Caller } from './auth.js';
+
+export interface HostUser {
+  uid: number;
+  /** Its primary group, and every group that lists it. */
+  gids: number[];
+}
+
+function readLines(path: string): string[][] {
+  try {
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '' && !l.startsWith('#'))
+      .map((l) => l.split(':'));
+  } catch {
+    return [];
+  }
+}
+
+/** The groups user `uid` has on this host: its primary group and the groups that name it. */
+export function hostUser(uid: number, files = { passwd: '/etc/passwd', group: '/etc/group' }): HostUser {
+  const entry = readLines(files.passwd).find((f) => Number(f[2]) === uid);
+  const gids = new Set<number>();
+  if (entry) {
+    gids.add(Number(entry[3]));
+    for (const g of readLines(files.group))
+      if ((g[3] ?? '').split(',').includes(entry[0]!)) gids.add(Number(g[2]));
+  }
+  return { uid, gids: [...gids] };
+}
+
+/**
+ * Refuse (FERRY_AUTH) an image whose processes would run with more than `caller`'s uid has: any
+ * id not its own, a group it is not in, any capability. A caller not bound to a uid may restore
+ * anything; so may one bound to uid 0.
+ */
+export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = hostUser): void {
+  const uid = caller.uid;
+  if (uid === undefined || uid === 0) return;
+  const allowed = new Set(user(uid).gids);
+  for (const state of [manifest.state, ...manifest.children]) {
+    const { uids, gids, groups, caps } = state.creds;
+    const refuse = (what: string): never => {
+      throw new FerryError(
+        'FERRY_AUTH',
+        `this token acts for uid ${uid}, and process ${state.pid} of the image would run with ${what}`,
+      );
+    };
+    const otherUid = uids.find((u) => u !== uid);
+    if (otherUid !== undefined) refuse(`uid ${otherUid}`);
+    const otherGid = [...gids, ...groups].find((g) => !allowed.has(g));
+    if (otherGid !== undefined) refuse(`group ${otherGid}, which uid ${uid} is not in here`);
+    const held = Object.entries(caps).find(([set, v]) => set !== 'bounding' && v !== 0n);
+    if (held) refuse(`capabilities (${held[0]} 0x${held[1].toString(16)})`);
+  }
+}
