@@ -64,6 +64,8 @@ const DEFAULT_MAX_STREAMS_PER_TOKEN = 4;
 /** A request's head must be in within this. */
 const HEADERS_TIMEOUT_MS = 10_000;
 const MAX_JSON = 1 << 20;
+/** The statuses of a limit reached: too many at once, too large. */
+const LIMITS = new Set([413, 429]);
 const IMAGE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** HTTP status for each kind of refusal. */
@@ -96,7 +98,8 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
   let text = '';
   for await (const chunk of req as AsyncIterable<Buffer>) {
     text += chunk.toString('utf8');
-    if (text.length > MAX_JSON) throw new HttpError(413, 'request body too large');
+    if (text.length > MAX_JSON)
+      throw new HttpError(413, `a request body over ${MAX_JSON} bytes, the most the agent reads`);
   }
   try {
     const value: unknown = JSON.parse(text === '' ? '{}' : text);
@@ -214,6 +217,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       const id = req.headers['ferry-migration-id'];
       if (typeof id !== 'string' || !MIGRATION_ID.test(id))
         throw new HttpError(400, `the Ferry-Migration-Id header must match ${MIGRATION_ID.source}`);
+      // A migration comes in once: a stream sent again under its id is turned away at the door.
+      if (migrations.get(id)) throw new HttpError(409, `migration ${id} exists already`);
       const streaming = migrations.streaming(caller.tokenId);
       if (streaming.all >= maxStreams)
         throw new HttpError(
@@ -270,7 +275,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     }
     routes(req, res, caller).catch((err: unknown) => {
       if (err instanceof HttpError)
-        return fail(err.status, err.status === 429 ? 'FERRY_LIMIT' : 'FERRY_USAGE', err.message);
+        return fail(err.status, LIMITS.has(err.status) ? 'FERRY_LIMIT' : 'FERRY_USAGE', err.message);
       if (isFerryError(err)) {
         if (err.code === 'FERRY_AUTH') counters.refused++;
         return fail(statusOf(err.code), err.code, err.message);

@@ -80,7 +80,6 @@ export class Migrations {
 
   /** Serve POST /v1/migrations: the whole exchange of one migration. */
   async receive(id: string, caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (this.all.has(id)) throw new FerryError('FERRY_USAGE', `migration ${id} exists already`);
     const m: Migration = { id, state: 'receiving', bytes: 0, started: Date.now() };
     this.all.set(id, m);
     this.owners.set(id, caller.uid);
