@@ -262,7 +262,7 @@ async function restoreProcess(
     const staged: StagedContent =
       prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
     for (const v of staged.keys()) filled.add(v); // mapped writable, protected at the end like these
-    shared.sysv.prepare(state.shm);
+    shared.sysv.prepare(state.shm, ctx.user);
     const backings = prepareBackings(ctx, state.vmas);
     mapVmas(
       ctx,

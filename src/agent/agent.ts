@@ -11,7 +11,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, freemem, hostname, loadavg, release, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import { dump } from '../checkpoint.js';
 import { FerryError, isFerryError, type ErrorCode } from '../errors.js';
 import { readImage } from '../read-image.js';
@@ -33,9 +33,14 @@ export interface AgentOptions {
   host: string;
   port: number;
   dataDir: string;
-  /** Who may call; undefined: anyone (only with `insecure`). */
+  /** Who may call; undefined: anyone who reaches it. */
   tokens: TokenEntry[] | undefined;
   tls?: { cert: Buffer; key: Buffer };
+  /**
+   * Serve plain HTTP on an address other than loopback, tokens and process memory in the clear;
+   * without it, such an agent is refused (FERRY_USAGE).
+   */
+  insecure?: boolean;
   /** How long a connection may stay silent, and a held migration wait for its commit. */
   idleTimeoutMs?: number;
   /**
@@ -131,6 +136,11 @@ function processUid(pid: number): number {
 
 /** Start an agent; resolves once it listens. */
 export async function startAgent(options: AgentOptions): Promise<Agent> {
+  if (!options.tls && !isLoopback(options.host) && options.insecure !== true)
+    throw new FerryError(
+      'FERRY_USAGE',
+      `${options.host} is not a loopback address: serve TLS there (--tls-cert and --tls-key), or plain HTTP by name (--insecure)`,
+    );
   const dataDir = resolve(options.dataDir);
   mkdirSync(join(dataDir, 'images'), { recursive: true, mode: 0o700 });
   mkdirSync(join(dataDir, 'migrations'), { recursive: true, mode: 0o700 });
@@ -323,4 +333,11 @@ export function readTls(cert: string, key: string): { cert: Buffer; key: Buffer 
   } catch (err) {
     throw new FerryError('FERRY_USAGE', `cannot read the TLS certificate or key: ${String(err)}`);
   }
+}
+
+/** 127.0.0.0/8, ::1, localhost: where plain HTTP stays on this host. */
+function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
 }

@@ -1,8 +1,11 @@
 // What a caller whose token is bound to a uid may have the agent run: processes with that uid's own
 // credentials and no more: every uid (real, effective, saved, filesystem) that uid, every gid and
-// supplementary group one the uid has on this host (/etc/passwd, /etc/group), no capability. The
-// agent decides from the image it verified, before anything is spawned; whatever the restore then
-// opens or binds for the process, it does with that uid's file credentials (RestoreOptions.asUser).
+// supplementary group one the uid has on this host (/etc/passwd, /etc/group), no capability; and
+// nothing the restore would do for them with its own privileges that the uid could not do: a port
+// below the unprivileged ones, a TCP connection made through TCP_REPAIR, another uid's SysV shared
+// memory. The agent decides from the image it verified, before anything is spawned; whatever the
+// restore then opens or binds by path, it does with that uid's file credentials
+// (RestoreOptions.asUser).
 import { readFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import type { Manifest } from '../state/image.js';
@@ -46,19 +49,39 @@ export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = h
   const uid = caller.uid;
   if (uid === undefined || uid === 0) return;
   const allowed = new Set(user(uid).gids);
+  const lowestPort = unprivilegedPortStart();
   for (const state of [manifest.state, ...manifest.children]) {
     const { uids, gids, groups, caps } = state.creds;
     const refuse = (what: string): never => {
       throw new FerryError(
         'FERRY_AUTH',
-        `this token acts for uid ${uid}, and process ${state.pid} of the image would run with ${what}`,
+        `this token acts for uid ${uid}, and process ${state.pid} of the image would ${what}`,
       );
     };
     const otherUid = uids.find((u) => u !== uid);
-    if (otherUid !== undefined) refuse(`uid ${otherUid}`);
+    if (otherUid !== undefined) refuse(`run with uid ${otherUid}`);
     const otherGid = [...gids, ...groups].find((g) => !allowed.has(g));
-    if (otherGid !== undefined) refuse(`group ${otherGid}, which uid ${uid} is not in here`);
+    if (otherGid !== undefined) refuse(`run with group ${otherGid}, which uid ${uid} is not in here`);
     const held = Object.entries(caps).find(([set, v]) => set !== 'bounding' && v !== 0n);
-    if (held) refuse(`capabilities (${held[0]} 0x${held[1].toString(16)})`);
+    if (held) refuse(`run with capabilities (${held[0]} 0x${held[1].toString(16)})`);
+    for (const f of state.files) {
+      if (f.kind !== 'socket') continue;
+      if (f.tcp)
+        refuse(`have a TCP connection (fd ${f.fd}), which only TCP_REPAIR remakes: that needs CAP_NET_ADMIN`);
+      const port = f.address.readUInt16BE(2);
+      if (port !== 0 && port < lowestPort)
+        refuse(`bind port ${port} (fd ${f.fd}): below ${lowestPort}, the lowest a user may bind here`);
+    }
+    const shm = state.shm.find((seg) => seg.uid !== uid);
+    if (shm) refuse(`attach SysV shared memory ${shm.id}, which uid ${shm.uid} owns`);
+  }
+}
+
+/** The lowest port a process without CAP_NET_BIND_SERVICE may bind here. */
+function unprivilegedPortStart(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1').trim());
+  } catch {
+    return 1024;
   }
 }

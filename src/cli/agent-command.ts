@@ -1,6 +1,5 @@
 // ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]
 //   [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>] [--json]
-import { isIP } from 'node:net';
 import { readTls, startAgent } from '../agent/agent.js';
 import { readTokenFile, tokenFileWarning } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
@@ -45,13 +44,6 @@ export const agentCommand: Command = {
       throw new FerryError('FERRY_USAGE', '--tls-cert and --tls-key go together');
     const { host, port } = parseAddress(values.listen);
     const tls = typeof cert === 'string' && typeof key === 'string';
-    // Tokens and process memory cross the network in the clear without TLS: only on loopback, or
-    // when asked for by name.
-    if (!tls && !isLoopback(host) && values.insecure !== true)
-      throw new FerryError(
-        'FERRY_USAGE',
-        `${values.listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure to serve plain HTTP there`,
-      );
     if (values['no-auth'] === true)
       warnOnStderr(
         `--no-auth: anyone who reaches ${values.listen} may read any process's memory and run code as root`,
@@ -66,6 +58,7 @@ export const agentCommand: Command = {
       dataDir: values['data-dir'],
       tokens: typeof tokenFile === 'string' ? readTokenFile(tokenFile) : undefined,
       tls: tls ? readTls(cert, key) : undefined,
+      insecure: values.insecure === true,
       idleTimeoutMs: parseMs('idle-timeout', values['idle-timeout']),
       imageKeyFile: typeof values['image-key'] === 'string' ? values['image-key'] : undefined,
       metricsOpen: values['metrics-open'] === true,
@@ -83,13 +76,6 @@ export const agentCommand: Command = {
     return 0;
   },
 };
-
-/** 127.0.0.0/8, ::1, localhost: where plain HTTP stays on this host. */
-function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
 
 function parseCount(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;

@@ -57,16 +57,30 @@ export function dumpSysv(ctx: DumpContext, vmas: readonly Vma[]): SysvRecord {
   return [...out.values()];
 }
 
+/** Whether the segment's mode lets `user` read and write it (as its owner, its group, or other). */
+function readWrite(s: ShmSegment, user: { fsuid: number; fsgid: number }): boolean {
+  const shift = s.uid === user.fsuid ? 6 : s.gid === user.fsgid ? 3 : 0;
+  return ((s.mode >> shift) & 6) === 6;
+}
+
 /** The segments of a restore: found or made once for the whole tree. */
 export class SysvSegments {
   private readonly ready = new Set<number>();
   private readonly made: SegmentRecord[] = [];
 
-  /** Have every segment of `recs` there under its ID, made again where it is gone. */
-  prepare(recs: SysvRecord): void {
+  /**
+   * Have every segment of `recs` there under its ID, made again where it is gone. A restore made
+   * for a `user` attaches no segment already there that the user could not attach itself.
+   */
+  prepare(recs: SysvRecord, user?: { fsuid: number; fsgid: number }): void {
     for (const rec of recs) {
       if (this.ready.has(rec.id)) continue;
       const there = segments().find((s) => s.id === rec.id);
+      if (there && user && !readWrite(there, user))
+        throw new FerryError(
+          'FERRY_AUTH',
+          `SysV shared memory ${rec.id} is there, and uid ${user.fsuid} may not read and write it (mode ${there.mode.toString(8)}, uid ${there.uid})`,
+        );
       if (there) {
         const same = there.size === rec.size && (there.key === rec.key || rec.key === IPC_PRIVATE);
         if (!same)

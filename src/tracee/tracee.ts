@@ -279,6 +279,9 @@ export class Tracee {
   kill(): void {
     if (this.state !== 'held') return;
     this.state = 'killed';
+    // A process the caller started itself (Node's child_process, say) is the caller's to reap: were
+    // it reaped here, the caller would wait for its exit for ever. The pidfd tells it is gone.
+    const callers = !this.disposable && this.pidfd !== undefined && this.parent() === process.pid;
     try {
       if (this.pidfd === undefined) kill(this.pid, SIG.SIGKILL);
       else pidfdSendSignal(this.pidfd, SIG.SIGKILL);
@@ -287,6 +290,7 @@ export class Tracee {
     }
     // The leader's exit is reported only once every other thread is reaped: it goes last.
     for (const tid of this.tids.reverse()) {
+      if (callers && tid === this.pid) continue;
       try {
         waitpid(tid, 0);
       } catch (err) {
@@ -297,6 +301,15 @@ export class Tracee {
     this.closePidfd();
     if (!dead) throw new FerryError('FERRY_INTERNAL', `process ${this.pid} did not die of SIGKILL`);
     this.watch?.release(this.pid);
+  }
+
+  /** The process's parent, or undefined once it is gone. */
+  private parent(): number | undefined {
+    try {
+      return parseStat(readProcText(this.pid, 'stat')).ppid;
+    } catch {
+      return undefined;
+    }
   }
 
   private closePidfd(): void {

@@ -1,7 +1,7 @@
 // Agent tokens: the file format, bearer headers, and uid-bound tokens.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import {
   ANYONE,
@@ -61,10 +61,15 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
     const user = (uid: number) => hostUser(uid, { passwd: `${dir}/passwd`, group: `${dir}/group` });
     assert.deepEqual(user(1000), { uid: 1000, gids: [1000, 44] });
     const caps = { effective: 0n, permitted: 0n, inheritable: 0n, bounding: (1n << 41n) - 1n, ambient: 0n };
-    const image = (creds: Partial<{ uids: number[]; gids: number[]; groups: number[]; caps: typeof caps }>) =>
+    const image = (
+      creds: Partial<{ uids: number[]; gids: number[]; groups: number[]; caps: typeof caps }>,
+      more: { files?: object[]; shm?: object[] } = {},
+    ) =>
       ({
         state: {
           pid: 7,
+          files: more.files ?? [],
+          shm: more.shm ?? [],
           creds: {
             uids: [1000, 1000, 1000, 1000],
             gids: [1000, 1000, 1000, 1000],
@@ -88,6 +93,34 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
       assert.throws(() => checkLeastPrivilege(alice, image(creds), user), {
         code: 'FERRY_AUTH',
         message: new RegExp(`uid 1000, and process 7 of the image would run with ${what}`),
+      });
+    // What the restore would do for it with privileges of its own.
+    const socket = (port: number, tcp: object | null = null): object => {
+      const address = Buffer.alloc(16);
+      address.writeUInt16LE(2, 0);
+      address.writeUInt16BE(port, 2);
+      return { kind: 'socket', fd: 3, address, tcp };
+    };
+    const lowest = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1'));
+    checkLeastPrivilege(
+      alice,
+      image({}, { files: [socket(lowest), socket(0)], shm: [{ id: 5, uid: 1000 }] }),
+      user,
+    );
+    const privileged: [string, Parameters<typeof image>[1]][] = [
+      ['have a TCP connection \\(fd 3\\), which only TCP_REPAIR', { files: [socket(40000, {})] }],
+      ['attach SysV shared memory 5, which uid 0 owns', { shm: [{ id: 5, uid: 0 }] }],
+    ];
+    // (A host that lets users bind any port, as some containers do, has no port to refuse.)
+    if (lowest > 0)
+      privileged.push([
+        `bind port ${lowest - 1} \\(fd 3\\): below ${lowest}`,
+        { files: [socket(lowest - 1)] },
+      ]);
+    for (const [what, more] of privileged)
+      assert.throws(() => checkLeastPrivilege(alice, image({}, more), user), {
+        code: 'FERRY_AUTH',
+        message: new RegExp(`uid 1000, and process 7 of the image would ${what}`),
       });
     checkLeastPrivilege(ANYONE, image({ uids: [0, 0, 0, 0] }), user);
   } finally {

@@ -331,7 +331,10 @@ test('plain HTTP to a TLS agent is told so, and carries no token; health for any
     timeout: 10_000,
   });
   assert.equal(open.status, 2, open.stderr);
-  assert.match(open.stderr, /give --tls-cert and --tls-key, or --insecure/);
+  assert.match(
+    open.stderr,
+    /not a loopback address: serve TLS there \(--tls-cert and --tls-key\), or plain HTTP by name \(--insecure\)/,
+  );
   // Health for anyone, revealing nothing; metrics and status only with a token.
   const health = await api<{ ok: boolean }>('/v1/health');
   assert.deepEqual([health.status, health.body], [200, { ok: true }]);
