@@ -74,6 +74,27 @@ export function asUser(
   };
 }
 
+/**
+ * remote.check() of a call on a path, with `user`'s file credentials (as asUser() gives them), put
+ * back to root's whether or not it fails: for a call whose failure is an answer.
+ */
+export function checkAsUser(
+  remote: RestoreContext['remote'],
+  user: NonNullable<RestoreContext['user']>,
+  name: string,
+  nr: number,
+  ...args: (number | bigint)[]
+): bigint {
+  remote.call(NR.setfsgid, user.fsgid);
+  remote.call(NR.setfsuid, user.fsuid);
+  try {
+    return remote.check(name, nr, ...args);
+  } finally {
+    remote.call(NR.setfsuid, 0);
+    remote.call(NR.setfsgid, 0);
+  }
+}
+
 /** The descriptor open() will return next in process `pid`: its lowest free one. */
 export function lowestFreeFd(pid: number): number {
   const used = new Set(listProcDir(pid, 'fd').map(Number));

@@ -36,7 +36,11 @@ export const fdFile: FdKind<'file', FileRecord> = {
     };
   },
   restore(ctx, rec, fds) {
-    const path = rec.ghost ? heldPath(heldGhost(ctx, rec.path, rec.ghost)) : rec.path;
-    reopen(ctx, fds, rec.fd, { path, flags: reopenFlags(rec.flags), pos: rec.pos });
+    const spec = { flags: reopenFlags(rec.flags), pos: rec.pos };
+    if (!rec.ghost) return reopen(ctx, fds, rec.fd, { ...spec, path: rec.path });
+    // Through ferry's own descriptor of the file it made: no path of the image's, nothing to check
+    // with the process's credentials.
+    const path = heldPath(heldGhost(ctx, rec.path, rec.ghost));
+    reopen({ ...ctx, user: undefined }, fds, rec.fd, { ...spec, path });
   },
 };

@@ -1,6 +1,8 @@
 // Ghost files: the content of a file that was deleted while open or mapped, saved in the image
 // (up to GHOST_LIMIT bytes) and written back for the restore, under its old path when that is free,
-// then unlinked again. A memfd's content is saved the same way and given back as a memfd.
+// then unlinked again. A memfd's content is saved the same way and given back as a memfd. A restore
+// made for a user (RestoreContext.user) has the stub make and unlink the file with the user's file
+// credentials: ferry's root creates or removes no path an image names.
 import { chownSync, existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -8,8 +10,10 @@ import { tmpdir } from 'node:os';
 import { FerryError } from '../errors.js';
 import { hex64, integer, object, string, type Infer } from '../image/schema.js';
 import { MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/memfd.js';
+import { isErrno } from '../sys/errno.js';
+import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
-import { unsupportedMessage, type DumpContext, type RestoreContext } from './context.js';
+import { checkAsUser, unsupportedMessage, type DumpContext, type RestoreContext } from './context.js';
 import { deviceName } from './fd-kind.js';
 import { shmemKey } from './fd-shared.js';
 
@@ -99,7 +103,59 @@ export function heldMemfd(ctx: RestoreContext, name: string, ghost: GhostRecord)
 
 /** ferry's descriptor of the deleted file `ghost` saved: recreated by the first of the tree that has it. */
 export function heldGhost(ctx: RestoreContext, path: string, ghost: GhostRecord): number {
-  return ctx.tree.get(ghostKey(ghost)) ?? ctx.tree.holdPath(ghostKey(ghost), createGhost(ctx, path, ghost));
+  const key = ghostKey(ghost);
+  const held = ctx.tree.get(key);
+  if (held !== undefined) return held;
+  if (ctx.user) return heldGhostAsUser(ctx, ctx.user, path, ghost);
+  return ctx.tree.holdPath(key, createGhost(ctx, path, ghost));
+}
+
+/**
+ * heldGhost() for a restore made for `user`: the stub makes the file with the user's credentials
+ * (at its old path if the user may, else in the temporary directory; owned by the user), ferry fills
+ * it through the stub's descriptor and holds it, and the stub unlinks it again as the user.
+ */
+function heldGhostAsUser(
+  ctx: RestoreContext,
+  user: NonNullable<RestoreContext['user']>,
+  path: string,
+  ghost: GhostRecord,
+): number {
+  const remote = ctx.remote;
+  const flags = O.CREAT | O.EXCL | O.RDWR | O.CLOEXEC;
+  for (const candidate of [path, join(tmpdir(), `.ferry-ghost-${randomBytes(6).toString('hex')}`)]) {
+    let fd: number;
+    try {
+      fd = Number(
+        checkAsUser(
+          remote,
+          user,
+          `open(${candidate})`,
+          NR.openat,
+          AT_FDCWD,
+          remote.putString(candidate),
+          flags,
+          ghost.mode,
+        ),
+      );
+    } catch (err) {
+      if (isErrno(err, 'EEXIST', 'ENOENT', 'EACCES', 'EPERM')) continue; // not there: the next place
+      throw err;
+    }
+    try {
+      writeFileSync(`/proc/${ctx.pid}/fd/${fd}`, ghostContent(ctx, ghost));
+      if (ghost.uid !== user.fsuid)
+        ctx.warn(`the deleted file ${path} of uid ${ghost.uid} comes back owned by uid ${user.fsuid}`);
+      return ctx.tree.holdPath(ghostKey(ghost), `/proc/${ctx.pid}/fd/${fd}`);
+    } finally {
+      remote.check('close(ghost)', NR.close, fd);
+      checkAsUser(remote, user, `unlink(${candidate})`, NR.unlink, remote.putString(candidate));
+    }
+  }
+  throw new FerryError(
+    'FERRY_RESTORE_FAILED',
+    `uid ${user.fsuid} may not make the deleted file ${path} again, there nor in ${tmpdir()}`,
+  );
 }
 
 /** The path a stub opens ferry's descriptor `held` by: a file description of its own on that file. */

@@ -46,6 +46,7 @@ export const NR = {
   getcwd: 79,
   chdir: 80,
   fchdir: 81,
+  unlink: 87,
   umask: 95,
   getrlimit: 97,
   ptrace: 101,

@@ -3,7 +3,16 @@
 // streams by the score, and plain HTTP where TLS is spoken.
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  cpSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  watch,
+  writeFileSync,
+} from 'node:fs';
 import { request, type ClientRequest, type IncomingMessage } from 'node:http';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -23,7 +32,7 @@ const ADMIN = 'admin-token-0123456789abcdef';
 const NOBODY = 'nobody-token-0123456789abcdef';
 const NOBODY_UID = 65534;
 const STREAMERS = Array.from({ length: 5 }, (_, i) => `stream-token-${i}-0123456789abcdef`);
-const SLEEPER = 'import os, time\nprint("READY", os.getpid(), flush=True)\nwhile True: time.sleep(0.05)';
+const SLEEPER = 'print("READY", os.getpid(), flush=True)\nwhile True: time.sleep(0.05)';
 
 const cleanup = cleanupAfterAll();
 let work: string;
@@ -63,13 +72,17 @@ async function api<T>(path: string, token?: string, body?: unknown): Promise<{ s
   return { status: res.status, body: (text.startsWith('{') ? JSON.parse(text) : text) as T };
 }
 
-/** A python process asleep, nobody's unless `asRoot`, its output in a file nobody owns. */
-function sleeper(asRoot = false): Promise<number> {
+/**
+ * A python process asleep, nobody's unless `asRoot`, its output in a file nobody owns; `first` is
+ * python it runs before.
+ */
+function sleeper(asRoot = false, first = ''): Promise<number> {
   const out = `${work}/out-${n++}`;
   writeFileSync(out, '');
   chownSync(out, NOBODY_UID, NOBODY_UID);
   const as = asRoot ? [] : [`--reuid=${NOBODY_UID}`, `--regid=${NOBODY_UID}`, '--clear-groups'];
-  return startLogged(out, 'setpriv', [...as, PYTHON, '-c', SLEEPER], /READY/, cleanup);
+  const code = `import os, time\n${first}\n${SLEEPER}`;
+  return startLogged(out, 'setpriv', [...as, PYTHON, '-c', code], /READY/, cleanup);
 }
 
 /** The agent's living children: what it restored. */
@@ -110,13 +123,18 @@ function body(image: string, manifest: Buffer, seal: Buffer): Buffer {
 }
 
 /** Send `bytes` as the body of migration `id` under `token`; the agent's events, up to the last. */
+/**
+ * Send `bytes` as the body of migration `id` under `token`, and commit what is restored (the
+ * migration ends: it counts no more against the token's streams); the agent's events.
+ */
 async function send(token: string, id: string, bytes: (nonce: string) => Buffer): Promise<TargetEvent[]> {
   const { req, res, nonce } = await openMigration(token, id);
-  req.end(bytes(nonce));
+  req.write(bytes(nonce));
   const events: TargetEvent[] = [];
   for await (const e of readEvents(res)) {
     events.push(e);
-    if (e.event === 'restored' || e.event === 'error') break;
+    if (e.event === 'restored') req.end(frameHeader(FRAME.COMMIT, '', 0));
+    if (e.event === 'running' || e.event === 'error') break;
   }
   req.destroy();
   return events;
@@ -186,6 +204,41 @@ test("a uid-bound token's own process migrates in; a manifest forged to root is 
   assert.equal(opened.at(-1)!.event, 'error', JSON.stringify(opened));
   assert.match(JSON.stringify(opened), /\/etc\/shadow.*EACCES/);
   assert.deepEqual(restoredNow(), before, 'the agent runs nothing new');
+});
+
+test("a deleted file comes back made by the user's own hands; a forged path in root's directory is not made", async () => {
+  const ghost = `${work}/ghost-${n++}`;
+  const image = await dumpOf(
+    await sleeper(
+      false,
+      `f = open("${ghost}", "w+")\nf.write("kept " * 100)\nf.flush()\nos.unlink("${ghost}")`,
+    ),
+  );
+  const manifest = readFileSync(`${image}/manifest.json`);
+  const own = await stream(image, manifest, NOBODY);
+  const restored = own.find((e) => e.event === 'restored');
+  assert.ok(restored, JSON.stringify(own));
+  cleanup(() => killAndReap(restored.pid));
+  assert.equal(readFileSync(`/proc/${restored.pid}/fd/3`, 'latin1'), 'kept '.repeat(100));
+  assert.equal(statSync(`/proc/${restored.pid}/fd/3`).uid, NOBODY_UID);
+  killAndReap(restored.pid);
+  // The same, said to be a file in a directory only root may write: made elsewhere, by nobody.
+  const rootOnly = mkdtempSync(`${tmpdir()}/ferry-root-only-`);
+  cleanup(() => rmSync(rootOnly, { recursive: true, force: true }));
+  const made: string[] = [];
+  const watcher = watch(rootOnly, (_, name) => made.push(String(name)));
+  cleanup(() => watcher.close());
+  const planted = forged(image, (m) => {
+    const file = (m.state.files as { fd: number; path: string }[]).find((f) => f.fd === 3)!;
+    file.path = `${rootOnly}/planted`;
+  });
+  const elsewhere = await stream(image, planted, NOBODY);
+  const moved = elsewhere.find((e) => e.event === 'restored');
+  assert.ok(moved, JSON.stringify(elsewhere));
+  cleanup(() => killAndReap(moved.pid));
+  assert.equal(readFileSync(`/proc/${moved.pid}/fd/3`, 'latin1'), 'kept '.repeat(100));
+  await new Promise((r) => setTimeout(r, 200)); // the watcher's events come in
+  assert.deepEqual(made, [], `made in ${rootOnly}`);
 });
 
 test('a stream sent again, under another migration or the same, is refused before anything runs', async () => {
