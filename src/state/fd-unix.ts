@@ -6,7 +6,7 @@
 // the others, and sends each end's queued messages again through its peer; a bound socket is bound
 // again (a socket file left at its path by the dumped process is replaced) and listens again.
 // A connection to a listener outside the tree is refused.
-import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
@@ -69,11 +69,11 @@ function makeLone(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): nu
       'FERRY_RESTORE_FAILED',
       `${rec.name} is bound by a live socket: fd ${rec.fd} cannot have it`,
     );
-  if (path !== null && existsSync(path)) {
-    const left = lstatSync(path);
-    // A socket file the process may remove (for a restore with its own file credentials: its own).
-    if (left.isSocket() && (!ctx.user || left.uid === ctx.user.fsuid)) unlinkSync(path);
-  }
+  // Path calls go through the process, with its own file credentials for a restore made for a user:
+  // the kernel checks them, whatever the path names by then (a symbolic link swapped in, say).
+  const pathCall = (name: string, nr: number, ...args: (number | bigint)[]): void =>
+    callAsUser(ctx, fds, { name: `${name}(${path})`, nr, args: [ctx.remote.putString(path!), ...args] });
+  if (path !== null && existsSync(path) && lstatSync(path).isSocket()) pathCall('unlink', NR.unlink);
   const addr = sockaddr(rec.name);
   callAsUser(ctx, fds, {
     name: `bind(${rec.name})`,
@@ -82,10 +82,7 @@ function makeLone(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): nu
   });
   if (rec.backlog !== null)
     fds.call({ name: `listen(${rec.name})`, nr: NR.listen, args: [made, rec.backlog] });
-  if (path !== null && rec.mode !== null) {
-    fds.flush();
-    chmodSync(path, rec.mode);
-  }
+  if (path !== null && rec.mode !== null) pathCall('chmod', NR.chmod, rec.mode);
   return made;
 }
 

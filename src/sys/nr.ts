@@ -47,6 +47,7 @@ export const NR = {
   chdir: 80,
   fchdir: 81,
   unlink: 87,
+  chmod: 90,
   umask: 95,
   getrlimit: 97,
   ptrace: 101,
