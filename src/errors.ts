@@ -25,9 +25,9 @@ export const ERROR_CODES = {
   FERRY_RESTORE_FAILED: 'the restore failed midway; its stub was killed and nothing was left behind',
   FERRY_CONNECTION: 'a connection to an agent could not be made, was lost, or carried something unexpected',
   FERRY_AUTH:
-    'the agent refused the request: a missing or wrong token, or a process the caller may not act on',
+    'the agent refused the request: a missing or wrong token, a process or image the caller may not act on, an image the agent did not seal, a migration stream not sealed for it',
   FERRY_LIMIT:
-    'the agent is at a limit it keeps (concurrent migration streams, in all or per token): try again later',
+    'the agent is at a limit it keeps (concurrent migration streams, in all or per token: try again later; a request body too large)',
   FERRY_MIGRATION_FAILED:
     'the migration did not complete: the process runs on at the source, nothing at the target',
   FERRY_MIGRATION_IN_DOUBT:
