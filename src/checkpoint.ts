@@ -203,7 +203,7 @@ async function captureProcess(
   };
   // Process state, each from its module. The remote scratch region goes before the VMAs are read.
   refuseUnsupported(ctx);
-  const files = dumpFiles(ctx, treeFiles);
+  const { files, locks } = dumpFiles(ctx, treeFiles);
   const threads = tracee.tids.map((tid) => dumpThread(ctx, tid));
   const signals = dumpSignals(ctx);
   const pending = dumpPending(ctx);
@@ -239,6 +239,7 @@ async function captureProcess(
     vmas,
     shm,
     files,
+    locks,
     fs,
     creds,
     rlimits,

@@ -11,6 +11,7 @@ import { parseMaps, type MapsEntry } from './proc/maps.js';
 import type { RestoreContext } from './state/context.js';
 import { restoreCreds, setgroupsCall } from './state/creds.js';
 import { borrowedFds, restoreFiles } from './state/files.js';
+import { restoreLocks } from './state/locks.js';
 import { TreeFds } from './state/fd-shared.js';
 import { SysvSegments } from './state/sysv.js';
 import { exitZombies, forkTree, type Made, type TreeRecord } from './state/tree.js';
@@ -278,6 +279,7 @@ async function restoreProcess(
   const { tids, channels } = await alongside(written, () => {
     restoreMm(ctx, state.mm);
     restoreFiles({ ...ctx, terminal: shared.terminal }, state.files);
+    restoreLocks(ctx, state.locks);
     restoreFs(ctx, state.fs);
     restoreRlimits(ctx, state.rlimits);
     // The other threads share what is restored so far; IDs, names and credentials are each thread's.

@@ -1,5 +1,6 @@
 // /proc/PID/fdinfo/FD: `key:\tvalue` lines; some kinds (epoll, inotify, fanotify, timerfd) add
-// repeated records such as `tfd: ...` or `inotify wd:...`, kept in order in `records`.
+// repeated records such as `tfd: ...` or `inotify wd:...`, kept in order in `records`, as are the
+// `lock:` lines of the file locks the descriptor's file has (proc/locks.ts).
 import { parseError } from './parse-error.js';
 
 export interface Fdinfo {
@@ -16,7 +17,7 @@ export interface Fdinfo {
 
 /** `key: value`; a key may have spaces in it (a timerfd's `settime flags`). */
 const LINE = /^([A-Za-z_][A-Za-z0-9_ -]*?):\s*(.*)$/;
-const RECORD_KEYS = new Set(['tfd', 'inotify', 'fanotify', 'fanotify ino']);
+const RECORD_KEYS = new Set(['tfd', 'inotify', 'fanotify', 'fanotify ino', 'lock']);
 
 export function parseFdinfo(text: string, source = 'fdinfo'): Fdinfo {
   const fields: Record<string, string> = {};

@@ -42,6 +42,7 @@ import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
 import { fdUnix } from './fd-unix.js';
+import { dumpLocks, type LocksRecord } from './locks.js';
 
 /** Every kind of descriptor ferry saves, tried in this order. */
 export const FD_KINDS = [
@@ -166,18 +167,17 @@ function duplicates(pid: number, infos: readonly FdInfo[]): Map<number, number> 
  * The descriptor table of a frozen process. `tree` knows the open files of the processes of its
  * tree dumped before: one this process shares is saved as inherited from there.
  */
-export function dumpFiles(ctx: DumpContext, tree: TreeFiles): FilesRecord {
+export function dumpFiles(ctx: DumpContext, tree: TreeFiles): { files: FilesRecord; locks: LocksRecord } {
   const numbers = listProcDir(ctx.pid, 'fd')
     .map(Number)
     .filter((fd) => !ctx.trackerFds.includes(fd))
     .sort((a, b) => a - b);
   const sockets = new SocketCopies(ctx.pid);
   try {
-    return dumpTable(
-      ctx,
-      tree,
-      numbers.map((fd) => fdInfo(ctx.pid, fd, sockets)),
-    );
+    const infos = numbers.map((fd) => fdInfo(ctx.pid, fd, sockets));
+    const files = dumpTable(ctx, tree, infos);
+    const shared = new Set(files.filter((r) => r.kind === 'dup' || r.kind === 'inherit').map((r) => r.fd));
+    return { files, locks: dumpLocks(ctx, infos, (fd) => shared.has(fd)) };
   } finally {
     sockets.close();
   }

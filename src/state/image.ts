@@ -5,6 +5,7 @@ import { array, integer, nullable, object, string, type Infer } from '../image/s
 import { credsRecord } from './creds.js';
 import { filesRecord } from './files.js';
 import { fsRecord } from './fs.js';
+import { locksRecord } from './locks.js';
 import { vmasRecord } from './mem-vmas.js';
 import { mmRecord } from './mm.js';
 import { rlimitsRecord } from './rlimits.js';
@@ -28,6 +29,8 @@ export const stateRecord = object({
   /** SysV shared memory segments the VMAs attach. */
   shm: sysvRecord,
   files: filesRecord,
+  /** File locks and leases its descriptors hold. */
+  locks: locksRecord,
   fs: fsRecord,
   creds: credsRecord,
   rlimits: rlimitsRecord,
@@ -42,12 +45,13 @@ export type Manifest = Infer<typeof manifestRecord>;
 /**
  * An image of an older format version, as this one reads it: version 1 had neither page layers
  * nor parents; versions 1 and 2 held one process, no pending signals and no timers (a process
- * that had some was refused); before version 6 a stopped process was refused. What an older image
- * lacks is filled in, what it has is kept.
+ * that had some was refused); before version 6 a stopped process was refused; before version 7
+ * file locks were not saved (a process holding some lost them). What an older image lacks is
+ * filled in, what it has is kept.
  */
 function upgradeManifest(old: Record<string, unknown>, version: number): Record<string, unknown> {
   const state = old.state as Record<string, unknown> | undefined;
-  const defaults = { pending: [], timers: { itimers: [], posix: [] }, shm: [] };
+  const defaults = { pending: [], timers: { itimers: [], posix: [] }, shm: [], locks: [] };
   const members = version <= 2 ? [] : ((old.tree as Record<string, unknown>[] | undefined) ?? []);
   const tree = members.map((m) => ({ stopped: null, ...m }));
   return { layers: [], parent: null, children: [], ...old, state: { ...defaults, ...state }, tree };

@@ -43,6 +43,7 @@ export const NR = {
   wait4: 61,
   kill: 62,
   fcntl: 72,
+  flock: 73,
   getcwd: 79,
   chdir: 80,
   fchdir: 81,

@@ -1,0 +1,93 @@
+// Conformance: one kind of process state per C fixture (test/fixtures/conformance/), set up by the
+// fixture, checkpointed, the fixture killed, restored, and checked by the restored fixture itself
+// (the shape of CRIU's ZDTM). docs/STATE.md lists every kind and where it is tested.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { before, test } from 'node:test';
+import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
+import { runCli } from './helpers/cli.js';
+import { fixture } from './helpers/fixtures.js';
+import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { reportLines, waitForLines } from './helpers/report.js';
+
+const cleanup = cleanupAfterAll();
+const { dir } = workDirs('ferry-conformance', cleanup);
+before(becomeSubreaper);
+
+interface Conforming {
+  pid: number;
+  report: string;
+  work: string;
+  /** SIGUSR1 to `pid` (the fixture or its restored copy); its verdict line. */
+  check(pid?: number): Promise<string>;
+}
+
+/** Start conformance fixture `name`, its report and work files in a fresh directory. */
+async function start(name: string): Promise<Conforming> {
+  const work = dir();
+  const report = `${work}/report`;
+  // Its complaints go to a file: a descriptor of the test runner's could not be checkpointed.
+  const stderr = openSync(`${work}/stderr`, 'w');
+  const child = spawn(fixture(`conformance/${name}`), [report, work], {
+    stdio: ['ignore', 'ignore', stderr],
+  });
+  closeSync(stderr);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  cleanup(async () => {
+    child.kill('SIGKILL');
+    await exited;
+  });
+  const [ready] = await waitForLines(report, 1);
+  const pid = Number(/^READY (\d+)$/.exec(ready!)?.[1]);
+  assert.equal(pid, child.pid, ready);
+  return {
+    pid,
+    report,
+    work,
+    async check(at = pid) {
+      const seen = reportLines(report).length;
+      process.kill(at, 'SIGUSR1');
+      return (await waitForLines(report, seen + 1)).at(-1)!;
+    },
+  };
+}
+
+/** Dump the fixture (killing it), restore it; the restored PID, with what both commands said. */
+async function moveThroughImage(f: Conforming): Promise<{ pid: number; said: string }> {
+  const image = `${f.work}/image`;
+  const dumped = await runCli(['dump', String(f.pid), '-D', image]);
+  assert.equal(dumped.code, 0, dumped.stderr);
+  const restored = await runCli(['restore', '-D', image]);
+  assert.equal(restored.code, 0, restored.stderr);
+  const pid = Number(restored.stdout.trim());
+  cleanup(() => killAndReap(pid));
+  return { pid, said: dumped.stderr + restored.stderr };
+}
+
+/** The kinds whose state comes back whole, with not a warning. */
+const WHOLE = ['locks'];
+
+for (const name of WHOLE) {
+  test(`conformance: ${name} comes back as it was`, async () => {
+    const f = await start(name);
+    assert.equal(await f.check(), 'PASS', 'the fixture checks itself before anything happens');
+    const { pid, said } = await moveThroughImage(f);
+    assert.equal(said, '', 'no warning');
+    assert.equal(await f.check(pid), 'PASS');
+  });
+}
+
+test('locks: a copy restored while the original holds them is refused, naming the lock', async () => {
+  const f = await start('locks');
+  const image = `${f.work}/image`;
+  const dumped = await runCli(['dump', String(f.pid), '-D', image, '--leave-running']);
+  assert.equal(dumped.code, 0, dumped.stderr);
+  const copy = await runCli(['restore', '-D', image, '--same-pid', 'no']);
+  assert.equal(copy.code, 1);
+  assert.match(
+    copy.stderr,
+    /the write flock\(\) lock that fd \d+ held on \/.*\/flock conflicts with another process's lock now/,
+  );
+  assert.equal(await f.check(), 'PASS', 'the original keeps them');
+});
