@@ -25,10 +25,11 @@ import { copyPages, DUMP_BATCH, pagesToDump, type PageRange } from './state/mem-
 import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
+import { dumpTask } from './state/task.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
-import { refuseSeccomp, refuseUnsupported } from './state/unsupported.js';
+import { refuseSeccomp } from './state/unsupported.js';
 import { dumpSysv } from './state/sysv.js';
 import { isErrno } from './sys/errno.js';
 import { RemoteSyscalls } from './tracee/remote.js';
@@ -202,16 +203,16 @@ async function captureProcess(
     trackerFds: tracking?.plan.trackerFds ?? [],
   };
   // Process state, each from its module. The remote scratch region goes before the VMAs are read.
-  refuseUnsupported(ctx);
   const { files, locks } = dumpFiles(ctx, treeFiles);
-  const threads = tracee.tids.map((tid) => dumpThread(ctx, tid));
   const signals = dumpSignals(ctx);
   const pending = dumpPending(ctx);
   const timers = dumpTimers(ctx);
   const mm = dumpMm(ctx);
-  const creds = dumpCreds(ctx);
+  const creds = dumpCreds(remote, ctx.status);
+  const threads = tracee.tids.map((tid) => dumpThread(ctx, tid, creds));
   const fs = dumpFs(ctx);
   const rlimits = dumpRlimits(ctx);
+  const task = dumpTask(ctx);
   remote.removeScratch();
 
   // Memory. The page tables of what pre-copy rounds tracked are walked on another thread meanwhile,
@@ -243,6 +244,7 @@ async function captureProcess(
     fs,
     creds,
     rlimits,
+    task,
     signals,
     pending,
     timers,

@@ -36,6 +36,7 @@ import {
 } from './state/mem-vmas.js';
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
+import { restoreTask } from './state/task.js';
 import { restorePending, restoreSignals } from './state/signals.js';
 import {
   cloneThreads,
@@ -226,6 +227,8 @@ async function restoreProcess(
     samePid: SamePid;
     consumePages?: boolean;
     asUser?: boolean;
+    /** The dumped process (not a descendant): its parent is not restored with it. */
+    root: boolean;
   },
 ): Promise<number> {
   const { image, timings } = shared;
@@ -282,10 +285,13 @@ async function restoreProcess(
     restoreLocks(ctx, state.locks);
     restoreFs(ctx, state.fs);
     restoreRlimits(ctx, state.rlimits);
+    restoreTask(ctx, state.task);
     // The other threads share what is restored so far; IDs, names and credentials are each thread's.
     const tids = [made.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid)];
     const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
-    state.threads.forEach((thread, i) => restoreThread({ ...ctx, remote: channels[i]! }, thread));
+    state.threads.forEach((thread, i) =>
+      restoreThread({ ...ctx, remote: channels[i]! }, thread, !options.root),
+    );
     restoreSignals(ctx, state.signals);
     state.threads.forEach((thread, i) =>
       restorePending({ ...ctx, remote: channels[i]! }, state.pending, thread.tid, tids[i]!),
@@ -300,11 +306,22 @@ async function restoreProcess(
   // the first).
   state.threads.forEach((thread, i) => {
     const first = i === 0 ? [...protectCalls(filled), ...adviceCalls(state.vmas)] : [];
-    restoreCreds({ ...ctx, remote: channels[i]! }, state.creds, [...first, ...rseqCalls(thread)]);
+    restoreCreds({ ...ctx, remote: channels[i]! }, thread.creds ?? state.creds, [
+      ...first,
+      ...rseqCalls(thread),
+    ]);
   });
   // A stub dies with ferry; the restored process does not, unless held for a migration: then it must
   // not outlive the agent holding it (letRun() undoes this).
-  remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, options.stopped ? SIG.SIGKILL : 0);
+  // A descendant gets its own signal back (its parent is restored with it); the dumped process's
+  // parent is not, so its signal would mean nothing (and fire as ferry exits): it is said.
+  const leader = state.threads[0]!.pdeathsig;
+  if (options.root && state.threads.some((t) => t.pdeathsig !== 0))
+    ctx.warn(
+      `process ${state.pid} asked for signal ${state.threads.find((t) => t.pdeathsig !== 0)!.pdeathsig} when its parent dies (PR_SET_PDEATHSIG): its parent is not restored with it, so it is not set`,
+    );
+  const deathSignal = options.stopped ? SIG.SIGKILL : options.root ? 0 : leader;
+  remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, deathSignal);
   for (const channel of channels.slice(1)) channel.close();
   remote.removeScratch();
   remote.close(); // before finishThread: closing puts back the mask the channel found
@@ -412,6 +429,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         asUser: options.asUser,
         // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.
         samePid: i === 0 ? samePid : 'try',
+        root: i === 0,
       });
     }
     options.signal?.throwIfAborted();

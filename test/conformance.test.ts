@@ -8,7 +8,7 @@ import { before, test } from 'node:test';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { fixture } from './helpers/fixtures.js';
-import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
+import { becomeSubreaper, killAndReap, treeOf } from './helpers/reaper.js';
 import { reportLines, waitForLines } from './helpers/report.js';
 
 const cleanup = cleanupAfterAll();
@@ -56,8 +56,11 @@ async function start(name: string): Promise<Conforming> {
 /** Dump the fixture (killing it), restore it; the restored PID, with what both commands said. */
 async function moveThroughImage(f: Conforming): Promise<{ pid: number; said: string }> {
   const image = `${f.work}/image`;
+  const descendants = treeOf(f.pid).slice(1);
   const dumped = await runCli(['dump', String(f.pid), '-D', image]);
   assert.equal(dumped.code, 0, dumped.stderr);
+  // Its descendants come to this test process as orphans: reaped, their PIDs are free again.
+  descendants.forEach(killAndReap);
   const restored = await runCli(['restore', '-D', image]);
   assert.equal(restored.code, 0, restored.stderr);
   const pid = Number(restored.stdout.trim());
@@ -66,7 +69,7 @@ async function moveThroughImage(f: Conforming): Promise<{ pid: number; said: str
 }
 
 /** The kinds whose state comes back whole, with not a warning. */
-const WHOLE = ['locks'];
+const WHOLE = ['locks', 'task'];
 
 for (const name of WHOLE) {
   test(`conformance: ${name} comes back as it was`, async () => {

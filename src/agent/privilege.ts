@@ -3,12 +3,15 @@
 // supplementary group one the uid has on this host (/etc/passwd, /etc/group), no capability; and
 // nothing the restore would do for them with its own privileges that the uid could not do: a port
 // below the unprivileged ones, a TCP connection made through TCP_REPAIR, another uid's SysV shared
-// memory. The agent decides from the image it verified, before anything is spawned; whatever the
+// memory, real-time scheduling or a negative nice, a negative OOM adjustment, another audit login
+// uid. The agent decides from the image it verified, before anything is spawned; whatever the
 // restore then opens or binds by path, it does with that uid's file credentials
 // (RestoreOptions.asUser).
 import { readFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import type { Manifest } from '../state/image.js';
+import { NO_LOGINUID } from '../state/task.js';
+import { SCHED } from '../sys/sched.js';
 import type { Caller } from './auth.js';
 
 export interface HostUser {
@@ -51,19 +54,24 @@ export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = h
   const allowed = new Set(user(uid).gids);
   const lowestPort = unprivilegedPortStart();
   for (const state of [manifest.state, ...manifest.children]) {
-    const { uids, gids, groups, caps } = state.creds;
     const refuse = (what: string): never => {
       throw new FerryError(
         'FERRY_AUTH',
         `this token acts for uid ${uid}, and process ${state.pid} of the image would ${what}`,
       );
     };
-    const otherUid = uids.find((u) => u !== uid);
-    if (otherUid !== undefined) refuse(`run with uid ${otherUid}`);
-    const otherGid = [...gids, ...groups].find((g) => !allowed.has(g));
-    if (otherGid !== undefined) refuse(`run with group ${otherGid}, which uid ${uid} is not in here`);
-    const held = Object.entries(caps).find(([set, v]) => set !== 'bounding' && v !== 0n);
-    if (held) refuse(`run with capabilities (${held[0]} 0x${held[1].toString(16)})`);
+    // The process's credentials, and those of any thread that has its own.
+    for (const { uids, gids, groups, caps } of [
+      state.creds,
+      ...state.threads.flatMap((t) => t.creds ?? []),
+    ]) {
+      const otherUid = uids.find((u) => u !== uid);
+      if (otherUid !== undefined) refuse(`run with uid ${otherUid}`);
+      const otherGid = [...gids, ...groups].find((g) => !allowed.has(g));
+      if (otherGid !== undefined) refuse(`run with group ${otherGid}, which uid ${uid} is not in here`);
+      const held = Object.entries(caps).find(([set, v]) => set !== 'bounding' && v !== 0n);
+      if (held) refuse(`run with capabilities (${held[0]} 0x${held[1].toString(16)})`);
+    }
     for (const f of state.files) {
       if (f.kind !== 'socket') continue;
       if (f.tcp)
@@ -74,6 +82,16 @@ export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = h
     }
     const shm = state.shm.find((seg) => seg.uid !== uid);
     if (shm) refuse(`attach SysV shared memory ${shm.id}, which uid ${shm.uid} owns`);
+    for (const t of state.threads) {
+      if (!t.sched) continue;
+      if (t.sched.policy === SCHED.FIFO || t.sched.policy === SCHED.RR || t.sched.policy === SCHED.DEADLINE)
+        refuse(`run thread ${t.tid} under real-time or deadline scheduling (policy ${t.sched.policy})`);
+      if (t.sched.nice < 0) refuse(`run thread ${t.tid} at nice ${t.sched.nice}`);
+    }
+    if (state.task && state.task.oomScoreAdj < 0)
+      refuse(`have an OOM score adjustment of ${state.task.oomScoreAdj}, below 0`);
+    if (state.task && state.task.loginuid !== uid && state.task.loginuid !== NO_LOGINUID)
+      refuse(`have the audit login uid ${state.task.loginuid}`);
   }
 }
 

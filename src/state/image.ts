@@ -12,6 +12,7 @@ import { rlimitsRecord } from './rlimits.js';
 import { pendingRecord, signalsRecord } from './signals.js';
 import { threadRecord } from './thread.js';
 import { sysvRecord } from './sysv.js';
+import { taskRecord } from './task.js';
 import { timersRecord } from './timers.js';
 import { treeRecord } from './tree.js';
 
@@ -34,6 +35,8 @@ export const stateRecord = object({
   fs: fsRecord,
   creds: credsRecord,
   rlimits: rlimitsRecord,
+  /** OOM adjustment, login uid, subreaper, THP, membarrier; null in an image older than version 7. */
+  task: taskRecord,
   signals: signalsRecord,
   pending: pendingRecord,
   timers: timersRecord,
@@ -46,15 +49,31 @@ export type Manifest = Infer<typeof manifestRecord>;
  * An image of an older format version, as this one reads it: version 1 had neither page layers
  * nor parents; versions 1 and 2 held one process, no pending signals and no timers (a process
  * that had some was refused); before version 6 a stopped process was refused; before version 7
- * file locks were not saved (a process holding some lost them). What an older image lacks is
- * filled in, what it has is kept.
+ * file locks, task attributes (OOM adjustment, login uid, ...) and threads' scheduling, timer
+ * slack and parent-death signal were not saved (null: the restore leaves them as they come). What
+ * an older image lacks is filled in, what it has is kept.
  */
 function upgradeManifest(old: Record<string, unknown>, version: number): Record<string, unknown> {
-  const state = old.state as Record<string, unknown> | undefined;
-  const defaults = { pending: [], timers: { itimers: [], posix: [] }, shm: [], locks: [] };
+  const defaults = { pending: [], timers: { itimers: [], posix: [] }, shm: [], locks: [], task: null };
+  const threadDefaults = { sched: null, timerSlack: null, pdeathsig: 0, creds: null };
+  const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
+    const threads = (state?.threads as Record<string, unknown>[] | undefined)?.map((t) => ({
+      ...threadDefaults,
+      ...t,
+    }));
+    return { ...defaults, ...state, ...(threads ? { threads } : {}) };
+  };
   const members = version <= 2 ? [] : ((old.tree as Record<string, unknown>[] | undefined) ?? []);
   const tree = members.map((m) => ({ stopped: null, ...m }));
-  return { layers: [], parent: null, children: [], ...old, state: { ...defaults, ...state }, tree };
+  const children = ((old.children as Record<string, unknown>[] | undefined) ?? []).map(upgrade);
+  return {
+    layers: [],
+    parent: null,
+    ...old,
+    children,
+    state: upgrade(old.state as Record<string, unknown>),
+    tree,
+  };
 }
 
 /** Open an image's manifest.json text (openManifest() with this version's schema and upgrades). */

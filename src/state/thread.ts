@@ -1,5 +1,6 @@
 // One thread: registers, the full xsave area, signal mask, rseq registration, tid address, robust
-// futex list, alternate signal stack and name.
+// futex list, alternate signal stack, name, scheduling (policy, nice or priority, deadline, clamps),
+// timer slack and parent-death signal.
 import { FerryError } from '../errors.js';
 import {
   base64,
@@ -26,13 +27,28 @@ import {
 } from '../sys/ptrace.js';
 import { REG_NAMES, resumeRegs, type RegName } from '../sys/regs.js';
 import { getRobustList } from '../sys/thread-state.js';
+import { SCHED, SCHED_FLAG_UTIL_CLAMP, schedGetattr, schedSetattr } from '../sys/sched.js';
 import { clone3In, type SamePid } from '../stub/restore-stub.js';
-import type { RemoteCall } from '../tracee/remote.js';
+import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
+import { credsRecord, dumpCreds, sameCreds, type CredsRecord } from './creds.js';
+import { parseStatus } from '../proc/status.js';
 import type { DumpContext, RestoreContext } from './context.js';
 
 const regsRecord = object(
   Object.fromEntries(REG_NAMES.map((n) => [n, hex64])) as Record<RegName, Schema<bigint>>,
 );
+
+const schedRecord = object({
+  policy: integer(0, 7),
+  flags: hex64,
+  nice: integer(-20, 19),
+  priority: integer(0, 99),
+  runtime: hex64,
+  deadline: hex64,
+  period: hex64,
+  utilMin: integer(0, 1024),
+  utilMax: integer(0, 1024),
+});
 
 export const threadRecord = object({
   tid: integer(1, 2 ** 22),
@@ -44,6 +60,14 @@ export const threadRecord = object({
   robustList: object({ head: hex64, len: integer(0, 1 << 16) }),
   rseq: nullable(object({ abi: hex64, size: integer(0, 1 << 16), signature: integer(0, 2 ** 32 - 1) })),
   sigaltstack: object({ sp: hex64, flags: integer(0, 2 ** 32 - 1), size: hex64 }),
+  /** sched_getattr(); null in an image older than version 7. */
+  sched: nullable(schedRecord),
+  /** PR_GET_TIMERSLACK, nanoseconds; null in an image older than version 7. */
+  timerSlack: nullable(hex64),
+  /** PR_GET_PDEATHSIG: the signal the thread gets when its parent dies, or 0. */
+  pdeathsig: integer(0, 64),
+  /** Credentials of its own, or null: the process's (`creds` of the state). */
+  creds: nullable(credsRecord),
 });
 
 export type ThreadRecord = Infer<typeof threadRecord>;
@@ -80,15 +104,21 @@ function readRseq(ctx: DumpContext, tid: number): ThreadRecord['rseq'] {
   }
 }
 
-/** Dump one thread; the calls that read the calling thread's state run in it. */
-export function dumpThread(ctx: DumpContext, tid: number): ThreadRecord {
+/**
+ * Dump one thread; the calls that read the calling thread's state run in it. `creds`: the
+ * process's (its leader's) credentials.
+ */
+export function dumpThread(ctx: DumpContext, tid: number, creds: CredsRecord): ThreadRecord {
   const remote = tid === ctx.remote.tid ? ctx.remote : ctx.remote.thread(tid);
   try {
     const tidAddress = remote.alloc(8);
     const stack = remote.alloc(STACK_T);
-    remote.batch([
+    const pdeathsig = remote.alloc(4);
+    const [, , , timerSlack] = remote.batch([
       { name: 'prctl(PR_GET_TID_ADDRESS)', nr: NR.prctl, args: [PR.GET_TID_ADDRESS, tidAddress, 0, 0, 0] },
       { name: 'sigaltstack', nr: NR.sigaltstack, args: [0, stack] },
+      { name: 'prctl(PR_GET_PDEATHSIG)', nr: NR.prctl, args: [PR.GET_PDEATHSIG, pdeathsig, 0, 0, 0] },
+      { name: 'prctl(PR_GET_TIMERSLACK)', nr: NR.prctl, args: [PR.GET_TIMERSLACK, 0, 0, 0, 0] },
     ]);
     const ss = remote.read(stack, STACK_T);
     return {
@@ -101,10 +131,26 @@ export function dumpThread(ctx: DumpContext, tid: number): ThreadRecord {
       robustList: getRobustList(tid),
       rseq: readRseq(ctx, tid),
       sigaltstack: { sp: ss.readBigUInt64LE(0), flags: ss.readUInt32LE(8), size: ss.readBigUInt64LE(16) },
+      sched: schedGetattr(tid),
+      timerSlack: timerSlack!,
+      pdeathsig: remote.read(pdeathsig, 4).readInt32LE(0),
+      creds: ownCreds(ctx, tid, remote, creds),
     };
   } finally {
     if (remote !== ctx.remote) remote.close();
   }
+}
+
+/** The thread's credentials if they are not the process's `creds`, else null. */
+function ownCreds(
+  ctx: DumpContext,
+  tid: number,
+  remote: RemoteSyscalls,
+  creds: CredsRecord,
+): CredsRecord | null {
+  if (tid === ctx.pid) return null;
+  const own = dumpCreds(remote, parseStatus(readProcText(ctx.pid, `task/${tid}/status`)));
+  return sameCreds(own, creds) ? null : own;
 }
 
 /**
@@ -136,13 +182,29 @@ export function cloneThreads(ctx: RestoreContext, recs: readonly ThreadRecord[],
   );
 }
 
-/** Give the stub this thread's kernel-side state. */
-export function restoreThread(ctx: RestoreContext, rec: ThreadRecord): void {
+/**
+ * Give the stub this thread's kernel-side state. Its parent-death signal is given only with
+ * `pdeathsig` (a process whose parent is restored with it), and not to the thread-group leader,
+ * whose signal is set last (restore.ts).
+ */
+export function restoreThread(ctx: RestoreContext, rec: ThreadRecord, pdeathsig: boolean): void {
   const remote = ctx.remote;
   const calls: RemoteCall[] = [
     { name: 'prctl(PR_SET_NAME)', nr: NR.prctl, args: [PR.SET_NAME, remote.putString(rec.name), 0, 0, 0] },
     { name: 'set_tid_address', nr: NR.set_tid_address, args: [rec.tidAddress] },
   ];
+  if (rec.timerSlack !== null)
+    calls.push({
+      name: 'prctl(PR_SET_TIMERSLACK)',
+      nr: NR.prctl,
+      args: [PR.SET_TIMERSLACK, rec.timerSlack, 0, 0, 0],
+    });
+  if (pdeathsig && rec.pdeathsig !== 0 && rec.tid !== ctx.originalPid)
+    calls.push({
+      name: 'prctl(PR_SET_PDEATHSIG)',
+      nr: NR.prctl,
+      args: [PR.SET_PDEATHSIG, rec.pdeathsig, 0, 0, 0],
+    });
   if (rec.robustList.head !== 0n) {
     calls.push({
       name: 'set_robust_list',
@@ -194,5 +256,34 @@ export function finishThread(ctx: RestoreContext, rec: ThreadRecord, newTid: num
     );
   }
   ptraceSetSigmask(newTid, rec.sigmask);
+  restoreSched(ctx, rec, newTid);
   ctx.stub.replaceSavedRegs(newTid, resumeRegs(rec.regs));
+}
+
+/**
+ * The thread's scheduling, set by ferry (root: any policy, any nice). What the kernel refuses (a
+ * deadline it cannot admit) is said, and the thread keeps the stub's.
+ */
+function restoreSched(ctx: RestoreContext, rec: ThreadRecord, tid: number): void {
+  if (!rec.sched) return;
+  const now = schedGetattr(tid);
+  const want = rec.sched;
+  // A kernel without utilization clamping reports 0 and 0: nothing to give back then.
+  const clamped = !(want.utilMin === 0 && (want.utilMax === 1024 || want.utilMax === 0));
+  if (
+    now.policy === want.policy &&
+    now.flags === want.flags &&
+    now.nice === want.nice &&
+    now.priority === want.priority &&
+    !clamped &&
+    want.policy !== SCHED.DEADLINE
+  )
+    return;
+  try {
+    schedSetattr(tid, { ...want, flags: want.flags | (clamped ? SCHED_FLAG_UTIL_CLAMP : 0n) });
+  } catch (err) {
+    ctx.warn(
+      `thread ${rec.tid} keeps scheduling policy ${now.policy} and nice ${now.nice}: setting policy ${want.policy}, nice ${want.nice}, priority ${want.priority} failed (${err instanceof Error ? err.message : String(err)})`,
+    );
+  }
 }

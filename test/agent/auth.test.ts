@@ -63,13 +63,15 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
     const caps = { effective: 0n, permitted: 0n, inheritable: 0n, bounding: (1n << 41n) - 1n, ambient: 0n };
     const image = (
       creds: Partial<{ uids: number[]; gids: number[]; groups: number[]; caps: typeof caps }>,
-      more: { files?: object[]; shm?: object[] } = {},
+      more: { files?: object[]; shm?: object[]; threads?: object[]; task?: object } = {},
     ) =>
       ({
         state: {
           pid: 7,
           files: more.files ?? [],
           shm: more.shm ?? [],
+          threads: more.threads ?? [],
+          task: more.task ?? null,
           creds: {
             uids: [1000, 1000, 1000, 1000],
             gids: [1000, 1000, 1000, 1000],
@@ -104,12 +106,24 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
     const lowest = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1'));
     checkLeastPrivilege(
       alice,
-      image({}, { files: [socket(lowest), socket(0)], shm: [{ id: 5, uid: 1000 }] }),
+      image(
+        {},
+        {
+          files: [socket(lowest), socket(0)],
+          shm: [{ id: 5, uid: 1000 }],
+          threads: [{ tid: 7, sched: { policy: 3, nice: 5 } }],
+          task: { oomScoreAdj: 100, loginuid: 2 ** 32 - 1 },
+        },
+      ),
       user,
     );
     const privileged: [string, Parameters<typeof image>[1]][] = [
       ['have a TCP connection \\(fd 3\\), which only TCP_REPAIR', { files: [socket(40000, {})] }],
       ['attach SysV shared memory 5, which uid 0 owns', { shm: [{ id: 5, uid: 0 }] }],
+      ['run thread 7 under real-time', { threads: [{ tid: 7, sched: { policy: 1, nice: 0 } }] }],
+      ['run thread 7 at nice -5', { threads: [{ tid: 7, sched: { policy: 0, nice: -5 } }] }],
+      ['have an OOM score adjustment of -500', { task: { oomScoreAdj: -500, loginuid: 1000 } }],
+      ['have the audit login uid 0', { task: { oomScoreAdj: 0, loginuid: 0 } }],
     ];
     // (A host that lets users bind any port, as some containers do, has no port to refuse.)
     if (lowest > 0)
