@@ -21,7 +21,7 @@ import type { Manifest, ProcessState } from './state/image.js';
 import { precopyForDump, type Precopy, type RoundReport } from './precopy.js';
 import { pagesOverBaseline, type Baseline } from './state/mem-dirty.js';
 import { ProcessTracking, type TrackingPlan } from './state/mem-tracking.js';
-import { copyPages, DUMP_BATCH, pagesToDump, type PageRange } from './state/mem-pages.js';
+import { copyPages, DUMP_BATCH, pagesToDump, withSharedObjects, type PageRange } from './state/mem-pages.js';
 import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
@@ -280,7 +280,12 @@ async function captureMemory(
   const ranges = baseline
     ? pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk)
     : pagesToDump(pid, stored, writer.maxRoom);
-  return { vmas, shm, stored, ranges };
+  return {
+    vmas,
+    shm,
+    stored,
+    ranges: withSharedObjects(pid, stored, ranges, writer.maxRoom, ctx.sharedObjects),
+  };
 }
 
 /** Why a dump takes one process only, or undefined when it takes the tree. */
@@ -424,6 +429,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       },
       warn,
       tcpEstablished: options.tcpEstablished ?? false,
+      sharedObjects: new Set<string>(),
     };
     const treeFiles = new TreeFiles();
     const captures: Capture[] = [];

@@ -33,7 +33,7 @@ import { pageHash } from '../image/hash.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { processVmReadv } from '../sys/process-vm.js';
 import { intersectSpans, mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js';
-import { markEarlier, pagesToDump, type PageRange } from './mem-pages.js';
+import { markEarlier, mergeRanges, pagesToDump, type PageRange } from './mem-pages.js';
 import { userfaultfdIn } from './userfaultfd.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
 import { now } from '../timings.js';
@@ -511,18 +511,6 @@ export interface Baseline {
   parent: ParentRecord | null;
   /** The spans of the tracked VMAs at the last pre-copy round: walked as soon as the process freezes. */
   lastTracked?: Span[];
-}
-
-/** Two lists of page ranges, each in address order and apart from each other, as one in order. */
-function mergeRanges(a: readonly PageRange[], b: readonly PageRange[]): PageRange[] {
-  const out: PageRange[] = [];
-  let i = 0;
-  let j = 0;
-  while (i < a.length || j < b.length) {
-    if (j === b.length || (i < a.length && a[i]!.addr < b[j]!.addr)) out.push(a[i++]!);
-    else out.push(b[j++]!);
-  }
-  return out;
 }
 
 /**

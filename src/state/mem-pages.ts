@@ -11,7 +11,7 @@ import type { ProcessImage } from '../read-image.js';
 import { procError } from '../proc/files.js';
 import { isErrno } from '../sys/errno.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
-import { AT_FDCWD, O, punchHole } from '../sys/fcntl.js';
+import { AT_FDCWD, dataRanges, O, punchHole } from '../sys/fcntl.js';
 import { runAtOnce } from '../sys/call.js';
 import { uffdApi, uffdCopyAsync, uffdRegister, uffdUnregister } from '../sys/uffd.js';
 import { NR } from '../sys/nr.js';
@@ -130,6 +130,72 @@ export function markEarlier(
     pushRange(out, at, end, r.readable, maxLen);
   }
   return out;
+}
+
+/** Two lists of page ranges, each in address order and apart from each other, as one in order. */
+export function mergeRanges(a: readonly PageRange[], b: readonly PageRange[]): PageRange[] {
+  const out: PageRange[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (j === b.length || (i < a.length && a[i]!.addr < b[j]!.addr)) out.push(a[i++]!);
+    else out.push(b[j++]!);
+  }
+  return out;
+}
+
+/**
+ * `ranges` (from pagesToDump(), over `vmas`) with every page holding data in the shared memory
+ * objects the VMAs map (shared anonymous memory, SysV segments), whether or not the process has it
+ * in its page tables: a page that only a process since exited, or one outside the dump, wrote is
+ * in the object and nowhere in this process (a PostgreSQL child's writes to shared buffers, say).
+ * Each object is read once per dump: `saved` holds the keys (dev:inode) of those read already.
+ */
+export function withSharedObjects(
+  pid: number,
+  vmas: readonly VmaRecord[],
+  ranges: readonly PageRange[],
+  maxLen: number,
+  saved: Set<string>,
+): PageRange[] {
+  const present: Span[] = [];
+  for (const r of ranges) pushSpan(present, r.addr, r.addr + BigInt(r.len));
+  const extra: PageRange[] = [];
+  const seen: string[] = [];
+  for (const v of vmas) {
+    const key = `${v.dev}:${v.inode}`;
+    if (v.kind !== 'anon-shared' || v.content !== 'pages' || saved.has(key)) continue;
+    seen.push(key);
+    const spans: Span[] = [];
+    for (const d of objectData(pid, v)) {
+      const start = v.start + BigInt(alignDown(d.start) - Number(v.offset));
+      const end = v.start + BigInt(alignUp(d.end) - Number(v.offset));
+      pushSpan(spans, start, end);
+    }
+    for (const s of subtractSpans(spans, present))
+      pushRange(extra, s.start, s.end, v.perms[0] === 'r', maxLen);
+  }
+  for (const key of seen) saved.add(key);
+  return extra.length === 0 ? [...ranges] : mergeRanges(ranges, extra);
+}
+
+const alignDown = (n: number): number => n - (n % PAGE_SIZE);
+const alignUp = (n: number): number => alignDown(n + PAGE_SIZE - 1);
+
+/** The stretches of the object VMA `v` maps, within what it maps, that hold data (file offsets). */
+function objectData(pid: number, v: VmaRecord): { start: number; end: number }[] {
+  const name = `map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/${name}`, 'r');
+  } catch (err) {
+    return procError(pid, name, err);
+  }
+  try {
+    return dataRanges(fd, Number(v.offset), Number(v.offset + v.end - v.start));
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Read pages through /proc/PID/mem, which also reaches VMAs mapped without read permission. */

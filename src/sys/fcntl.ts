@@ -1,6 +1,8 @@
 // open(2) flags and the *at() directory marker, for opens here and inside other processes; fallocate;
-// close_range.
+// close_range; the data stretches of a file.
 import { syscall } from './call.js';
+import { SysError } from './errno.js';
+import { trySyscall } from './libc.js';
 import { NR } from './nr.js';
 
 export const AT_FDCWD = -100;
@@ -60,4 +62,29 @@ export function cloexecFrom(first: number): void {
     0xffffffff,
     CLOSE_RANGE_CLOEXEC,
   );
+}
+
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** lseek(2) reports no data past the offset. */
+const ENXIO = 6;
+
+/**
+ * The stretches of [from, to) of file `fd` that hold data (lseek SEEK_DATA/SEEK_HOLE): pages
+ * written, in memory or swapped, for tmpfs and shared memory; the rest reads as zeros.
+ */
+export function dataRanges(fd: number, from: number, to: number): { start: number; end: number }[] {
+  const out: { start: number; end: number }[] = [];
+  for (let at = from; at < to;) {
+    const start = trySyscall(NR.lseek, fd, at, SEEK_DATA);
+    if (start === -ENXIO || start >= to) break;
+    if (start < 0) throw new SysError('lseek', [String(fd), String(at), 'SEEK_DATA'], -start);
+    const end = Math.min(
+      syscall(NR.lseek, 'lseek(SEEK_HOLE)', () => [String(fd), String(start)], fd, start, SEEK_HOLE),
+      to,
+    );
+    out.push({ start, end });
+    at = end;
+  }
+  return out;
 }
