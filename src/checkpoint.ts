@@ -429,6 +429,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       },
       warn,
       tcpEstablished: options.tcpEstablished ?? false,
+      migrating: options.sink !== undefined,
       sharedObjects: new Set<string>(),
     };
     const treeFiles = new TreeFiles();

@@ -28,6 +28,7 @@ import {
   type AgentProc,
 } from './helpers/agents.js';
 import { limitRate, setLink, type Host } from './helpers/netns.js';
+import { PYTHON } from './helpers/paths.js';
 import { startLogged, traceState } from './helpers/processes.js';
 import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
 import { killAndReap } from './helpers/reaper.js';
@@ -196,6 +197,28 @@ test('a wrong token is refused before the process is frozen', async () => {
   assert.match(r.stderr, /refused \(401\)/);
   runsFree(f.pid);
   assert.match(await f.verify(), /^PASS 1 /);
+});
+
+test('a process with a TCP connection: migrate says what to do instead, and the process runs on', async () => {
+  const out = `${dir()}/out`;
+  const code = [
+    'import os, socket, time',
+    'os.closerange(3, 65536)',
+    "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)",
+    'c = socket.create_connection(l.getsockname()); s, _ = l.accept()',
+    "print('READY', flush=True)",
+    'time.sleep(600)',
+  ].join('\n');
+  const pid = await startLogged(out, PYTHON, ['-c', code], /^READY\n/, cleanup);
+  const r = await migrateCli(lab.hosts[0]!, pid, lab.hosts[1]!);
+  assert.equal(r.code, 1, r.stdout);
+  const { error } = JSON.parse(r.stdout) as { error: { code: string; message: string } };
+  assert.equal(error.code, 'FERRY_MIGRATION_FAILED', error.message);
+  assert.match(error.message, /is a TCP connection \(127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+\)/);
+  assert.match(error.message, /close it first, or checkpoint with 'ferry dump --tcp-established'/);
+  assert.doesNotMatch(error.message, /was not given/);
+  assert.match(error.message, /; the process runs on here$/);
+  runsFree(pid);
 });
 
 /**

@@ -26,6 +26,8 @@ export interface DumpContext {
   trackerFds: readonly number[];
   /** Take established TCP connections along (TCP_REPAIR) rather than refuse them. */
   tcpEstablished: boolean;
+  /** The image goes to another host (a migration), not to a directory. */
+  migrating: boolean;
   /** Shared memory objects (dev:inode) whose pages an earlier process of the dump stored. */
   sharedObjects: Set<string>;
 }

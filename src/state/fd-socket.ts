@@ -102,6 +102,11 @@ function readSocket(ctx: FilesDumpContext, fd: number, copy: number, flags: numb
       const connection = `a TCP connection (${formatSockaddr(address)} -> ${peer ? formatSockaddr(peer) : '?'})`;
       if (state !== TCP_ESTABLISHED)
         refuse(`${connection} in state ${TCP_STATES[state] ?? state}`, 'which ferry cannot checkpoint');
+      if (ctx.migrating)
+        refuse(
+          connection,
+          "which a migration cannot move (its address stays with this host): close it first, or checkpoint with 'ferry dump --tcp-established' and restore where the address has moved to",
+        );
       if (!ctx.tcpEstablished)
         refuse(connection, 'and --tcp-established was not given: dump with it to take the connection along');
       tcp = dumpTcp(ctx, fd, copy);
