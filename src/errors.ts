@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   FERRY_IMAGE_INVALID: 'the directory holds no ferry image, or its manifest does not fit the schema',
   FERRY_IMAGE_CORRUPT: 'an image part is missing, truncated, or does not match its checksum',
   FERRY_IMAGE_INCOMPATIBLE: 'the image was made on a kernel or CPU this host cannot restore it on',
+  FERRY_IMAGE_PARTIAL:
+    "the image holds some VMAs' pages only (dump --vmas): it restores stopped (--stopped), for inspection, not running",
   FERRY_IMAGE_WRITE: 'writing the image failed (disk full, I/O error, no permission)',
   FERRY_PID_TAKEN: 'the original PID is in use and --same-pid require was given',
   FERRY_NO_TERMINAL: 'the image had a terminal and this restore has none to give it',

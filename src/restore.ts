@@ -75,6 +75,11 @@ export interface RestoreOptions {
    * kills it (a migration target holds it until the source lets go).
    */
   stopped?: boolean;
+  /**
+   * Leave every process of the tree stopped (SIGSTOP), as one stopped at dump comes back: not tied
+   * to ferry, continued with SIGCONT. How a partial image (dump --vmas) restores, for inspection.
+   */
+  leaveStopped?: boolean;
   /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
   prefill?: Prefill;
   /**
@@ -131,6 +136,29 @@ function checkCpu(image: Image, stubPid: number): void {
           `this CPU has 0x${here.toString(16)}, the image's had 0x${image.manifest.host.xfeatures.toString(16)})`,
       );
     }
+  }
+}
+
+/**
+ * A partial image (dump --vmas) lacks the contents of the VMAs it did not select: run, the process
+ * would find zeros there and die, or worse. It restores stopped only, for inspection.
+ */
+const FROM_FILE = new Set(['text', 'file-shared', 'guard']);
+
+function refusePartial(image: Image): void {
+  for (const p of image.processes) {
+    // Code and shared file mappings come back from their files, guard regions hold nothing; any
+    // other VMA may have held what only the image had (relocated read-only data too).
+    const missing = p.state.vmas.filter((v) => v.content === 'layout' && !FROM_FILE.has(v.kind));
+    if (p.state.selection === null || missing.length === 0) continue;
+    const hex = (n: bigint): string => `0x${n.toString(16)}`;
+    const named = missing.slice(0, 4).map((v) => `${hex(v.start)}-${hex(v.end)} (${v.kind})`);
+    const more = missing.length > 4 ? ` and ${missing.length - 4} more` : '';
+    throw new FerryError(
+      'FERRY_IMAGE_PARTIAL',
+      `${image.location} holds the pages of the VMAs '${p.state.selection}' selects only: process ${p.state.pid} ` +
+        `would run without the contents of ${named.join(', ')}${more}. Restore it --stopped to look at it`,
+    );
   }
 }
 
@@ -385,8 +413,9 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   if (tree.length > 1 && (options.stopped || options.prefill))
     throw new FerryError(
       'FERRY_UNSUPPORTED',
-      `${dir} holds a tree of ${tree.length} processes: migrating a tree is not supported yet`,
+      `${dir} holds a tree of ${tree.length} processes: restoring a tree stopped, or migrating one, is not supported yet`,
     );
+  if (!options.stopped && !options.leaveStopped) refusePartial(image);
   const warnings: string[] = [];
   const samePid = options.samePid ?? 'try';
   const shared: Shared = {
@@ -439,7 +468,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     // A process that was stopped stops again as it is let go: by SIGSTOP, whichever signal had
     // stopped it, since the kernel discards SIGTSTP, SIGTTIN and SIGTTOU in an orphaned process
     // group, as a restored tree's, in a session of its own, is.
-    for (const m of made) if (m.record.stopped !== null) kill(m.pid, SIG.SIGSTOP);
+    for (const m of made) if (m.record.stopped !== null || options.leaveStopped) kill(m.pid, SIG.SIGSTOP);
     // Every process of the tree gets its last registers while all are held: a refusal kills them all.
     for (const m of made) m.tracee.prepareRelease();
     for (const m of made.splice(0).reverse()) m.tracee.release();

@@ -12,7 +12,7 @@ import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
 import { CLI, PYTHON } from './helpers/paths.js';
-import { startProcess } from './helpers/processes.js';
+import { startProcess, traceState } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap } from './helpers/reaper.js';
 import { startStateFixture, visibleState, type StateFixture } from './helpers/state-fixture.js';
 
@@ -96,7 +96,7 @@ test('--same-pid require refuses a PID in use, and leaves nothing behind', async
   assert.match(await f.verify(), /^PASS 1 /);
 });
 
-test('a partial dump keeps the layout of VMAs outside --vmas, which come back zero-filled', async () => {
+test('a partial dump keeps the layout of VMAs outside --vmas; it restores only --stopped, those zero-filled', async () => {
   const f = await started();
   const image = dir();
   const spec = `all,!0x${f.scratch.toString(16)}`;
@@ -110,7 +110,20 @@ test('a partial dump keeps the layout of VMAs outside --vmas, which come back ze
     shown,
     new RegExp(`^${f.scratch.toString(16)}\\s+\\S+\\s+1\\.0 MiB\\s+rw-p\\s+anon\\s+layout only`, 'm'),
   );
-  const pid = await restored(image);
+  const refused = await runCli(['restore', '-D', image]);
+  assert.equal(refused.code, 1);
+  assert.match(
+    refused.stderr,
+    new RegExp(
+      `would run without the contents of 0x${f.scratch.toString(16)}-0x[0-9a-f]+ \\(anon\\)\\. Restore it --stopped to look at it`,
+    ),
+  );
+  const pid = await restored(image, '--stopped');
+  assert.equal(traceState(pid).state, 'T', 'stopped, for inspection');
+  process.kill(pid, 'SIGCONT');
+  // Continued, it re-enters the pause() it was frozen in: a signal before that would be handled
+  // and then slept through, as after any restore (or CRIU's) that restarts an interrupted call.
+  while (traceState(pid).state !== 'S') await new Promise((r) => setTimeout(r, 10));
   assert.match(await f.verify(pid), /^PASS 1 scratch=00$/);
 });
 

@@ -1,4 +1,4 @@
-// ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--json]
+// ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--json]
 import { writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { restore } from '../restore.js';
@@ -16,12 +16,13 @@ export const restoreCommand: Command = {
   name: 'restore',
   summary: 'bring a process back from an image; prints its PID',
   usage:
-    'ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--json]',
+    'ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
     pidfile: { type: 'string' },
     'same-pid': { type: 'string' },
     tty: { type: 'string' },
+    stopped: { type: 'boolean' },
   },
   positionals: { min: 0, max: 0 },
   async run({ values }) {
@@ -30,6 +31,7 @@ export const restoreCommand: Command = {
       restore(dir, {
         samePid: choice('same-pid', values['same-pid'], ['require', 'try', 'no'] as const, 'try'),
         tty: choice('tty', values.tty, ['inherit', 'null'] as const, 'inherit'),
+        leaveStopped: values.stopped === true,
         onWarning: values.json ? undefined : warnOnStderr,
         signal,
       }),
