@@ -9,7 +9,7 @@ import { parseStat, type ProcStat } from '../proc/stat.js';
 import { SysError } from '../sys/errno.js';
 import { NR } from '../sys/nr.js';
 import { PR } from '../sys/prctl.js';
-import { PTRACE_O, ptraceSetOptions } from '../sys/ptrace.js';
+import { PTRACE_O, ptraceSetOptions, ptraceSetSigmask } from '../sys/ptrace.js';
 import { NO_RESTART } from '../sys/regs.js';
 import { SIG } from '../sys/signal.js';
 import { RemoteSyscalls } from '../tracee/remote.js';
@@ -235,10 +235,14 @@ export function exitZombies(zombies: readonly Made[]): void {
       z.tracee,
       (r) => {
         r.check('prctl(PR_SET_NAME)', NR.prctl, PR.SET_NAME, r.putString(z.record.command));
-        if (signal !== 0) r.check('prctl(PR_SET_DUMPABLE, 0)', NR.prctl, PR.SET_DUMPABLE, 0);
+        if (signal === 0) return;
+        r.check('prctl(PR_SET_DUMPABLE, 0)', NR.prctl, PR.SET_DUMPABLE, 0);
+        // The signal must kill it: its default action, and not blocked (the stub blocks them all).
+        r.check(`rt_sigaction(${signal}, SIG_DFL)`, NR.rt_sigaction, signal, r.put(Buffer.alloc(32)), 0, 8);
       },
       true,
     );
+    if (signal !== 0) ptraceSetSigmask(z.pid, 0n);
     const [nr, rdi, rsi] = signal === 0 ? [NR.exit_group, status >> 8, 0] : [NR.kill, z.pid, signal];
     z.tracee.replaceSavedRegs(z.pid, {
       ...z.tracee.savedRegs(z.pid),
