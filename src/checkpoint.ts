@@ -441,7 +441,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
           : await captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
       );
     }
-    treeFiles.checkEnds();
+    treeFiles.checkEnds(captures.map((c) => c.pid));
     const sizes = captures.map((c) => roomBytes(c.ranges));
     const totalBytes = sizes.reduce((a, b) => a + b, 0);
     captures.forEach((c, i) => c.writer.reserve(sizes[i]!)); // a full disk shows now, before any page is copied

@@ -3,6 +3,7 @@
 // sockets, on a C fixture that checks them itself, on redis-server from Debian's package and on a
 // Node.js HTTP server.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createSocket } from 'node:dgram';
@@ -72,6 +73,32 @@ test('a memfd comes back with its name, content, position and seals', async () =
   assert.match(await fileContent(p.out, /^\/memfd.*\n/m), /^\/memfd:ferry-test \(deleted\) memfd 2$/m);
 });
 
+test('bc reading a pipe whose writer (echo) has exited: dumped mid-computation, it finishes right', async () => {
+  const program = 'scale=2000; 4*a(1)\n';
+  const out = `${dir()}/out`;
+  // The shell's own words ("Killed", as its bc is) go to a log of their own.
+  const sh = await startProcessLogged(
+    `${dir()}/log`,
+    'sh',
+    ['-c', `echo "${program.trim()}" | bc -l > "$0"`, out],
+    /^/,
+    cleanup,
+  );
+  let bc: number | undefined;
+  for (const until = Date.now() + 10_000; bc === undefined && Date.now() < until; await sleep(20))
+    bc = childrenOf(sh).find((pid) => readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === 'bc');
+  assert.ok(bc, 'bc started');
+  cleanup(() => killAndReap(bc));
+  // echo has written its line and exited: nobody holds the pipe's write end.
+  while (childrenOf(sh).length > 1) await sleep(10);
+  const image = dir();
+  await cliOk(['dump', String(bc), '-D', image]);
+  assert.equal(readFileSync(out, 'utf8'), '', 'dumped before it printed anything');
+  await restoreCli(image, cleanup);
+  const expected = execFileSync('bc', ['-l'], { input: program, encoding: 'utf8' });
+  assert.equal(await fileContent(out, /[^\\]\n$/), expected);
+});
+
 test('a pipe whose other end another process holds is refused by name; the process runs on', async () => {
   const out = `${dir()}/out`;
   const sh = await startLogged('sh', ['-c', `"$0" "$1" | cat > "$2"`, fixture('fds'), dir(), out], /^/);
@@ -85,7 +112,7 @@ test('a pipe whose other end another process holds is refused by name; the proce
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /fd 1 is one end of a pipe \(pipe:\[\d+\]\) whose other end a process outside the dump holds/,
+    /fd 1 is one end of a pipe \(pipe:\[\d+\]\) whose other end a process outside the dump holds \(process \d+, cat\)/,
   );
   assert.deepEqual(traceState(fds), { state: 'S', tracerPid: 0 });
 });

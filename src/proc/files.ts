@@ -72,3 +72,30 @@ export function listThreads(pid: number): number[] {
     .map(Number)
     .sort((a, b) => a - b);
 }
+
+/**
+ * The processes other than `skip` that hold a descriptor whose /proc link reads one of `targets`
+ * (`pipe:[123]`, say): the first found for each target, with its name. Processes that go away or
+ * hide their descriptors meanwhile are passed over.
+ */
+export function holdersOf(
+  targets: ReadonlySet<string>,
+  skip: ReadonlySet<number>,
+): Map<string, { pid: number; command: string }> {
+  const found = new Map<string, { pid: number; command: string }>();
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || skip.has(pid)) continue;
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (targets.has(target) && !found.has(target))
+          found.set(target, { pid, command: readFileSync(`/proc/${pid}/comm`, 'latin1').trim() });
+      }
+    } catch {
+      // gone, or not ours to read
+    }
+    if (found.size === targets.size) break;
+  }
+  return found;
+}

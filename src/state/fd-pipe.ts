@@ -1,7 +1,8 @@
 // Pipes: made again with pipe2, at the capacity they had, and given back the bytes that were
 // buffered in them (read at dump time without taking them out). The first process of a tree that
-// holds a pipe makes it and lends its ends to the others. A pipe whose other end is held outside
-// the dump is refused (TreeFiles.checkEnds): nothing here could give that end back. FIFOs too.
+// holds a pipe makes it and lends its ends to the others. An end nobody holds any more is closed
+// again once made; a pipe whose other end is held outside the dump is refused
+// (TreeFiles.checkEnds): nothing here could give that end back. FIFOs too.
 import { FerryError } from '../errors.js';
 import { boolean, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';

@@ -9,6 +9,7 @@ import { sameOpenFile } from '../sys/kcmp.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { unixSockets, type UnixSocketInfo } from '../sys/unix-diag.js';
+import { holdersOf } from '../proc/files.js';
 import { unsupportedMessage } from './context.js';
 import type { FdInfo } from './fd-kind.js';
 
@@ -75,22 +76,30 @@ export class TreeFiles {
   }
 
   /**
-   * A pipe or a socket pair is made again with both its ends: one whose other end is outside the
-   * tree is refused.
+   * A pipe is made again with the ends the tree holds: an end no process holds any more stays
+   * closed (a reader then gets end of file, a writer EPIPE), but one a process outside the dump
+   * holds is refused, naming that process: nothing here could give it back. So is a socket pair
+   * whose other end is outside. `pids`: the processes of the dump.
    */
-  checkEnds(): void {
-    const refuse = (w: Where, what: string): never => {
+  checkEnds(pids: readonly number[]): void {
+    const refuse = (w: Where, what: string, holder = ''): never => {
       throw new FerryError(
         'FERRY_UNSUPPORTED_STATE',
         unsupportedMessage(
           w.pid,
           `fd ${w.fd} is ${what}`,
-          'whose other end a process outside the dump holds, which ferry cannot checkpoint',
+          `whose other end a process outside the dump holds${holder}, which ferry cannot checkpoint`,
         ),
       );
     };
-    for (const p of this.pipes.values())
-      if (!(p.read && p.write)) refuse(p, `one end of a pipe (${p.target})`);
+    const halves = [...this.pipes.values()].filter((p) => !(p.read && p.write));
+    if (halves.length > 0) {
+      const holders = holdersOf(new Set(halves.map((p) => p.target)), new Set([...pids, process.pid]));
+      for (const p of halves) {
+        const h = holders.get(p.target);
+        if (h) refuse(p, `one end of a pipe (${p.target})`, ` (process ${h.pid}, ${h.command})`);
+      }
+    }
     for (const s of this.unix.values())
       if (s.peer !== null && !this.unix.has(s.peer)) refuse(s, `a connected Unix socket (${s.target})`);
   }
