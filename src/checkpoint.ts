@@ -432,7 +432,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       migrating: options.sink !== undefined,
       sharedObjects: new Set<string>(),
     };
-    const treeFiles = new TreeFiles();
+    const treeFiles = new TreeFiles(tracees.map((t) => t.pid));
     const captures: Capture[] = [];
     for (const [i, t] of tracees.entries()) {
       captures.push(
@@ -441,7 +441,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
           : await captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
       );
     }
-    treeFiles.checkEnds(captures.map((c) => c.pid));
+    treeFiles.checkEnds();
     const sizes = captures.map((c) => roomBytes(c.ranges));
     const totalBytes = sizes.reduce((a, b) => a + b, 0);
     captures.forEach((c, i) => c.writer.reserve(sizes[i]!)); // a full disk shows now, before any page is copied

@@ -4,7 +4,15 @@
 // Node.js HTTP server.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { createSocket } from 'node:dgram';
 import { connect } from 'node:net';
@@ -97,6 +105,50 @@ test('bc reading a pipe whose writer (echo) has exited: dumped mid-computation, 
   await restoreCli(image, cleanup);
   const expected = execFileSync('bc', ['-l'], { input: program, encoding: 'utf8' });
   assert.equal(await fileContent(out, /[^\\]\n$/), expected);
+});
+
+const FIFO_READER = `
+import os, sys, time
+os.closerange(3, 65536)
+fifo, go = sys.argv[1], sys.argv[2]
+fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+print('READY', flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+data = b''
+while True:
+    try:
+        chunk = os.read(fd, 65536)
+    except BlockingIOError:
+        break
+    if not chunk:
+        break
+    data += chunk
+lines = data.split(b'\\n')[:-1]
+print('GOT', len(lines), len(set(lines)), flush=True)
+`;
+
+test('a FIFO a process outside the dump writes to keeps its bytes, read once after the restore', async () => {
+  const work = dir();
+  const fifo = `${work}/fifo`;
+  execFileSync('mkfifo', [fifo]);
+  const reader = await startLogged(PYTHON, ['-c', FIFO_READER, fifo, `${work}/go`], /^READY\n/);
+  // This test is the writer, outside the dump: the FIFO lives on with its bytes through it.
+  const writer = openSync(fifo, 'r+');
+  cleanup(() => closeSync(writer));
+  writeSync(writer, Array.from({ length: 100 }, (_, i) => `line ${i}\n`).join(''));
+  const image = dir();
+  const dumped = await runCli(['dump', String(reader.pid), '-D', image]);
+  assert.equal(dumped.code, 0, dumped.stderr);
+  assert.match(
+    dumped.stderr,
+    new RegExp(
+      `the FIFO ${fifo} is open in process ${process.pid} \\(node\\) too: its 790 buffered bytes stay in it`,
+    ),
+  );
+  await restoreCli(image, cleanup);
+  writeFileSync(`${work}/go`, '');
+  assert.match(await fileContent(reader.out, /^GOT .*\n/m), /^GOT 100 100$/m);
 });
 
 test('a pipe whose other end another process holds is refused by name; the process runs on', async () => {

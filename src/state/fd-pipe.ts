@@ -121,7 +121,8 @@ const fifoRecord = object({
 type FifoRecord = Infer<typeof fifoRecord>;
 
 /**
- * FIFOs (named pipes): opened again by their path, with their buffered bytes. While a process's
+ * FIFOs (named pipes): opened again by their path, with their buffered bytes, unless a process
+ * outside the dump has the FIFO open (the bytes then stay in it). While a process's
  * descriptors are made, ferry keeps the FIFO open for reading and writing (O_RDWR, which never
  * waits), so that opening one end does not wait for the other; the bytes go in through it.
  */
@@ -144,6 +145,16 @@ export const fdFifo: FdKind<'fifo', FifoRecord> = {
     const base = { fd: info.fd, flags: info.fdinfo.flags, path: info.target, fifo };
     if (!ctx.tree.firstSeen(`fifo:${fifo}`)) return { ...base, capacity: DEFAULT_CAPACITY, data: null };
     const { data, capacity } = peekPipe(`/proc/${ctx.pid}/fd/${info.fd}`);
+    // Open outside the dump too, the FIFO keeps its bytes once the process is gone: written in
+    // again at restore, they would be read twice.
+    const holder = ctx.tree.outsideHolder(info.target);
+    if (holder) {
+      if (data.length > 0)
+        ctx.warn(
+          `fd ${info.fd}: the FIFO ${info.target} is open in process ${holder.pid} (${holder.command}) too: its ${data.length} buffered bytes stay in it, not in the image`,
+        );
+      return { ...base, capacity, data: null };
+    }
     const part = `files/fifo-${info.stat.ino}`;
     if (data.length > 0) ctx.writePart(part, data);
     return { ...base, capacity, data: data.length > 0 ? { part, size: data.length } : null };

@@ -25,6 +25,14 @@ interface PipeEnds extends Where {
 }
 
 export class TreeFiles {
+  /** `pids`: the processes of the dump. */
+  constructor(private readonly pids: readonly number[]) {}
+
+  /** A process outside the dump (not ferry) with a descriptor whose /proc link reads `target`. */
+  outsideHolder(target: string): { pid: number; command: string } | undefined {
+    return holdersOf(new Set([target]), new Set([...this.pids, process.pid])).get(target);
+  }
+
   /** One descriptor of each open file met so far, by inode. */
   private readonly files = new Map<string, Where[]>();
   private readonly pipes = new Map<number, PipeEnds>();
@@ -79,9 +87,9 @@ export class TreeFiles {
    * A pipe is made again with the ends the tree holds: an end no process holds any more stays
    * closed (a reader then gets end of file, a writer EPIPE), but one a process outside the dump
    * holds is refused, naming that process: nothing here could give it back. So is a socket pair
-   * whose other end is outside. `pids`: the processes of the dump.
+   * whose other end is outside.
    */
-  checkEnds(pids: readonly number[]): void {
+  checkEnds(): void {
     const refuse = (w: Where, what: string, holder = ''): never => {
       throw new FerryError(
         'FERRY_UNSUPPORTED_STATE',
@@ -94,7 +102,7 @@ export class TreeFiles {
     };
     const halves = [...this.pipes.values()].filter((p) => !(p.read && p.write));
     if (halves.length > 0) {
-      const holders = holdersOf(new Set(halves.map((p) => p.target)), new Set([...pids, process.pid]));
+      const holders = holdersOf(new Set(halves.map((p) => p.target)), new Set([...this.pids, process.pid]));
       for (const p of halves) {
         const h = holders.get(p.target);
         if (h) refuse(p, `one end of a pipe (${p.target})`, ` (process ${h.pid}, ${h.command})`);
