@@ -26,6 +26,7 @@ import { dumpVmas, type VmaRecord } from './state/mem-vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
 import { dumpTask } from './state/task.js';
+import { dumpOwners } from './state/fown.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
@@ -204,6 +205,10 @@ async function captureProcess(
   };
   // Process state, each from its module. The remote scratch region goes before the VMAs are read.
   const { files, locks } = dumpFiles(ctx, treeFiles);
+  const owners = dumpOwners(
+    ctx,
+    files.map((f) => f.fd),
+  );
   const signals = dumpSignals(ctx);
   const pending = dumpPending(ctx);
   const timers = dumpTimers(ctx);
@@ -244,6 +249,7 @@ async function captureProcess(
     fs,
     creds,
     rlimits,
+    owners,
     task,
     signals,
     pending,

@@ -37,6 +37,8 @@ import {
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restoreTask } from './state/task.js';
+import { restoreOwners } from './state/fown.js';
+import { userProcessStat } from './proc/process.js';
 import { restorePending, restoreSignals } from './state/signals.js';
 import {
   cloneThreads,
@@ -317,6 +319,10 @@ async function restoreProcess(
     // The other threads share what is restored so far; IDs, names and credentials are each thread's.
     const tids = [made.pid, ...cloneThreads(ctx, state.threads.slice(1), options.samePid)];
     const channels = tids.map((tid, i) => (i === 0 ? remote : remote.thread(tid)));
+    restoreOwners(ctx, state.owners, state.files, new Map(state.threads.map((t, i) => [t.tid, tids[i]!])), {
+      was: image.manifest.tree.find((m) => m.pid === state.pid)?.pgid ?? 0,
+      now: userProcessStat(made.pid).pgrp,
+    });
     state.threads.forEach((thread, i) =>
       restoreThread({ ...ctx, remote: channels[i]! }, thread, !options.root),
     );

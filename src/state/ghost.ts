@@ -3,7 +3,7 @@
 // then unlinked again. A memfd's content is saved the same way and given back as a memfd. A restore
 // made for a user (RestoreContext.user) has the stub make and unlink the file with the user's file
 // credentials: ferry's root creates or removes no path an image names.
-import { chownSync, existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -66,6 +66,7 @@ export function createGhost(ctx: RestoreContext, path: string, ghost: GhostRecor
   for (const candidate of [path, join(dir, `.ferry-ghost-${randomBytes(6).toString('hex')}`)]) {
     try {
       writeFileSync(candidate, data, { flag: 'wx', mode: ghost.mode });
+      chmodSync(candidate, ghost.mode); // ferry's umask took bits off
       chownSync(candidate, ghost.uid, ghost.gid);
       ctx.cleanup.push(() => unlinkSync(candidate));
       return candidate;
@@ -94,8 +95,12 @@ export function heldMemfd(ctx: RestoreContext, name: string, ghost: GhostRecord)
   const flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
   const fd = Number(remote.check(`memfd_create(${name})`, NR.memfd_create, remote.putString(name), flags));
   try {
-    writeFileSync(`/proc/${ctx.pid}/fd/${fd}`, ghostContent(ctx, ghost));
-    return ctx.tree.holdPath(key, `/proc/${ctx.pid}/fd/${fd}`);
+    const made = `/proc/${ctx.pid}/fd/${fd}`;
+    writeFileSync(made, ghostContent(ctx, ghost));
+    // Its mode and owner as they were (memfd_create makes it 0777, the stub's).
+    chmodSync(made, ghost.mode);
+    if (!ctx.user || ctx.user.fsuid === ghost.uid) chownSync(made, ghost.uid, ghost.gid);
+    return ctx.tree.holdPath(key, made);
   } finally {
     remote.check('close(memfd)', NR.close, fd);
   }

@@ -13,6 +13,7 @@ import { pendingRecord, signalsRecord } from './signals.js';
 import { threadRecord } from './thread.js';
 import { sysvRecord } from './sysv.js';
 import { taskRecord } from './task.js';
+import { ownersRecord } from './fown.js';
 import { timersRecord } from './timers.js';
 import { treeRecord } from './tree.js';
 
@@ -35,7 +36,9 @@ export const stateRecord = object({
   fs: fsRecord,
   creds: credsRecord,
   rlimits: rlimitsRecord,
-  /** OOM adjustment, login uid, subreaper, THP, membarrier; null in an image older than version 7. */
+  /** Descriptors' SIGIO owners and signals (F_SETOWN_EX, F_SETSIG); empty before version 8. */
+  owners: ownersRecord,
+  /** OOM adjustment, login uid, subreaper, THP, membarrier; null in an image older than version 8. */
   task: taskRecord,
   signals: signalsRecord,
   pending: pendingRecord,
@@ -49,12 +52,20 @@ export type Manifest = Infer<typeof manifestRecord>;
  * An image of an older format version, as this one reads it: version 1 had neither page layers
  * nor parents; versions 1 and 2 held one process, no pending signals and no timers (a process
  * that had some was refused); before version 6 a stopped process was refused; before version 7
- * file locks, task attributes (OOM adjustment, login uid, ...) and threads' scheduling, timer
- * slack and parent-death signal were not saved (null: the restore leaves them as they come). What
- * an older image lacks is filled in, what it has is kept.
+ * file locks were not saved; before version 8 task attributes (OOM adjustment, login uid, ...),
+ * threads' scheduling, timer slack, parent-death signal and own credentials, and descriptors'
+ * SIGIO owners were not (null or none: the restore leaves them as they come). What an older image
+ * lacks is filled in, what it has is kept.
  */
 function upgradeManifest(old: Record<string, unknown>, version: number): Record<string, unknown> {
-  const defaults = { pending: [], timers: { itimers: [], posix: [] }, shm: [], locks: [], task: null };
+  const defaults = {
+    pending: [],
+    timers: { itimers: [], posix: [] },
+    shm: [],
+    locks: [],
+    task: null,
+    owners: [],
+  };
   const threadDefaults = { sched: null, timerSlack: null, pdeathsig: 0, creds: null };
   const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
     const threads = (state?.threads as Record<string, unknown>[] | undefined)?.map((t) => ({

@@ -60,9 +60,9 @@ export const threadRecord = object({
   robustList: object({ head: hex64, len: integer(0, 1 << 16) }),
   rseq: nullable(object({ abi: hex64, size: integer(0, 1 << 16), signature: integer(0, 2 ** 32 - 1) })),
   sigaltstack: object({ sp: hex64, flags: integer(0, 2 ** 32 - 1), size: hex64 }),
-  /** sched_getattr(); null in an image older than version 7. */
+  /** sched_getattr(); null in an image older than version 8. */
   sched: nullable(schedRecord),
-  /** PR_GET_TIMERSLACK, nanoseconds; null in an image older than version 7. */
+  /** PR_GET_TIMERSLACK, nanoseconds; null in an image older than version 8. */
   timerSlack: nullable(hex64),
   /** PR_GET_PDEATHSIG: the signal the thread gets when its parent dies, or 0. */
   pdeathsig: integer(0, 64),

@@ -18,6 +18,7 @@ export const O = {
   TRUNC: 0o1000,
   APPEND: 0o2000,
   NONBLOCK: 0o4000,
+  ASYNC: 0o20000,
   LARGEFILE: 0o100000,
   CLOEXEC: 0o2000000,
 } as const;
