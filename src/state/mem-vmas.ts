@@ -207,8 +207,14 @@ export function mapVmas(
     const len = v.end - v.start;
     const shared = v.perms[3] === 's';
     const prot = protOf(v.perms) | (filled.has(v) ? PROT.READ | PROT.WRITE : 0);
+    // VmFlags: gd grows down, nr MAP_NORESERVE, dp MAP_DROPPABLE (private anonymous memory the
+    // kernel may drop under pressure).
+    const type = shared ? MAP.SHARED : v.vmFlags.includes('dp') ? MAP.DROPPABLE : MAP.PRIVATE;
     const flags =
-      (shared ? MAP.SHARED : MAP.PRIVATE) | MAP.FIXED | (v.vmFlags.includes('gd') ? MAP.GROWSDOWN : 0);
+      type |
+      MAP.FIXED |
+      (v.vmFlags.includes('gd') ? MAP.GROWSDOWN : 0) |
+      (v.vmFlags.includes('nr') ? MAP.NORESERVE : 0);
     const at = `0x${v.start.toString(16)}`;
     const key = backingKey(v);
     const backing = key === undefined ? undefined : backings.get(key);
@@ -220,7 +226,9 @@ export function mapVmas(
       const args = [v.start, len, prot, flags, backing, v.offset];
       calls.push({ name: `mmap(${at}, ${v.name})`, nr: NR.mmap, args });
     } else if (isFileBacked(v)) {
-      const mode = (shared && v.perms[1] === 'w' ? O.RDWR : O.RDONLY) | O.CLOEXEC;
+      // Opened for writing where the process may make it writable (mw: its file was opened so),
+      // even if it is read-only now: mprotect(PROT_WRITE) must work after as before.
+      const mode = (shared && v.vmFlags.includes('mw') ? O.RDWR : O.RDONLY) | O.CLOEXEC;
       const open = asUser(ctx, {
         name: `open(${v.name})`,
         nr: NR.openat,

@@ -7,6 +7,7 @@ export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
 export const MAP = {
   SHARED: 0x01,
   PRIVATE: 0x02,
+  DROPPABLE: 0x08,
   FIXED: 0x10,
   ANONYMOUS: 0x20,
   GROWSDOWN: 0x100,
