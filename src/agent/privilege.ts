@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import type { Manifest } from '../state/image.js';
+import { privilegedSockopt } from '../state/sockopts.js';
 import { NO_LOGINUID } from '../state/task.js';
 import { SCHED } from '../sys/sched.js';
 import type { Caller } from './auth.js';
@@ -73,6 +74,9 @@ export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = h
       if (held) refuse(`run with capabilities (${held[0]} 0x${held[1].toString(16)})`);
     }
     for (const f of state.files) {
+      if (f.kind !== 'socket' && f.kind !== 'unix') continue;
+      const option = privilegedSockopt(f.options);
+      if (option) refuse(`set ${option} on fd ${f.fd}, which needs CAP_NET_ADMIN or CAP_NET_RAW`);
       if (f.kind !== 'socket') continue;
       if (f.tcp)
         refuse(`have a TCP connection (fd ${f.fd}), which only TCP_REPAIR remakes: that needs CAP_NET_ADMIN`);

@@ -1,6 +1,6 @@
 // TCP and UDP sockets (IPv4 and IPv6) that are unbound, bound or listening, UDP sockets with a
 // default peer, and established TCP connections when the dump asks for them (fd-tcp.ts): made
-// again with socket, their options, bind, listen and connect. Their state is read in ferry from a
+// again with socket, their options (sockopts.ts), bind, listen and connect. Their state is read in ferry from a
 // copy of the socket (pidfd_getfd). TCP connections in other states are refused.
 import { FerryError } from '../errors.js';
 import { base64, boolean, integer, nullable, object, type Infer } from '../image/schema.js';
@@ -20,6 +20,7 @@ import {
 } from '../sys/socket.js';
 import { unsupportedMessage } from './context.js';
 import { setStatusFlags, type FdKind, type FilesDumpContext } from './fd-kind.js';
+import { dumpSockopts, restoreSockopts, sockoptsRecord } from './sockopts.js';
 import { dumpTcp, repairAfterConnect, repairBeforeConnect, tcpRecord } from './fd-tcp.js';
 
 const TCP_ESTABLISHED = 1;
@@ -59,6 +60,8 @@ const record = object({
   keepalive: boolean,
   nodelay: boolean,
   v6only: boolean,
+  /** Other options that differ from a new socket's (sockopts.ts); none before version 8. */
+  options: sockoptsRecord,
   /** An established connection's state (--tcp-established), else null. */
   tcp: nullable(tcpRecord),
 });
@@ -127,6 +130,7 @@ function readSocket(ctx: FilesDumpContext, fd: number, copy: number, flags: numb
     keepalive: option(SOL.SOCKET, SO.KEEPALIVE),
     nodelay: type === SOCK.STREAM && option(SOL.TCP, TCP_NODELAY),
     v6only: family === AF.INET6 && option(SOL.IPV6, IPV6_V6ONLY),
+    options: dumpSockopts(copy, family, type, protocol),
     tcp,
   };
 }
@@ -179,5 +183,6 @@ export const fdSocket: FdKind<'socket', SocketRecord> = {
     set(SOL.SOCKET, SO.REUSEADDR, rec.reuseaddr, 'SO_REUSEADDR');
     setStatusFlags(fds, made, rec.flags);
     fds.place(rec.fd, made, rec.flags);
+    restoreSockopts(ctx, fds, rec.fd, rec.options);
   },
 };

@@ -5,7 +5,9 @@
 // Restore makes a pair with socketpair in the first process that holds an end, lends the ends to
 // the others, and sends each end's queued messages again through its peer; a bound socket is bound
 // again (a socket file left at its path by the dumped process is replaced) and listens again.
-// A connection to a listener outside the tree is refused.
+// A datagram socket connected to a named server is connected to that name again once every
+// descriptor is in place; then its options and shutdown state are set again. A connection to a
+// listener outside the tree is refused.
 import { existsSync, lstatSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
@@ -13,6 +15,7 @@ import { NR } from '../sys/nr.js';
 import { AF, peekQueue, SOCK } from '../sys/socket.js';
 import { unixSockets } from '../sys/unix-diag.js';
 import { unsupportedMessage } from './context.js';
+import { dumpSockopts, restoreSockopts, sockoptsRecord } from './sockopts.js';
 import { unixKey, unixPairId } from './fd-shared.js';
 import {
   callAsUser,
@@ -37,6 +40,12 @@ const record = object({
   mode: nullable(integer(0, 0o7777)),
   /** Of a listening socket, its backlog. */
   backlog: nullable(integer(0, 2 ** 31 - 1)),
+  /** A datagram socket connected to a named one that is not connected back: that name. */
+  connect: nullable(string({ max: SUN_PATH })),
+  /** shutdown(2) state: 1 receive shut down, 2 send, 3 both. */
+  shutdown: integer(0, 3),
+  /** Options that differ from a new socket's (sockopts.ts). */
+  options: sockoptsRecord,
   /** Its receive queue: the bytes (an image part) and each message's length. */
   queue: nullable(
     object({ part: string({ max: 256 }), lengths: array(integer(0, 1 << 30), { max: MAX_MESSAGES }) }),
@@ -159,10 +168,18 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
         `fd ${info.fd} (listening on ${s.name ?? '?'}): ${s.rqueue} connection(s) not yet accepted are dropped`,
       );
     }
-    ctx.tree.unixEnd(ctx.pid, info, s.peer);
-    const messages = listening ? [] : peekQueue(info.socket!.copy);
-    if (messages.length > 0 && s.peer === null) refuse('a Unix socket with data queued and no peer');
-    const path = s.name !== null && !s.name.startsWith('@') && s.peer === null ? s.name : null;
+    // A datagram socket connect()ed to a named one (a client of a syslog-like server) is not that
+    // one's peer: it is connected again by name, wherever the server is.
+    const server = s.type === SOCK.DGRAM && s.peer !== null ? ctx.tree.unixSocket(s.peer) : undefined;
+    const oneWay = server !== undefined && server.peer !== ino;
+    if (oneWay && server.name === null) refuse('a datagram socket connected to an unnamed one');
+    const peer = oneWay ? null : s.peer;
+    ctx.tree.unixEnd(ctx.pid, info, peer);
+    // A stream socket connected to nothing has no queue (and recv on it fails EINVAL).
+    const queueless = listening || (s.peer === null && s.type !== SOCK.DGRAM);
+    const messages = queueless ? [] : peekQueue(info.socket!.copy);
+    if (messages.length > 0 && peer === null) refuse('a Unix socket with data queued and no peer');
+    const path = s.name !== null && !s.name.startsWith('@') && peer === null ? s.name : null;
     let queue: UnixRecord['queue'] = null;
     if (messages.length > 0) {
       const part = `files/unix-${ino}`;
@@ -174,10 +191,13 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
       flags: info.fdinfo.flags,
       ino,
       type: s.type,
-      peer: s.peer,
+      peer,
       name: s.name,
       mode: path !== null && existsSync(path) ? lstatSync(path).mode & 0o7777 : null,
       backlog: listening ? s.wqueue : null,
+      connect: oneWay ? server.name : null,
+      shutdown: s.shutdown,
+      options: dumpSockopts(info.socket!.copy, AF.UNIX, s.type, 0),
       queue,
     };
   },
@@ -195,5 +215,18 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
     }
     setStatusFlags(fds, mine, rec.flags);
     fds.place(rec.fd, mine, rec.flags);
+    // Once every descriptor is in place (its server bound, its peer's queue refilled).
+    if (rec.connect !== null) {
+      const addr = sockaddr(rec.connect);
+      fds.after({
+        name: `connect(${rec.fd}, ${rec.connect})`,
+        nr: NR.connect,
+        args: [rec.fd, ctx.remote.put(addr), addr.length],
+      });
+    }
+    restoreSockopts(ctx, fds, rec.fd, rec.options);
+    // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2.
+    if (rec.shutdown !== 0)
+      fds.after({ name: `shutdown(${rec.fd})`, nr: NR.shutdown, args: [rec.fd, rec.shutdown - 1] });
   },
 };

@@ -67,12 +67,20 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
     owners: [],
   };
   const threadDefaults = { sched: null, timerSlack: null, pdeathsig: 0, creds: null };
+  const fileDefaults: Record<string, Record<string, unknown>> = {
+    socket: { options: [] },
+    unix: { connect: null, shutdown: 0, options: [] },
+  };
   const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
     const threads = (state?.threads as Record<string, unknown>[] | undefined)?.map((t) => ({
       ...threadDefaults,
       ...t,
     }));
-    return { ...defaults, ...state, ...(threads ? { threads } : {}) };
+    const files = (state?.files as Record<string, unknown>[] | undefined)?.map((f) => ({
+      ...fileDefaults[f.kind as string],
+      ...f,
+    }));
+    return { ...defaults, ...state, ...(threads ? { threads } : {}), ...(files ? { files } : {}) };
   };
   const members = version <= 2 ? [] : ((old.tree as Record<string, unknown>[] | undefined) ?? []);
   const tree = members.map((m) => ({ stopped: null, ...m }));

@@ -69,6 +69,44 @@ function address(nr: number, call: string, fd: number): Buffer {
   return addr.subarray(0, Math.min(length[0]!, SOCKADDR_MAX));
 }
 
+/** A new socket of ferry's (closed by the caller). */
+export function newSocket(family: number, type: number, protocol: number): number {
+  return syscall(
+    NR.socket,
+    'socket',
+    () => [String(family), String(type), String(protocol)],
+    family,
+    type | 0o2000000,
+    protocol,
+  );
+}
+
+const SO_GET_FILTER = 26;
+
+/**
+ * The classic BPF filter attached to the socket (SO_ATTACH_FILTER), as its struct sock_filter
+ * instructions, or null when none is. getsockopt's length counts instructions, not bytes.
+ */
+export function getSocketFilter(fd: number): Buffer | null {
+  const count = new Uint32Array([0]);
+  const ask = (buf: Buffer | null): void =>
+    void syscall(
+      NR.getsockopt,
+      'getsockopt',
+      () => [String(fd), 'SO_GET_FILTER'],
+      fd,
+      SOL.SOCKET,
+      SO_GET_FILTER,
+      buf,
+      count,
+    );
+  ask(null);
+  if (count[0] === 0) return null;
+  const program = Buffer.alloc(count[0]! * 8);
+  ask(program);
+  return program.subarray(0, count[0]! * 8);
+}
+
 /** The address the socket is bound to (all zeros, port 0, when it is not). */
 export function getsockname(fd: number): Buffer {
   return address(NR.getsockname, 'getsockname', fd);

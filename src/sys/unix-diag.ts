@@ -1,5 +1,5 @@
 // The Unix sockets of this network namespace, as the kernel's sock_diag netlink interface lists
-// them: each one's type, state, bound name, peer and queued bytes. Nothing else tells a socket's
+// them: each one's type, state, bound name, peer, queued bytes and shutdown state. Nothing else tells a socket's
 // peer (CRIU reads the same).
 import { closeSync } from 'node:fs';
 import { syscall } from './call.js';
@@ -17,7 +17,7 @@ const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const NLMSG_HDR = 16;
 const UDIAG_SHOW = { NAME: 1, PEER: 4, RQLEN: 0x10 } as const;
-const UNIX_DIAG = { NAME: 0, PEER: 2, RQLEN: 4 } as const;
+const UNIX_DIAG = { NAME: 0, PEER: 2, RQLEN: 4, SHUTDOWN: 6 } as const;
 const RECV_BUFFER = 1 << 16;
 
 export interface UnixSocketInfo {
@@ -34,6 +34,8 @@ export interface UnixSocketInfo {
   rqueue: number;
   /** Of a listener: its backlog. */
   wqueue: number;
+  /** shutdown(2) state: 1 receive shut down, 2 send, 3 both. */
+  shutdown: number;
 }
 
 const align4 = (n: number): number => (n + 3) & ~3;
@@ -66,6 +68,7 @@ function parseSocket(msg: Buffer): UnixSocketInfo {
     peer: null,
     rqueue: 0,
     wqueue: 0,
+    shutdown: 0,
   };
   for (let at = 16; at + 4 <= msg.length;) {
     const len = msg.readUInt16LE(at);
@@ -74,6 +77,7 @@ function parseSocket(msg: Buffer): UnixSocketInfo {
     const type = msg.readUInt16LE(at + 2);
     if (type === UNIX_DIAG.NAME) info.name = parseName(data);
     else if (type === UNIX_DIAG.PEER) info.peer = data.readUInt32LE(0);
+    else if (type === UNIX_DIAG.SHUTDOWN) info.shutdown = data.readUInt8(0);
     else if (type === UNIX_DIAG.RQLEN) {
       info.rqueue = data.readUInt32LE(0);
       info.wqueue = data.readUInt32LE(4);

@@ -97,11 +97,16 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
         message: new RegExp(`uid 1000, and process 7 of the image would run with ${what}`),
       });
     // What the restore would do for it with privileges of its own.
-    const socket = (port: number, tcp: object | null = null): object => {
+    const socket = (port: number, tcp: object | null = null, options: object[] = []): object => {
       const address = Buffer.alloc(16);
       address.writeUInt16LE(2, 0);
       address.writeUInt16BE(port, 2);
-      return { kind: 'socket', fd: 3, address, tcp };
+      return { kind: 'socket', fd: 3, address, tcp, options };
+    };
+    const option = (name: string, value: number): object => {
+      const raw = Buffer.alloc(4);
+      raw.writeInt32LE(value);
+      return { name, value: raw };
     };
     const lowest = Number(readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1'));
     checkLeastPrivilege(
@@ -109,7 +114,7 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
       image(
         {},
         {
-          files: [socket(lowest), socket(0)],
+          files: [socket(lowest), socket(0, null, [option('SO_PRIORITY', 6)])],
           shm: [{ id: 5, uid: 1000 }],
           threads: [{ tid: 7, sched: { policy: 3, nice: 5 } }],
           task: { oomScoreAdj: 100, loginuid: 2 ** 32 - 1 },
@@ -119,6 +124,11 @@ test('a uid-bound token may have restored only what its uid has, with no capabil
     );
     const privileged: [string, Parameters<typeof image>[1]][] = [
       ['have a TCP connection \\(fd 3\\), which only TCP_REPAIR', { files: [socket(40000, {})] }],
+      [
+        'set SO_MARK on fd 3, which needs CAP_NET_ADMIN',
+        { files: [socket(0, null, [option('SO_MARK', 1)])] },
+      ],
+      ['set SO_PRIORITY 7 on fd 3', { files: [socket(0, null, [option('SO_PRIORITY', 7)])] }],
       ['attach SysV shared memory 5, which uid 0 owns', { shm: [{ id: 5, uid: 0 }] }],
       ['run thread 7 under real-time', { threads: [{ tid: 7, sched: { policy: 1, nice: 0 } }] }],
       ['run thread 7 at nice -5', { threads: [{ tid: 7, sched: { policy: 0, nice: -5 } }] }],
