@@ -35,8 +35,10 @@ async function start(name: string): Promise<Conforming> {
   closeSync(stderr);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   cleanup(async () => {
+    const descendants = treeOf(child.pid!).slice(1);
     child.kill('SIGKILL');
     await exited;
+    descendants.forEach(killAndReap); // orphaned to this process (a subreaper)
   });
   const [ready] = await waitForLines(report, 1);
   const pid = Number(/^READY (\d+)$/.exec(ready!)?.[1]);
@@ -78,6 +80,25 @@ for (const name of WHOLE) {
     const { pid, said } = await moveThroughImage(f);
     assert.equal(said, '', 'no warning');
     assert.equal(await f.check(pid), 'PASS');
+  });
+}
+
+/** The kinds a dump refuses, by name, leaving the process as it was. */
+const REFUSED: [string, RegExp][] = [
+  [
+    'clone-files',
+    /it shares its descriptor table \(CLONE_FILES\) with its parent \d+, which ferry cannot restore yet/,
+  ],
+  ['scm-rights', /is a Unix socket with descriptors or credentials in flight in its queue \(SCM_RIGHTS\)/],
+];
+
+for (const [name, message] of REFUSED) {
+  test(`conformance: ${name} is refused by name, the process untouched`, async () => {
+    const f = await start(name);
+    const dumped = await runCli(['dump', String(f.pid), '-D', `${f.work}/image`]);
+    assert.equal(dumped.code, 1);
+    assert.match(dumped.stderr, message);
+    assert.equal(await f.check(), 'PASS');
   });
 }
 

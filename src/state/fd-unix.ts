@@ -177,7 +177,8 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
     ctx.tree.unixEnd(ctx.pid, info, peer);
     // A stream socket connected to nothing has no queue (and recv on it fails EINVAL).
     const queueless = listening || (s.peer === null && s.type !== SOCK.DGRAM);
-    const messages = queueless ? [] : peekQueue(info.socket!.copy);
+    const { messages, control } = queueless ? { messages: [], control: false } : peekQueue(info.socket!.copy);
+    if (control) refuse('a Unix socket with descriptors or credentials in flight in its queue (SCM_RIGHTS)');
     if (messages.length > 0 && peer === null) refuse('a Unix socket with data queued and no peer');
     const path = s.name !== null && !s.name.startsWith('@') && peer === null ? s.name : null;
     let queue: UnixRecord['queue'] = null;

@@ -7,6 +7,7 @@ import { array, integer, nullable, object, string, type Infer } from '../image/s
 import { listThreads, readProcText } from '../proc/files.js';
 import { parseStat, type ProcStat } from '../proc/stat.js';
 import { SysError } from '../sys/errno.js';
+import { KCMP, shareObject } from '../sys/kcmp.js';
 import { NR } from '../sys/nr.js';
 import { PR } from '../sys/prctl.js';
 import { PTRACE_O, ptraceSetOptions, ptraceSetSigmask } from '../sys/ptrace.js';
@@ -103,6 +104,7 @@ export function freezeTree(rootTracee: Tracee, oneOnly: string | undefined): Mem
       }
     }
     checkTree(members.map((m) => m.record));
+    for (const m of members) if (m.tracee) refuseSharing(m.record);
     return members;
   } catch (err) {
     for (const m of members.slice(1).reverse()) m.tracee?.release();
@@ -122,6 +124,31 @@ function freezeChild(pid: number, root: Tracee): Member | undefined {
     if (!isFerryError(err, 'FERRY_PROCESS_EXITED')) throw err;
     const after = statOf(pid); // it exited meanwhile: a zombie now, or reaped
     return after ? zombie(pid, after) : undefined;
+  }
+}
+
+const SHARED = [
+  [KCMP.VM, 'its memory (CLONE_VM)'],
+  [KCMP.FILES, 'its descriptor table (CLONE_FILES)'],
+  [KCMP.FS, 'its working directory and umask (CLONE_FS)'],
+  [KCMP.SIGHAND, 'its signal handlers (CLONE_SIGHAND)'],
+] as const;
+
+/**
+ * Each process is restored with its own memory, descriptor table, filesystem context and signal
+ * handlers: one that shares any with its parent (cloned so, not as a thread) is refused.
+ */
+function refuseSharing(m: MemberRecord): void {
+  if (m.ppid <= 0) return;
+  for (const [type, what] of SHARED) {
+    let shared: boolean;
+    try {
+      shared = shareObject(m.pid, m.ppid, type);
+    } catch {
+      return; // its parent is not ours to look at (or gone): nothing is shared with it
+    }
+    if (shared)
+      refuse(m.pid, `it shares ${what} with its parent ${m.ppid},`, 'which ferry cannot restore yet');
   }
 }
 

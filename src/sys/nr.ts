@@ -31,6 +31,7 @@ export const NR = {
   connect: 42,
   sendto: 44,
   recvfrom: 45,
+  recvmsg: 47,
   shutdown: 48,
   bind: 49,
   listen: 50,

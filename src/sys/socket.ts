@@ -2,6 +2,7 @@
 import { syscall } from './call.js';
 import { isErrno } from './errno.js';
 import { ioctl } from './ioctl.js';
+import { addressOf } from './libc.js';
 import { NR } from './nr.js';
 
 export const AF = { UNIX: 1, INET: 2, INET6: 10 } as const;
@@ -161,36 +162,40 @@ export function peekBytes(fd: number, len: number): Buffer {
   return buf.subarray(0, got);
 }
 
+/** recvmsg's msg_flags bit: control data (descriptors, credentials) did not fit, and was left. */
+const MSG_CTRUNC = 8;
+
 /**
  * What a socket's receive queue holds, read without taking it (MSG_PEEK, walking the queue with
- * SO_PEEK_OFF, which is put back after): each message, or for a stream socket its bytes in pieces.
+ * SO_PEEK_OFF, which is put back after): each message, or for a stream socket its bytes in pieces;
+ * and whether any carried control data (SCM_RIGHTS descriptors, SCM_CREDENTIALS), which this
+ * reading leaves where it is (no room is given for it: the kernel says MSG_CTRUNC).
  */
-export function peekQueue(fd: number): Buffer[] {
+export function peekQueue(fd: number): { messages: Buffer[]; control: boolean } {
   const saved = getsockoptInt(fd, SOL.SOCKET, SO.PEEK_OFF);
   setsockoptInt(fd, SOL.SOCKET, SO.PEEK_OFF, 0);
-  const out: Buffer[] = [];
+  const messages: Buffer[] = [];
+  let control = false;
   try {
     const buf = Buffer.alloc(PEEK_BUFFER);
+    const iov = Buffer.alloc(16);
+    iov.writeBigUInt64LE(addressOf(buf), 0);
+    iov.writeBigUInt64LE(BigInt(buf.length), 8);
+    // struct msghdr: no name, one iovec, no control buffer; msg_flags at 48.
+    const msg = Buffer.alloc(56);
+    msg.writeBigUInt64LE(addressOf(iov), 16);
+    msg.writeBigUInt64LE(1n, 24);
     for (;;) {
       let got: number;
       try {
-        got = syscall(
-          NR.recvfrom,
-          'recvfrom(MSG_PEEK)',
-          () => [String(fd)],
-          fd,
-          buf,
-          buf.length,
-          MSG_PEEK | MSG_DONTWAIT,
-          null,
-          null,
-        );
+        got = syscall(NR.recvmsg, 'recvmsg(MSG_PEEK)', () => [String(fd)], fd, msg, MSG_PEEK | MSG_DONTWAIT);
       } catch (err) {
-        if (isErrno(err, 'EAGAIN')) return out;
+        if (isErrno(err, 'EAGAIN')) return { messages, control };
         throw err;
       }
-      if (got === 0) return out;
-      out.push(Buffer.from(buf.subarray(0, got)));
+      if (msg.readInt32LE(48) & MSG_CTRUNC) control = true;
+      if (got === 0) return { messages, control };
+      messages.push(Buffer.from(buf.subarray(0, got)));
     }
   } finally {
     setsockoptInt(fd, SOL.SOCKET, SO.PEEK_OFF, saved);
