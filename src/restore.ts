@@ -38,6 +38,7 @@ import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restoreTask } from './state/task.js';
 import { restoreOwners } from './state/fown.js';
+import { externalKey } from './state/fd-external.js';
 import { userProcessStat } from './proc/process.js';
 import { restorePending, restoreSignals } from './state/signals.js';
 import {
@@ -82,6 +83,12 @@ export interface RestoreOptions {
    * to ferry, continued with SIGCONT. How a partial image (dump --vmas) restores, for inspection.
    */
   leaveStopped?: boolean;
+  /**
+   * Replacements for the image's external descriptors (a pipe or socket shared with a process
+   * outside the dump): each key (`pipe:[123]`) with a descriptor of this process to give in its
+   * place. An external descriptor without one is refused before anything is spawned.
+   */
+  inheritFds?: ReadonlyMap<string, number>;
   /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
   prefill?: Prefill;
   /**
@@ -145,6 +152,28 @@ function checkCpu(image: Image, stubPid: number): void {
  * A partial image (dump --vmas) lacks the contents of the VMAs it did not select: run, the process
  * would find zeros there and die, or worse. It restores stopped only, for inspection.
  */
+/**
+ * Every external descriptor of the image has a replacement, and every replacement given names one
+ * (a misspelt key would otherwise be ignored).
+ */
+function checkExternal(image: Image, given: ReadonlyMap<string, number>): void {
+  const keys = new Set<string>();
+  for (const p of image.processes)
+    for (const f of p.state.files) {
+      if (f.kind !== 'external') continue;
+      keys.add(f.key);
+      if (!given.has(f.key))
+        throw new FerryError(
+          'FERRY_USAGE',
+          `fd ${f.fd} of process ${p.state.pid} was ${f.key}, shared with ${f.holder} outside the image: ` +
+            `give the restore a descriptor to use in its place with --inherit-fd fd[N]:${f.key} (N open in the restore, e.g. 3>/path or 3>&1)`,
+        );
+    }
+  for (const key of given.keys())
+    if (!keys.has(key))
+      throw new FerryError('FERRY_USAGE', `--inherit-fd names ${key}, which ${image.location} has no descriptor of`);
+}
+
 const FROM_FILE = new Set(['text', 'file-shared', 'guard']);
 
 function refusePartial(image: Image): void {
@@ -422,6 +451,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
       `${dir} holds a tree of ${tree.length} processes: restoring a tree stopped, or migrating one, is not supported yet`,
     );
   if (!options.stopped && !options.leaveStopped) refusePartial(image);
+  checkExternal(image, options.inheritFds ?? new Map());
   const warnings: string[] = [];
   const samePid = options.samePid ?? 'try';
   const shared: Shared = {
@@ -444,6 +474,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   // Before any process is made under its old PID (the page writes would start them after it).
   startWorkerThreads();
   try {
+    for (const [key, fd] of options.inheritFds ?? []) shared.tree.holdOwn(externalKey(key), fd);
     const stub = options.prefill
       ? options.prefill.take()
       : startRestoreStub(state.pid, samePid, options.pidMethod);

@@ -3,7 +3,7 @@
 // sockets, on a C fixture that checks them itself, on redis-server from Debian's package and on a
 // Node.js HTTP server.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   closeSync,
   openSync,
@@ -22,7 +22,7 @@ import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli, runCli } from './helpers/cli.js';
 import { fileContent } from './helpers/compute.js';
 import { fixture } from './helpers/fixtures.js';
-import { PYTHON } from './helpers/paths.js';
+import { CLI, PYTHON } from './helpers/paths.js';
 import { startLogged as startProcessLogged, traceState } from './helpers/processes.js';
 import { becomeSubreaper, childrenOf, killAndReap } from './helpers/reaper.js';
 import { checkKeys, freePort, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
@@ -143,7 +143,7 @@ test('a FIFO a process outside the dump writes to keeps its bytes, read once aft
   assert.match(
     dumped.stderr,
     new RegExp(
-      `the FIFO ${fifo} is open in process ${process.pid} \\(node\\) too: its 790 buffered bytes stay in it`,
+      `the FIFO ${fifo} is open in node \\(process ${process.pid}\\) too: its 790 buffered bytes stay in it`,
     ),
   );
   await restoreCli(image, cleanup);
@@ -151,22 +151,101 @@ test('a FIFO a process outside the dump writes to keeps its bytes, read once aft
   assert.match(await fileContent(reader.out, /^GOT .*\n/m), /^GOT 100 100$/m);
 });
 
-test('a pipe whose other end another process holds is refused by name; the process runs on', async () => {
-  const out = `${dir()}/out`;
-  const sh = await startLogged('sh', ['-c', `"$0" "$1" | cat > "$2"`, fixture('fds'), dir(), out], /^/);
-  let fds: number | undefined;
-  for (const until = Date.now() + 10_000; fds === undefined && Date.now() < until; await sleep(20))
-    fds = childrenOf(sh.pid).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('fds'));
-  assert.ok(fds, 'the fixture started');
-  cleanup(() => killAndReap(fds));
-  await fileContent(out, /^READY\n/);
-  const r = await runCli(['dump', String(fds), '-D', dir()]);
-  assert.equal(r.code, 1);
-  assert.match(
-    r.stderr,
-    /fd 1 is one end of a pipe \(pipe:\[\d+\]\) whose other end a process outside the dump holds \(process \d+, cat\)/,
+const COUNTER = `
+import os, time
+os.closerange(3, 65536)
+i = 0
+while True:
+    i += 1
+    print(i, flush=True)
+    time.sleep(0.02)
+`;
+
+/** The child of `parent` whose name is `comm`, once it has one. */
+async function childNamed(parent: number, comm: string): Promise<number> {
+  for (const until = Date.now() + 10_000; Date.now() < until; await sleep(20)) {
+    const found = childrenOf(parent).find(
+      (pid) => readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === comm,
+    );
+    if (found) return found;
+  }
+  throw new Error(`no ${comm} under ${parent}`);
+}
+
+test('a job whose stdout is a pipe to logger: dumped as external, restored with --inherit-fd, logger carries on', async () => {
+  const work = dir();
+  const log = `${work}/log`;
+  // logger echoes each line it reads to its stderr, the log (--no-act: nothing reaches the syslog
+  // socket, a datagram socket of the test's own).
+  const syslog = `${work}/syslog`;
+  await startLogged(
+    PYTHON,
+    [
+      '-c',
+      `import socket, time\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind('${syslog}')\nprint('READY', flush=True)\ntime.sleep(600)`,
+    ],
+    /^READY\n/,
   );
-  assert.deepEqual(traceState(fds), { state: 'S', tracerPid: 0 });
+  const sh = await startProcessLogged(
+    log,
+    'sh',
+    ['-c', `"$0" -c "$1" | logger -s --no-act -u "$2" -t job`, PYTHON, COUNTER, syslog],
+    /job.*: 3\n/,
+    cleanup,
+  );
+  const job = await childNamed(sh, 'python3');
+  const logger = await childNamed(sh, 'logger');
+  cleanup(() => killAndReap(job));
+  cleanup(() => killAndReap(logger));
+  const key = readlinkSync(`/proc/${job}/fd/1`);
+  // A second writer into logger's pipe, as a supervisor would keep: the job's death is no end of file.
+  const writer = openSync(`/proc/${logger}/fd/0`, 'w');
+  let open = true;
+  const closeWriter = (): void => {
+    if (open) closeSync(writer);
+    open = false;
+  };
+  cleanup(closeWriter);
+  const image = dir();
+  const dumped = await runCli(['dump', String(job), '-D', image]);
+  assert.equal(dumped.code, 0, dumped.stderr);
+  assert.match(
+    dumped.stderr,
+    new RegExp(
+      `fd 1 is ${key.replace(/[[\]]/g, '\\$&')}, shared with .*logger \\(process ${logger}\\).* outside the dump`,
+    ),
+  );
+  const logged = (text: string): number[] => [...text.matchAll(/job.*: (\d+)$/gm)].map((m) => Number(m[1]));
+  const last = logged(readFileSync(log, 'utf8')).at(-1)!;
+
+  const without = await runCli(['restore', '-D', image]);
+  assert.equal(without.code, 2, 'a usage error');
+  assert.match(
+    without.stderr,
+    /fd 1 of process \d+ was pipe:\[\d+\], shared with .*logger .* --inherit-fd fd\[N\]:pipe:/,
+  );
+  const misspelt = await runCli([
+    ...['restore', '-D', image, '--inherit-fd', `fd[1]:${key}`],
+    ...['--inherit-fd', 'fd[1]:pipe:[1]'],
+  ]);
+  assert.match(misspelt.stderr, /--inherit-fd names pipe:\[1\], which .* has no descriptor of/);
+
+  // Handed the same pipe (fd 3 of ferry), the restored job writes on into logger.
+  const restore = spawn(CLI, ['restore', '-D', image, '--inherit-fd', `fd[3]:${key}`], {
+    stdio: ['ignore', 'pipe', 'pipe', writer],
+  });
+  let out = '';
+  restore.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  assert.equal(await new Promise((resolve) => restore.once('close', resolve)), 0);
+  cleanup(() => killAndReap(Number(out.trim())));
+  closeWriter();
+  const text = await fileContent(log, new RegExp(`: ${last + 10}\n`));
+  const numbers = logged(text);
+  assert.deepEqual(
+    numbers.slice(0, last + 10),
+    Array.from({ length: last + 10 }, (_, i) => i + 1),
+    'every line once, in order',
+  );
 });
 
 test('redis-server with 100,000 keys: checkpoint, kill, restore; every key reads back and writes work', async () => {

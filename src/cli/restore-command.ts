@@ -1,5 +1,6 @@
-// ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--json]
-import { writeFileSync } from 'node:fs';
+// ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped]
+//   [--inherit-fd fd[N]:KEY ...] [--json]
+import { fstatSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { restore } from '../restore.js';
 import { interruptible, printResult, requireDir, warnOnStderr, type Command } from './command.js';
@@ -12,17 +13,38 @@ function choice<T extends string>(name: string, value: unknown, allowed: readonl
   return value as T;
 }
 
+/**
+ * `--inherit-fd fd[N]:KEY`, as often as needed: descriptor N of this command (open when it was
+ * started: `3>/var/log/job.out`) given to the restored process in place of its external KEY.
+ */
+function inheritFds(specs: unknown): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const spec of (specs as string[] | undefined) ?? []) {
+    const m = /^fd\[(\d+)\]:(\S+)$/.exec(spec);
+    if (!m) throw new FerryError('FERRY_USAGE', `--inherit-fd ${spec}: expected fd[N]:KEY, e.g. fd[3]:pipe:[4242]`);
+    const fd = Number(m[1]);
+    try {
+      fstatSync(fd);
+    } catch {
+      throw new FerryError('FERRY_USAGE', `--inherit-fd ${spec}: descriptor ${fd} is not open in this command`);
+    }
+    out.set(m[2]!, fd);
+  }
+  return out;
+}
+
 export const restoreCommand: Command = {
   name: 'restore',
   summary: 'bring a process back from an image; prints its PID',
   usage:
-    'ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--json]',
+    'ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--inherit-fd fd[N]:KEY ...] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
     pidfile: { type: 'string' },
     'same-pid': { type: 'string' },
     tty: { type: 'string' },
     stopped: { type: 'boolean' },
+    'inherit-fd': { type: 'string', multiple: true },
   },
   positionals: { min: 0, max: 0 },
   async run({ values }) {
@@ -32,6 +54,7 @@ export const restoreCommand: Command = {
         samePid: choice('same-pid', values['same-pid'], ['require', 'try', 'no'] as const, 'try'),
         tty: choice('tty', values.tty, ['inherit', 'null'] as const, 'inherit'),
         leaveStopped: values.stopped === true,
+        inheritFds: inheritFds(values['inherit-fd']),
         onWarning: values.json ? undefined : warnOnStderr,
         signal,
       }),

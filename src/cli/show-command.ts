@@ -164,6 +164,8 @@ function describeFd(f: FdRecord): string {
       return `FIFO ${f.path}${f.data ? ` (${f.data.size} bytes buffered)` : ''}`;
     case 'signalfd':
       return `signalfd for ${signalsOf(f.mask)}`;
+    case 'external':
+      return `${f.key}, shared with ${f.holder} outside the image: restore with --inherit-fd fd[N]:${f.key}`;
     case 'inotify':
       return `inotify watching ${f.watches.map((w) => `${w.path} (wd ${w.wd}, mask 0x${w.mask.toString(16)})`).join(', ') || 'nothing'}`;
     default:

@@ -73,29 +73,37 @@ export function listThreads(pid: number): number[] {
     .sort((a, b) => a - b);
 }
 
+/** A process holding a descriptor: its PID and name. */
+export interface Holder {
+  pid: number;
+  command: string;
+}
+
 /**
  * The processes other than `skip` that hold a descriptor whose /proc link reads one of `targets`
- * (`pipe:[123]`, say): the first found for each target, with its name. Processes that go away or
+ * (`pipe:[123]`, say), for each target, in PID order, with their names. Processes that go away or
  * hide their descriptors meanwhile are passed over.
  */
-export function holdersOf(
-  targets: ReadonlySet<string>,
-  skip: ReadonlySet<number>,
-): Map<string, { pid: number; command: string }> {
-  const found = new Map<string, { pid: number; command: string }>();
-  for (const name of readdirSync('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || skip.has(pid)) continue;
+export function holdersOf(targets: ReadonlySet<string>, skip: ReadonlySet<number>): Map<string, Holder[]> {
+  const found = new Map<string, Holder[]>();
+  const pids = readdirSync('/proc')
+    .map(Number)
+    .filter((pid) => Number.isInteger(pid) && !skip.has(pid))
+    .sort((a, b) => a - b);
+  for (const pid of pids) {
     try {
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        if (targets.has(target) && !found.has(target))
-          found.set(target, { pid, command: readFileSync(`/proc/${pid}/comm`, 'latin1').trim() });
-      }
+      const seen = new Set<string>();
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) seen.add(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      const command = readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
+      for (const target of seen)
+        if (targets.has(target)) found.set(target, [...(found.get(target) ?? []), { pid, command }]);
     } catch {
       // gone, or not ours to read
     }
-    if (found.size === targets.size) break;
   }
   return found;
 }
+
+/** "logger (process 55)", or several of them joined. */
+export const describeHolders = (holders: readonly Holder[]): string =>
+  holders.map((h) => `${h.command} (process ${h.pid})`).join(', ');

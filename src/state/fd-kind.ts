@@ -23,6 +23,11 @@ export interface FdInfo {
   fdinfo: Fdinfo;
   /** For a socket: its address family, and ferry's copy of it to read it through. */
   socket: { family: number; copy: number } | null;
+  /**
+   * For a pipe a process outside the dump holds too, or a Unix socket whose peer one holds: that
+   * process ("logger (process 55)"); else null.
+   */
+  outside: string | null;
 }
 
 /** What the stub opens to get a descriptor back. */

@@ -8,6 +8,7 @@ import { boolean, integer, nullable, object, string, type Infer } from '../image
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import { F_SETPIPE_SZ, peekPipe } from '../sys/pipe.js';
+import { describeHolders } from '../proc/files.js';
 import { unsupportedMessage } from './context.js';
 import { pipeKey } from './fd-shared.js';
 import {
@@ -147,11 +148,11 @@ export const fdFifo: FdKind<'fifo', FifoRecord> = {
     const { data, capacity } = peekPipe(`/proc/${ctx.pid}/fd/${info.fd}`);
     // Open outside the dump too, the FIFO keeps its bytes once the process is gone: written in
     // again at restore, they would be read twice.
-    const holder = ctx.tree.outsideHolder(info.target);
-    if (holder) {
+    const holders = ctx.tree.outsideHolders(info.target);
+    if (holders.length > 0) {
       if (data.length > 0)
         ctx.warn(
-          `fd ${info.fd}: the FIFO ${info.target} is open in process ${holder.pid} (${holder.command}) too: its ${data.length} buffered bytes stay in it, not in the image`,
+          `fd ${info.fd}: the FIFO ${info.target} is open in ${describeHolders(holders)} too: its ${data.length} buffered bytes stay in it, not in the image`,
         );
       return { ...base, capacity, data: null };
     }

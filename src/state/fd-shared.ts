@@ -9,7 +9,7 @@ import { sameOpenFile } from '../sys/kcmp.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { unixSockets, type UnixSocketInfo } from '../sys/unix-diag.js';
-import { holdersOf } from '../proc/files.js';
+import { describeHolders, holdersOf, type Holder } from '../proc/files.js';
 import { unsupportedMessage } from './context.js';
 import type { FdInfo } from './fd-kind.js';
 
@@ -28,9 +28,14 @@ export class TreeFiles {
   /** `pids`: the processes of the dump. */
   constructor(private readonly pids: readonly number[]) {}
 
-  /** A process outside the dump (not ferry) with a descriptor whose /proc link reads `target`. */
-  outsideHolder(target: string): { pid: number; command: string } | undefined {
-    return holdersOf(new Set([target]), new Set([...this.pids, process.pid])).get(target);
+  /** The processes outside the dump (not ferry) with a descriptor whose /proc link reads `target`. */
+  outsideHolders(target: string): Holder[];
+  /** The same for several targets at once (one scan of /proc). */
+  outsideHolders(targets: ReadonlySet<string>): Map<string, Holder[]>;
+  outsideHolders(targets: string | ReadonlySet<string>): Holder[] | Map<string, Holder[]> {
+    const skip = new Set([...this.pids, process.pid]);
+    if (typeof targets !== 'string') return holdersOf(targets, skip);
+    return holdersOf(new Set([targets]), skip).get(targets) ?? [];
   }
 
   /** One descriptor of each open file met so far, by inode. */
@@ -102,10 +107,10 @@ export class TreeFiles {
     };
     const halves = [...this.pipes.values()].filter((p) => !(p.read && p.write));
     if (halves.length > 0) {
-      const holders = holdersOf(new Set(halves.map((p) => p.target)), new Set([...this.pids, process.pid]));
+      const holders = this.outsideHolders(new Set(halves.map((p) => p.target)));
       for (const p of halves) {
         const h = holders.get(p.target);
-        if (h) refuse(p, `one end of a pipe (${p.target})`, ` (process ${h.pid}, ${h.command})`);
+        if (h) refuse(p, `one end of a pipe (${p.target})`, ` (${describeHolders(h)})`);
       }
     }
     for (const s of this.unix.values())
@@ -160,6 +165,16 @@ export class TreeFds {
     const fd = openSync(path, 'r+');
     this.held.set(key, fd);
     return fd;
+  }
+
+  /** Hold a copy of ferry's own descriptor `fd` (a replacement its caller gave) under `key`. */
+  holdOwn(key: string, fd: number): void {
+    const pidfd = pidfdOpen(process.pid);
+    try {
+      this.held.set(key, pidfdGetfd(pidfd, fd));
+    } finally {
+      closeSync(pidfd);
+    }
   }
 
   /** ferry's copy of what was held under `key`. */

@@ -4,15 +4,16 @@ import { closeSync, readdirSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { array, integer, object, tagged, type Infer } from '../image/schema.js';
 import { parseFdinfo } from '../proc/fdinfo.js';
-import { listProcDir, procError, readProcLink, readProcText } from '../proc/files.js';
+import { describeHolders, listProcDir, procError, readProcLink, readProcText } from '../proc/files.js';
 import { NR } from '../sys/nr.js';
 import { sameOpenFile } from '../sys/kcmp.js';
 import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
-import { getsockoptInt, SO, SOL } from '../sys/socket.js';
+import { AF, getsockoptInt, SO, SOL } from '../sys/socket.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { expectFd, unsupportedMessage, type DumpContext } from './context.js';
 import { fdChardev } from './fd-chardev.js';
 import { fdEpoll } from './fd-epoll.js';
+import { fdExternal } from './fd-external.js';
 import { fdEventfd } from './fd-eventfd.js';
 import { fdFile } from './fd-file.js';
 import {
@@ -46,6 +47,7 @@ import { dumpLocks, type LocksRecord } from './locks.js';
 
 /** Every kind of descriptor ferry saves, tried in this order. */
 export const FD_KINDS = [
+  fdExternal,
   fdTty,
   fdChardev,
   fdFile,
@@ -140,7 +142,30 @@ function fdInfo(pid: number, fd: number, sockets: SocketCopies): FdInfo {
     stat,
     fdinfo: parseFdinfo(readProcText(pid, `fdinfo/${fd}`), `/proc/${pid}/fdinfo/${fd}`),
     socket: target.startsWith('socket:') ? sockets.take(fd) : null,
+    outside: null,
   };
+}
+
+/**
+ * Mark the descriptors whose pipe, or whose Unix socket's peer, a process outside the dump holds
+ * (one scan of /proc for all of them). A migration takes none: they are left for TreeFiles to refuse.
+ */
+function markOutside(ctx: DumpContext, tree: TreeFiles, infos: FdInfo[]): void {
+  if (ctx.migrating) return;
+  const wanted = new Map<FdInfo, string>();
+  for (const info of infos) {
+    if (info.target.startsWith('pipe:')) wanted.set(info, info.target);
+    else if (info.socket?.family === AF.UNIX) {
+      const peer = tree.unixSocket(info.stat.ino)?.peer;
+      if (peer) wanted.set(info, `socket:[${peer}]`);
+    }
+  }
+  if (wanted.size === 0) return;
+  const holders = tree.outsideHolders(new Set(wanted.values()));
+  for (const [info, target] of wanted) {
+    const h = holders.get(target);
+    if (h) info.outside = describeHolders(h);
+  }
 }
 
 /**
@@ -175,6 +200,7 @@ export function dumpFiles(ctx: DumpContext, tree: TreeFiles): { files: FilesReco
   const sockets = new SocketCopies(ctx.pid);
   try {
     const infos = numbers.map((fd) => fdInfo(ctx.pid, fd, sockets));
+    markOutside(ctx, tree, infos);
     const files = dumpTable(ctx, tree, infos);
     const shared = new Set(files.filter((r) => r.kind === 'dup' || r.kind === 'inherit').map((r) => r.fd));
     return { files, locks: dumpLocks(ctx, infos, (fd) => shared.has(fd)) };
