@@ -27,6 +27,7 @@ import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
 import { dumpTask } from './state/task.js';
 import { dumpOwners } from './state/fown.js';
+import { dumpControlling } from './state/fd-pty.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
@@ -209,6 +210,7 @@ async function captureProcess(
     ctx,
     files.map((f) => f.fd),
   );
+  const controlling = dumpControlling(ctx, treeFiles, files);
   const signals = dumpSignals(ctx);
   const pending = dumpPending(ctx);
   const timers = dumpTimers(ctx);
@@ -250,6 +252,7 @@ async function captureProcess(
     creds,
     rlimits,
     owners,
+    controlling,
     task,
     signals,
     pending,

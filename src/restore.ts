@@ -171,7 +171,10 @@ function checkExternal(image: Image, given: ReadonlyMap<string, number>): void {
     }
   for (const key of given.keys())
     if (!keys.has(key))
-      throw new FerryError('FERRY_USAGE', `--inherit-fd names ${key}, which ${image.location} has no descriptor of`);
+      throw new FerryError(
+        'FERRY_USAGE',
+        `--inherit-fd names ${key}, which ${image.location} has no descriptor of`,
+      );
 }
 
 const FROM_FILE = new Set(['text', 'file-shared', 'guard']);
@@ -193,9 +196,12 @@ function refusePartial(image: Image): void {
   }
 }
 
-/** The terminal to give descriptors that were one, or null when none was. */
+/** The terminal to give descriptors that were one (not on a pty of the image's), or /dev/null. */
 function resolveTerminal(image: Image, tty: 'inherit' | 'null'): string {
-  const fds = image.processes.flatMap((p) => p.state.files.filter((f) => f.kind === 'tty').map((f) => f.fd));
+  // Those on a pty of the image's own come back on it.
+  const fds = image.processes.flatMap((p) =>
+    p.state.files.filter((f) => f.kind === 'tty' && f.pty === null).map((f) => f.fd),
+  );
   if (fds.length === 0 || tty === 'null') return '/dev/null';
   for (const fd of [0, 1, 2]) if (isatty(fd)) return readlinkSync(`/proc/self/fd/${fd}`);
   throw new FerryError(
@@ -340,7 +346,7 @@ async function restoreProcess(
   // While the pages are written, the state that does not touch memory.
   const { tids, channels } = await alongside(written, () => {
     restoreMm(ctx, state.mm);
-    restoreFiles({ ...ctx, terminal: shared.terminal }, state.files);
+    restoreFiles({ ...ctx, terminal: shared.terminal, controlling: state.controlling }, state.files);
     restoreLocks(ctx, state.locks);
     restoreFs(ctx, state.fs);
     restoreRlimits(ctx, state.rlimits);

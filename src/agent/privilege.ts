@@ -74,6 +74,7 @@ export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = h
       if (held) refuse(`run with capabilities (${held[0]} 0x${held[1].toString(16)})`);
     }
     for (const f of state.files) {
+      if (f.kind === 'pty' && f.uid !== uid) refuse(`own /dev/pts/${f.index} as uid ${f.uid} (fd ${f.fd})`);
       if (f.kind !== 'socket' && f.kind !== 'unix') continue;
       const option = privilegedSockopt(f.options);
       if (option) refuse(`set ${option} on fd ${f.fd}, which needs CAP_NET_ADMIN or CAP_NET_RAW`);

@@ -21,12 +21,16 @@ function inheritFds(specs: unknown): Map<string, number> {
   const out = new Map<string, number>();
   for (const spec of (specs as string[] | undefined) ?? []) {
     const m = /^fd\[(\d+)\]:(\S+)$/.exec(spec);
-    if (!m) throw new FerryError('FERRY_USAGE', `--inherit-fd ${spec}: expected fd[N]:KEY, e.g. fd[3]:pipe:[4242]`);
+    if (!m)
+      throw new FerryError('FERRY_USAGE', `--inherit-fd ${spec}: expected fd[N]:KEY, e.g. fd[3]:pipe:[4242]`);
     const fd = Number(m[1]);
     try {
       fstatSync(fd);
     } catch {
-      throw new FerryError('FERRY_USAGE', `--inherit-fd ${spec}: descriptor ${fd} is not open in this command`);
+      throw new FerryError(
+        'FERRY_USAGE',
+        `--inherit-fd ${spec}: descriptor ${fd} is not open in this command`,
+      );
     }
     out.set(m[2]!, fd);
   }

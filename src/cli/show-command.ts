@@ -164,6 +164,10 @@ function describeFd(f: FdRecord): string {
       return `FIFO ${f.path}${f.data ? ` (${f.data.size} bytes buffered)` : ''}`;
     case 'signalfd':
       return `signalfd for ${signalsOf(f.mask)}`;
+    case 'pty':
+      return `the master of /dev/pts/${f.index}${f.locked ? ' (locked)' : ''}`;
+    case 'tty':
+      return f.pty === null ? f.path : `${f.path} (the pty of the image's master)`;
     case 'external':
       return `${f.key}, shared with ${f.holder} outside the image: restore with --inherit-fd fd[N]:${f.key}`;
     case 'inotify':

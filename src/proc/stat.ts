@@ -11,6 +11,8 @@ export interface ProcStat {
   pgrp: number;
   session: number;
   ttyNr: number;
+  /** The foreground process group of its controlling terminal, or -1. */
+  tpgid: number;
   flags: number;
   numThreads: number;
   startTime: bigint;
@@ -56,6 +58,7 @@ export function parseStat(text: string, source = 'stat'): ProcStat {
     pgrp: num(5),
     session: num(6),
     ttyNr: num(7),
+    tpgid: num(8),
     flags: num(9),
     numThreads: num(20),
     startTime: big(22),

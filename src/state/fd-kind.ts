@@ -4,6 +4,7 @@ import type { Schema } from '../image/schema.js';
 import type { Fdinfo } from '../proc/fdinfo.js';
 import { asUser, type DumpContext, type RestoreContext } from './context.js';
 import type { TreeFiles } from './fd-shared.js';
+import type { ControllingRecord } from './fd-pty.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
@@ -49,6 +50,8 @@ export interface FilesDumpContext extends DumpContext {
 export interface FilesRestoreContext extends RestoreContext {
   /** The terminal to give descriptors that were a terminal (or /dev/null). */
   terminal: string;
+  /** The process's controlling terminal, a pty of the image's, to take again; or null. */
+  controlling: ControllingRecord;
 }
 
 /**

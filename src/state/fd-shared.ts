@@ -38,6 +38,17 @@ export class TreeFiles {
     return holdersOf(new Set([targets]), skip).get(targets) ?? [];
   }
 
+  /** The ptys whose master a process of the dump holds, by index. */
+  private readonly ptys = new Set<number>();
+
+  addPtyMaster(index: number): void {
+    this.ptys.add(index);
+  }
+
+  hasPtyMaster(index: number): boolean {
+    return this.ptys.has(index);
+  }
+
   /** One descriptor of each open file met so far, by inode. */
   private readonly files = new Map<string, Where[]>();
   private readonly pipes = new Map<number, PipeEnds>();

@@ -42,6 +42,7 @@ import { fdInotify } from './fd-inotify.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
+import { fdPty, ptyKey } from './fd-pty.js';
 import { fdUnix } from './fd-unix.js';
 import { dumpLocks, type LocksRecord } from './locks.js';
 
@@ -49,6 +50,7 @@ import { dumpLocks, type LocksRecord } from './locks.js';
 export const FD_KINDS = [
   fdExternal,
   fdTty,
+  fdPty,
   fdChardev,
   fdFile,
   fdMemfd,
@@ -402,6 +404,7 @@ export function borrowedFds(processes: readonly { pid: number; files: FilesRecor
   for (const p of processes) {
     for (const rec of p.files) {
       if (rec.kind === 'inherit') wanted.add(inheritedKey(rec.pid, rec.of));
+      if (rec.kind === 'tty' && rec.pty !== null) wanted.add(ptyKey(rec.pty));
       if (rec.kind === 'pipe')
         hold(`pipe:${rec.pipe}`, p.pid, [pipeKey(rec.pipe, false), pipeKey(rec.pipe, true)]);
       if (rec.kind === 'unix' && rec.peer !== null)

@@ -14,6 +14,7 @@ import { threadRecord } from './thread.js';
 import { sysvRecord } from './sysv.js';
 import { taskRecord } from './task.js';
 import { ownersRecord } from './fown.js';
+import { controllingRecord } from './fd-pty.js';
 import { timersRecord } from './timers.js';
 import { treeRecord } from './tree.js';
 
@@ -36,6 +37,8 @@ export const stateRecord = object({
   fs: fsRecord,
   creds: credsRecord,
   rlimits: rlimitsRecord,
+  /** Its controlling terminal, when it is a pty the dump holds the master of; null before version 8. */
+  controlling: controllingRecord,
   /** Descriptors' SIGIO owners and signals (F_SETOWN_EX, F_SETSIG); empty before version 8. */
   owners: ownersRecord,
   /** OOM adjustment, login uid, subreaper, THP, membarrier; null in an image older than version 8. */
@@ -65,11 +68,13 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
     locks: [],
     task: null,
     owners: [],
+    controlling: null,
   };
   const threadDefaults = { sched: null, timerSlack: null, pdeathsig: 0, creds: null };
   const fileDefaults: Record<string, Record<string, unknown>> = {
     socket: { options: [] },
     unix: { connect: null, shutdown: 0, options: [] },
+    tty: { pty: null },
   };
   const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
     const threads = (state?.threads as Record<string, unknown>[] | undefined)?.map((t) => ({

@@ -1,0 +1,85 @@
+// A tmux server with two panes through dump and restore: its pty masters come back under the same
+// /dev/pts names, each pane's shell on its pty as its controlling terminal with its foreground
+// group, and the panes carry on: one keeps counting, the other runs what it is sent.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
+import { cliOk, restoreCli } from './helpers/cli.js';
+import { becomeSubreaper, childrenOf, killAndReap, killTree, treeOf } from './helpers/reaper.js';
+
+const cleanup = cleanupAfterAll();
+const { dir } = workDirs('ferry-tmux', cleanup);
+before(becomeSubreaper);
+
+/**
+ * Reap the killed processes of the dumped tree as they come to this process (a subreaper): the
+ * panes' shells and the counter's sleeps, so that their PIDs are free for the restore.
+ */
+async function reapOrphans(): Promise<void> {
+  const zombie = (pid: number): boolean => {
+    try {
+      return readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.startsWith('Z');
+    } catch {
+      return false;
+    }
+  };
+  for (const until = Date.now() + 5000; Date.now() < until; await sleep(20)) {
+    const zombies = childrenOf(process.pid).filter(zombie);
+    zombies.forEach(killAndReap);
+    if (zombies.length === 0 && childrenOf(process.pid).every((pid) => !zombie(pid))) return;
+  }
+}
+
+/** Of each session leader under `root` (the panes' shells): its controlling tty and foreground group. */
+function terminals(root: number): string[] {
+  return treeOf(root)
+    .slice(1)
+    .map((pid) => ({ pid, f: readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ') }))
+    .filter(({ pid, f }) => Number(f[3]) === pid)
+    .map(({ f }) => `${f[4]} ${f[5]}`);
+}
+
+const COUNTER = 'i=0; while :; do i=$((i+1)); echo n=$i; sleep 0.05; done';
+
+test('a tmux server with two panes: dump, restore; its panes carry on, on the same terminals', async () => {
+  const socket = `${dir()}/sock`;
+  const tmux = (...args: string[]): string =>
+    execFileSync('tmux', ['-S', socket, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, TERM: 'xterm' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  tmux('new-session', '-d', '-s', 't', '-x', '80', '-y', '24', 'bash --norc --noprofile');
+  tmux('split-window', '-t', 't', 'sh', '-c', COUNTER);
+  const server = Number(tmux('display-message', '-p', '#{pid}').trim());
+  cleanup(() => killTree(server));
+  const panes = (): string => tmux('list-panes', '-t', 't', '-F', '#{pane_tty} #{pane_pid}');
+  const shown = (pane: number): string => tmux('capture-pane', '-p', '-t', `t.${pane}`);
+  const count = (): number => Math.max(0, ...[...shown(1).matchAll(/n=(\d+)/g)].map((m) => Number(m[1])));
+  while (count() < 3) await sleep(20);
+  const before = panes();
+  const ttys = terminals(server);
+
+  const image = dir();
+  const last = count();
+  await cliOk(['dump', String(server), '-D', image]);
+  await reapOrphans();
+  const restored = await restoreCli(image, cleanup);
+  cleanup(() => killTree(restored));
+
+  assert.equal(panes(), before, 'the same ttys and processes');
+  assert.deepEqual(
+    terminals(restored),
+    ttys,
+    'each shell has its pty as controlling terminal, with its foreground group',
+  );
+  tmux('send-keys', '-t', 't.0', 'echo hello-$((6*7))', 'Enter');
+  for (const until = Date.now() + 10_000; !/^hello-42$/m.test(shown(0)) && Date.now() < until;)
+    await sleep(20);
+  assert.match(shown(0), /^hello-42$/m, 'the shell runs what it is sent');
+  for (const until = Date.now() + 10_000; count() <= last + 5 && Date.now() < until;) await sleep(20);
+  assert.ok(count() > last + 5, `the counter goes on from ${last} (now ${count()})`);
+});
