@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { parseMaps, type MapsEntry } from '../../src/proc/maps.js';
 import { fixture } from './fixtures.js';
+import { processState } from './processes.js';
 import { reportLines, waitForLines } from './report.js';
 
 export interface StateFixture {
@@ -33,6 +34,10 @@ export async function startStateFixture(dir: string): Promise<StateFixture> {
     scratch: BigInt(scratch!),
     async verify(target = Number(pid)) {
       const before = reportLines(report).length;
+      // Restored, it re-enters the pause() it was in: a signal before that is handled and then slept
+      // through (docs/STATE.md), so it is sent once the fixture sleeps.
+      for (const until = Date.now() + 5000; processState(target) !== 'S' && Date.now() < until;)
+        await new Promise((r) => setTimeout(r, 5));
       process.kill(target, 'SIGUSR1');
       const lines = await waitForLines(report, before + 1);
       return lines.at(-1)!;
