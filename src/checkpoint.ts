@@ -28,6 +28,7 @@ import { dumpRlimits } from './state/rlimits.js';
 import { dumpTask } from './state/task.js';
 import { dumpOwners } from './state/fown.js';
 import { dumpControlling } from './state/fd-pty.js';
+import { checkNft, NetworkLock } from './state/netlock.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
@@ -338,6 +339,10 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
   // Started now, not by the first write while the process is frozen.
   startWorkerThreads();
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
+  // A killed process's connections wait for its restore behind a network lock.
+  if (options.tcpEstablished && !options.leaveRunning && !options.sink) checkNft();
+  const networkLock =
+    options.tcpEstablished && !options.leaveRunning && !options.sink ? new NetworkLock() : undefined;
   checkTarget(pid);
   const warnings: string[] = [];
   const warn = (message: string): void => {
@@ -439,6 +444,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       warn,
       tcpEstablished: options.tcpEstablished ?? false,
       migrating: options.sink !== undefined,
+      networkLock,
       sharedObjects: new Set<string>(),
     };
     const treeFiles = new TreeFiles(tracees.map((t) => t.pid));
@@ -491,6 +497,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       parts,
       layers: baseline?.layers ?? [],
       parent: baseline?.parent ?? null,
+      networkLock: networkLock?.holding ? networkLock.table : null,
       state: first!,
       tree: members.map((m) => m.record),
       children,
@@ -530,6 +537,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
   } catch (err) {
     plan.failed();
     pre?.baseline.tracker.close();
+    networkLock?.release(); // the process runs on, its connections with it
     try {
       // In doubt, the target may run it: the process must not run here too, nor be lost. Its fence
       // stays up, and it stops as it is let go (docs/PROTOCOL.md). Else the fence comes down.

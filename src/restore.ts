@@ -39,6 +39,7 @@ import { restoreRlimits } from './state/rlimits.js';
 import { restoreTask } from './state/task.js';
 import { restoreOwners } from './state/fown.js';
 import { externalKey } from './state/fd-external.js';
+import { releaseLock } from './state/netlock.js';
 import { userProcessStat } from './proc/process.js';
 import { restorePending, restoreSignals } from './state/signals.js';
 import {
@@ -516,6 +517,12 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     for (const m of made) m.tracee.prepareRelease();
     for (const m of made.splice(0).reverse()) m.tracee.release();
     shared.sysv.finish(true);
+    // Its TCP connections are back: their packets may flow again.
+    const lock = image.manifest.networkLock;
+    if (lock !== null && !releaseLock(lock))
+      shared.warn(
+        `the network lock ${lock} could not be lifted: delete it with 'nft delete table inet ${lock}'`,
+      );
     timings.mark('finish');
     return {
       pid: stub.pid,

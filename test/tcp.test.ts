@@ -1,12 +1,13 @@
 // Established TCP connections through dump and restore (--tcp-established, TCP_REPAIR): a python3
 // server with a connection to this test process, bytes queued both ways at dump time. The client
 // end never notices: after the restore every byte arrives once, in order, and the server reads
-// what was waiting for it. While the killed server is down, the connection's packets are dropped
-// (nftables), as the README tells users to: a segment reaching no socket meanwhile (the peer's
-// delayed acknowledgment of a window probe the frozen socket sent) would be answered with a reset.
+// what was waiting for it. While the killed server is down, the connection's packets must wait: a
+// segment reaching no socket meanwhile (the peer's delayed acknowledgment of a window probe the
+// frozen socket sent) would be answered with a reset. ferry's own network lock (an nftables table)
+// drops them; the test checks it is there while the server is down, and gone once it is back.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { before, test } from 'node:test';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
@@ -105,30 +106,10 @@ test('an established TCP connection is refused without --tcp-established; the se
   s.c.socket.destroy();
 });
 
-/** Drop every packet to or from `port` until the returned function is called. */
-function holdPackets(port: number): () => void {
-  const table = `ferry-test-${process.pid}`;
-  const nft = (...args: string[]): void => void execFileSync('nft', args, { stdio: 'pipe' });
-  nft('add', 'table', 'inet', table);
-  let held = true;
-  const release = (): void => {
-    if (!held) return;
-    held = false;
-    nft('delete', 'table', 'inet', table);
-  };
-  cleanup(release);
-  nft('add', 'chain', 'inet', table, 'input', '{ type filter hook input priority -300; }');
-  nft('add', 'rule', 'inet', table, 'input', 'tcp', 'dport', String(port), 'drop');
-  nft('add', 'rule', 'inet', table, 'input', 'tcp', 'sport', String(port), 'drop');
-  return release;
-}
-
 for (const leaveRunning of [false, true]) {
   test(`an established TCP connection comes back with the bytes queued both ways${leaveRunning ? ' (--leave-running: the original goes on)' : ''}`, async () => {
     const s = await serverWithQueues();
     const image = dir();
-    // Killed, the server is down until its restore: its connection's packets wait (are dropped).
-    const release = leaveRunning ? () => {} : holdPackets(PORT);
     await cliOk([
       'dump',
       String(s.pid),
@@ -142,8 +123,31 @@ for (const leaveRunning of [false, true]) {
     assert.ok(queued, shown);
     assert.ok(Number(queued[1]) > 0, 'the server had bytes queued to send');
     assert.equal(Number(queued[2]), 'waiting before the dump;'.length);
-    if (!leaveRunning) await restoreCli(image, cleanup);
-    release();
+    // Killed, the server is down until its restore: ferry's network lock holds its connection's
+    // packets (drops them) until then, and lifts it once the connection is back.
+    const { networkLock } = JSON.parse(readFileSync(`${image}/manifest.json`, 'utf8')) as {
+      networkLock: string | null;
+    };
+    const locked = (): boolean => {
+      try {
+        execFileSync('nft', ['list', 'table', 'inet', networkLock!], { stdio: 'ignore' });
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (leaveRunning) assert.equal(networkLock, null, 'the original goes on: nothing to hold');
+    else {
+      assert.match(networkLock ?? '', /^ferry-lock-[0-9a-f]+$/);
+      cleanup(() => void (locked() && execFileSync('nft', ['delete', 'table', 'inet', networkLock!])));
+      assert.ok(locked(), 'held while the server is down');
+      assert.match(
+        await cliOk(['show', image]),
+        new RegExp(`network lock: nftables table inet ${networkLock}`),
+      );
+      await restoreCli(image, cleanup);
+      assert.ok(!locked(), 'lifted once it is back');
+    }
     // The client reads on; the server, original or restored, is told to read.
     s.c.socket.resume();
     writeFileSync(`${s.base}/go`, '');

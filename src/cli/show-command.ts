@@ -54,6 +54,10 @@ function render(image: Image): string {
     lines.push(
       `partial dump: pages stored only for VMAs matching "${s.selection}"; the others come back empty`,
     );
+  if (manifest.networkLock !== null)
+    lines.push(
+      `network lock: nftables table inet ${manifest.networkLock} holds its TCP connections' packets until the restore`,
+    );
   if (manifest.parent)
     lines.push(
       `incremental: builds on ${resolve(image.location, manifest.parent.path)} (pages unchanged since come from it)`,

@@ -73,6 +73,8 @@ export function manifestSchema<S, T>(state: Schema<S>, tree: Schema<T>) {
     parts: record(PART_NAME, partRecord, 1 << 20),
     layers: array(layerRecord, { max: 1024 }),
     parent: nullable(parentRecord),
+    /** The nftables table (inet) holding the packets of its TCP connections until the restore. */
+    networkLock: nullable(string({ pattern: /^ferry-lock-[0-9a-f]+$/ })),
     state,
     tree,
     children: array(state, { max: MAX_PROCESSES }),

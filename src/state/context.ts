@@ -8,6 +8,7 @@ import { NR } from '../sys/nr.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import type { Tracee } from '../tracee/tracee.js';
 import type { ImageSink, ImageSource } from '../image/sink.js';
+import type { NetworkLock } from './netlock.js';
 import type { TreeFds } from './fd-shared.js';
 
 export interface DumpContext {
@@ -28,6 +29,8 @@ export interface DumpContext {
   tcpEstablished: boolean;
   /** The image goes to another host (a migration), not to a directory. */
   migrating: boolean;
+  /** Holds the packets of the TCP connections taken along (with tcpEstablished). */
+  networkLock: NetworkLock | undefined;
   /** Shared memory objects (dev:inode) whose pages an earlier process of the dump stored. */
   sharedObjects: Set<string>;
 }

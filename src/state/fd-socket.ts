@@ -112,6 +112,8 @@ function readSocket(ctx: FilesDumpContext, fd: number, copy: number, flags: numb
         );
       if (!ctx.tcpEstablished)
         refuse(connection, 'and --tcp-established was not given: dump with it to take the connection along');
+      // Its packets wait (are dropped) from before it is read until it is restored.
+      ctx.networkLock?.hold(address, peer!);
       tcp = dumpTcp(ctx, fd, copy);
     }
   }

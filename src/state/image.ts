@@ -37,10 +37,10 @@ export const stateRecord = object({
   fs: fsRecord,
   creds: credsRecord,
   rlimits: rlimitsRecord,
-  /** Its controlling terminal, when it is a pty the dump holds the master of; null before version 8. */
-  controlling: controllingRecord,
   /** Descriptors' SIGIO owners and signals (F_SETOWN_EX, F_SETSIG); empty before version 8. */
   owners: ownersRecord,
+  /** Its controlling terminal, when it is a pty the dump holds the master of; null before version 8. */
+  controlling: controllingRecord,
   /** OOM adjustment, login uid, subreaper, THP, membarrier; null in an image older than version 8. */
   task: taskRecord,
   signals: signalsRecord,
@@ -93,6 +93,7 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
   return {
     layers: [],
     parent: null,
+    networkLock: null,
     ...old,
     children,
     state: upgrade(old.state as Record<string, unknown>),
