@@ -77,6 +77,7 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
     tty: { pty: null },
   };
   const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
+    const fs = state?.fs as Record<string, unknown> | undefined;
     const threads = (state?.threads as Record<string, unknown>[] | undefined)?.map((t) => ({
       ...threadDefaults,
       ...t,
@@ -85,7 +86,13 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
       ...fileDefaults[f.kind as string],
       ...f,
     }));
-    return { ...defaults, ...state, ...(threads ? { threads } : {}), ...(files ? { files } : {}) };
+    return {
+      ...defaults,
+      ...state,
+      ...(threads ? { threads } : {}),
+      ...(files ? { files } : {}),
+      ...(fs ? { fs: { cwdDeleted: null, ...fs } } : {}),
+    };
   };
   const members = version <= 2 ? [] : ((old.tree as Record<string, unknown>[] | undefined) ?? []);
   const tree = members.map((m) => ({ stopped: null, ...m }));

@@ -50,6 +50,8 @@ export const NR = {
   chdir: 80,
   fchdir: 81,
   unlink: 87,
+  mkdir: 83,
+  rmdir: 84,
   chmod: 90,
   umask: 95,
   getrlimit: 97,
