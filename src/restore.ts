@@ -41,7 +41,8 @@ import { restoreOwners } from './state/fown.js';
 import { externalKey } from './state/fd-external.js';
 import { releaseLock } from './state/netlock.js';
 import { userProcessStat } from './proc/process.js';
-import { restorePending, restoreSignals } from './state/signals.js';
+import { handledFirst, restorePending, restoreSignals } from './state/signals.js';
+import { interruptedRegs } from './sys/regs.js';
 import {
   cloneThreads,
   finishThread,
@@ -395,7 +396,14 @@ async function restoreProcess(
   for (const channel of channels.slice(1)) channel.close();
   remote.removeScratch();
   remote.close(); // before finishThread: closing puts back the mask the channel found
-  state.threads.forEach((thread, i) => finishThread(ctx, thread, tids[i]!));
+  // A thread that takes a handled signal at once (one pending at dump) does not restart the call the
+  // signal interrupted: the call fails with EINTR, as it would have.
+  const interrupting = handledFirst(state.threads, state.pending, state.signals);
+  state.threads.forEach((thread, i) => {
+    const by = interrupting[i];
+    const regs = by ? interruptedRegs(thread.regs, by.restart) : thread.regs;
+    finishThread(ctx, { ...thread, regs }, tids[i]!);
+  });
   timings.mark('finish');
   return pages;
 }

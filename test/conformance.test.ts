@@ -8,6 +8,7 @@ import { before, test } from 'node:test';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { fixture } from './helpers/fixtures.js';
+import { processState } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap, treeOf } from './helpers/reaper.js';
 import { reportLines, waitForLines } from './helpers/report.js';
 
@@ -82,6 +83,29 @@ for (const name of WHOLE) {
     assert.equal(await f.check(pid), 'PASS');
   });
 }
+
+test('a signal sent while the process is frozen wakes it from the pause() it was in, after the restore', async () => {
+  const f = await start('locks');
+  const seen = reportLines(f.report).length;
+  // ferry stops itself once the fixture is frozen; the check signal sent then is pending in the image.
+  let ferry = 0;
+  const dumping = runCli(['dump', String(f.pid), '-D', `${f.work}/image`], {
+    env: { FERRY_FAULT: 'frozen:STOP' },
+    onStart: (pid) => (ferry = pid),
+  });
+  while (processState(ferry) !== 'T') await new Promise((r) => setTimeout(r, 5));
+  const descendants = treeOf(f.pid).slice(1);
+  process.kill(f.pid, 'SIGUSR1');
+  process.kill(ferry, 'SIGCONT');
+  const dumped = await dumping;
+  assert.equal(dumped.code, 0, dumped.stderr);
+  descendants.forEach(killAndReap);
+  const restored = await runCli(['restore', '-D', `${f.work}/image`]);
+  assert.equal(restored.code, 0, restored.stderr);
+  cleanup(() => killAndReap(Number(restored.stdout.trim())));
+  // Its pause() fails with EINTR after the handler, as it would have: restarted, it would sleep on.
+  assert.equal((await waitForLines(f.report, seen + 1)).at(-1), 'PASS');
+});
 
 /** The kinds a dump refuses, by name, leaving the process as it was. */
 const REFUSED: [string, RegExp][] = [

@@ -113,3 +113,40 @@ export function restorePending(ctx: RestoreContext, rec: PendingRecord, thread: 
     ),
   );
 }
+
+const SIG_IGN = 1n;
+const SA_RESTART = 0x10000000n;
+
+/**
+ * For each thread (in `threads` order), the handled signal it takes first when it runs again, or
+ * undefined: the lowest of the signals pending for it or for the process (a process-wide one goes
+ * to the first thread that does not block it, as the kernel prefers the main thread) that it does
+ * not block and that has a handler; with whether that handler asked for SA_RESTART.
+ */
+export function handledFirst(
+  threads: readonly { tid: number; sigmask: bigint }[],
+  pending: PendingRecord,
+  signals: SignalsRecord,
+): ({ signal: number; restart: boolean } | undefined)[] {
+  const handlers = new Map(
+    signals.filter((s) => s.handler > SIG_IGN).map((s) => [s.signal, (s.flags & SA_RESTART) !== 0n]),
+  );
+  const blocks = (mask: bigint, signal: number): boolean => (mask & (1n << BigInt(signal - 1))) !== 0n;
+  const first: (number | undefined)[] = threads.map(() => undefined);
+  const take = (i: number, signal: number): void => {
+    const now = first[i];
+    if (now === undefined || signal < now) first[i] = signal;
+  };
+  for (const p of pending) {
+    const signal = p.siginfo.readInt32LE(0);
+    if (!handlers.has(signal)) continue;
+    const i =
+      p.tid === null
+        ? threads.findIndex((t) => !blocks(t.sigmask, signal))
+        : threads.findIndex((t) => t.tid === p.tid && !blocks(t.sigmask, signal));
+    if (i >= 0) take(i, signal);
+  }
+  return first.map((signal) =>
+    signal === undefined ? undefined : { signal, restart: handlers.get(signal)! },
+  );
+}

@@ -88,3 +88,17 @@ export function resumeRegs(regs: Regs): Regs {
   if (ret !== ERESTART_RESTARTBLOCK) return out;
   return regs.orig_rax === BigInt(NR.restart_syscall) ? { ...out, rax: BigInt.asUintN(64, EINTR) } : again;
 }
+
+/**
+ * Registers for a thread stopped in an interrupted syscall that takes a handled signal as soon as it
+ * runs again: the call fails with EINTR, as the kernel would have made it (the handler runs first),
+ * unless it is one that restarts regardless (ERESTARTNOINTR) or the handler asked for SA_RESTART
+ * (ERESTARTSYS). Restarted, a call such as pause() would sleep through the signal that woke it.
+ */
+export function interruptedRegs(regs: Regs, saRestart: boolean): Regs {
+  if (signed(regs.orig_rax) < 0n) return regs;
+  const ret = signed(regs.rax);
+  const eintr =
+    ret === ERESTARTNOHAND || ret === ERESTART_RESTARTBLOCK || (ret === ERESTARTSYS && !saRestart);
+  return eintr ? { ...regs, rax: BigInt.asUintN(64, EINTR) } : regs;
+}

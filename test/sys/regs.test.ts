@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { decodeRegs, encodeRegs, REG_NAMES, signed, USER_REGS_SIZE } from '../../src/sys/regs.js';
+import {
+  decodeRegs,
+  encodeRegs,
+  interruptedRegs,
+  REG_NAMES,
+  resumeRegs,
+  signed,
+  USER_REGS_SIZE,
+} from '../../src/sys/regs.js';
 
 test('user_regs_struct is 27 slots in kernel order; encoding is exact and round-trips', () => {
   assert.equal(USER_REGS_SIZE, 216);
@@ -16,4 +24,30 @@ test('user_regs_struct is 27 slots in kernel order; encoding is exact and round-
   assert.equal(bytes.subarray(15 * 8, 16 * 8).toString('hex'), 'ffffffffffffffff');
   assert.deepEqual(decodeRegs(bytes), regs);
   assert.equal(signed(regs.orig_rax), -1n);
+});
+
+test('a call interrupted with a handled signal to come fails with EINTR, unless it restarts regardless', () => {
+  const regs = Object.fromEntries(REG_NAMES.map((name) => [name, 0n])) as ReturnType<typeof decodeRegs>;
+  const call = (ret: bigint): typeof regs => ({
+    ...regs,
+    orig_rax: 34n,
+    rax: BigInt.asUintN(64, ret),
+    rip: 0x1002n,
+  });
+  const EINTR = BigInt.asUintN(64, -4n);
+  assert.equal(interruptedRegs(call(-514n), false).rax, EINTR, 'ERESTARTNOHAND (pause)');
+  assert.equal(interruptedRegs(call(-516n), false).rax, EINTR, 'ERESTART_RESTARTBLOCK (nanosleep)');
+  assert.equal(interruptedRegs(call(-512n), false).rax, EINTR, 'ERESTARTSYS without SA_RESTART');
+  assert.equal(
+    interruptedRegs(call(-512n), true).rax,
+    BigInt.asUintN(64, -512n),
+    'ERESTARTSYS with SA_RESTART',
+  );
+  assert.equal(interruptedRegs(call(-513n), false).rax, BigInt.asUintN(64, -513n), 'ERESTARTNOINTR');
+  const notInCall = { ...call(-514n), orig_rax: (1n << 64n) - 1n };
+  assert.deepEqual(interruptedRegs(notInCall, false), notInCall, 'not in a syscall: unchanged');
+  // The rest of the way out, as before: EINTR is returned where the call was, not run again.
+  const out = resumeRegs(interruptedRegs(call(-514n), false));
+  assert.equal(out.rip, 0x1002n);
+  assert.equal(out.rax, EINTR);
 });
