@@ -72,7 +72,18 @@ async function moveThroughImage(f: Conforming): Promise<{ pid: number; said: str
 }
 
 /** The kinds whose state comes back whole, with not a warning. */
-const WHOLE = ['locks', 'task', 'shared-memory', 'zombie', 'pipes', 'fds', 'memory', 'sockets', 'cwd'];
+const WHOLE = [
+  'locks',
+  'task',
+  'shared-memory',
+  'zombie',
+  'pipes',
+  'fds',
+  'memory',
+  'sockets',
+  'cwd',
+  'deleted-fifo',
+];
 
 for (const name of WHOLE) {
   test(`conformance: ${name} comes back as it was`, async () => {

@@ -3,15 +3,18 @@
 // holds a pipe makes it and lends its ends to the others. An end nobody holds any more is closed
 // again once made; a pipe whose other end is held outside the dump is refused
 // (TreeFiles.checkEnds): nothing here could give that end back. FIFOs too.
-import { FerryError } from '../errors.js';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { boolean, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import { F_SETPIPE_SZ, peekPipe } from '../sys/pipe.js';
 import { describeHolders } from '../proc/files.js';
-import { unsupportedMessage } from './context.js';
 import { pipeKey } from './fd-shared.js';
 import {
+  callAsUser,
   reopen,
   reopenFlags,
   setStatusFlags,
@@ -118,12 +121,19 @@ const fifoRecord = object({
   /** Only on the FIFO's first descriptor in the tree, as for a pipe. */
   capacity: integer(4096, 1 << 30),
   data: nullable(object({ part: string({ max: 256 }), size: integer(1, 1 << 30) })),
+  /** Of a FIFO whose path was deleted since it was opened: its mode; null otherwise (none before version 8). */
+  deleted: nullable(integer(0, 0o7777)),
 });
 type FifoRecord = Infer<typeof fifoRecord>;
 
+/** The key under which a deleted FIFO, made again by the first process of the tree, is lent. */
+export const fifoKey = (fifo: string): string => `fifo:${fifo}`;
+const S_IFIFO = 0o10000;
+
 /**
  * FIFOs (named pipes): opened again by their path, with their buffered bytes, unless a process
- * outside the dump has the FIFO open (the bytes then stay in it). While a process's
+ * outside the dump has the FIFO open (the bytes then stay in it). One whose path was deleted is made
+ * again (mknod), opened and unlinked, and reached through the descriptor that keeps it. While a process's
  * descriptors are made, ferry keeps the FIFO open for reading and writing (O_RDWR, which never
  * waits), so that opening one end does not wait for the other; the bytes go in through it.
  */
@@ -132,19 +142,13 @@ export const fdFifo: FdKind<'fifo', FifoRecord> = {
   record: fifoRecord,
   matches: (info) => info.stat.isFIFO() && info.target.startsWith('/'),
   dump(ctx, info) {
-    if (info.target.endsWith(' (deleted)')) {
-      throw new FerryError(
-        'FERRY_UNSUPPORTED_STATE',
-        unsupportedMessage(
-          ctx.pid,
-          `fd ${info.fd} is a FIFO whose path was deleted (${info.target}),`,
-          'which ferry cannot checkpoint',
-        ),
-      );
-    }
+    const gone = info.target.endsWith(' (deleted)');
+    const path = gone ? info.target.slice(0, -' (deleted)'.length) : info.target;
     const fifo = `${info.stat.dev}:${info.stat.ino}`;
-    const base = { fd: info.fd, flags: info.fdinfo.flags, path: info.target, fifo };
-    if (!ctx.tree.firstSeen(`fifo:${fifo}`)) return { ...base, capacity: DEFAULT_CAPACITY, data: null };
+    const deleted = gone ? info.stat.mode & 0o7777 : null;
+    const base = { fd: info.fd, flags: info.fdinfo.flags, path, fifo };
+    if (!ctx.tree.firstSeen(fifoKey(fifo)))
+      return { ...base, capacity: DEFAULT_CAPACITY, data: null, deleted };
     const { data, capacity } = peekPipe(`/proc/${ctx.pid}/fd/${info.fd}`);
     // Open outside the dump too, the FIFO keeps its bytes once the process is gone: written in
     // again at restore, they would be read twice.
@@ -154,22 +158,50 @@ export const fdFifo: FdKind<'fifo', FifoRecord> = {
         ctx.warn(
           `fd ${info.fd}: the FIFO ${info.target} is open in ${describeHolders(holders)} too: its ${data.length} buffered bytes stay in it, not in the image`,
         );
-      return { ...base, capacity, data: null };
+      return { ...base, capacity, data: null, deleted };
     }
     const part = `files/fifo-${info.stat.ino}`;
     if (data.length > 0) ctx.writePart(part, data);
-    return { ...base, capacity, data: data.length > 0 ? { part, size: data.length } : null };
+    return { ...base, capacity, data: data.length > 0 ? { part, size: data.length } : null, deleted };
   },
   restore(ctx, rec, fds) {
-    fds.shared(`fifo:${rec.fifo}`, () => {
-      const keeper = createAsUser(ctx, fds, {
-        name: `open(${rec.path})`,
+    const keeper = fds.shared(fifoKey(rec.fifo), () => {
+      if (rec.deleted !== null) {
+        const lent = fds.borrow(fifoKey(rec.fifo));
+        if (lent !== undefined) return lent;
+      }
+      const at = rec.deleted === null ? rec.path : ghostFifo(ctx, fds, rec.path, rec.deleted);
+      const made = createAsUser(ctx, fds, {
+        name: `open(${at})`,
         nr: NR.openat,
-        args: [AT_FDCWD, ctx.remote.putString(rec.path), O.RDWR | O.NONBLOCK, 0],
+        args: [AT_FDCWD, ctx.remote.putString(at), O.RDWR | O.NONBLOCK, 0],
       });
-      fill(ctx, fds, keeper, rec);
-      return keeper;
+      if (rec.deleted !== null) {
+        callAsUser(ctx, fds, { name: `unlink(${at})`, nr: NR.unlink, args: [ctx.remote.putString(at)] });
+        fds.lend(fifoKey(rec.fifo), made);
+      }
+      fill(ctx, fds, made, rec);
+      return made;
     });
-    reopen(ctx, fds, rec.fd, { path: rec.path, flags: reopenFlags(rec.flags), pos: null });
+    // A deleted FIFO is reached through the descriptor that keeps it.
+    const path = rec.deleted === null ? rec.path : `/proc/self/fd/${keeper}`;
+    reopen(ctx, fds, rec.fd, { path, flags: reopenFlags(rec.flags), pos: null });
   },
 };
+
+/**
+ * Make a FIFO of `mode` again for one whose path was deleted: at that path if it is free and its
+ * directory is there, else in the temporary directory; opened, then unlinked again, by the caller.
+ */
+function ghostFifo(ctx: FilesRestoreContext, fds: FdBuilder, path: string, mode: number): string {
+  const at =
+    existsSync(dirname(path)) && !existsSync(path)
+      ? path
+      : join(tmpdir(), `.ferry-fifo-${randomBytes(6).toString('hex')}`);
+  callAsUser(ctx, fds, {
+    name: `mknod(${at}, S_IFIFO)`,
+    nr: NR.mknodat,
+    args: [AT_FDCWD, ctx.remote.putString(at), S_IFIFO | mode, 0],
+  });
+  return at;
+}

@@ -26,7 +26,7 @@ import {
 } from './fd-kind.js';
 import { O } from '../sys/fcntl.js';
 import { fdMemfd } from './fd-memfd.js';
-import { fdFifo, fdPipe } from './fd-pipe.js';
+import { fdFifo, fdPipe, fifoKey } from './fd-pipe.js';
 import {
   borrowCall,
   ferryPidfdCall,
@@ -407,6 +407,7 @@ export function borrowedFds(processes: readonly { pid: number; files: FilesRecor
       if (rec.kind === 'tty' && rec.pty !== null) wanted.add(ptyKey(rec.pty));
       if (rec.kind === 'pipe')
         hold(`pipe:${rec.pipe}`, p.pid, [pipeKey(rec.pipe, false), pipeKey(rec.pipe, true)]);
+      if (rec.kind === 'fifo' && rec.deleted !== null) hold(fifoKey(rec.fifo), p.pid, [fifoKey(rec.fifo)]);
       if (rec.kind === 'unix' && rec.peer !== null)
         hold(unixPairId(rec.ino, rec.peer), p.pid, [unixKey(rec.ino), unixKey(rec.peer)]);
     }

@@ -75,6 +75,7 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
     socket: { options: [] },
     unix: { connect: null, shutdown: 0, options: [] },
     tty: { pty: null },
+    fifo: { deleted: null },
   };
   const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
     const fs = state?.fs as Record<string, unknown> | undefined;

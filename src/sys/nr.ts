@@ -84,6 +84,7 @@ export const NR = {
   inotify_add_watch: 254,
   inotify_rm_watch: 255,
   openat: 257,
+  mknodat: 259,
   set_robust_list: 273,
   get_robust_list: 274,
   tee: 276,
