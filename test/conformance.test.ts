@@ -83,6 +83,7 @@ const WHOLE = [
   'sockets',
   'cwd',
   'deleted-fifo',
+  'guard',
 ];
 
 for (const name of WHOLE) {

@@ -55,6 +55,7 @@ export const PM_HIGH = {
   PRESENT: 1 << 31,
   SWAPPED: 1 << 30,
   FILE: 1 << 29,
+  GUARD: 1 << 26,
   UFFD_WP: 1 << 25,
   EXCLUSIVE: 1 << 24,
   SOFT_DIRTY: 1 << 23,

@@ -79,6 +79,7 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
   };
   const upgrade = (state: Record<string, unknown> | undefined): Record<string, unknown> => {
     const fs = state?.fs as Record<string, unknown> | undefined;
+    const vmas = (state?.vmas as Record<string, unknown>[] | undefined)?.map((v) => ({ guards: [], ...v }));
     const threads = (state?.threads as Record<string, unknown>[] | undefined)?.map((t) => ({
       ...threadDefaults,
       ...t,
@@ -93,6 +94,7 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
       ...(threads ? { threads } : {}),
       ...(files ? { files } : {}),
       ...(fs ? { fs: { cwdDeleted: null, ...fs } } : {}),
+      ...(vmas ? { vmas } : {}),
     };
   };
   const members = version <= 2 ? [] : ((old.tree as Record<string, unknown>[] | undefined) ?? []);

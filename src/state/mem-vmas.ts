@@ -11,6 +11,8 @@ import { NR } from '../sys/nr.js';
 import { MADV, MAP, MLOCK_ONFAULT, PROT } from '../sys/mman.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { SPECIAL_KINDS, VMA_KINDS, type Vma } from '../vma/vma.js';
+import { guardSpans } from '../vma/pages.js';
+import { mergeSpans } from '../vma/spans.js';
 import {
   asUser,
   expectFd,
@@ -42,6 +44,8 @@ export const vmaRecord = object({
   vmFlags: array(string({ pattern: /^[a-z0-9]{2}$/ }), { max: 64 }),
   content: oneOf(VMA_CONTENTS),
   backing: nullable(ghostRecord),
+  /** Its guard regions (MADV_GUARD_INSTALL), page ranges; none before version 8. */
+  guards: array(object({ start: hex64, end: hex64 }), { max: 1 << 16 }),
 });
 export const vmasRecord = array(vmaRecord, { max: 1 << 20 });
 export type VmaRecord = Infer<typeof vmaRecord>;
@@ -65,6 +69,7 @@ const hex = (n: bigint): string => `0x${n.toString(16)}`;
 
 export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: Vma) => boolean): VmaRecord[] {
   const backings = new Map<string, GhostRecord>();
+  const guards = guardSpans(ctx.pid, mergeSpans(vmas.filter((v) => !SPECIAL_KINDS.has(v.kind))));
   return vmas.map((v) => {
     const range = `VMA ${hex(v.start)}-${hex(v.end)} (${v.kind})`;
     const why = refusal(v);
@@ -83,7 +88,10 @@ export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: V
       backing = backings.get(key) ?? saveGhost(ctx, range, source, `files/map-${ctx.pid}-${backings.size}`);
       backings.set(key, backing);
     }
-    return { ...v, content, backing };
+    const own = guards
+      .filter((g) => g.start < v.end && g.end > v.start)
+      .map((g) => ({ start: g.start > v.start ? g.start : v.start, end: g.end < v.end ? g.end : v.end }));
+    return { ...v, content, backing, guards: own };
   });
 }
 
@@ -302,6 +310,12 @@ export function adviceCalls(vmas: readonly VmaRecord[]): RemoteCall[] {
       if (advice !== undefined)
         calls.push({ name: `madvise(${at}, ${flag})`, nr: NR.madvise, args: [v.start, len, advice] });
     }
+    for (const g of v.guards)
+      calls.push({
+        name: `madvise(0x${g.start.toString(16)}, MADV_GUARD_INSTALL)`,
+        nr: NR.madvise,
+        args: [g.start, g.end - g.start, MADV.GUARD_INSTALL],
+      });
     if (v.vmFlags.includes('lo')) {
       const onFault = v.vmFlags.includes('lf');
       calls.push({ name: `mlock2(${at})`, nr: NR.mlock2, args: [v.start, len, onFault ? MLOCK_ONFAULT : 0] });

@@ -29,6 +29,8 @@ export const MADV = {
   NOHUGEPAGE: 15,
   DONTDUMP: 16,
   WIPEONFORK: 18,
+  /** Linux 6.13: the range faults with SIGSEGV until MADV_GUARD_REMOVE. */
+  GUARD_INSTALL: 102,
 } as const;
 /** mlock2(2) flags. */
 export const MLOCK_ONFAULT = 1;

@@ -13,6 +13,8 @@ export const PAGE_IS = {
   PFNZERO: 1n << 5n,
   HUGE: 1n << 6n,
   SOFT_DIRTY: 1n << 7n,
+  /** A guard region's page (MADV_GUARD_INSTALL; Linux 6.14). */
+  GUARD: 1n << 8n,
 } as const;
 
 /** PM_SCAN_* flags. */

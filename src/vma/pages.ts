@@ -27,6 +27,8 @@ export const PAGE = {
   WRITTEN: Number(PAGE_IS.WRITTEN),
   /** Written since the process's soft-dirty bits were cleared (openSoftDirtyScanner() only). */
   SOFT_DIRTY: Number(PAGE_IS.SOFT_DIRTY),
+  /** A guard region's page (MADV_GUARD_INSTALL): reported as swapped too, it holds nothing. */
+  GUARD: Number(PAGE_IS.GUARD),
 } as const;
 
 /** Pages [start, end) that share `flags` (PAGE bits). Only pages present or swapped are reported. */
@@ -108,7 +110,13 @@ class ScanIoctlScanner implements PageScanner {
       flags: this.filter.flags,
       categoryMask: this.filter.categoryMask,
       categoryAnyof: PAGE_IS.PRESENT | PAGE_IS.SWAPPED,
-      returnMask: PAGE_IS.PRESENT | PAGE_IS.SWAPPED | PAGE_IS.FILE | PAGE_IS.PFNZERO | this.filter.alsoReturn,
+      returnMask:
+        PAGE_IS.PRESENT |
+        PAGE_IS.SWAPPED |
+        PAGE_IS.FILE |
+        PAGE_IS.PFNZERO |
+        (guardCategory(this.fd) ? PAGE_IS.GUARD : 0n) |
+        this.filter.alsoReturn,
     };
   }
 
@@ -161,6 +169,7 @@ class PagemapReadScanner implements PageScanner {
     let flags = hi & PM_HIGH.PRESENT ? PAGE.PRESENT : PAGE.SWAPPED;
     if (this.softDirtyOnly) flags |= PAGE.SOFT_DIRTY;
     if (hi & PM_HIGH.FILE) flags |= PAGE.FILE;
+    if (hi & PM_HIGH.GUARD) flags |= PAGE.GUARD;
     if (hi & PM_HIGH.PRESENT && this.zeroPfn !== undefined) {
       const pfn = (hi & PM_HIGH.PFN_MASK) * 2 ** 32 + this.words[i * 2]!;
       if (pfn === this.zeroPfn) flags |= PAGE.ZERO;
@@ -192,6 +201,52 @@ class PagemapReadScanner implements PageScanner {
 
   close(): void {
     closeProcFile(this.fd);
+  }
+}
+
+let guards: boolean | undefined;
+
+/** Whether this kernel's PAGEMAP_SCAN knows guard regions (PAGE_IS_GUARD, Linux 6.14). */
+function guardCategory(fd: number): boolean {
+  if (guards !== undefined) return guards;
+  try {
+    pagemapScan(fd, { start: 0n, end: 0n, returnMask: PAGE_IS.GUARD }, Buffer.alloc(PAGE_REGION_SIZE));
+    guards = true;
+  } catch (err) {
+    if (!isErrno(err, 'EINVAL')) throw err;
+    guards = false;
+  }
+  return guards;
+}
+
+/**
+ * The guard regions (MADV_GUARD_INSTALL) of process `pid` within `ranges` (sorted): the pages that
+ * fault with SIGSEGV by the process's own choice. None on a kernel without them.
+ */
+export function guardSpans(pid: number, ranges: readonly Range[]): Range[] {
+  const fd = openProcFile(pid, 'pagemap');
+  try {
+    if (!hasPagemapScan(fd) || !guardCategory(fd)) return [];
+    const vec = Buffer.alloc(SCAN_REGIONS * PAGE_REGION_SIZE);
+    const out: Range[] = [];
+    for (const range of ranges) {
+      for (let covered = range.start; covered < range.end;) {
+        const request = {
+          start: covered,
+          end: range.end,
+          categoryAnyof: PAGE_IS.GUARD,
+          returnMask: PAGE_IS.GUARD,
+        };
+        const next = takeRegions(covered, pagemapScan(fd, request, vec), (run) =>
+          out.push({ start: run.start, end: run.end }),
+        );
+        if (next <= covered) break;
+        covered = next;
+      }
+    }
+    return out;
+  } finally {
+    closeProcFile(fd);
   }
 }
 

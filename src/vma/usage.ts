@@ -38,11 +38,11 @@ const SHARED_WITHOUT_FILE = new Set(['anon-shared']);
 
 /**
  * Whether a checkpoint stores a page with these PAGE flags: in a private VMA, its anonymous pages
- * (never the zero page; file pages come back from the file); in shared memory that no file keeps,
+ * (never the zero page, nor a guard region's; file pages come back from the file); in shared memory that no file keeps,
  * every page; in kernel-provided VMAs, none.
  */
 export function dumpsPage(vma: Pick<Vma, 'kind' | 'perms'>, flags: number): boolean {
-  if (SPECIAL_KINDS.has(vma.kind) || flags & PAGE.ZERO) return false;
+  if (SPECIAL_KINDS.has(vma.kind) || flags & (PAGE.ZERO | PAGE.GUARD)) return false;
   if (vma.perms[3] === 'p') return (flags & PAGE.FILE) === 0;
   return SHARED_WITHOUT_FILE.has(vma.kind);
 }
