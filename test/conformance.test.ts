@@ -84,6 +84,7 @@ const WHOLE = [
   'cwd',
   'deleted-fifo',
   'guard',
+  'unix-unlinked',
 ];
 
 for (const name of WHOLE) {
@@ -126,6 +127,7 @@ const REFUSED: [string, RegExp][] = [
     /it shares its descriptor table \(CLONE_FILES\) with its parent \d+, which ferry cannot restore yet/,
   ],
   ['scm-rights', /is a Unix socket with descriptors or credentials in flight in its queue \(SCM_RIGHTS\)/],
+  ['aio', /VMA 0x[0-9a-f]+-0x[0-9a-f]+ \(deleted-file\) is the ring of an AIO context \(io_setup\)/],
 ];
 
 for (const [name, message] of REFUSED) {

@@ -9,6 +9,7 @@
 // descriptor is in place; then its options and shutdown state are set again. A connection to a
 // listener outside the tree is refused.
 import { existsSync, lstatSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { FerryError } from '../errors.js';
 import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
@@ -80,9 +81,15 @@ function makeLone(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): nu
     );
   // Path calls go through the process, with its own file credentials for a restore made for a user:
   // the kernel checks them, whatever the path names by then (a symbolic link swapped in, say).
-  const pathCall = (name: string, nr: number, ...args: (number | bigint)[]): void =>
-    callAsUser(ctx, fds, { name: `${name}(${path})`, nr, args: [ctx.remote.putString(path!), ...args] });
-  if (path !== null && existsSync(path) && lstatSync(path).isSocket()) pathCall('unlink', NR.unlink);
+  const pathCall = (name: string, nr: number, at: string, ...args: (number | bigint)[]): void =>
+    callAsUser(ctx, fds, { name: `${name}(${at})`, nr, args: [ctx.remote.putString(at), ...args] });
+  if (path !== null && existsSync(path) && lstatSync(path).isSocket()) pathCall('unlink', NR.unlink, path);
+  // A socket whose file was removed since (mode null) is bound again through directories made for
+  // the while if they are gone too, then its file and those are removed again.
+  const madeDirs: string[] = [];
+  if (path !== null && rec.mode === null)
+    for (let dir = dirname(path); !existsSync(dir); dir = dirname(dir)) madeDirs.unshift(dir);
+  for (const dir of madeDirs) pathCall('mkdir', NR.mkdir, dir, 0o700);
   const addr = sockaddr(rec.name);
   callAsUser(ctx, fds, {
     name: `bind(${rec.name})`,
@@ -91,7 +98,11 @@ function makeLone(ctx: FilesRestoreContext, rec: UnixRecord, fds: FdBuilder): nu
   });
   if (rec.backlog !== null)
     fds.call({ name: `listen(${rec.name})`, nr: NR.listen, args: [made, rec.backlog] });
-  if (path !== null && rec.mode !== null) pathCall('chmod', NR.chmod, rec.mode);
+  if (path !== null && rec.mode !== null) pathCall('chmod', NR.chmod, path, rec.mode);
+  if (path !== null && rec.mode === null) {
+    pathCall('unlink', NR.unlink, path);
+    for (const dir of [...madeDirs].reverse()) pathCall('rmdir', NR.rmdir, dir);
+  }
   return made;
 }
 

@@ -58,6 +58,8 @@ const KNOWN_PSEUDO = new Set(['[heap]', '[stack]', '[vdso]', '[vvar]', '[vvar_vc
 
 /** Why a VMA cannot be restored yet, or null when it can. */
 function refusal(v: Vma): string | null {
+  // The kernel's ring of an io_setup() context: its requests in flight live in the kernel.
+  if (v.name === '/[aio]' && v.deleted) return 'is the ring of an AIO context (io_setup)';
   if (v.kind === 'anon-shared' && v.name !== '/dev/zero' && !isSysv(v))
     return `is named shared memory (${v.name})`;
   if (v.name.startsWith('[') && !KNOWN_PSEUDO.has(v.name) && !ANON_NAME.test(v.name))
