@@ -85,6 +85,7 @@ const WHOLE = [
   'deleted-fifo',
   'guard',
   'unix-unlinked',
+  'epoll-closed',
 ];
 
 for (const name of WHOLE) {

@@ -1,8 +1,11 @@
 // epoll: the interest list, from fdinfo's `tfd:` records; made again with epoll_create1 and each
-// watch added once every descriptor is at its number. A watch on a descriptor that was closed
-// since (epoll keeps it while the file lives on elsewhere) cannot be added again and is refused.
+// watch added once every descriptor is at its number. A watch on a descriptor number closed since
+// (epoll keeps it while its file lives on under another number) is added again through that other
+// descriptor, duplicated to the old number for the while (kcmp KCMP_EPOLL_TFD finds it). One whose
+// file is open nowhere else, or whose number holds another file now, is refused.
 import { FerryError } from '../errors.js';
-import { array, hex64, integer, object, type Infer } from '../image/schema.js';
+import { array, hex64, integer, nullable, object, type Infer } from '../image/schema.js';
+import { epollWatches } from '../sys/kcmp.js';
 import { NR } from '../sys/nr.js';
 import { unsupportedMessage } from './context.js';
 import type { FdKind } from './fd-kind.js';
@@ -15,9 +18,16 @@ const TFD = /^(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*\d+\s
 const record = object({
   fd: integer(0, 1 << 20),
   flags: integer(0, 2 ** 31 - 1),
-  watches: array(object({ fd: integer(0, 1 << 20), events: integer(0, 2 ** 32 - 1), data: hex64 }), {
-    max: 1 << 20,
-  }),
+  watches: array(
+    object({
+      fd: integer(0, 1 << 20),
+      events: integer(0, 2 ** 32 - 1),
+      data: hex64,
+      /** Of a watch whose number was closed since: a descriptor of the same file (none before version 8). */
+      via: nullable(integer(0, 1 << 20)),
+    }),
+    { max: 1 << 20 },
+  ),
 });
 type EpollRecord = Infer<typeof record>;
 
@@ -37,17 +47,29 @@ export const fdEpoll: FdKind<'epoll', EpollRecord> = {
           );
         const fd = Number(m[1]);
         const watched = ctx.fds.get(fd);
-        if (watched?.stat.ino !== Number.parseInt(m[4]!, 16)) {
+        const ino = Number.parseInt(m[4]!, 16);
+        const via =
+          watched === undefined
+            ? [...ctx.fds.keys()].find((other) => epollWatches(ctx.pid, other, info.fd, fd))
+            : fd;
+        if (via === undefined || (watched !== undefined && watched.stat.ino !== ino)) {
           throw new FerryError(
             'FERRY_UNSUPPORTED_STATE',
             unsupportedMessage(
               ctx.pid,
               `epoll fd ${info.fd} watches fd ${fd}`,
-              'which was closed or replaced since, and cannot be watched again',
+              watched === undefined
+                ? 'which was closed since, its file open under no other number, and cannot be watched again'
+                : 'which holds another file since, and cannot be watched again',
             ),
           );
         }
-        return { fd, events: Number.parseInt(m[2]!, 16), data: BigInt(`0x${m[3]!}`) };
+        return {
+          fd,
+          events: Number.parseInt(m[2]!, 16),
+          data: BigInt(`0x${m[3]!}`),
+          via: via === fd ? null : via,
+        };
       });
     return { fd: info.fd, flags: info.fdinfo.flags, watches };
   },
@@ -57,11 +79,14 @@ export const fdEpoll: FdKind<'epoll', EpollRecord> = {
       const event = Buffer.alloc(EPOLL_EVENT);
       event.writeUInt32LE(w.events, 0);
       event.writeBigUInt64LE(w.data, 4);
+      // Its number free again, the watch is added under it through a duplicate of the same file.
+      if (w.via !== null) fds.after({ name: `dup3(${w.via}, ${w.fd})`, nr: NR.dup3, args: [w.via, w.fd, 0] });
       fds.after({
         name: `epoll_ctl(${rec.fd}, ADD, ${w.fd})`,
         nr: NR.epoll_ctl,
         args: [rec.fd, EPOLL_CTL_ADD, w.fd, ctx.remote.put(event)],
       });
+      if (w.via !== null) fds.after({ name: `close(${w.fd})`, nr: NR.close, args: [w.fd] });
     }
   },
 };

@@ -87,6 +87,9 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
     const files = (state?.files as Record<string, unknown>[] | undefined)?.map((f) => ({
       ...fileDefaults[f.kind as string],
       ...f,
+      ...(f.kind === 'epoll'
+        ? { watches: (f.watches as Record<string, unknown>[]).map((w) => ({ via: null, ...w })) }
+        : {}),
     }));
     return {
       ...defaults,

@@ -18,3 +18,15 @@ export function shareObject(pidA: number, pidB: number, type: number): boolean {
   const describe = (): string[] => [String(pidA), String(pidB), String(type)];
   return syscall(NR.kcmp, 'kcmp', describe, pidA, pidB, type, 0, 0) === 0;
 }
+
+const KCMP_EPOLL_TFD = 7;
+
+/**
+ * True when descriptor `fd` of `pid` is the file that epoll `epfd` of `pid` watches as its `tfd`
+ * (the first such watch: toff 0), whatever that descriptor number holds now.
+ */
+export function epollWatches(pid: number, fd: number, epfd: number, tfd: number): boolean {
+  const slot = new Uint32Array([epfd, tfd, 0]);
+  const describe = (): string[] => [String(pid), String(pid), 'KCMP_EPOLL_TFD', String(fd), `${epfd}:${tfd}`];
+  return syscall(NR.kcmp, 'kcmp', describe, pid, pid, KCMP_EPOLL_TFD, fd, slot) === 0;
+}
