@@ -8,30 +8,11 @@ import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli } from './helpers/cli.js';
-import { becomeSubreaper, childrenOf, killAndReap, killTree, treeOf } from './helpers/reaper.js';
+import { becomeSubreaper, killTree, reapOrphans, treeOf } from './helpers/reaper.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-tmux', cleanup);
 before(becomeSubreaper);
-
-/**
- * Reap the killed processes of the dumped tree as they come to this process (a subreaper): the
- * panes' shells and the counter's sleeps, so that their PIDs are free for the restore.
- */
-async function reapOrphans(): Promise<void> {
-  const zombie = (pid: number): boolean => {
-    try {
-      return readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.startsWith('Z');
-    } catch {
-      return false;
-    }
-  };
-  for (const until = Date.now() + 5000; Date.now() < until; await sleep(20)) {
-    const zombies = childrenOf(process.pid).filter(zombie);
-    zombies.forEach(killAndReap);
-    if (zombies.length === 0 && childrenOf(process.pid).every((pid) => !zombie(pid))) return;
-  }
-}
 
 /** Of each session leader under `root` (the panes' shells): its controlling tty and foreground group. */
 function terminals(root: number): string[] {
@@ -65,8 +46,9 @@ test('a tmux server with two panes: dump, restore; its panes carry on, on the sa
 
   const image = dir();
   const last = count();
+  const tree = treeOf(server);
   await cliOk(['dump', String(server), '-D', image]);
-  await reapOrphans();
+  await reapOrphans(tree);
   const restored = await restoreCli(image, cleanup);
   cleanup(() => killTree(restored));
 

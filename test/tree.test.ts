@@ -57,6 +57,29 @@ async function until(what: string, check: () => boolean, timeoutMs = 15_000): Pr
 
 const lines = (path: string): string[] => readFileSync(path, 'utf8').split('\n').slice(0, -1);
 
+/** Two jobs of ten steps each, one line per step into a file of their own. */
+const MAKEFILE = ['a', 'b']
+  .map((job) => `${job}:\n\t@for i in 1 2 3 4 5 6 7 8 9 10; do echo ${job}$$i >> ${job}; sleep 0.1; done\n`)
+  .join('');
+
+test('make -j2 dumped mid-build, its jobserver pipe shared with its jobs: both jobs finish after restore', async () => {
+  const d = dir();
+  writeFileSync(`${d}/Makefile`, `all: a b\n${MAKEFILE}`);
+  const pid = await startTree(d, 'make', ['-C', d, '-j2']);
+  const steps = (job: string): string[] => (existsSync(`${d}/${job}`) ? lines(`${d}/${job}`) : []);
+  await until('both jobs run', () => steps('a').length >= 2 && steps('b').length >= 2);
+  const image = await dumpTree(pid);
+  assert.ok(steps('a').length < 10 && steps('b').length < 10, 'dumped mid-build');
+  await restoreTree(image);
+  await until('both jobs are done', () => steps('a').length === 10 && steps('b').length === 10);
+  for (const job of ['a', 'b'])
+    assert.deepEqual(
+      steps(job),
+      Array.from({ length: 10 }, (_, i) => `${job}${i + 1}`),
+      `job ${job}: each step once`,
+    );
+});
+
 test('a shell pipeline restores as a tree, and its output goes on unbroken', async () => {
   const d = dir();
   const out = `${d}/out`;

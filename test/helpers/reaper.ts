@@ -1,7 +1,7 @@
 // Processes a test did not start itself (restored ones, orphaned when the ferry CLI exits) come to
 // the test process as its children once it is a child subreaper, so it can kill and reap them
 // promptly instead of waiting for PID 1.
-import { closeSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { isErrno } from '../../src/sys/errno.js';
 import { prctl, PR } from '../../src/sys/prctl.js';
 import { pidfdExited, pidfdOpen, pidfdSendSignal } from '../../src/sys/pidfd.js';
@@ -99,4 +99,27 @@ export function killTree(pid: number): void {
 /** This test process's descendants now, its own children first. */
 export function descendants(): number[] {
   return treeOf(process.pid).slice(1);
+}
+
+/** Whether `pid` is a zombie (exited, not reaped). */
+function isZombie(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.startsWith('Z');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reap the processes of a tree a dump killed as they come to this process (a subreaper), until
+ * every one of `pids` is gone and no zombie child is left, so that their PIDs are free for the
+ * restore (up to 5 s).
+ */
+export async function reapOrphans(pids: readonly number[]): Promise<void> {
+  const gone = (pid: number): boolean => !existsSync(`/proc/${pid}`);
+  for (const until = Date.now() + 5000; Date.now() < until; await new Promise((r) => setTimeout(r, 10))) {
+    const zombies = childrenOf(process.pid).filter(isZombie);
+    zombies.forEach(killAndReap);
+    if (zombies.length === 0 && pids.every(gone)) return;
+  }
 }
