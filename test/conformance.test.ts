@@ -64,6 +64,11 @@ async function moveThroughImage(f: Conforming): Promise<{ pid: number; said: str
   assert.equal(dumped.code, 0, dumped.stderr);
   // Its descendants come to this test process as orphans: reaped, their PIDs are free again.
   descendants.forEach(killAndReap);
+  // `ferry show` reads every kind of record the image has, in words and in JSON.
+  for (const json of [[], ['--json']]) {
+    const shown = await runCli(['show', image, ...json]);
+    assert.equal(shown.code, 0, shown.stderr);
+  }
   const restored = await runCli(['restore', '-D', image]);
   assert.equal(restored.code, 0, restored.stderr);
   const pid = Number(restored.stdout.trim());
