@@ -77,6 +77,8 @@ export interface FdBuilder {
   place(fd: number, made: number, flags: number): void;
   /** A call for once every descriptor is in place (an epoll's interest list). */
   after(call: RemoteCall): void;
+  /** A descriptor number free once every descriptor is in place, for after() calls to use. */
+  spare(): number;
 }
 
 /** Give a descriptor back by opening a path again. */

@@ -331,6 +331,10 @@ class Builder implements FdBuilder {
     this.afters.push(call);
   }
 
+  spare(): number {
+    return this.next++; // above every parked descriptor, which are closed before after() calls run
+  }
+
   /**
    * Hand ferry what later processes borrow, place every descriptor, close the parked ones, then
    * run what waited for the placing.

@@ -88,7 +88,7 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
       ...fileDefaults[f.kind as string],
       ...f,
       ...(f.kind === 'epoll'
-        ? { watches: (f.watches as Record<string, unknown>[]).map((w) => ({ via: null, ...w })) }
+        ? { watches: (f.watches as Record<string, unknown>[]).map((w) => ({ via: null, taken: null, ...w })) }
         : {}),
     }));
     return {

@@ -23,10 +23,10 @@ const KCMP_EPOLL_TFD = 7;
 
 /**
  * True when descriptor `fd` of `pid` is the file that epoll `epfd` of `pid` watches as its `tfd`
- * (the first such watch: toff 0), whatever that descriptor number holds now.
+ * (the `toff`-th watch under that number, from 0), whatever that descriptor number holds now.
  */
-export function epollWatches(pid: number, fd: number, epfd: number, tfd: number): boolean {
-  const slot = new Uint32Array([epfd, tfd, 0]);
+export function epollWatches(pid: number, fd: number, epfd: number, tfd: number, toff: number): boolean {
+  const slot = new Uint32Array([epfd, tfd, toff]);
   const describe = (): string[] => [String(pid), String(pid), 'KCMP_EPOLL_TFD', String(fd), `${epfd}:${tfd}`];
   return syscall(NR.kcmp, 'kcmp', describe, pid, pid, KCMP_EPOLL_TFD, fd, slot) === 0;
 }
