@@ -42,6 +42,7 @@ import { externalKey } from './state/fd-external.js';
 import { releaseLock } from './state/netlock.js';
 import { userProcessStat } from './proc/process.js';
 import { handledFirst, restorePending, restoreSignals } from './state/signals.js';
+import { seccompCalls } from './state/seccomp.js';
 import { interruptedRegs } from './sys/regs.js';
 import {
   cloneThreads,
@@ -375,11 +376,15 @@ async function restoreProcess(
   // Credentials last, ptrace's access to the process checked against them from then on; in one
   // batch with what comes before them in the same thread (the process's protections and advice in
   // the first).
+  // seccomp filters go in just before, while the stub may still install any (it is root); ferry's
+  // own calls after them are not filtered while it holds the process (PTRACE_O_SUSPEND_SECCOMP).
+  const filters = seccompCalls(state.threads, tids, channels);
   state.threads.forEach((thread, i) => {
     const first = i === 0 ? [...protectCalls(filled), ...adviceCalls(state.vmas)] : [];
     restoreCreds({ ...ctx, remote: channels[i]! }, thread.creds ?? state.creds, [
       ...first,
       ...rseqCalls(thread),
+      ...filters[i]!,
     ]);
   });
   // A stub dies with ferry; the restored process does not, unless held for a migration: then it must

@@ -91,6 +91,7 @@ const WHOLE = [
   'guard',
   'unix-unlinked',
   'epoll-closed',
+  'seccomp',
 ];
 
 for (const name of WHOLE) {

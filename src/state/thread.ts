@@ -3,6 +3,7 @@
 // timer slack and parent-death signal.
 import { FerryError } from '../errors.js';
 import {
+  array,
   base64,
   hex64,
   integer,
@@ -21,6 +22,7 @@ import {
   PTRACE_O,
   ptraceGetRseqConfiguration,
   ptraceGetXstate,
+  ptraceSeccompFilters,
   ptraceSetOptions,
   ptraceSetSigmask,
   ptraceSetXstate,
@@ -68,6 +70,10 @@ export const threadRecord = object({
   pdeathsig: integer(0, 64),
   /** Credentials of its own, or null: the process's (`creds` of the state). */
   creds: nullable(credsRecord),
+  /** Its seccomp filters, oldest first (classic BPF), or null: none (none before version 8). */
+  seccomp: nullable(
+    array(object({ program: base64(4096 * 8), flags: integer(0, 2 ** 31 - 1) }), { max: 512 }),
+  ),
 });
 
 export type ThreadRecord = Infer<typeof threadRecord>;
@@ -135,10 +141,17 @@ export function dumpThread(ctx: DumpContext, tid: number, creds: CredsRecord): T
       timerSlack: timerSlack!,
       pdeathsig: remote.read(pdeathsig, 4).readInt32LE(0),
       creds: ownCreds(ctx, tid, remote, creds),
+      seccomp: threadSeccomp(ctx.pid, tid),
     };
   } finally {
     if (remote !== ctx.remote) remote.close();
   }
+}
+
+/** The thread's seccomp filters (read through ptrace), or null when it has none. */
+function threadSeccomp(pid: number, tid: number): ThreadRecord['seccomp'] {
+  const mode = parseStatus(readProcText(pid, `task/${tid}/status`)).seccomp;
+  return mode === 2 ? ptraceSeccompFilters(tid) : null;
 }
 
 /** The thread's credentials if they are not the process's `creds`, else null. */

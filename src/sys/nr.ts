@@ -106,6 +106,7 @@ export const NR = {
   kcmp: 312,
   sched_setattr: 314,
   sched_getattr: 315,
+  seccomp: 317,
   memfd_create: 319,
   membarrier: 324,
   userfaultfd: 323,

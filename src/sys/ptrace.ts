@@ -1,6 +1,7 @@
 // ptrace(2): requests, options and events, and one typed wrapper per request ferry uses.
 // Every call is synchronous on the calling thread, which must be the one that seized the tracee.
 import { syscall } from './call.js';
+import { isErrno } from './errno.js';
 import { faultPoint } from './fault.js';
 import { addressOf } from './libc.js';
 import { NR } from './nr.js';
@@ -23,6 +24,8 @@ export const PTRACE = {
   PEEKSIGINFO: 0x4209,
   GETSIGMASK: 0x420a,
   SETSIGMASK: 0x420b,
+  SECCOMP_GET_FILTER: 0x420c,
+  SECCOMP_GET_METADATA: 0x420d,
   GET_SYSCALL_INFO: 0x420e,
   GET_RSEQ_CONFIGURATION: 0x420f,
 } as const;
@@ -38,6 +41,8 @@ export const PTRACE_O = {
   TRACEEXEC: 0x10,
   TRACEEXIT: 0x40,
   EXITKILL: 0x100000,
+  /** seccomp does not apply to the tracee while it is traced (CAP_SYS_ADMIN). */
+  SUSPEND_SECCOMP: 0x200000,
 } as const;
 
 /** PTRACE_EVENT_* values found in bits 16..23 of a wait status. */
@@ -137,6 +142,30 @@ export function ptracePeekSiginfo(tid: number, shared: boolean): Buffer[] {
     for (let i = 0; i < n; i++)
       out.push(Buffer.from(data.subarray(i * SIGINFO_SIZE, (i + 1) * SIGINFO_SIZE)));
     if (n < PEEK_BATCH) return out;
+  }
+}
+
+/**
+ * The seccomp filters of thread `tid`, oldest first: each classic BPF program (its struct
+ * sock_filter instructions) and the flags it was installed with (SECCOMP_FILTER_FLAG_LOG, ...).
+ */
+export function ptraceSeccompFilters(tid: number): { program: Buffer; flags: number }[] {
+  const out: { program: Buffer; flags: number }[] = [];
+  // Index 0 is the filter installed last; past the oldest the kernel answers ENOENT.
+  for (let index = 0; ; index++) {
+    let count: number;
+    try {
+      count = ptrace(PTRACE.SECCOMP_GET_FILTER, tid, index, 0);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return out.reverse();
+      throw err;
+    }
+    const program = Buffer.alloc(count * 8);
+    ptrace(PTRACE.SECCOMP_GET_FILTER, tid, index, program);
+    const metadata = Buffer.alloc(16);
+    metadata.writeBigUInt64LE(BigInt(index), 0);
+    ptrace(PTRACE.SECCOMP_GET_METADATA, tid, 16, metadata);
+    out.push({ program, flags: Number(metadata.readBigUInt64LE(8)) });
   }
 }
 

@@ -4,6 +4,7 @@
 import { FerryError, isFerryError } from '../errors.js';
 import { listThreads, readProcText } from '../proc/files.js';
 import { parseStat, PF_KTHREAD } from '../proc/stat.js';
+import { parseStatus } from '../proc/status.js';
 import { closeSync } from 'node:fs';
 import { isErrno } from '../sys/errno.js';
 import { pidfdExited, pidfdOpen, pidfdSendSignal } from '../sys/pidfd.js';
@@ -78,6 +79,8 @@ export class Tracee {
   private continueOnRelease = false;
   /** prepareRelease() is done: only the detaching is left. */
   private prepared = false;
+  /** PTRACE_O_* options each thread is seized with. */
+  private seizeOptions: number = PTRACE_O.TRACESYSGOOD;
 
   private constructor(
     readonly pid: number,
@@ -93,6 +96,9 @@ export class Tracee {
    */
   static freeze(pid: number, options: FreezeOptions = {}): Tracee {
     const tracee = new Tracee(pid, options.disposable ?? false, options.onWarning, options.watch);
+    // Under seccomp, what ferry runs inside the process must not meet its filters.
+    tracee.seizeOptions |=
+      parseStatus(readProcText(pid, 'status')).seccomp === 2 ? PTRACE_O.SUSPEND_SECCOMP : 0;
     if (tracee.watch) tracee.watch.hold(pid, parseStat(readProcText(pid, 'stat')).startTime);
     const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const seized = new Set<number>();
@@ -326,7 +332,7 @@ export class Tracee {
   /** Seize one thread and ask it to stop; false when it is already gone. */
   private seizeThread(tid: number): boolean {
     try {
-      ptraceSeize(tid, PTRACE_O.TRACESYSGOOD);
+      ptraceSeize(tid, this.seizeOptions);
       ptraceInterrupt(tid);
       return true;
     } catch (err) {
