@@ -92,6 +92,7 @@ const WHOLE = [
   'unix-unlinked',
   'epoll-closed',
   'seccomp',
+  'accept-queue',
 ];
 
 for (const name of WHOLE) {

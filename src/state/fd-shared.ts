@@ -63,6 +63,18 @@ export class TreeFiles {
     return this.table.get(ino);
   }
 
+  /** Whether a process of the dump has a descriptor whose /proc link reads `target`. */
+  inDump(target: string): boolean {
+    return holdersOf(new Set([target]), new Set(), this.pids).has(target);
+  }
+
+  /** The listener whose accept queue holds a connection from client socket `ino`, if one does. */
+  listenerOf(ino: number): UnixSocketInfo | undefined {
+    this.table ??= unixSockets();
+    for (const s of this.table.values()) if (s.icons.includes(ino)) return s;
+    return undefined;
+  }
+
   /** Note a Unix socket of the tree, connected to `peer` (or to nothing). */
   unixEnd(pid: number, info: FdInfo, peer: number | null): void {
     this.unix.set(info.stat.ino, { pid, fd: info.fd, target: info.target, peer });

@@ -174,16 +174,21 @@ export const fdUnix: FdKind<'unix', UnixRecord> = {
     if (s.type !== SOCK.STREAM && s.type !== SOCK.DGRAM && s.type !== SOCK.SEQPACKET)
       refuse(`a Unix socket of type ${s.type}`);
     const listening = s.state === LISTENING;
-    if (listening && s.rqueue > 0) {
+    // Connections waiting to be accepted come back only from clients of the dump (`waiting` below).
+    const dropped = listening ? s.icons.filter((client) => !ctx.tree.inDump(`socket:[${client}]`)).length : 0;
+    if (dropped > 0)
       ctx.warn(
-        `fd ${info.fd} (listening on ${s.name ?? '?'}): ${s.rqueue} connection(s) not yet accepted are dropped`,
+        `fd ${info.fd} (listening on ${s.name ?? '?'}): ${dropped} connection(s) not yet accepted, from processes outside the dump, are dropped`,
       );
-    }
     // A datagram socket connect()ed to a named one (a client of a syslog-like server) is not that
-    // one's peer: it is connected again by name, wherever the server is.
-    const server = s.type === SOCK.DGRAM && s.peer !== null ? ctx.tree.unixSocket(s.peer) : undefined;
-    const oneWay = server !== undefined && server.peer !== ino;
-    if (oneWay && server.name === null) refuse('a datagram socket connected to an unnamed one');
+    // one's peer, nor is a connection waiting in a listener's accept queue its own: each is
+    // connected again by name, once the listener is back, wherever it is.
+    const waiting = s.type !== SOCK.DGRAM && s.peer !== null ? ctx.tree.listenerOf(ino) : undefined;
+    if (waiting && (ctx.tree.unixSocket(s.peer!)?.rqueue ?? 0) > 0)
+      refuse('a connection not yet accepted, with bytes sent into it');
+    const server = s.type === SOCK.DGRAM && s.peer !== null ? ctx.tree.unixSocket(s.peer) : waiting;
+    const oneWay = server !== undefined && (waiting !== undefined || server.peer !== ino);
+    if (oneWay && server.name === null) refuse('a socket connected to an unnamed one');
     const peer = oneWay ? null : s.peer;
     ctx.tree.unixEnd(ctx.pid, info, peer);
     // A stream socket connected to nothing has no queue (and recv on it fails EINVAL).

@@ -1,5 +1,6 @@
 // The Unix sockets of this network namespace, as the kernel's sock_diag netlink interface lists
-// them: each one's type, state, bound name, peer, queued bytes and shutdown state. Nothing else tells a socket's
+// them: each one's type, state, bound name, peer, queued bytes, shutdown state and, of a listener,
+// the connections waiting to be accepted. Nothing else tells a socket's
 // peer (CRIU reads the same).
 import { closeSync } from 'node:fs';
 import { syscall } from './call.js';
@@ -16,8 +17,8 @@ const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const NLMSG_HDR = 16;
-const UDIAG_SHOW = { NAME: 1, PEER: 4, RQLEN: 0x10 } as const;
-const UNIX_DIAG = { NAME: 0, PEER: 2, RQLEN: 4, SHUTDOWN: 6 } as const;
+const UDIAG_SHOW = { NAME: 1, PEER: 4, ICONS: 8, RQLEN: 0x10 } as const;
+const UNIX_DIAG = { NAME: 0, PEER: 2, ICONS: 3, RQLEN: 4, SHUTDOWN: 6 } as const;
 const RECV_BUFFER = 1 << 16;
 
 export interface UnixSocketInfo {
@@ -36,6 +37,8 @@ export interface UnixSocketInfo {
   wqueue: number;
   /** shutdown(2) state: 1 receive shut down, 2 send, 3 both. */
   shutdown: number;
+  /** Of a listener: the sockets of the connections waiting in its accept queue. */
+  icons: number[];
 }
 
 const align4 = (n: number): number => (n + 3) & ~3;
@@ -47,7 +50,7 @@ function request(): Buffer {
   msg.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
   msg.writeUInt8(AF.UNIX, NLMSG_HDR);
   msg.writeUInt32LE(0xffffffff, NLMSG_HDR + 4); // every state
-  msg.writeUInt32LE(UDIAG_SHOW.NAME | UDIAG_SHOW.PEER | UDIAG_SHOW.RQLEN, NLMSG_HDR + 12);
+  msg.writeUInt32LE(UDIAG_SHOW.NAME | UDIAG_SHOW.PEER | UDIAG_SHOW.ICONS | UDIAG_SHOW.RQLEN, NLMSG_HDR + 12);
   msg.writeUInt32LE(0xffffffff, NLMSG_HDR + 16); // no cookie
   msg.writeUInt32LE(0xffffffff, NLMSG_HDR + 20);
   return msg;
@@ -69,6 +72,7 @@ function parseSocket(msg: Buffer): UnixSocketInfo {
     rqueue: 0,
     wqueue: 0,
     shutdown: 0,
+    icons: [],
   };
   for (let at = 16; at + 4 <= msg.length;) {
     const len = msg.readUInt16LE(at);
@@ -78,6 +82,8 @@ function parseSocket(msg: Buffer): UnixSocketInfo {
     if (type === UNIX_DIAG.NAME) info.name = parseName(data);
     else if (type === UNIX_DIAG.PEER) info.peer = data.readUInt32LE(0);
     else if (type === UNIX_DIAG.SHUTDOWN) info.shutdown = data.readUInt8(0);
+    else if (type === UNIX_DIAG.ICONS)
+      for (let i = 0; i + 4 <= data.length; i += 4) info.icons.push(data.readUInt32LE(i));
     else if (type === UNIX_DIAG.RQLEN) {
       info.rqueue = data.readUInt32LE(0);
       info.wqueue = data.readUInt32LE(4);
