@@ -32,7 +32,6 @@ import { checkNft, NetworkLock } from './state/netlock.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
 import { dumpThread, xsaveFeatures } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
-import { refuseSeccomp } from './state/unsupported.js';
 import { dumpSysv } from './state/sysv.js';
 import { isErrno } from './sys/errno.js';
 import { RemoteSyscalls } from './tracee/remote.js';
@@ -192,7 +191,6 @@ async function captureProcess(
   tracking?: RootTracking,
 ): Promise<Capture> {
   const pid = tracee.pid;
-  refuseSeccomp(pid);
   const remote = RemoteSyscalls.open(tracee);
   remote.installScratch({ size: SCRATCH_SIZE });
   const stat = userProcessStat(pid);

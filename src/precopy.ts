@@ -24,7 +24,6 @@ import { startTracker } from './state/mem-tracking.js';
 import { childrenOf } from './state/tree.js';
 import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
 import { RemoteSyscalls } from './tracee/remote.js';
-import { refuseSeccomp } from './state/unsupported.js';
 import { Tracee } from './tracee/tracee.js';
 import type { TraceeWatch } from './tracee/watch.js';
 import { classifyVmas } from './vma/classify.js';
@@ -97,7 +96,6 @@ function startTracking(pid: number, options: PrecopyOptions): { tracker: WriteTr
   // A process tracked for its incremental dumps lends its tracker: a second could not register.
   const held = findTracker(pid);
   if (held !== undefined) return { tracker: LentTracker.lend(pid, held), frozenMs: 0 };
-  refuseSeccomp(pid);
   const tracee = Tracee.freeze(pid, { watch: options.watch, onWarning: options.onWarning });
   const frozenAt = now();
   let tracker: WriteTracker;

@@ -70,7 +70,14 @@ function upgradeManifest(old: Record<string, unknown>, version: number): Record<
     owners: [],
     controlling: null,
   };
-  const threadDefaults = { sched: null, timerSlack: null, pdeathsig: 0, creds: null, seccomp: null };
+  const threadDefaults = {
+    sched: null,
+    timerSlack: null,
+    pdeathsig: 0,
+    creds: null,
+    seccomp: null,
+    seccompStrict: false,
+  };
   const fileDefaults: Record<string, Record<string, unknown>> = {
     socket: { options: [] },
     unix: { connect: null, shutdown: 0, options: [] },

@@ -5,6 +5,7 @@ import { FerryError } from '../errors.js';
 import {
   array,
   base64,
+  boolean,
   hex64,
   integer,
   nullable,
@@ -74,6 +75,8 @@ export const threadRecord = object({
   seccomp: nullable(
     array(object({ program: base64(4096 * 8), flags: integer(0, 2 ** 31 - 1) }), { max: 512 }),
   ),
+  /** It runs in seccomp's strict mode (read, write, exit and sigreturn only). */
+  seccompStrict: boolean,
 });
 
 export type ThreadRecord = Infer<typeof threadRecord>;
@@ -141,17 +144,17 @@ export function dumpThread(ctx: DumpContext, tid: number, creds: CredsRecord): T
       timerSlack: timerSlack!,
       pdeathsig: remote.read(pdeathsig, 4).readInt32LE(0),
       creds: ownCreds(ctx, tid, remote, creds),
-      seccomp: threadSeccomp(ctx.pid, tid),
+      ...threadSeccomp(ctx.pid, tid),
     };
   } finally {
     if (remote !== ctx.remote) remote.close();
   }
 }
 
-/** The thread's seccomp filters (read through ptrace), or null when it has none. */
-function threadSeccomp(pid: number, tid: number): ThreadRecord['seccomp'] {
+/** The thread's seccomp mode: its filters (read through ptrace), or strict, or neither. */
+function threadSeccomp(pid: number, tid: number): Pick<ThreadRecord, 'seccomp' | 'seccompStrict'> {
   const mode = parseStatus(readProcText(pid, `task/${tid}/status`)).seccomp;
-  return mode === 2 ? ptraceSeccompFilters(tid) : null;
+  return { seccomp: mode === 2 ? ptraceSeccompFilters(tid) : null, seccompStrict: mode === 1 };
 }
 
 /** The thread's credentials if they are not the process's `creds`, else null. */

@@ -98,7 +98,7 @@ export class Tracee {
     const tracee = new Tracee(pid, options.disposable ?? false, options.onWarning, options.watch);
     // Under seccomp, what ferry runs inside the process must not meet its filters.
     tracee.seizeOptions |=
-      parseStatus(readProcText(pid, 'status')).seccomp === 2 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+      parseStatus(readProcText(pid, 'status')).seccomp !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
     if (tracee.watch) tracee.watch.hold(pid, parseStat(readProcText(pid, 'stat')).startTime);
     const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     const seized = new Set<number>();
