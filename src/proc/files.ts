@@ -73,6 +73,15 @@ export function listThreads(pid: number): number[] {
     .sort((a, b) => a - b);
 }
 
+/** What each descriptor of `pid` is, as /proc/PID/fd shows it; none once it is gone. */
+export function fdTargets(pid: number): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).map((fd) => readlinkSync(`/proc/${pid}/fd/${fd}`));
+  } catch {
+    return [];
+  }
+}
+
 /** A process holding a descriptor: its PID and name. */
 export interface Holder {
   pid: number;
@@ -90,13 +99,14 @@ export function holdersOf(
   among?: readonly number[],
 ): Map<string, Holder[]> {
   const found = new Map<string, Holder[]>();
+  if (targets.size === 0) return found;
   const pids = (among ?? readdirSync('/proc').map(Number))
     .filter((pid) => Number.isInteger(pid) && !skip.has(pid))
     .sort((a, b) => a - b);
   for (const pid of pids) {
     try {
-      const seen = new Set<string>();
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) seen.add(readlinkSync(`/proc/${pid}/fd/${fd}`));
+      const seen = new Set(fdTargets(pid));
+      if (![...seen].some((t) => targets.has(t))) continue;
       const command = readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
       for (const target of seen)
         if (targets.has(target)) found.set(target, [...(found.get(target) ?? []), { pid, command }]);

@@ -9,7 +9,7 @@ import { sameOpenFile } from '../sys/kcmp.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { unixSockets, type UnixSocketInfo } from '../sys/unix-diag.js';
-import { describeHolders, holdersOf, type Holder } from '../proc/files.js';
+import { describeHolders, fdTargets, holdersOf, type Holder } from '../proc/files.js';
 import { unsupportedMessage } from './context.js';
 import type { FdInfo } from './fd-kind.js';
 
@@ -33,9 +33,39 @@ export class TreeFiles {
   /** The same for several targets at once (one scan of /proc). */
   outsideHolders(targets: ReadonlySet<string>): Map<string, Holder[]>;
   outsideHolders(targets: string | ReadonlySet<string>): Holder[] | Map<string, Holder[]> {
-    const skip = new Set([...this.pids, process.pid]);
-    if (typeof targets !== 'string') return holdersOf(targets, skip);
-    return holdersOf(new Set([targets]), skip).get(targets) ?? [];
+    const known = this.sharedOutside();
+    const wanted = typeof targets === 'string' ? new Set([targets]) : targets;
+    const missing = new Set([...wanted].filter((t) => !this.scanned.has(t)));
+    if (missing.size > 0) {
+      for (const [t, h] of holdersOf(missing, new Set([...this.pids, process.pid]))) known.set(t, h);
+      for (const t of missing) this.scanned.add(t);
+    }
+    if (typeof targets === 'string') return known.get(targets) ?? [];
+    return new Map([...wanted].flatMap((t) => (known.has(t) ? [[t, known.get(t)!] as const] : [])));
+  }
+
+  /** What processes outside the dump hold of the targets looked up so far. */
+  private outside: Map<string, Holder[]> | undefined;
+  private readonly scanned = new Set<string>();
+
+  /**
+   * Every pipe of the dump's processes and every Unix socket peer of theirs that a process outside
+   * holds, in one scan of /proc for the whole dump (its processes are frozen: their tables hold
+   * still), rather than one per process.
+   */
+  private sharedOutside(): Map<string, Holder[]> {
+    if (this.outside) return this.outside;
+    const targets = new Set<string>();
+    for (const pid of this.pids)
+      for (const target of fdTargets(pid)) {
+        if (target.startsWith('pipe:')) targets.add(target);
+        const socket = /^socket:\[(\d+)\]$/.exec(target);
+        const peer = socket && this.unixSocket(Number(socket[1]))?.peer;
+        if (peer) targets.add(`socket:[${peer}]`);
+      }
+    this.outside = holdersOf(targets, new Set([...this.pids, process.pid]));
+    for (const t of targets) this.scanned.add(t);
+    return this.outside;
   }
 
   /** The ptys whose master a process of the dump holds, by index. */
