@@ -39,6 +39,7 @@ import { restoreRlimits } from './state/rlimits.js';
 import { restoreTask } from './state/task.js';
 import { restoreOwners } from './state/fown.js';
 import { externalKey } from './state/fd-external.js';
+import { makePtys, ptyKey, takeTerminal } from './state/fd-pty.js';
 import { releaseLock } from './state/netlock.js';
 import { userProcessStat } from './proc/process.js';
 import { handledFirst, restorePending, restoreSignals } from './state/signals.js';
@@ -495,13 +496,23 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   startWorkerThreads();
   try {
     for (const [key, fd] of options.inheritFds ?? []) shared.tree.holdOwn(externalKey(key), fd);
+    makePtys(
+      image.processes.flatMap((p) => p.state.files.flatMap((f) => (f.kind === 'pty' ? [f] : []))),
+      shared.tree,
+      shared.warn,
+    );
     const stub = options.prefill
       ? options.prefill.take()
       : startRestoreStub(state.pid, samePid, options.pidMethod);
     const root: Made = { record: tree[0]!, pid: stub.pid, tracee: stub.tracee };
     made.push(root);
     checkCpu(image, stub.pid);
-    forkTree(tree, root, made);
+    // Each session leader on a pty of the image takes it as it is made, before its children are.
+    const controlling = new Map(image.processes.map((p) => [p.state.pid, p.state.controlling]));
+    forkTree(tree, root, made, (remote, record) => {
+      const c = controlling.get(record.pid);
+      if (c) takeTerminal(remote, shared.tree.get(ptyKey(c.pty))!);
+    });
     timings.mark('spawn');
     const byOriginal = new Map(made.map((m) => [m.record.pid, m]));
     let pages = 0;

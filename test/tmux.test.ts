@@ -1,6 +1,7 @@
 // A tmux server with two panes through dump and restore: its pty masters come back under the same
 // /dev/pts names, each pane's shell on its pty as its controlling terminal with its foreground
-// group, and the panes carry on: one keeps counting, the other runs what it is sent.
+// group, as its background job has it too, and the panes carry on: one keeps counting, the other
+// runs what it is sent.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -8,7 +9,7 @@ import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli } from './helpers/cli.js';
-import { becomeSubreaper, killTree, reapOrphans, treeOf } from './helpers/reaper.js';
+import { becomeSubreaper, childrenOf, killTree, reapOrphans, treeOf } from './helpers/reaper.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-tmux', cleanup);
@@ -41,6 +42,18 @@ test('a tmux server with two panes: dump, restore; its panes carry on, on the sa
   const shown = (pane: number): string => tmux('capture-pane', '-p', '-t', `t.${pane}`);
   const count = (): number => Math.max(0, ...[...shown(1).matchAll(/n=(\d+)/g)].map((m) => Number(m[1])));
   while (count() < 3) await sleep(20);
+  // A job of the first pane's shell, in its session but not leading it: its controlling terminal
+  // is the pane's, as its shell's is.
+  tmux('send-keys', '-t', 't.0', 'sleep 600 &', 'Enter');
+  const shell = Number(panes().split('\n')[0]!.split(' ')[1]);
+  let job: number | undefined;
+  while (job === undefined) {
+    job = childrenOf(shell).find((pid) => readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === 'sleep');
+    await sleep(20);
+  }
+  const ttyOf = (pid: number): string =>
+    readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ')[4]!;
+  assert.equal(ttyOf(job), ttyOf(shell));
   const before = panes();
   const ttys = terminals(server);
 
@@ -53,6 +66,11 @@ test('a tmux server with two panes: dump, restore; its panes carry on, on the sa
   cleanup(() => killTree(restored));
 
   assert.equal(panes(), before, 'the same ttys and processes');
+  assert.equal(
+    ttyOf(job),
+    ttyOf(shell),
+    'the job has its controlling terminal back, inherited from its shell',
+  );
   assert.deepEqual(
     terminals(restored),
     ttys,

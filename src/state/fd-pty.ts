@@ -1,26 +1,21 @@
 // Pseudo-terminals whose master a process of the dump holds (tmux, screen, script, sshd): the master
 // is saved with the pty's index, lock, packet mode, the slave's termios and the window size; the
 // slave descriptors of the tree (fd-tty.ts) and the controlling terminal of the sessions on it are
-// tied to it by that index. Restore opens /dev/ptmx until the kernel hands out the same index (the
-// lowest free one comes first), so /dev/pts/N keeps its name; if another pty took it meanwhile the
-// next is used and the restore says so. Bytes queued in the terminal, not read yet, are dropped
-// (warned).
+// tied to it by that index. Restore makes each pty in ferry first, opening /dev/ptmx until the
+// kernel hands out the same index (the lowest free one comes first), so /dev/pts/N keeps its name
+// (if another pty took it meanwhile the next is used and the restore says so); each session leader
+// takes its controlling terminal as it is made, so that its session's processes have it too. Bytes
+// queued in the terminal, not read yet, are dropped (warned).
 import { chmodSync, chownSync, closeSync, statSync } from 'node:fs';
 import { base64, boolean, integer, nullable, object, type Infer } from '../image/schema.js';
-import { AT_FDCWD, O } from '../sys/fcntl.js';
+import { O } from '../sys/fcntl.js';
 import { NR } from '../sys/nr.js';
 import { pidfdGetfd, pidfdOpen } from '../sys/pidfd.js';
-import { ptsIndex, readPtyMaster, TTY } from '../sys/tty.js';
+import { openPty, ptsIndex, readPtyMaster, setUpPty, TTY } from '../sys/tty.js';
 import type { DumpContext } from './context.js';
-import {
-  major,
-  minor,
-  setStatusFlags,
-  type FdBuilder,
-  type FdKind,
-  type FilesRestoreContext,
-} from './fd-kind.js';
-import type { TreeFiles } from './fd-shared.js';
+import { major, minor, setStatusFlags, type FdBuilder, type FdKind } from './fd-kind.js';
+import type { TreeFds, TreeFiles } from './fd-shared.js';
+import type { RemoteSyscalls } from '../tracee/remote.js';
 
 /** /dev/ptmx: 5:2. */
 const PTMX = { major: 5, minor: 2 };
@@ -90,59 +85,51 @@ export const fdPty: FdKind<'pty', PtyRecord> = {
       closeSync(copy);
     }
   },
-  restore(ctx, rec, fds) {
-    const made = fds.shared(ptyKey(rec.index), () => makePty(ctx, rec, fds));
+  restore(_ctx, rec, fds) {
+    // Made in ferry before the processes (makePtys()): borrowed from there.
+    const made = ptyMaster(fds, rec.index)!;
     setStatusFlags(fds, made, rec.flags);
     fds.place(rec.fd, made, rec.flags);
   },
 };
 
-/** Open /dev/ptmx until it gives pty `rec.index` (or one past it: that index is taken), then set it up. */
-function makePty(ctx: FilesRestoreContext, rec: PtyRecord, fds: FdBuilder): number {
-  const remote = ctx.remote;
-  const out = remote.alloc(4);
-  let made = -1;
-  let index = -1;
-  // Those opened on the way are parked, and closed with the rest once the process's are placed.
-  for (let tries = 0; index < rec.index && tries <= Math.min(rec.index, MAX_PTYS); tries++) {
-    made = fds.create({
-      name: 'open(/dev/ptmx)',
-      nr: NR.openat,
-      args: [AT_FDCWD, remote.putString('/dev/ptmx'), O.RDWR | O.NOCTTY, 0],
-    });
-    fds.call({ name: 'ioctl(TIOCGPTN)', nr: NR.ioctl, args: [made, TTY.TIOCGPTN, out] });
-    fds.flush();
-    index = remote.read(out, 4).readInt32LE(0);
+/**
+ * Make, in ferry, the pty of each master of the image (once per index) before any process is, and
+ * hold it for the processes to borrow: under the same /dev/pts/N when that is free (else the next,
+ * said), with its lock, packet mode, window size, termios, owner and mode. Session leaders can then
+ * take it as their controlling terminal as soon as they are made, before their children are.
+ */
+export function makePtys(recs: readonly PtyRecord[], tree: TreeFds, warn: (message: string) => void): void {
+  for (const rec of new Map(recs.map((r) => [r.index, r])).values()) {
+    const { master, index } = openPty(rec.index, MAX_PTYS);
+    try {
+      if (index !== rec.index)
+        warn(`/dev/pts/${rec.index} was taken by another terminal: its pty comes back as /dev/pts/${index}`);
+      setUpPty(master, rec);
+      const device = `/dev/pts/${index}`;
+      chownSync(device, rec.uid, rec.gid);
+      chmodSync(device, rec.mode);
+    } catch (err) {
+      closeSync(master);
+      throw err;
+    }
+    tree.keep(ptyKey(rec.index), master);
   }
-  if (index !== rec.index)
-    ctx.warn(`/dev/pts/${rec.index} was taken by another terminal: its pty comes back as /dev/pts/${index}`);
-  const int = (value: number): bigint => {
-    const buf = Buffer.alloc(4);
-    buf.writeInt32LE(value);
-    return remote.put(buf);
-  };
-  if (!rec.locked)
-    fds.call({ name: 'ioctl(TIOCSPTLCK, 0)', nr: NR.ioctl, args: [made, TTY.TIOCSPTLCK, int(0)] });
-  if (rec.packet) fds.call({ name: 'ioctl(TIOCPKT, 1)', nr: NR.ioctl, args: [made, TTY.TIOCPKT, int(1)] });
-  fds.call({
-    name: 'ioctl(TIOCSWINSZ)',
-    nr: NR.ioctl,
-    args: [made, TTY.TIOCSWINSZ, remote.put(rec.winsize)],
-  });
-  if (rec.termios && !rec.locked) {
-    const slave = fds.create({
-      name: 'ioctl(TIOCGPTPEER)',
-      nr: NR.ioctl,
-      args: [made, TTY.TIOCGPTPEER, O.RDWR | O.NOCTTY],
-    });
-    fds.call({ name: 'ioctl(TCSETS)', nr: NR.ioctl, args: [slave, TTY.TCSETS, remote.put(rec.termios)] });
-  }
-  fds.flush();
-  const device = `/dev/pts/${index}`;
-  chownSync(device, rec.uid, rec.gid);
-  chmodSync(device, rec.mode);
-  fds.lend(ptyKey(rec.index), made);
-  return made;
+}
+
+/**
+ * In a session leader's stub just made (no controlling terminal yet): take pty `held` (ferry's
+ * descriptor of its master) as its controlling terminal, so that the processes of its session
+ * forked after it have it too.
+ */
+export function takeTerminal(remote: RemoteSyscalls, held: number): void {
+  const ferry = Number(remote.check('pidfd_open(ferry)', NR.pidfd_open, process.pid, 0));
+  const master = Number(remote.check('pidfd_getfd(pty)', NR.pidfd_getfd, ferry, held, 0));
+  const slave = Number(
+    remote.check('ioctl(TIOCGPTPEER)', NR.ioctl, master, TTY.TIOCGPTPEER, O.RDWR | O.NOCTTY),
+  );
+  remote.check('ioctl(TIOCSCTTY)', NR.ioctl, slave, TTY.TIOCSCTTY, 0);
+  for (const fd of [slave, master, ferry]) remote.check('close', NR.close, fd);
 }
 
 /** The session's controlling terminal, when it is a pty whose master the dump holds. */
@@ -169,9 +156,11 @@ export function dumpControlling(
   const index = ptsIndexOfTtyNr(tty);
   if (index === null || !tree.hasPtyMaster(index)) return null;
   if (ctx.stat.session !== ctx.pid) {
-    ctx.warn(
-      `its controlling terminal /dev/pts/${index} is its session leader's to set again: it comes back without one`,
-    );
+    // It inherits its session leader's, made as the leader is, before it.
+    if (!tree.inTree(ctx.stat.session))
+      ctx.warn(
+        `its controlling terminal /dev/pts/${index} is its session leader's, which is not in the dump: it comes back without one`,
+      );
     return null;
   }
   if (!slaves.some((f) => f.kind === 'tty' && f.pty === index)) {

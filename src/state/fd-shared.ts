@@ -93,6 +93,11 @@ export class TreeFiles {
     return this.table.get(ino);
   }
 
+  /** Whether process `pid` is one of the dump's. */
+  inTree(pid: number): boolean {
+    return this.pids.includes(pid);
+  }
+
   /** Whether a process of the dump has a descriptor whose /proc link reads `target`. */
   inDump(target: string): boolean {
     return holdersOf(new Set([target]), new Set(), this.pids).has(target);
@@ -228,6 +233,11 @@ export class TreeFds {
     } finally {
       closeSync(pidfd);
     }
+  }
+
+  /** Hold descriptor `fd` of ferry's own (it is the tree's now: closed with the rest). */
+  keep(key: string, fd: number): void {
+    this.held.set(key, fd);
   }
 
   /** ferry's copy of what was held under `key`. */

@@ -205,7 +205,13 @@ function forkIn(parent: Tracee, pid: number): bigint {
  * fails the restore. A session leader makes its session before it forks its children. `made` gets
  * each process as it is forked, so that a failure can kill them all.
  */
-export function forkTree(tree: TreeRecord, root: Made, made: Made[]): void {
+export function forkTree(
+  tree: TreeRecord,
+  root: Made,
+  made: Made[],
+  /** Run in each session leader's stub right after its setsid, before its children are made. */
+  onSession?: (remote: RemoteSyscalls, record: MemberRecord) => void,
+): void {
   const byOriginal = new Map<number, Made>([[root.record.pid, root]]);
   for (const record of tree.slice(1)) {
     const parent = byOriginal.get(record.ppid);
@@ -230,7 +236,11 @@ export function forkTree(tree: TreeRecord, root: Made, made: Made[]): void {
     const child: Made = { record, pid: Number(pid), tracee: adoptChild(Number(pid), false) };
     made.push(child);
     byOriginal.set(record.pid, child);
-    if (record.sid === record.pid) inStub(child.tracee, (r) => r.check('setsid', NR.setsid));
+    if (record.sid === record.pid)
+      inStub(child.tracee, (r) => {
+        r.check('setsid', NR.setsid);
+        onSession?.(r, record);
+      });
   }
   joinGroups(tree, byOriginal);
 }

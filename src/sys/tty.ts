@@ -1,6 +1,6 @@
 // Terminals: the ioctl requests that read and set a pseudo-terminal's state (asm-generic/ioctls.h),
 // and the reads ferry makes on its own copy of a pty master.
-import { closeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { ioctl } from './ioctl.js';
 import { O } from './fcntl.js';
 
@@ -72,4 +72,40 @@ export function readPtyMaster(master: number): PtyMasterState {
     output: readInt(master, TTY.FIONREAD, 'FIONREAD'),
     input,
   };
+}
+
+/**
+ * A new pty of ferry's: /dev/ptmx opened until the kernel gives index `want` (the lowest free one
+ * comes first), or past it when that one is taken. Returns its master (the others opened on the
+ * way are closed) and its index.
+ */
+export function openPty(want: number, maxTries: number): { master: number; index: number } {
+  const opened: number[] = [];
+  try {
+    let index = -1;
+    for (let tries = 0; index < want && tries <= Math.min(want, maxTries); tries++) {
+      opened.push(openSync('/dev/ptmx', O.RDWR | O.NOCTTY | O.CLOEXEC));
+      index = readInt(opened.at(-1)!, TTY.TIOCGPTN, 'TIOCGPTN');
+    }
+    return { master: opened.pop()!, index };
+  } finally {
+    for (const fd of opened) closeSync(fd);
+  }
+}
+
+/** Give ferry's pty master its lock, packet mode, window size and (through its slave) termios. */
+export function setUpPty(
+  master: number,
+  state: { locked: boolean; packet: boolean; winsize: Buffer; termios: Buffer | null },
+): void {
+  if (!state.locked) ioctl(master, TTY.TIOCSPTLCK, 'TIOCSPTLCK', new Int32Array([0]));
+  if (state.packet) ioctl(master, TTY.TIOCPKT, 'TIOCPKT', new Int32Array([1]));
+  ioctl(master, TTY.TIOCSWINSZ, 'TIOCSWINSZ', state.winsize);
+  if (state.termios === null || state.locked) return;
+  const slave = ioctl(master, TTY.TIOCGPTPEER, 'TIOCGPTPEER', O.RDWR | O.NOCTTY | O.CLOEXEC);
+  try {
+    ioctl(slave, TTY.TCSETS, 'TCSETS', state.termios);
+  } finally {
+    closeSync(slave);
+  }
 }
