@@ -17,7 +17,7 @@ import { PAGE_IS, PAGE_REGION_SIZE, pagemapScan } from './sys/pagemap-scan.js';
 import { PR, PR_SET_MM } from './sys/prctl.js';
 import { processVmReadv } from './sys/process-vm.js';
 import { PROCMAP_QUERY_COVERING_OR_NEXT_VMA, procmapQuery } from './sys/procmap-query.js';
-import { ptraceGetRseqConfiguration } from './sys/ptrace.js';
+import { PTRACE_O, ptraceGetRseqConfiguration, ptraceSetOptions } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { probeUffdFeatures, UFFD_FEATURE } from './sys/uffd.js';
 import { waitpid } from './sys/wait.js';
@@ -25,6 +25,7 @@ import { hasSystemXxh3 } from './sys/xxhash.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';
 import { kernelTracksSoftDirty } from './vma/pages.js';
+import { checkNft } from './state/netlock.js';
 
 const SCRATCH_SIZE = 1 << 16;
 
@@ -278,6 +279,27 @@ const PROBES: Probe[] = [
       map.writeUInt32LE(0xffffffff, 100); // exe_fd: unchanged
       const ret = remote.call(NR.prctl, PR.SET_MM, PR_SET_MM.MAP, remote.put(map), map.length, 0);
       return ret === 0n ? ok('applied the stub layout') : no(`prctl failed with ${errnoName(Number(-ret))}`);
+    },
+  },
+  {
+    id: 'PTRACE_O_SUSPEND_SECCOMP',
+    usedFor: "holding a process under seccomp (filters or strict mode) without them seeing ferry's calls",
+    without: 'processes under seccomp cannot be checkpointed',
+    required: false,
+    run(ctx) {
+      ptraceSetOptions(ctx.stubPid, PTRACE_O.TRACESYSGOOD | PTRACE_O.SUSPEND_SECCOMP);
+      ptraceSetOptions(ctx.stubPid, PTRACE_O.TRACESYSGOOD);
+      return ok('set on the stub');
+    },
+  },
+  {
+    id: 'nft',
+    usedFor: "holding a --tcp-established process's connections' packets until its restore (nftables)",
+    without: 'dump --tcp-established is refused',
+    required: false,
+    run() {
+      checkNft();
+      return ok('nft answered');
     },
   },
   capability(
