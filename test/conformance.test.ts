@@ -93,6 +93,7 @@ const WHOLE = [
   'epoll-closed',
   'seccomp',
   'accept-queue',
+  'fanotify',
 ];
 
 for (const name of WHOLE) {

@@ -174,6 +174,8 @@ function describeFd(f: FdRecord): string {
       return f.pty === null ? f.path : `${f.path} (the pty of the image's master)`;
     case 'external':
       return `${f.key}, shared with ${f.holder} outside the image: restore with --inherit-fd fd[N]:${f.key}`;
+    case 'fanotify':
+      return `fanotify marking ${f.marks.map((m) => `${m.kind} ${m.path} (mask 0x${m.mask.toString(16)})`).join(', ') || 'nothing'}`;
     case 'inotify':
       return `inotify watching ${f.watches.map((w) => `${w.path} (wd ${w.wd}, mask 0x${w.mask.toString(16)})`).join(', ') || 'nothing'}`;
     default:

@@ -33,17 +33,20 @@ const record = object({
 type InotifyRecord = Infer<typeof record>;
 
 /** A mount of the filesystem of device major:minor, the one showing its whole tree if there is one. */
-function mountOf(mounts: readonly Mount[], w: InotifyWatch): Mount | undefined {
+function mountOf(mounts: readonly Mount[], w: Pick<InotifyWatch, 'major' | 'minor'>): Mount | undefined {
   const on = mounts.filter((m) => m.major === w.major && m.minor === w.minor);
   return on.find((m) => m.root === '/') ?? on[0];
 }
 
-/** The path of each watched file, from its handle. */
-function watchPaths(ctx: FilesDumpContext, fd: number, watches: readonly InotifyWatch[]): string[] {
-  const refuse = (w: InotifyWatch, why: string): never => {
+/** What names a watched file: its inode and device, and its handle. */
+export type HandleMark = Pick<InotifyWatch, 'wd' | 'ino' | 'major' | 'minor' | 'handleType' | 'handle'>;
+
+/** The path of each watched file, from its handle (inotify watches, fanotify inode marks). */
+export function watchPaths(ctx: FilesDumpContext, fd: number, watches: readonly HandleMark[]): string[] {
+  const refuse = (w: HandleMark, why: string): never => {
     throw new FerryError(
       'FERRY_UNSUPPORTED_STATE',
-      unsupportedMessage(ctx.pid, `fd ${fd} (inotify) watches inode ${w.ino} (wd ${w.wd}), which`, why),
+      unsupportedMessage(ctx.pid, `fd ${fd} watches inode ${w.ino} (mark ${w.wd}), which`, why),
     );
   };
   const mounts = parseMountinfo(readProcText(ctx.pid, 'mountinfo'), `/proc/${ctx.pid}/mountinfo`);
@@ -71,6 +74,15 @@ function watchPaths(ctx: FilesDumpContext, fd: number, watches: readonly Inotify
   }
 }
 
+/** Say how many bytes of events `fd` (of kind `what`) holds unread: a dump does not keep them. */
+export function warnUnread(ctx: FilesDumpContext, fd: number, what: string): void {
+  const pending = queued(ctx, fd);
+  if (pending > 0)
+    ctx.warn(
+      `process ${ctx.pid}: fd ${fd} (${what}) has ${pending} bytes of events unread, which are dropped`,
+    );
+}
+
 /** Bytes of events queued and not read yet, asked inside the process. */
 function queued(ctx: FilesDumpContext, fd: number): number {
   const at = ctx.remote.put(Buffer.alloc(4));
@@ -87,11 +99,7 @@ export const fdInotify: FdKind<'inotify', InotifyRecord> = {
     const records = info.fdinfo.records.filter((r) => r.key === 'inotify').map((r) => r.value);
     const watches = parseInotifyWatches(records, source);
     const paths = watchPaths(ctx, info.fd, watches);
-    const pending = queued(ctx, info.fd);
-    if (pending > 0)
-      ctx.warn(
-        `process ${ctx.pid}: fd ${info.fd} (inotify) has ${pending} bytes of events unread, which are dropped`,
-      );
+    warnUnread(ctx, info.fd, 'inotify');
     return {
       fd: info.fd,
       flags: info.fdinfo.flags,

@@ -39,6 +39,7 @@ import {
 } from './fd-shared.js';
 import { fdSocket } from './fd-socket.js';
 import { fdInotify } from './fd-inotify.js';
+import { fdFanotify } from './fd-fanotify.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
@@ -62,6 +63,7 @@ export const FD_KINDS = [
   fdTimerfd,
   fdSignalfd,
   fdInotify,
+  fdFanotify,
   fdUnix,
 ] as const;
 

@@ -97,6 +97,8 @@ export const NR = {
   dup3: 292,
   pipe2: 293,
   inotify_init1: 294,
+  fanotify_init: 300,
+  fanotify_mark: 301,
   preadv: 295,
   rt_tgsigqueueinfo: 297,
   prlimit64: 302,
