@@ -338,9 +338,9 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
   startWorkerThreads();
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
   // A killed process's connections wait for its restore behind a network lock.
-  if (options.tcpEstablished && !options.leaveRunning && !options.sink) checkNft();
-  const networkLock =
-    options.tcpEstablished && !options.leaveRunning && !options.sink ? new NetworkLock() : undefined;
+  const locking = options.tcpEstablished === true && !options.leaveRunning && !options.sink;
+  if (locking) checkNft();
+  const networkLock = locking ? new NetworkLock() : undefined;
   checkTarget(pid);
   const warnings: string[] = [];
   const warn = (message: string): void => {

@@ -6,7 +6,6 @@ import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request, type IncomingMessage } from 'node:http';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { basename } from 'node:path';
 import { test } from 'node:test';
 import { macOf, streamKey } from '../src/image/mac.js';
@@ -17,6 +16,7 @@ import { runCli, type CliResult } from './helpers/cli.js';
 import { compute, fileContent } from './helpers/compute.js';
 import {
   api,
+  corruptingRelay,
   LIMITED_TOKEN,
   migrateCli as migrateWith,
   PORT,
@@ -322,34 +322,6 @@ test('the link to the target cut mid-stream: the source runs on intact, the targ
   await targetClean(agents[1]!);
 });
 
-/** A TCP relay on the test's own address to `to` that flips one byte `at` bytes into the upload. */
-async function corruptingRelay(to: Host, at: number): Promise<string> {
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = createConnection(PORT, to.addr);
-    sockets.add(client).add(upstream);
-    let seen = 0;
-    client.on('data', (chunk: Buffer) => {
-      if (seen <= at && at < seen + chunk.length)
-        chunk.writeUInt8(chunk.readUInt8(at - seen) ^ 0x01, at - seen);
-      seen += chunk.length;
-      upstream.write(chunk);
-    });
-    upstream.pipe(client);
-    client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    client.on('end', () => upstream.end());
-  });
-  const addr = lab.hosts[0]!.addr.replace(/\.\d+$/, '.254');
-  await new Promise<void>((resolve) => server.listen(0, addr, resolve));
-  cleanup(() => {
-    for (const s of sockets) s.destroy();
-    server.close();
-  });
-  const port = (server.address() as { port: number }).port;
-  return `${addr}:${port}`;
-}
-
 test('pre-copy: a process rewriting its memory migrates there and back with no page left stale', async () => {
   // 64 MiB rewritten at 20 MB/s: every round copies what was written during the one before.
   const d = await startSelfChecking(dir(), 'dirty', ['64', '20'], cleanup);
@@ -444,8 +416,9 @@ test('pre-copy: the link cut during the rounds leaves the source running and no 
 
 test('a corrupted frame: the target refuses the image, the source runs on intact', async () => {
   const m = await memload(8);
-  const relay = await corruptingRelay(lab.hosts[1]!, 1 << 20);
-  const r = await migrateCli(lab.hosts[0]!, m.pid, relay);
+  const relay = await corruptingRelay(lab.hosts[0]!, lab.hosts[1]!, 1 << 20);
+  cleanup(relay.close);
+  const r = await migrateCli(lab.hosts[0]!, m.pid, relay.to);
   assert.equal(r.code, 1, r.stdout);
   assert.match(r.stdout, /FERRY_MIGRATION_FAILED/);
   runsFree(m.pid);

@@ -12,12 +12,19 @@
 // class that fails to run a trial at all says so; the others are printed whatever.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
-import { createConnection, createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
 import { kill, SIG } from '../../src/sys/signal.js';
-import { api, makeLab, PORT, startAgentOn, type AgentProc, type Lab } from '../../test/helpers/agents.js';
+import {
+  api,
+  corruptingRelay,
+  makeLab,
+  PORT,
+  startAgentOn,
+  type AgentProc,
+  type Lab,
+} from '../../test/helpers/agents.js';
 import { runCli, type CliResult } from '../../test/helpers/cli.js';
 import { setLink } from '../../test/helpers/netns.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
@@ -146,36 +153,6 @@ function signalledAfterSeize(
   };
 }
 
-/** A TCP relay to the target that flips one byte, somewhere in the first 64 KiB it forwards. */
-async function flippingRelay(): Promise<{ to: string; close: () => void }> {
-  const sockets = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = createConnection(PORT, target.addr);
-    sockets.add(client).add(upstream);
-    const at = Math.floor(Math.random() * 65536);
-    let seen = 0;
-    client.on('data', (chunk: Buffer) => {
-      if (seen <= at && at < seen + chunk.length)
-        chunk.writeUInt8(chunk.readUInt8(at - seen) ^ 0x01, at - seen);
-      seen += chunk.length;
-      upstream.write(chunk);
-    });
-    upstream.pipe(client);
-    client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    client.on('end', () => upstream.end());
-  });
-  const addr = source.addr.replace(/\.\d+$/, '.254');
-  await new Promise<void>((resolve) => server.listen(0, addr, resolve));
-  return {
-    to: `${addr}:${(server.address() as { port: number }).port}`,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 const nft = (host: Lab['hosts'][0], script: string): void =>
   void execFileSync('ip', ['netns', 'exec', host.ns, 'nft', script]);
 
@@ -268,7 +245,8 @@ const CLASSES: FaultClass[] = [
     what: 'one byte flipped in flight, somewhere in the first 64 KiB of the stream',
     moves: true,
     async run(t) {
-      const relay = await flippingRelay();
+      // One byte flipped somewhere in the first 64 KiB forwarded.
+      const relay = await corruptingRelay(source, target, Math.floor(Math.random() * 65536));
       try {
         return await migrateWith(t, [], { to: relay.to });
       } finally {

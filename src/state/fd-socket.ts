@@ -15,6 +15,7 @@ import {
   SO,
   SOCK,
   SOL,
+  sockaddrHost,
   TCP_INFO,
   TCP_NODELAY,
 } from '../sys/socket.js';
@@ -69,10 +70,8 @@ type SocketRecord = Infer<typeof record>;
 
 /** "127.0.0.1:6379" or "[::1]:6379". */
 export function formatSockaddr(addr: Buffer): string {
-  const port = addr.readUInt16BE(2);
-  if (addr.readUInt16LE(0) === AF.INET) return `${[...addr.subarray(4, 8)].join('.')}:${port}`;
-  const words = Array.from({ length: 8 }, (_, i) => addr.readUInt16BE(8 + i * 2).toString(16));
-  return `[${words.join(':').replace(/(^|:)0(:0)+(:|$)/, '::')}]:${port}`;
+  const { family, host, port } = sockaddrHost(addr);
+  return family === 'ip' ? `${host}:${port}` : `[${host.replace(/(^|:)0(:0)+(:|$)/, '::')}]:${port}`;
 }
 
 const port = (addr: Buffer): number => addr.readUInt16BE(2);

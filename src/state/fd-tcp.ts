@@ -9,11 +9,11 @@
 import { closeSync } from 'node:fs';
 import { integer, object, string, type Infer } from '../image/schema.js';
 import { copyFd } from '../sys/pidfd.js';
+import { ioctlInt } from '../sys/ioctl.js';
 import { NR } from '../sys/nr.js';
 import {
   getsockopt,
   getsockoptInt,
-  ioctlInt,
   SO,
   peekBytes,
   setsockoptInt,

@@ -8,7 +8,7 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { FerryError } from '../errors.js';
-import { AF } from '../sys/socket.js';
+import { sockaddrHost } from '../sys/socket.js';
 
 function nft(args: readonly string[]): void {
   execFileSync('nft', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -24,15 +24,6 @@ export function checkNft(): void {
       `--tcp-established needs nft (nftables) to hold its connections' packets while the process is down: ${(err as Error).message}`,
     );
   }
-}
-
-/** One end of a connection, from a raw struct sockaddr_in or sockaddr_in6. */
-function endOf(addr: Buffer): { family: 'ip' | 'ip6'; host: string; port: number } {
-  const port = addr.readUInt16BE(2);
-  if (addr.readUInt16LE(0) === AF.INET)
-    return { family: 'ip', host: [...addr.subarray(4, 8)].join('.'), port };
-  const words = Array.from({ length: 8 }, (_, i) => addr.readUInt16BE(8 + i * 2).toString(16));
-  return { family: 'ip6', host: words.join(':'), port };
 }
 
 export class NetworkLock {
@@ -53,8 +44,8 @@ export class NetworkLock {
       for (const hook of ['input', 'output'])
         nft(['add', 'chain', 'inet', this.table, hook, `{ type filter hook ${hook} priority -300; }`]);
     }
-    const a = endOf(local);
-    const b = endOf(peer);
+    const a = sockaddrHost(local);
+    const b = sockaddrHost(peer);
     const rule = (from: typeof a, to: typeof a): string[] =>
       [
         from.family,

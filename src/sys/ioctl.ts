@@ -25,3 +25,10 @@ export function ioctl(fd: number, request: number, name: string, arg: SysArg): n
 export function ioctlAsync(fd: number, request: number, name: string, arg: SysArg): Promise<number> {
   return syscallAsync(NR.ioctl, 'ioctl', () => [String(fd), name], fd, request, arg);
 }
+
+/** An ioctl that reads one int (SIOCINQ, TIOCGPTN, ...). */
+export function ioctlInt(fd: number, request: number, name: string): number {
+  const out = new Int32Array(1);
+  ioctl(fd, request, name, out);
+  return out[0]!;
+}

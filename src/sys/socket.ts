@@ -1,7 +1,6 @@
 // Socket options and addresses, read in ferry from a copy of a process's socket (pidfd_getfd).
 import { syscall } from './call.js';
 import { isErrno } from './errno.js';
-import { ioctl } from './ioctl.js';
 import { addressOf } from './libc.js';
 import { NR } from './nr.js';
 
@@ -41,6 +40,15 @@ export const SIOCOUTQ = 0x5411;
 export const SIOCOUTQNSD = 0x894b;
 
 const SOCKADDR_MAX = 128;
+
+/** The host (dotted IPv4, or IPv6 in full hex words) and port of a raw struct sockaddr_in or _in6. */
+export function sockaddrHost(addr: Buffer): { family: 'ip' | 'ip6'; host: string; port: number } {
+  const port = addr.readUInt16BE(2);
+  if (addr.readUInt16LE(0) === AF.INET)
+    return { family: 'ip', host: [...addr.subarray(4, 8)].join('.'), port };
+  const words = Array.from({ length: 8 }, (_, i) => addr.readUInt16BE(8 + i * 2).toString(16));
+  return { family: 'ip6', host: words.join(':'), port };
+}
 
 /** getsockopt into a buffer of `size` bytes; the bytes the kernel wrote. */
 export function getsockopt(fd: number, level: number, name: number, size = 4): Buffer {
@@ -144,13 +152,6 @@ export function setsockopt(fd: number, level: number, name: number, buf: Buffer)
     buf,
     buf.length,
   );
-}
-
-/** An ioctl that reads one int (SIOCINQ, SIOCOUTQ, ...). */
-export function ioctlInt(fd: number, request: number, name: string): number {
-  const out = new Int32Array(1);
-  ioctl(fd, request, name, out);
-  return out[0]!;
 }
 
 /** The first `len` bytes of the queue, read without taking them (MSG_PEEK); fewer if it holds fewer. */

@@ -1,7 +1,7 @@
 // Terminals: the ioctl requests that read and set a pseudo-terminal's state (asm-generic/ioctls.h),
 // and the reads ferry makes on its own copy of a pty master.
 import { closeSync, openSync } from 'node:fs';
-import { ioctl } from './ioctl.js';
+import { ioctl, ioctlInt } from './ioctl.js';
 import { O } from './fcntl.js';
 
 export const TTY = {
@@ -28,12 +28,6 @@ export function ptsIndex(major: number, minor: number): number | null {
   return major >= 136 && major <= 143 ? (major - 136) * 256 + minor : null;
 }
 
-function readInt(fd: number, request: number, name: string): number {
-  const out = new Int32Array(1);
-  ioctl(fd, request, name, out);
-  return out[0]!;
-}
-
 export interface PtyMasterState {
   index: number;
   locked: boolean;
@@ -48,7 +42,7 @@ export interface PtyMasterState {
 
 /** What ferry's descriptor `master` on a pty master shows of it (the slave opened and closed again). */
 export function readPtyMaster(master: number): PtyMasterState {
-  const locked = readInt(master, TTY.TIOCGPTLCK, 'TIOCGPTLCK') !== 0;
+  const locked = ioctlInt(master, TTY.TIOCGPTLCK, 'TIOCGPTLCK') !== 0;
   const winsize = Buffer.alloc(WINSIZE_SIZE);
   ioctl(master, TTY.TIOCGWINSZ, 'TIOCGWINSZ', winsize);
   let termios: Buffer | null = null;
@@ -58,18 +52,18 @@ export function readPtyMaster(master: number): PtyMasterState {
     try {
       termios = Buffer.alloc(TERMIOS_SIZE);
       ioctl(slave, TTY.TCGETS, 'TCGETS', termios);
-      input = readInt(slave, TTY.FIONREAD, 'FIONREAD');
+      input = ioctlInt(slave, TTY.FIONREAD, 'FIONREAD');
     } finally {
       closeSync(slave);
     }
   }
   return {
-    index: readInt(master, TTY.TIOCGPTN, 'TIOCGPTN'),
+    index: ioctlInt(master, TTY.TIOCGPTN, 'TIOCGPTN'),
     locked,
-    packet: readInt(master, TTY.TIOCGPKT, 'TIOCGPKT') !== 0,
+    packet: ioctlInt(master, TTY.TIOCGPKT, 'TIOCGPKT') !== 0,
     termios,
     winsize,
-    output: readInt(master, TTY.FIONREAD, 'FIONREAD'),
+    output: ioctlInt(master, TTY.FIONREAD, 'FIONREAD'),
     input,
   };
 }
@@ -85,7 +79,7 @@ export function openPty(want: number, maxTries: number): { master: number; index
     let index = -1;
     for (let tries = 0; index < want && tries <= Math.min(want, maxTries); tries++) {
       opened.push(openSync('/dev/ptmx', O.RDWR | O.NOCTTY | O.CLOEXEC));
-      index = readInt(opened.at(-1)!, TTY.TIOCGPTN, 'TIOCGPTN');
+      index = ioctlInt(opened.at(-1)!, TTY.TIOCGPTN, 'TIOCGPTN');
     }
     return { master: opened.pop()!, index };
   } finally {

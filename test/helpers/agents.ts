@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { before } from 'node:test';
 import { runCli, type CliResult } from './cli.js';
 import { makeHosts, type Host } from './netns.js';
@@ -137,3 +138,40 @@ export async function targetClean(agent: AgentProc): Promise<void> {
 }
 
 export type { CliResult };
+
+/**
+ * A TCP relay to the agent on `to` that flips one byte `at` bytes into what it forwards: it
+ * listens on the address .254 of `from`'s network (on this test's side of the link). `to` is the
+ * address to migrate to; close() ends it.
+ */
+export async function corruptingRelay(
+  from: Host,
+  to: Host,
+  at: number,
+): Promise<{ to: string; close: () => void }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = createConnection(PORT, to.addr);
+    sockets.add(client).add(upstream);
+    let seen = 0;
+    client.on('data', (chunk: Buffer) => {
+      if (seen <= at && at < seen + chunk.length)
+        chunk.writeUInt8(chunk.readUInt8(at - seen) ^ 0x01, at - seen);
+      seen += chunk.length;
+      upstream.write(chunk);
+    });
+    upstream.pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('end', () => upstream.end());
+  });
+  const addr = from.addr.replace(/\.\d+$/, '.254');
+  await new Promise<void>((resolve) => server.listen(0, addr, resolve));
+  return {
+    to: `${addr}:${(server.address() as { port: number }).port}`,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
