@@ -495,7 +495,11 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   // Before any process is made under its old PID (the page writes would start them after it).
   startWorkerThreads();
   try {
-    for (const [key, fd] of options.inheritFds ?? []) shared.tree.holdOwn(externalKey(key), fd);
+    // The caller's replacements for external descriptors: copies of ferry's own, held like the rest.
+    shared.tree.hold(
+      process.pid,
+      [...(options.inheritFds ?? [])].map(([key, fd]) => ({ key: externalKey(key), fd })),
+    );
     makePtys(
       image.processes.flatMap((p) => p.state.files.flatMap((f) => (f.kind === 'pty' ? [f] : []))),
       shared.tree,

@@ -89,18 +89,15 @@ export interface Holder {
 }
 
 /**
- * The processes other than `skip` (of `among`, else of all) that hold a descriptor whose /proc link
- * reads one of `targets` (`pipe:[123]`, say), for each target, in PID order, with their names. Processes that go away or
+ * The processes other than `skip` that hold a descriptor whose /proc link reads one of `targets`
+ * (`pipe:[123]`, say), for each target, in PID order, with their names. Processes that go away or
  * hide their descriptors meanwhile are passed over.
  */
-export function holdersOf(
-  targets: ReadonlySet<string>,
-  skip: ReadonlySet<number>,
-  among?: readonly number[],
-): Map<string, Holder[]> {
+export function holdersOf(targets: ReadonlySet<string>, skip: ReadonlySet<number>): Map<string, Holder[]> {
   const found = new Map<string, Holder[]>();
   if (targets.size === 0) return found;
-  const pids = (among ?? readdirSync('/proc').map(Number))
+  const pids = readdirSync('/proc')
+    .map(Number)
     .filter((pid) => Number.isInteger(pid) && !skip.has(pid))
     .sort((a, b) => a - b);
   for (const pid of pids) {

@@ -37,11 +37,16 @@ export class TreeFiles {
     const wanted = typeof targets === 'string' ? new Set([targets]) : targets;
     const missing = new Set([...wanted].filter((t) => !this.scanned.has(t)));
     if (missing.size > 0) {
-      for (const [t, h] of holdersOf(missing, new Set([...this.pids, process.pid]))) known.set(t, h);
+      for (const [t, h] of this.scanOutside(missing)) known.set(t, h);
       for (const t of missing) this.scanned.add(t);
     }
     if (typeof targets === 'string') return known.get(targets) ?? [];
     return new Map([...wanted].flatMap((t) => (known.has(t) ? [[t, known.get(t)!] as const] : [])));
+  }
+
+  /** Who outside the dump (and outside ferry) holds each of `targets`: one walk of /proc. */
+  private scanOutside(targets: ReadonlySet<string>): Map<string, Holder[]> {
+    return holdersOf(targets, new Set([...this.pids, process.pid]));
   }
 
   /** What processes outside the dump hold of the targets looked up so far. */
@@ -56,14 +61,13 @@ export class TreeFiles {
   private sharedOutside(): Map<string, Holder[]> {
     if (this.outside) return this.outside;
     const targets = new Set<string>();
-    for (const pid of this.pids)
-      for (const target of fdTargets(pid)) {
-        if (target.startsWith('pipe:')) targets.add(target);
-        const socket = /^socket:\[(\d+)\]$/.exec(target);
-        const peer = socket && this.unixSocket(Number(socket[1]))?.peer;
-        if (peer) targets.add(`socket:[${peer}]`);
-      }
-    this.outside = holdersOf(targets, new Set([...this.pids, process.pid]));
+    for (const target of this.treeTargets()) {
+      if (target.startsWith('pipe:')) targets.add(target);
+      const socket = /^socket:\[(\d+)\]$/.exec(target);
+      const peer = socket && this.unixSocket(Number(socket[1]))?.peer;
+      if (peer) targets.add(`socket:[${peer}]`);
+    }
+    this.outside = this.scanOutside(targets);
     for (const t of targets) this.scanned.add(t);
     return this.outside;
   }
@@ -98,9 +102,17 @@ export class TreeFiles {
     return this.pids.includes(pid);
   }
 
+  /** What the descriptors of the dump's processes are, as /proc links read (read once: they are frozen). */
+  private targets: Set<string> | undefined;
+
+  private treeTargets(): Set<string> {
+    this.targets ??= new Set(this.pids.flatMap(fdTargets));
+    return this.targets;
+  }
+
   /** Whether a process of the dump has a descriptor whose /proc link reads `target`. */
   inDump(target: string): boolean {
-    return holdersOf(new Set([target]), new Set(), this.pids).has(target);
+    return this.treeTargets().has(target);
   }
 
   /** The listener whose accept queue holds a connection from client socket `ino`, if one does. */
@@ -223,16 +235,6 @@ export class TreeFds {
     const fd = openSync(path, 'r+');
     this.held.set(key, fd);
     return fd;
-  }
-
-  /** Hold a copy of ferry's own descriptor `fd` (a replacement its caller gave) under `key`. */
-  holdOwn(key: string, fd: number): void {
-    const pidfd = pidfdOpen(process.pid);
-    try {
-      this.held.set(key, pidfdGetfd(pidfd, fd));
-    } finally {
-      closeSync(pidfd);
-    }
   }
 
   /** Hold descriptor `fd` of ferry's own (it is the tree's now: closed with the rest). */
