@@ -30,6 +30,8 @@ export const ERROR_CODES = {
     'the agent refused the request: a missing or wrong token, a process or image the caller may not act on, an image the agent did not seal, a migration stream not sealed for it',
   FERRY_LIMIT:
     'the agent is at a limit it keeps (concurrent migration streams, in all or per token: try again later; a request body too large)',
+  FERRY_BUSY:
+    'the agent will not move the job now: it is pinned (--no-migrate), not running, or another job is being moved from its host',
   FERRY_MIGRATION_FAILED:
     'the migration did not complete: the process runs on at the source, nothing at the target',
   FERRY_MIGRATION_IN_DOUBT:

@@ -27,6 +27,10 @@ import { loadImageKey, sealImage, verifyImage } from '../image/mac.js';
 import { metricsText } from './metrics.js';
 import { MIGRATION_ID, Migrations } from './receive.js';
 import { Registry } from './registry.js';
+import { Jobs, parseRunRequest } from './jobs.js';
+import { openCgroup } from '../cluster/cgroup.js';
+import { processTree } from '../cluster/load.js';
+import { startBalancer, type DecisionEvent } from '../cluster/balancer.js';
 
 export interface AgentOptions {
   /** Address and port to listen on; port 0 picks a free one. */
@@ -55,6 +59,22 @@ export interface AgentOptions {
   metricsOpen?: boolean;
   /** Hears what went wrong without failing a request (a migration's prefill that gave up). */
   onWarning?: (message: string) => void;
+  /** The cgroup every process it manages goes into, and its CPU quota in cores (the host's capacity). */
+  cgroup?: { path: string; cpus?: number };
+  /** The address other agents and the balancer reach this one at (default: the one it listens on). */
+  advertise?: string;
+  /** The CA that signed the other agents' certificates, when they speak TLS. */
+  peerCa?: Buffer;
+  /**
+   * Receiver-initiated balancing: while this host has room, ask these agents (host:port) for work,
+   * with `pullToken`.
+   */
+  pull?: {
+    peers: string[];
+    token: string | undefined;
+    intervalMs?: number;
+    onDecision?: (line: DecisionEvent) => void;
+  };
 }
 
 export interface Agent {
@@ -83,6 +103,8 @@ function statusOf(code: ErrorCode): number {
       return 400;
     case 'FERRY_NO_SUCH_PROCESS':
       return 404;
+    case 'FERRY_BUSY':
+      return 409;
     case 'FERRY_INTERNAL':
       return 500;
     default:
@@ -156,8 +178,21 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_MS;
   const maxStreams = options.maxStreams ?? DEFAULT_MAX_STREAMS;
   const maxStreamsPerToken = options.maxStreamsPerToken ?? DEFAULT_MAX_STREAMS_PER_TOKEN;
-  const registry = new Registry();
+  const cgroup = options.cgroup && openCgroup(options.cgroup.path, options.cgroup.cpus);
+  // Every process it manages (run, restored, migrated in) goes into its cgroup, with its children.
+  const registry = new Registry((p) => processTree(p.pid).forEach((pid) => cgroup?.add(pid)));
   const migrations = new Migrations(dataDir, registry, idleMs, options.onWarning);
+  const jobs = new Jobs({
+    registry,
+    cgroup,
+    peerCa: options.peerCa,
+    incoming: () =>
+      migrations
+        .list()
+        .filter((m) => m.state === 'receiving' || m.state === 'restoring' || m.state === 'held').length,
+    onWarning: options.onWarning,
+  });
+  let self = '';
   const counters = { dumps: 0, restores: 0, requests: 0, refused: 0 };
   const started = Date.now();
 
@@ -178,6 +213,32 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     const path = url.pathname;
     const method = req.method ?? 'GET';
     const migration = /^\/v1\/migrations\/([^/]+)(\/commit)?$/.exec(path);
+    const moveJob = /^\/v1\/jobs\/([^/]+)\/migrate$/.exec(path);
+    if (method === 'GET' && path === '/v1/load') return send(res, 200, jobs.load());
+    if (method === 'POST' && path === '/v1/jobs') {
+      const p = jobs.run(parseRunRequest(await readJson(req)), caller);
+      return send(res, 200, { id: p.job!.id, name: p.job!.name, pid: p.pid, agent: self });
+    }
+    if (method === 'POST' && moveJob) {
+      const body = await readJson(req);
+      if (typeof body.to !== 'string') throw new HttpError(400, '"to" must be the host:port of an agent');
+      const mode = body.mode ?? 'pre-copy';
+      if (mode !== 'pre-copy' && mode !== 'stop-copy')
+        throw new HttpError(400, '"mode" is pre-copy or stop-copy');
+      const entry = await jobs.migrate(
+        decodeURIComponent(moveJob[1]!),
+        {
+          to: body.to,
+          self: typeof body.from === 'string' ? body.from : self,
+          reason: typeof body.reason === 'string' ? body.reason.slice(0, 1000) : 'asked',
+          mode,
+          maxDowntimeMs: typeof body.maxDowntimeMs === 'number' ? body.maxDowntimeMs : undefined,
+        },
+        caller,
+      );
+      // Answered whatever the outcome (moved, failed, exited, in-doubt): the entry says which.
+      return send(res, 200, entry);
+    }
     if (method === 'GET' && path === '/v1/status') return send(res, 200, status());
     if (method === 'GET' && path === '/v1/processes') {
       const mine = registry.list().filter((p) => caller.uid === undefined || p.uid === caller.uid);
@@ -254,7 +315,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
 
   const sendMetrics = (res: ServerResponse): void => {
     res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-    res.end(metricsText({ registry, migrations, counters, status: status() }));
+    res.end(metricsText({ registry, migrations, counters, status: status(), load: jobs.load() }));
   };
 
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -314,10 +375,25 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     server.listen(options.port, options.host, () => resolveListen());
   });
   const addr = server.address() as AddressInfo;
+  const address = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  self = options.advertise ?? address;
+  const pull =
+    options.pull &&
+    startBalancer({
+      peers: [...options.pull.peers, self],
+      token: options.pull.token,
+      ca: options.peerCa,
+      intervalMs: options.pull.intervalMs,
+      receiver: self,
+      onEvent: options.pull.onDecision ?? (() => {}),
+    });
   return {
-    address: `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    address,
     close: () =>
       new Promise((done) => {
+        pull?.stop();
+        jobs.close();
+        cgroup?.close();
         migrations.close();
         registry.close();
         server.close(() => done());

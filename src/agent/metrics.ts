@@ -1,12 +1,14 @@
 // The agent in Prometheus' text exposition format.
 import type { Migrations } from './receive.js';
 import type { Registry } from './registry.js';
+import type { LoadReport } from './jobs.js';
 
 export interface MetricsInput {
   registry: Registry;
   migrations: Migrations;
   counters: { dumps: number; restores: number; requests: number; refused: number };
   status: Record<string, unknown>;
+  load: LoadReport;
 }
 
 type Sample = [labels: Record<string, string>, value: number];
@@ -31,7 +33,7 @@ function countBy<T>(
   return keys.map((k) => [{ [label]: k }, items.filter((i) => key(i) === k).length]);
 }
 
-export function metricsText({ registry, migrations, counters, status }: MetricsInput): string {
+export function metricsText({ registry, migrations, counters, status, load }: MetricsInput): string {
   const processes = registry.list();
   const all = migrations.list();
   const [load1] = status.loadavg as number[];
@@ -59,6 +61,48 @@ export function metricsText({ registry, migrations, counters, status }: MetricsI
     family('ferry_migration_received_bytes_total', 'counter', 'Image bytes received in migrations.', [
       [{}, all.reduce((n, m) => n + m.bytes, 0)],
     ]),
+    family(
+      'ferry_host_capacity_cores',
+      'gauge',
+      'Cores the managed jobs may use (cgroup quota, else CPUs).',
+      [[{}, load.host.capacity]],
+    ),
+    family('ferry_host_demand_cores', 'gauge', 'Cores the managed jobs want (runnable threads, smoothed).', [
+      [{}, load.host.demand],
+    ]),
+    family('ferry_host_load', 'gauge', 'Demand over capacity: above 1, jobs wait for a CPU.', [
+      [{}, load.host.load],
+    ]),
+    ...(load.host.pressure === null
+      ? []
+      : [
+          family('ferry_host_cpu_pressure', 'gauge', 'CPU pressure of the cgroup (PSI some avg10, %).', [
+            [{}, load.host.pressure],
+          ]),
+        ]),
+    family(
+      'ferry_job_cpu_cores',
+      'gauge',
+      'Cores each managed job used lately.',
+      load.jobs.map((j) => [{ job: j.id }, j.cpuRate]),
+    ),
+    family(
+      'ferry_job_rss_bytes',
+      'gauge',
+      'Resident memory of each managed job.',
+      load.jobs.map((j) => [{ job: j.id }, j.rssBytes]),
+    ),
+    family(
+      'ferry_jobs_moved_total',
+      'counter',
+      'Requests to move a job away, by outcome.',
+      countBy(
+        load.history,
+        (h) => h.outcome,
+        ['moving', 'moved', 'failed', 'exited', 'in-doubt', 'refused'],
+        'outcome',
+      ),
+    ),
     family('ferry_dumps_total', 'counter', 'Dumps done on request.', [[{}, counters.dumps]]),
     family('ferry_restores_total', 'counter', 'Restores done on request.', [[{}, counters.restores]]),
     family('ferry_http_requests_total', 'counter', 'HTTP requests received.', [[{}, counters.requests]]),

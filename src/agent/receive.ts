@@ -24,6 +24,7 @@ import { restore } from '../restore.js';
 import { openImageManifest } from '../state/image.js';
 import { macMatches, newNonce, streamKey } from '../image/mac.js';
 import type { Caller } from './auth.js';
+import { decodeJobHeader, JOB_HEADER, type JobInfo } from '../cluster/job.js';
 import { checkLeastPrivilege } from './privilege.js';
 import type { Registry } from './registry.js';
 
@@ -80,12 +81,15 @@ export class Migrations {
 
   /** Serve POST /v1/migrations: the whole exchange of one migration. */
   async receive(id: string, caller: Caller, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const header = req.headers[JOB_HEADER];
+    // A job's past comes with it; a malformed one is refused before anything is received.
+    const job = typeof header === 'string' ? decodeJobHeader(header) : undefined;
     const m: Migration = { id, state: 'receiving', bytes: 0, started: Date.now() };
     this.all.set(id, m);
     this.owners.set(id, caller.uid);
     this.streams.set(caller.tokenId, (this.streams.get(caller.tokenId) ?? 0) + 1);
     try {
-      await this.exchange(m, caller, req, res);
+      await this.exchange(m, caller, req, res, job);
     } finally {
       const left = (this.streams.get(caller.tokenId) ?? 1) - 1;
       if (left > 0) this.streams.set(caller.tokenId, left);
@@ -107,6 +111,7 @@ export class Migrations {
     caller: Caller,
     req: IncomingMessage,
     res: ServerResponse,
+    job: JobInfo | undefined,
   ): Promise<void> {
     const id = m.id;
     const nonce = newNonce();
@@ -199,6 +204,7 @@ export class Migrations {
             migrationId: id,
             state: 'held',
             since: Date.now(),
+            ...(job ? { job: { ...job, arrivedAt: Date.now() } } : {}),
           });
           send({ event: 'restored', pid: result.pid, restoreMs: result.restoreMs });
         } else if (frame.type === FRAME.COMMIT) {

@@ -2,10 +2,12 @@
 // holds for a migration. A held process is stopped until the source lets go.
 import { letRun } from '../restore.js';
 import { kill, SIG } from '../sys/signal.js';
-import { waitpid, WNOHANG } from '../sys/wait.js';
+import { reapIfEnded, waitpid } from '../sys/wait.js';
 import { isErrno } from '../sys/errno.js';
 
-export type ProcessState = 'held' | 'running' | 'exited';
+import type { JobInfo } from '../cluster/job.js';
+
+export type ProcessState = 'held' | 'running' | 'exited' | 'migrated';
 
 export interface ManagedProcess {
   pid: number;
@@ -14,14 +16,18 @@ export interface ManagedProcess {
   /** Its real uid: a token bound to a uid sees only its processes. */
   uid: number;
   command: string;
-  /** How it came: a restore request, or a migration (with its id). */
-  origin: 'restore' | 'migration';
+  /** How it came: `ferry run`, a restore request, or a migration (with its id). */
+  origin: 'run' | 'restore' | 'migration';
   migrationId?: string;
   state: ProcessState;
   /** When it was restored (ms since the epoch). */
   since: number;
   /** How it ended, once it has. */
   exit?: { code: number } | { signal: number };
+  /** A managed job (started by `ferry run`, or one that migrated in): the balancer may move it. */
+  job?: JobInfo;
+  /** Where it went, once migrated. */
+  movedTo?: string;
 }
 
 const REAP_INTERVAL_MS = 500;
@@ -30,13 +36,31 @@ export class Registry {
   private readonly processes = new Map<number, ManagedProcess>();
   private readonly timer: NodeJS.Timeout;
 
-  constructor() {
+  /** `onAdd`: hears each process added (the agent puts it in its cgroup). */
+  constructor(private readonly onAdd: (p: ManagedProcess) => void = () => {}) {
     this.timer = setInterval(() => this.reap(), REAP_INTERVAL_MS);
     this.timer.unref();
   }
 
   add(p: ManagedProcess): void {
     this.processes.set(p.pid, p);
+    this.onAdd(p);
+  }
+
+  /** The live process of job `id`. */
+  job(id: string): ManagedProcess | undefined {
+    this.reap();
+    return [...this.processes.values()].find(
+      (p) => p.job?.id === id && p.state !== 'migrated' && p.state !== 'exited',
+    );
+  }
+
+  /** Mark a process as gone to `to` (its source copy was killed by the migration, and is reaped here). */
+  migrated(pid: number, to: string): void {
+    const p = this.processes.get(pid);
+    if (!p) return;
+    p.state = 'migrated';
+    p.movedTo = to;
   }
 
   get(pid: number): ManagedProcess | undefined {
@@ -48,7 +72,6 @@ export class Registry {
     return [...this.processes.values()];
   }
 
-  /** Let a held process run (it no longer dies with the agent). */
   /** Let a held process run, or stay stopped (`stopped`: it was stopped at the source). */
   run(pid: number, stopped = false): void {
     const p = this.processes.get(pid);
@@ -70,18 +93,20 @@ export class Registry {
   /** Collect the exit of every child that has ended (each by PID: never another's child). */
   private reap(): void {
     for (const p of this.processes.values()) {
-      if (p.state === 'exited') continue;
+      if (p.state === 'exited' || p.exit !== undefined) continue;
       let status;
       try {
-        status = waitpid(p.pid, WNOHANG);
+        // A peek first: the agent may be dumping this child (a migration out), and its ptrace
+        // stops are the dump's to collect.
+        status = reapIfEnded(p.pid);
       } catch (err) {
         if (!isErrno(err, 'ECHILD')) throw err;
         status = null;
       }
-      if (status && status.kind !== 'stopped') {
-        p.state = 'exited';
-        p.exit = status.kind === 'exited' ? { code: status.code } : { signal: status.signal };
-      }
+      if (!status || status.kind === 'stopped') continue;
+      p.exit = status.kind === 'exited' ? { code: status.code } : { signal: status.signal };
+      // A migrated process's source copy was killed by its migration: it stays 'migrated'.
+      if (p.state !== 'migrated') p.state = 'exited';
     }
   }
 

@@ -1,17 +1,20 @@
 // ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]
-//   [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>] [--json]
+//   [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>]
+//   [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>] [--json]
 import { readTls, startAgent } from '../agent/agent.js';
 import { readTokenFile, tokenFileWarning } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
-import { parseMs, printJson, warnOnStderr, type Command } from './command.js';
+import { agentToken, parseMs, printJson, readCa, warnOnStderr, type Command } from './command.js';
+import { describeEvent, parsePeers } from './balancer-command.js';
 
 export const agentCommand: Command = {
   name: 'agent',
   summary: "run this host's agent: the HTTP API for dumps, restores and incoming migrations",
   usage:
     'ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]\n' +
-    '       [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>] [--json]',
+    '       [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>]\n' +
+    '       [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>] [--json]',
   options: {
     listen: { type: 'string' },
     'data-dir': { type: 'string' },
@@ -25,6 +28,11 @@ export const agentCommand: Command = {
     'max-streams': { type: 'string' },
     'max-streams-per-token': { type: 'string' },
     'idle-timeout': { type: 'string' },
+    cgroup: { type: 'string' },
+    cpus: { type: 'string' },
+    advertise: { type: 'string' },
+    'tls-ca': { type: 'string' },
+    'pull-from': { type: 'string' },
   },
   positionals: { min: 0, max: 0 },
   async run({ values }) {
@@ -52,6 +60,13 @@ export const agentCommand: Command = {
       const unsafe = tokenFileWarning(tokenFile);
       if (unsafe) warnOnStderr(unsafe);
     }
+    const cpus = values.cpus === undefined ? undefined : Number(values.cpus);
+    if (cpus !== undefined && (!(cpus > 0) || cpus > 4096))
+      throw new FerryError('FERRY_USAGE', '--cpus takes a number of cores above 0, e.g. 0.5');
+    if (cpus !== undefined && typeof values.cgroup !== 'string')
+      throw new FerryError('FERRY_USAGE', '--cpus sets the quota of a cgroup: give it with --cgroup <path>');
+    if (typeof values.advertise === 'string') parseAddress(values.advertise);
+    const json = values.json === true;
     const agent = await startAgent({
       host,
       port,
@@ -65,6 +80,17 @@ export const agentCommand: Command = {
       maxStreams: parseCount('max-streams', values['max-streams']),
       maxStreamsPerToken: parseCount('max-streams-per-token', values['max-streams-per-token']),
       onWarning: warnOnStderr,
+      cgroup: typeof values.cgroup === 'string' ? { path: values.cgroup, cpus } : undefined,
+      advertise: typeof values.advertise === 'string' ? values.advertise : undefined,
+      peerCa: readCa(values['tls-ca']),
+      pull:
+        values['pull-from'] === undefined
+          ? undefined
+          : {
+              peers: parsePeers(values['pull-from']),
+              token: agentToken(tokenFile),
+              onDecision: (e) => process.stdout.write(`${json ? JSON.stringify(e) : describeEvent(e)}\n`),
+            },
     });
     if (values.json) printJson({ listening: agent.address, pid: process.pid });
     else process.stdout.write(`ferry agent listening on ${agent.address} (pid ${process.pid})\n`);

@@ -19,6 +19,9 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'untrack', load: async () => (await import('./untrack-command.js')).untrackCommand },
   { name: 'migrate', load: async () => (await import('./migrate-command.js')).migrateCommand },
   { name: 'resolve', load: async () => (await import('./resolve-command.js')).resolveCommand },
+  { name: 'run', load: async () => (await import('./run-job-command.js')).runJobCommand },
+  { name: 'balancer', load: async () => (await import('./balancer-command.js')).balancerCommand },
+  { name: 'cluster', load: async () => (await import('./cluster-command.js')).clusterCommand },
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
   { name: 'guard', load: async () => (await import('./guard-command.js')).guardCommand },
 ];

@@ -16,6 +16,7 @@ import { StreamSink } from './stream-sink.js';
 import { readEvents } from './wire.js';
 import { now } from '../timings.js';
 import { withGuardian, type Guardian } from '../guardian.js';
+import { encodeJobHeader, JOB_HEADER, type JobInfo } from '../cluster/job.js';
 
 export type MigrateMode = 'stop-copy' | 'pre-copy';
 
@@ -41,6 +42,8 @@ export interface MigrateOptions {
    * on here); after that, the migration goes on to its end.
    */
   signal?: AbortSignal;
+  /** The managed job this process is (an agent moving it): told to the target with the stream. */
+  job?: JobInfo;
 }
 
 export interface MigrateResult {
@@ -93,6 +96,7 @@ async function migrateWatched(
   const req = openRequest(options.to, 'POST', '/v1/migrations', {
     'content-type': 'application/octet-stream',
     'ferry-migration-id': migrationId,
+    ...(options.job ? { [JOB_HEADER]: encodeJobHeader(options.job) } : {}),
   });
   req.on('socket', (socket) =>
     socket.setTimeout(timeoutMs, () => req.destroy(new Error(`silent for ${timeoutMs} ms`))),

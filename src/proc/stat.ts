@@ -15,6 +15,9 @@ export interface ProcStat {
   tpgid: number;
   flags: number;
   numThreads: number;
+  /** CPU time in user and kernel mode, in clock ticks (sysconf(_SC_CLK_TCK), 100 on Linux). */
+  utime: number;
+  stime: number;
   startTime: bigint;
   vsize: bigint;
   rssPages: bigint;
@@ -61,6 +64,8 @@ export function parseStat(text: string, source = 'stat'): ProcStat {
     tpgid: num(8),
     flags: num(9),
     numThreads: num(20),
+    utime: num(14),
+    stime: num(15),
     startTime: big(22),
     vsize: big(23),
     rssPages: big(24),

@@ -43,6 +43,7 @@ export const NR = {
   clone: 56,
   exit: 60,
   wait4: 61,
+  waitid: 247,
   kill: 62,
   fcntl: 72,
   flock: 73,

@@ -8,7 +8,8 @@ export type FileAction =
   | { kind: 'close'; fd: number }
   | { kind: 'dup2'; fd: number; newFd: number }
   | { kind: 'open'; fd: number; path: string; flags: number; mode?: number }
-  | { kind: 'closefrom'; fd: number };
+  | { kind: 'closefrom'; fd: number }
+  | { kind: 'chdir'; path: string };
 
 export interface SpawnOptions {
   /** Environment, `KEY=value`; empty when omitted. */
@@ -27,6 +28,7 @@ const faOpen = libcFunction<Fn>(
   'int posix_spawn_file_actions_addopen(void *fa, int fd, const char *path, int oflag, uint32_t mode)',
 );
 const faClosefrom = libcFunction<Fn>('int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)');
+const faChdir = libcFunction<Fn>('int posix_spawn_file_actions_addchdir_np(void *fa, const char *path)');
 const attrInit = libcFunction<Fn>('int posix_spawnattr_init(void *attr)');
 const attrDestroy = libcFunction<Fn>('int posix_spawnattr_destroy(void *attr)');
 const attrSetflags = libcFunction<Fn>('int posix_spawnattr_setflags(void *attr, short flags)');
@@ -63,6 +65,11 @@ function addFileAction(fa: Buffer, action: FileAction, keep: Buffer[], path: str
       return check('posix_spawn_file_actions_adddup2', path, faDup2(fa, action.fd, action.newFd));
     case 'closefrom':
       return check('posix_spawn_file_actions_addclosefrom_np', path, faClosefrom(fa, action.fd));
+    case 'chdir': {
+      const p = Buffer.from(`${action.path}\0`);
+      keep.push(p);
+      return check('posix_spawn_file_actions_addchdir_np', path, faChdir(fa, p));
+    }
     case 'open': {
       const p = Buffer.from(`${action.path}\0`);
       keep.push(p);

@@ -30,3 +30,22 @@ export function waitpid(pid: number, options = 0): WaitStatus | null {
   const got = syscall(NR.wait4, 'wait4', () => [String(pid)], pid, status, options | WALL, 0);
   return got === 0 ? null : decodeWaitStatus(got, status.readInt32LE(0));
 }
+
+const P_PID = 1;
+const WEXITED = 4;
+const WNOWAIT = 0x01000000;
+/** siginfo_t's si_code for a child that ended: exited, killed, dumped core. */
+const CLD_ENDED = new Set([1, 2, 3]);
+const SIGINFO_SIZE = 128;
+
+/**
+ * Whether child `pid` has ended, without collecting anything else: a ptrace stop another part of
+ * ferry waits for stays where it is (waitid with WNOWAIT peeks; only an end is then reaped).
+ */
+export function reapIfEnded(pid: number): WaitStatus | null {
+  const info = Buffer.alloc(SIGINFO_SIZE);
+  syscall(NR.waitid, 'waitid', () => [String(pid)], P_PID, pid, info, WEXITED | WNOHANG | WNOWAIT | WALL, 0);
+  // si_pid (offset 16) is 0 when nothing is ready; si_code at offset 8.
+  if (info.readInt32LE(16) === 0 || !CLD_ENDED.has(info.readInt32LE(8))) return null;
+  return waitpid(pid, WNOHANG);
+}

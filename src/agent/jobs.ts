@@ -1,0 +1,356 @@
+// The agent's managed jobs (docs/BALANCING.md): started by `ferry run` (the agent is their parent),
+// or arrived by a migration; measured for the balancer (GET /v1/load), and moved to another agent
+// on request (POST /v1/jobs/:id/migrate), one at a time. Every request to move one, and how it
+// ended, is kept in the agent's history.
+import { randomBytes } from 'node:crypto';
+import { accessSync, constants, statSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { basename, isAbsolute, join } from 'node:path';
+import { FerryError, isFerryError } from '../errors.js';
+import { capacityOf, type CpuCgroup } from '../cluster/cgroup.js';
+import { JOB_ID } from '../cluster/job.js';
+import { hostMemory, LoadMonitor, processTree } from '../cluster/load.js';
+import { parseAddress } from '../migrate/client.js';
+import { migrate, type MigrateMode } from '../migrate/migrate.js';
+import { posixSpawn } from '../sys/spawn.js';
+import type { Caller } from './auth.js';
+import type { ManagedProcess, Registry } from './registry.js';
+
+const O_RDONLY = 0;
+const O_WRONLY = 1;
+const O_CREAT = 0o100;
+const O_APPEND = 0o2000;
+const SAMPLE_MS = 500;
+const HISTORY = 500;
+/** Until a pre-copy measures a job's writes: a guess of the share of its memory it writes per second. */
+const GUESSED_DIRTY_SHARE = 0.02;
+
+export interface RunRequest {
+  argv: string[];
+  cwd: string;
+  env: string[];
+  name?: string;
+  stdout?: string;
+  stderr?: string;
+  noMigrate?: boolean;
+}
+
+export type Outcome = 'moving' | 'moved' | 'failed' | 'exited' | 'in-doubt' | 'refused';
+
+export interface HistoryEntry {
+  at: number;
+  job: string;
+  name: string;
+  from: string;
+  to: string;
+  /** Why the balancer (or an operator) asked. */
+  reason: string;
+  outcome: Outcome;
+  /** When it ended, and what it measured. */
+  endedAt?: number;
+  downtimeMs?: number;
+  totalMs?: number;
+  bytes?: number;
+  targetPid?: number;
+  error?: string;
+}
+
+export interface JobReport {
+  id: string;
+  name: string;
+  pid: number;
+  command: string;
+  pinned: boolean;
+  /** CPU seconds on every host so far, and cores used lately. */
+  cpuSeconds: number;
+  cpuRate: number;
+  demand: number;
+  rssBytes: number;
+  /** A guess until measured: GUESSED_DIRTY_SHARE of its RSS per second of CPU. */
+  dirtyBytesPerSecond: number;
+  ageMs: number;
+  sinceMoveMs?: number;
+  hops: string[];
+  processes: number;
+}
+
+export interface LoadReport {
+  host: {
+    hostname: string;
+    /** Cores the jobs may use: the cgroup's quota, else every CPU. */
+    capacity: number;
+    cgroup: { path: string; version: 1 | 2; quotaCores: number | null } | null;
+    /** Cores the jobs want, and use. */
+    demand: number;
+    cpuUse: number;
+    /** demand / capacity: above 1, jobs wait for a CPU. */
+    load: number;
+    /** CPU pressure of the cgroup (some avg10, percent), where PSI is. */
+    pressure: number | null;
+    memAvailableBytes: number;
+    memTotalBytes: number;
+    /** A migration in or out is under way. */
+    busy: boolean;
+  };
+  jobs: JobReport[];
+  history: HistoryEntry[];
+}
+
+export interface JobsOptions {
+  registry: Registry;
+  cgroup: CpuCgroup | undefined;
+  /** TLS CA of the other agents (they speak TLS). */
+  peerCa?: Buffer;
+  /** Migrations coming in now. */
+  incoming: () => number;
+  onWarning?: (message: string) => void;
+}
+
+export class Jobs {
+  private readonly monitor = new LoadMonitor();
+  private readonly history: HistoryEntry[] = [];
+  private outgoing: HistoryEntry | undefined;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly o: JobsOptions) {
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
+    this.timer.unref();
+  }
+
+  private live(): ManagedProcess[] {
+    return this.o.registry.list().filter((p) => p.job && (p.state === 'running' || p.state === 'held'));
+  }
+
+  private sample(): void {
+    this.monitor.sample(this.live().map((p) => p.pid));
+  }
+
+  /** Start a job (POST /v1/jobs). */
+  run(request: RunRequest, caller: Caller): ManagedProcess {
+    mayManage(caller);
+    const path = resolveProgram(request.argv[0]!, request.cwd, request.env);
+    const id = `${basename(request.argv[0]!).replace(/[^A-Za-z0-9._-]/g, '') || 'job'}-${randomBytes(4).toString('hex')}`;
+    const name = request.name ?? id;
+    const output = (fd: number, file: string | undefined) =>
+      ({
+        kind: 'open',
+        fd,
+        path: file ?? '/dev/null',
+        flags: O_WRONLY | O_CREAT | O_APPEND,
+        mode: 0o644,
+      }) as const;
+    const pid = posixSpawn(path, request.argv, {
+      env: request.env,
+      setsid: true,
+      fileActions: [
+        { kind: 'chdir', path: request.cwd },
+        { kind: 'open', fd: 0, path: '/dev/null', flags: O_RDONLY },
+        output(1, request.stdout),
+        output(2, request.stderr),
+        { kind: 'closefrom', fd: 3 },
+      ],
+    });
+    const p: ManagedProcess = {
+      pid,
+      originalPid: pid,
+      uid: 0,
+      command: basename(path),
+      origin: 'run',
+      state: 'running',
+      since: Date.now(),
+      job: {
+        id,
+        name,
+        startedAt: Date.now(),
+        hops: [],
+        pinned: request.noMigrate === true,
+        cpuSecondsBefore: 0,
+      },
+    };
+    this.o.registry.add(p);
+    return p;
+  }
+
+  /** Move job `id` to the agent at `to` (POST /v1/jobs/:id/migrate); resolves when it has ended. */
+  async migrate(
+    id: string,
+    request: { to: string; self: string; reason: string; mode: MigrateMode; maxDowntimeMs?: number },
+    caller: Caller,
+  ): Promise<HistoryEntry> {
+    mayManage(caller);
+    const p = this.o.registry.job(id);
+    if (!p) throw new FerryError('FERRY_NO_SUCH_PROCESS', `no job ${id} runs here`);
+    const entry: HistoryEntry = {
+      at: Date.now(),
+      job: id,
+      name: p.job!.name,
+      from: request.self,
+      to: request.to,
+      reason: request.reason,
+      outcome: 'moving',
+    };
+    this.record(entry);
+    const refuse = (why: string): never => {
+      entry.outcome = 'refused';
+      entry.error = why;
+      entry.endedAt = Date.now();
+      throw new FerryError('FERRY_BUSY', why);
+    };
+    if (p.job!.pinned) refuse(`job ${id} was started with --no-migrate`);
+    if (p.state !== 'running') refuse(`job ${id} is ${p.state}, not running`);
+    if (this.outgoing) refuse(`job ${this.outgoing.job} is being moved from here already`);
+    this.outgoing = entry;
+    try {
+      const load = this.monitor.job(p.pid);
+      const result = await migrate(p.pid, {
+        to: { ...parseAddress(request.to), token: caller.token?.toString(), ca: this.o.peerCa },
+        mode: request.mode,
+        maxDowntimeMs: request.maxDowntimeMs,
+        onWarning: this.o.onWarning,
+        job: {
+          ...p.job!,
+          hops: [...p.job!.hops, request.self],
+          cpuSecondsBefore: p.job!.cpuSecondsBefore + (load?.cpuSeconds ?? 0),
+          arrivedAt: undefined,
+        },
+      });
+      this.o.registry.migrated(p.pid, request.to);
+      Object.assign(entry, {
+        outcome: 'moved',
+        downtimeMs: result.downtimeMs,
+        totalMs: result.totalMs,
+        bytes: result.bytesSent,
+        targetPid: result.targetPid,
+      });
+    } catch (err) {
+      const ended = this.o.registry.get(p.pid)?.state === 'exited' || !processTree(p.pid).length;
+      entry.outcome = isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')
+        ? 'in-doubt'
+        : ended
+          ? 'exited'
+          : 'failed';
+      entry.error = err instanceof Error ? err.message : String(err);
+    } finally {
+      entry.endedAt = Date.now();
+      this.outgoing = undefined;
+    }
+    return entry;
+  }
+
+  private record(entry: HistoryEntry): void {
+    this.history.push(entry);
+    if (this.history.length > HISTORY) this.history.shift();
+  }
+
+  /** GET /v1/load. */
+  load(): LoadReport {
+    const now = Date.now();
+    const cgroup = this.o.cgroup;
+    const capacity = capacityOf(cgroup);
+    const jobs = this.live().map((p) => report(p, this.monitor, now));
+    const demand = jobs.reduce((n, j) => n + j.demand, 0);
+    const memory = hostMemory();
+    return {
+      host: {
+        hostname: hostname(),
+        capacity,
+        cgroup: cgroup
+          ? { path: cgroup.path, version: cgroup.version, quotaCores: cgroup.quota() ?? null }
+          : null,
+        demand,
+        cpuUse: jobs.reduce((n, j) => n + j.cpuRate, 0),
+        load: demand / capacity,
+        pressure: cgroup?.pressure() ?? null,
+        memAvailableBytes: memory.availableBytes,
+        memTotalBytes: memory.totalBytes,
+        busy: this.outgoing !== undefined || this.o.incoming() > 0,
+      },
+      jobs,
+      history: [...this.history],
+    };
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}
+
+function report(p: ManagedProcess, monitor: LoadMonitor, now: number): JobReport {
+  const job = p.job!;
+  const load = monitor.job(p.pid);
+  const rss = load?.rssBytes ?? 0;
+  return {
+    id: job.id,
+    name: job.name,
+    pid: p.pid,
+    command: p.command,
+    pinned: job.pinned,
+    cpuSeconds: job.cpuSecondsBefore + (load?.cpuSeconds ?? 0),
+    cpuRate: load?.cpuRate ?? 0,
+    demand: load?.demand ?? 1,
+    rssBytes: rss,
+    dirtyBytesPerSecond: rss * GUESSED_DIRTY_SHARE * Math.min(1, load?.cpuRate ?? 1),
+    ageMs: now - job.startedAt,
+    ...(job.arrivedAt === undefined ? {} : { sinceMoveMs: now - job.arrivedAt }),
+    hops: job.hops,
+    processes: load?.processes ?? 1,
+  };
+}
+
+/** Jobs run as root: only a token not bound to another uid starts or moves them. */
+function mayManage(caller: Caller): void {
+  if (caller.uid !== undefined && caller.uid !== 0)
+    throw new FerryError(
+      'FERRY_AUTH',
+      `this token acts for uid ${caller.uid}, and jobs run as root: use a token not bound to a uid`,
+    );
+}
+
+/** The program `name` names: a path (from `cwd`), else the first executable of that name on PATH. */
+function resolveProgram(name: string, cwd: string, env: readonly string[]): string {
+  const executable = (path: string): boolean => {
+    try {
+      accessSync(path, constants.X_OK);
+      return statSync(path).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (name.includes('/')) {
+    const path = isAbsolute(name) ? name : join(cwd, name);
+    if (executable(path)) return path;
+    throw new FerryError('FERRY_USAGE', `${name} is not an executable file`);
+  }
+  const path = env.find((e) => e.startsWith('PATH='))?.slice(5) ?? '/usr/local/bin:/usr/bin:/bin';
+  for (const dir of path.split(':')) if (dir !== '' && executable(join(dir, name))) return join(dir, name);
+  throw new FerryError('FERRY_USAGE', `${name}: no such program on PATH`);
+}
+
+/** Check a POST /v1/jobs body. */
+export function parseRunRequest(body: Record<string, unknown>): RunRequest {
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.every((s) => typeof s === 'string');
+  const bad = (why: string): FerryError => new FerryError('FERRY_USAGE', why);
+  if (!strings(body.argv) || body.argv.length === 0) throw bad('"argv" must be a non-empty array of strings');
+  if (typeof body.cwd !== 'string' || !isAbsolute(body.cwd)) throw bad('"cwd" must be an absolute path');
+  if (!strings(body.env) || !body.env.every((e) => e.includes('=')))
+    throw bad('"env" must be an array of KEY=value');
+  for (const f of ['stdout', 'stderr'] as const)
+    if (body[f] !== undefined && (typeof body[f] !== 'string' || !isAbsolute(body[f])))
+      throw bad(`"${f}" must be an absolute path`);
+  if (body.name !== undefined && (typeof body.name !== 'string' || !JOB_ID.test(body.name)))
+    throw bad(`"name" must match ${JOB_ID.source}`);
+  try {
+    if (!statSync(body.cwd).isDirectory()) throw new Error('not a directory');
+  } catch {
+    throw bad(`the directory ${body.cwd} is not here`);
+  }
+  return {
+    argv: body.argv,
+    cwd: body.cwd,
+    env: body.env,
+    ...(typeof body.name === 'string' ? { name: body.name } : {}),
+    ...(typeof body.stdout === 'string' ? { stdout: body.stdout } : {}),
+    ...(typeof body.stderr === 'string' ? { stderr: body.stderr } : {}),
+    noMigrate: body.noMigrate === true,
+  };
+}
