@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { ferryCommand } from './launcher.js';
 import { readProcText } from './proc/files.js';
 import { parseMaps } from './proc/maps.js';
 import { parseStat } from './proc/stat.js';
@@ -31,9 +31,6 @@ type Message =
   | { op: 'unscratch' | 'release'; pid: number }
   | { op: 'bye' };
 
-/** The `ferry` command beside this module, or beside the bundle it is part of (dist/bin). */
-const LAUNCHER = (): string => fileURLToPath(new URL('../bin/ferry', import.meta.url));
-
 /** Ferry's side: starts the guardian and tells it what ferry is about to do. */
 export class Guardian implements TraceeWatch {
   private fd: number | undefined;
@@ -51,7 +48,7 @@ export class Guardian implements TraceeWatch {
     try {
       // A fault injected into ferry (src/sys/fault.ts) is not the guardian's.
       const env = { ...process.env, FERRY_FAULT: undefined };
-      const child = spawn(LAUNCHER(), ['guard'], {
+      const child = spawn(ferryCommand(), ['guard'], {
         stdio: [readEnd, 'ignore', 'inherit'],
         detached: true,
         env,

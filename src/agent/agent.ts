@@ -214,6 +214,11 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     const method = req.method ?? 'GET';
     const migration = /^\/v1\/migrations\/([^/]+)(\/commit)?$/.exec(path);
     const moveJob = /^\/v1\/jobs\/([^/]+)\/migrate$/.exec(path);
+    const killJob = /^\/v1\/jobs\/([^/]+)\/kill$/.exec(path);
+    if (method === 'POST' && killJob) {
+      const p = jobs.kill(decodeURIComponent(killJob[1]!), caller);
+      return send(res, 200, { id: p.job!.id, pid: p.pid, killed: true });
+    }
     if (method === 'GET' && path === '/v1/load') return send(res, 200, jobs.load());
     if (method === 'POST' && path === '/v1/jobs') {
       const p = jobs.run(parseRunRequest(await readJson(req)), caller);

@@ -237,6 +237,17 @@ export class Jobs {
     return entry;
   }
 
+  /** Kill job `id` (POST /v1/jobs/:id/kill): its process, which the agent reaps. */
+  kill(id: string, caller: Caller): ManagedProcess {
+    mayManage(caller);
+    const p = this.o.registry.job(id);
+    if (!p) throw new FerryError('FERRY_NO_SUCH_PROCESS', `no job ${id} runs here`);
+    if (this.outgoing?.job === id)
+      throw new FerryError('FERRY_BUSY', `job ${id} is being moved: kill it where it lands`);
+    this.o.registry.kill(p.pid);
+    return p;
+  }
+
   private record(entry: HistoryEntry): void {
     this.history.push(entry);
     if (this.history.length > HISTORY) this.history.shift();
