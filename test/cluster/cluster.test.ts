@@ -1,0 +1,344 @@
+// Managed jobs and balancing end to end, on agents on loopback, each with a CPU quota of its own
+// cgroup: `ferry run`, load reports under the quota, moves on request, `ferry balancer` (and one
+// killed mid-migration), an idle agent asking for work, and `ferry cluster status`.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import type { HistoryEntry, LoadReport } from '../../src/agent/jobs.js';
+import { findCgroupMounts } from '../../src/cluster/cgroup.js';
+import { calibrateJob, runBatch, startLocalCluster } from '../../src/cluster/local.js';
+import { callAgent } from '../../src/migrate/client.js';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
+import { runCli } from '../helpers/cli.js';
+import { CLI, PYTHON } from '../helpers/paths.js';
+import { startProcess, type Started } from '../helpers/processes.js';
+import { becomeSubreaper, killAndReap, treeOf } from '../helpers/reaper.js';
+
+const TOKEN = 'cluster-token-0123456789abcdef';
+const CPUS = 0.4;
+/** A job that spins (a runnable thread all the time) until killed. */
+const SPIN = 'while True: pass';
+
+const cleanup = cleanupAfterAll();
+let work: string;
+let tokenFile: string;
+
+interface TestAgent {
+  address: string;
+  cgroup: string;
+  process: Started;
+}
+
+before(() => {
+  becomeSubreaper();
+  work = mkdtempSync(`${tmpdir()}/ferry-cluster-`);
+  cleanup(() => rmSync(work, { recursive: true, force: true }));
+  tokenFile = join(work, 'token');
+  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+});
+
+let agents = 0;
+
+/** An agent on loopback whose jobs share `cpus` cores; it and every job it has die with the tests. */
+async function startAgent(extra: string[] = [], cpus = CPUS): Promise<TestAgent> {
+  const cgroup = `ferry-test-${process.pid}-${agents++}`;
+  const p = await startProcess(CLI, [
+    ...['agent', '--listen', '127.0.0.1:0', '--data-dir', join(work, cgroup), '--token-file', tokenFile],
+    ...['--cgroup', cgroup, '--cpus', String(cpus), ...extra],
+  ]);
+  cleanup(async () => {
+    // The agent through its ChildProcess (which reaps it), then its jobs, ours once it is gone.
+    const jobs = treeOf(p.pid).slice(1);
+    await p.stop();
+    jobs.forEach(killAndReap);
+    const mounts = findCgroupMounts();
+    for (const root of [mounts.v1Cpu, mounts.v2?.root])
+      if (root && existsSync(join(root, cgroup))) rmdirSync(join(root, cgroup));
+  });
+  const address = /listening on (\S+) /.exec(p.readyLine)?.[1];
+  assert.ok(address, p.readyLine);
+  return { address, cgroup, process: p };
+}
+
+const endpoint = (a: TestAgent) => ({
+  host: a.address.split(':')[0]!,
+  port: Number(a.address.split(':')[1]),
+  token: TOKEN,
+});
+const load = (a: TestAgent): Promise<LoadReport> =>
+  callAgent(endpoint(a), 'GET', '/v1/load', undefined, 10_000);
+
+async function run(a: TestAgent, args: string[], name?: string): Promise<{ id: string; pid: number }> {
+  const r = await runCli([
+    ...['run', '--agent', a.address, '--token-file', tokenFile, '--json'],
+    ...(name ? ['--name', name] : []),
+    ...args,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as { id: string; pid: number };
+}
+
+async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  ms = 20_000,
+): Promise<T> {
+  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+    const value = await probe();
+    if (value !== undefined) return value;
+  }
+  throw new Error(`no ${what} within ${ms} ms`);
+}
+
+test('ferry run starts a job under the agent: only stdio, the caller cwd and environment, in its cgroup', async () => {
+  const a = await startAgent();
+  const dir = mkdtempSync(join(work, 'run-'));
+  const out = join(dir, 'out');
+  const r = await runCli(
+    [
+      ...['run', '--agent', a.address, '--token-file', tokenFile, '--name', 'probe', '--stdout', out, '--'],
+      ...[
+        PYTHON,
+        '-c',
+        'import os; print(os.getcwd()); print(os.environ["FERRY_PROBE"]); print(os.listdir("/proc/self/fd"))',
+      ],
+    ],
+    { env: { FERRY_PROBE: 'from the caller' } },
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^started job (\S+) \(probe\) as pid (\d+) on /);
+  const lines = (
+    await until('output', () =>
+      readFileSync(out, 'utf8').split('\n').length > 3 ? readFileSync(out, 'utf8') : undefined,
+    )
+  ).split('\n');
+  assert.equal(lines[0], process.cwd());
+  assert.equal(lines[1], 'from the caller');
+  // 0, 1, 2, and the one listdir opened: nothing of the agent's.
+  assert.deepEqual((JSON.parse(lines[2]!.replace(/'/g, '"')) as string[]).sort(), ['0', '1', '2', '3']);
+
+  const spin = await run(a, ['--', PYTHON, '-c', SPIN], 'spin');
+  const procs = readFileSync(
+    join(findCgroupMounts().v1Cpu ?? findCgroupMounts().v2!.root, a.cgroup, 'cgroup.procs'),
+    'utf8',
+  );
+  assert.ok(procs.split('\n').includes(String(spin.pid)), `${spin.pid} in ${procs}`);
+  const killed = await callAgent<{ killed: boolean }>(
+    endpoint(a),
+    'POST',
+    `/v1/jobs/${spin.id}/kill`,
+    {},
+    10_000,
+  );
+  assert.equal(killed.killed, true);
+  assert.deepEqual((await load(a)).jobs, []);
+});
+
+test('ferry run refuses what it cannot do, in one line', async () => {
+  const a = await startAgent();
+  const cases: [string[], RegExp][] = [
+    [['run', '--', 'true'], /--agent/],
+    [['run', '--agent', a.address, '--token-file', tokenFile], /wrong number of arguments/],
+    [
+      ['run', '--agent', a.address, '--token-file', tokenFile, '--', 'no-such-program-here'],
+      /no such program on PATH/,
+    ],
+    [
+      ['run', '--agent', a.address, '--token-file', tokenFile, '--name', '../x', '--', 'true'],
+      /"name" must match/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runCli(args);
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, message);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+});
+
+test('load under a CPU quota: capacity, demand and CPU share of the job; /metrics says the same', async () => {
+  const a = await startAgent();
+  const job = await run(a, ['--', PYTHON, '-c', SPIN], 'spinner');
+  const report = await until('a steady load', async () => {
+    const l = await load(a);
+    const j = l.jobs[0];
+    return j && j.cpuSeconds > 1 && j.demand > 0.8 ? l : undefined;
+  });
+  assert.equal(report.host.capacity, CPUS);
+  assert.deepEqual(report.host.cgroup, {
+    path: a.cgroup,
+    version: findCgroupMounts().v2?.cpu ? 2 : 1,
+    quotaCores: CPUS,
+  });
+  const [j] = report.jobs;
+  assert.equal(j!.id, job.id);
+  assert.equal(j!.pid, job.pid);
+  assert.ok(j!.cpuRate > 0.2 && j!.cpuRate < CPUS * 1.25, `CPU share ${j!.cpuRate} within the quota`);
+  assert.ok(report.host.load > 2, `load ${report.host.load}: one runnable thread over ${CPUS} cores`);
+  assert.ok(j!.rssBytes > 1 << 20);
+  assert.equal(typeof report.host.memAvailableBytes, 'number');
+  if (findCgroupMounts().v2) assert.equal(typeof report.host.pressure, 'number', 'PSI read from the v2 twin');
+  const r = await fetch(`http://${a.address}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  const metrics = await r.text();
+  assert.match(metrics, new RegExp(`^ferry_host_capacity_cores ${CPUS}$`, 'm'));
+  assert.match(metrics, new RegExp(`^ferry_job_cpu_cores\\{job="${job.id}"\\} 0\\.\\d+`, 'm'));
+});
+
+test('a job moved on request lands with its id, age and hops; a pinned one stays', async () => {
+  const [a, b] = [await startAgent(), await startAgent()];
+  const job = await run(a, ['--', PYTHON, '-c', SPIN], 'mover');
+  const pinned = await run(a, ['--no-migrate', '--', PYTHON, '-c', SPIN], 'pinned');
+  await until('CPU time', async () =>
+    (await load(a)).jobs.every((j) => j.cpuSeconds > 0.5) ? true : undefined,
+  );
+  const before = (await load(a)).jobs.find((j) => j.id === job.id)!;
+  const moved = await callAgent<HistoryEntry>(
+    endpoint(a),
+    'POST',
+    `/v1/jobs/${job.id}/migrate`,
+    { to: b.address, reason: 'asked by the test' },
+    60_000,
+  );
+  assert.equal(moved.outcome, 'moved', moved.error);
+  assert.ok(moved.downtimeMs! > 0 && moved.bytes! > 0);
+  const there = (await load(b)).jobs.find((j) => j.id === job.id);
+  assert.ok(there, 'the job runs at the target');
+  assert.equal(there.name, 'mover');
+  assert.deepEqual(there.hops, [a.address]);
+  assert.ok(there.cpuSeconds >= before.cpuSeconds, 'its CPU time so far travels with it');
+  assert.ok(there.ageMs >= before.ageMs);
+  assert.ok(there.sinceMoveMs! < there.ageMs);
+  assert.ok(!(await load(a)).jobs.some((j) => j.id === job.id), 'one copy only');
+  const procs = readFileSync(
+    join(findCgroupMounts().v1Cpu ?? findCgroupMounts().v2!.root, b.cgroup, 'cgroup.procs'),
+    'utf8',
+  );
+  assert.ok(procs.split('\n').includes(String(there.pid)), 'in the target agent cgroup');
+
+  const refused = await fetch(`http://${a.address}/v1/jobs/${pinned.id}/migrate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ to: b.address }),
+  });
+  assert.equal(refused.status, 409);
+  assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'FERRY_BUSY');
+  const history = (await load(a)).history;
+  assert.deepEqual(
+    history.map((h) => [h.name, h.outcome, h.reason]),
+    [
+      ['mover', 'moved', 'asked by the test'],
+      ['pinned', 'refused', 'asked'],
+    ],
+  );
+});
+
+test('the balancer moves jobs off a busy agent and every job checks its result', async () => {
+  const dir = mkdtempSync(join(work, 'batch-'));
+  const cluster = await startLocalCluster({ hosts: 2, cpus: 0.3, dir });
+  cleanup(() => cluster.stop());
+  const result = await runBatch(cluster, {
+    jobs: ['a', 'b', 'c'].map((name) => ({ name, cpuSeconds: 1.5 })),
+    host: 0,
+    balance: true,
+    cpus: 0.3,
+    iterationsPerSecond: await calibrateJob(),
+    dir: join(dir, 'jobs'),
+  });
+  assert.ok(
+    result.jobs.every((j) => j.ok),
+    JSON.stringify(result.jobs),
+  );
+  const moved = result.migrations.filter((m) => m.outcome === 'moved');
+  assert.ok(moved.length >= 1, JSON.stringify(result.migrations));
+  assert.ok(moved.every((m) => m.from === cluster.peers[0] && /^load \d/.test(m.reason)));
+  assert.ok(result.jobs.some((j) => j.hosts.length > 1 && j.hosts[1] === cluster.peers[1]));
+});
+
+test('ferry balancer --dry-run only says; killed mid-migration, it loses nothing; cluster status shows it', async () => {
+  const [a, b] = [await startAgent(), await startAgent()];
+  for (const name of ['one', 'two', 'three']) await run(a, ['--', PYTHON, '-c', SPIN], name);
+  await until('CPU time', async () =>
+    (await load(a)).jobs.every((j) => j.cpuSeconds > 0.4) ? true : undefined,
+  );
+  const peers = `${a.address},${b.address}`;
+  const dry = await startProcess(CLI, [
+    'balancer',
+    '--peers',
+    peers,
+    '--token-file',
+    tokenFile,
+    '--interval',
+    '500',
+    '--dry-run',
+    '--json',
+  ]);
+  const decision = JSON.parse(dry.readyLine) as {
+    event: string;
+    dryRun: boolean;
+    decision: { from: string; to: string };
+  };
+  await dry.stop();
+  assert.deepEqual(
+    [decision.event, decision.dryRun, decision.decision.from, decision.decision.to],
+    ['decision', true, a.address, b.address],
+  );
+  assert.equal((await load(a)).jobs.length, 3, 'nothing moved');
+
+  // The balancer dies as soon as the agent has begun the move: the agent carries it out all the same.
+  const balancer = await startProcess(CLI, [
+    'balancer',
+    '--peers',
+    peers,
+    '--token-file',
+    tokenFile,
+    '--interval',
+    '500',
+    '--json',
+  ]);
+  await until('a move begun', async () => ((await load(a)).history.length > 0 ? true : undefined));
+  await balancer.stop();
+  const entry = await until('the end of the move', async () => {
+    const h = (await load(a)).history.at(-1);
+    return h && h.outcome !== 'moving' ? h : undefined;
+  });
+  assert.equal(entry.outcome, 'moved', entry.error);
+  const [onA, onB] = [(await load(a)).jobs, (await load(b)).jobs];
+  assert.equal(onA.length + onB.length, 3, 'every job runs once');
+  assert.deepEqual(
+    onB.map((j) => j.id),
+    [entry.job],
+  );
+
+  const status = await runCli(['cluster', 'status', '--peers', peers, '--token-file', tokenFile, '--json']);
+  assert.equal(status.code, 0, status.stderr);
+  const s = JSON.parse(status.stdout) as {
+    hosts: { peer: string; capacity: number }[];
+    jobs: { host: string }[];
+    last: HistoryEntry[];
+  };
+  assert.deepEqual(
+    s.hosts.map((h) => [h.peer, h.capacity]),
+    [
+      [a.address, CPUS],
+      [b.address, CPUS],
+    ],
+  );
+  assert.equal(s.jobs.filter((j) => j.host === b.address).length, 1);
+  assert.equal(s.last.at(-1)?.outcome, 'moved');
+  const text = await runCli(['cluster', 'status', '--peers', peers, '--token-file', tokenFile]);
+  assert.match(text.stdout, /last migrations: time/);
+  assert.match(text.stdout, new RegExp(`${a.address} -> ${b.address}\\s+moved`));
+});
+
+test('an idle agent asks a busy one for work (--pull-from)', async () => {
+  const a = await startAgent();
+  for (const name of ['p1', 'p2', 'p3']) await run(a, ['--', PYTHON, '-c', SPIN], name);
+  const idle = await startAgent(['--pull-from', a.address]);
+  const got = await until('a job pulled', async () => (await load(idle)).jobs[0], 30_000);
+  assert.deepEqual(got.hops, [a.address]);
+  const entry = (await load(a)).history.find((h) => h.job === got.id)!;
+  assert.equal(entry.to, idle.address);
+  assert.equal(entry.outcome, 'moved');
+});
