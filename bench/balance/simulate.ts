@@ -63,11 +63,12 @@ interface Move {
 export function idealBound(trace: readonly TraceJob[], hosts: number): number {
   let work = 0;
   let latest = 0;
+  let first = Infinity;
   for (const j of trace) {
     work += j.cpuSeconds;
     latest = Math.max(latest, j.arrival + j.cpuSeconds);
+    first = Math.min(first, j.arrival);
   }
-  const first = Math.min(...trace.map((j) => j.arrival));
   return Math.max(first + work / hosts, latest);
 }
 

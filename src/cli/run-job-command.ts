@@ -1,8 +1,10 @@
-// ferry run --agent <host:port> [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]
+// ferry run --agent <host:port>[,<host:port>...] [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]
 //   [--no-migrate] [--json] -- <cmd> [args...]
 import { resolve } from 'node:path';
 import { FerryError } from '../errors.js';
 import { callAgent, parseAddress } from '../migrate/client.js';
+import { gatherLoads, hostView } from '../cluster/balancer.js';
+import { placeJob } from '../cluster/policy.js';
 import { agentToken, printResult, readCa, type Command } from './command.js';
 
 interface Started {
@@ -12,11 +14,30 @@ interface Started {
   agent: string;
 }
 
+/** With several agents, the least loaded that answers (placement at birth); with one, that one. */
+async function chooseAgent(
+  agents: string[],
+  token: string | undefined,
+  ca: Buffer | undefined,
+): Promise<string> {
+  agents.forEach(parseAddress);
+  if (agents.length === 1) return agents[0]!;
+  const loads = await gatherLoads(agents, token, ca);
+  const hosts = [...loads].flatMap(([peer, l]) => (l instanceof Error ? [] : [hostView(peer, l, false)]));
+  const chosen = placeJob(hosts);
+  if (!chosen)
+    throw new FerryError(
+      'FERRY_CONNECTION',
+      `no agent of ${agents.join(', ')} can take the job: ${[...loads.values()].map((l) => (l instanceof Error ? l.message : 'no memory to spare')).join('; ')}`,
+    );
+  return chosen.id;
+}
+
 export const runJobCommand: Command = {
   name: 'run',
-  summary: 'start a job under an agent, which the balancer may move to another host',
+  summary: 'start a job under an agent (the least loaded of several), which the balancer may move',
   usage:
-    'ferry run --agent <host:port> [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]\n' +
+    'ferry run --agent <host:port>[,<host:port>...] [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]\n' +
     '       [--no-migrate] [--json] -- <cmd> [args...]',
   options: {
     agent: { type: 'string' },
@@ -30,14 +51,16 @@ export const runJobCommand: Command = {
   positionals: { min: 1, max: Infinity },
   async run({ values, positionals }) {
     if (typeof values.agent !== 'string')
-      throw new FerryError('FERRY_USAGE', 'give the agent to run the job under: --agent <host:port>');
+      throw new FerryError(
+        'FERRY_USAGE',
+        'give the agent to run the job under: --agent <host:port>[,<host:port>...]',
+      );
+    const token = agentToken(values['token-file']);
+    const ca = readCa(values['tls-ca']);
+    const agent = await chooseAgent(values.agent.split(','), token, ca);
     const file = (name: 'stdout' | 'stderr'): string | undefined =>
       typeof values[name] === 'string' ? resolve(values[name]) : undefined;
-    const endpoint = {
-      ...parseAddress(values.agent),
-      token: agentToken(values['token-file']),
-      ca: readCa(values['tls-ca']),
-    };
+    const endpoint = { ...parseAddress(agent), token, ca };
     const started = await callAgent<Started>(
       endpoint,
       'POST',
@@ -55,8 +78,8 @@ export const runJobCommand: Command = {
     );
     printResult(
       values.json,
-      started,
-      (s) => `started job ${s.id} (${s.name}) as pid ${s.pid} on ${values.agent as string}`,
+      { ...started, agent },
+      (s) => `started job ${s.id} (${s.name}) as pid ${s.pid} on ${s.agent}`,
     );
     return 0;
   },

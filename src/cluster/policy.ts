@@ -34,8 +34,6 @@ export interface HostView {
   memAvailableBytes: number;
   /** A migration in or out is under way: no other starts until it ends. */
   busy: boolean;
-  /** Accepts no job (drained). */
-  closed?: boolean;
   jobs: JobView[];
 }
 
@@ -202,9 +200,7 @@ export function decide(
   for (;;) {
     const sources = byLoad.filter((h) => free.has(h) && hostLoad(h) > 1 && h.id !== options.receiver);
     const targets = byLoad
-      .filter(
-        (h) => free.has(h) && !h.closed && (options.receiver === undefined || h.id === options.receiver),
-      )
+      .filter((h) => free.has(h) && (options.receiver === undefined || h.id === options.receiver))
       .reverse();
     let best: Candidate | undefined;
     for (const from of sources.slice(0, p.candidates))
@@ -252,3 +248,21 @@ export const POLICIES: Record<string, Partial<PolicyParams>> = {
   /** Moves only what clearly pays: long jobs, a slow or shared network. */
   cautious: { minGainSeconds: 10, gainCostRatio: 4, loadMargin: 0.5, minStayMs: 60_000 },
 };
+
+/**
+ * Placement at birth (`ferry run --agent a,b,c`): the host where one more job makes the least
+ * load, among those with room for `rssBytes`; undefined when none has.
+ */
+export function placeJob(
+  hosts: readonly HostView[],
+  rssBytes = 0,
+  params: Partial<PolicyParams> = {},
+): HostView | undefined {
+  const p = { ...DEFAULT_PARAMS, ...params };
+  let best: HostView | undefined;
+  for (const h of hosts) {
+    if (h.memAvailableBytes < rssBytes * p.memoryHeadroom + p.memoryReserveBytes) continue;
+    if (!best || hostLoad(h, 1) < hostLoad(best, 1)) best = h;
+  }
+  return best;
+}

@@ -330,6 +330,22 @@ test('ferry balancer --dry-run only says; killed mid-migration, it loses nothing
   const text = await runCli(['cluster', 'status', '--peers', peers, '--token-file', tokenFile]);
   assert.match(text.stdout, /last migrations: time/);
   assert.match(text.stdout, new RegExp(`${a.address} -> ${b.address}\\s+moved`));
+
+  // Placement at birth: of two agents, the one where the job adds the least load.
+  const placed = await runCli([
+    'run',
+    '--agent',
+    peers,
+    '--token-file',
+    tokenFile,
+    '--json',
+    '--',
+    PYTHON,
+    '-c',
+    SPIN,
+  ]);
+  assert.equal(placed.code, 0, placed.stderr);
+  assert.equal((JSON.parse(placed.stdout) as { agent: string }).agent, b.address);
 });
 
 test('an idle agent asks a busy one for work (--pull-from)', async () => {
