@@ -2,7 +2,6 @@
 // (threads runnable, which counts time spent throttled by a quota or waiting for a CPU), RSS and CPU
 // time; for the host its capacity, demand, CPU pressure and memory. Sampled on a timer and smoothed,
 // so that one look does not decide a migration.
-import { readFileSync } from 'node:fs';
 import { parseStat } from '../proc/stat.js';
 import { listProcDir, readProcText } from '../proc/files.js';
 
@@ -116,14 +115,4 @@ export class LoadMonitor {
       }
     );
   }
-}
-
-/** MemAvailable and MemTotal of /proc/meminfo, in bytes. */
-export function hostMemory(text = readFileSync('/proc/meminfo', 'latin1')): {
-  availableBytes: number;
-  totalBytes: number;
-} {
-  const kib = (name: string): number =>
-    Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
-  return { availableBytes: kib('MemAvailable'), totalBytes: kib('MemTotal') };
 }

@@ -263,7 +263,7 @@ test('ferry balancer --dry-run only says; killed mid-migration, it loses nothing
     (await load(a)).jobs.every((j) => j.cpuSeconds > 0.4) ? true : undefined,
   );
   const peers = `${a.address},${b.address}`;
-  const dry = await startProcess(CLI, [
+  const balancerArgs = [
     'balancer',
     '--peers',
     peers,
@@ -271,9 +271,9 @@ test('ferry balancer --dry-run only says; killed mid-migration, it loses nothing
     tokenFile,
     '--interval',
     '500',
-    '--dry-run',
     '--json',
-  ]);
+  ];
+  const dry = await startProcess(CLI, [...balancerArgs, '--dry-run']);
   const decision = JSON.parse(dry.readyLine) as {
     event: string;
     dryRun: boolean;
@@ -287,16 +287,7 @@ test('ferry balancer --dry-run only says; killed mid-migration, it loses nothing
   assert.equal((await load(a)).jobs.length, 3, 'nothing moved');
 
   // The balancer dies as soon as the agent has begun the move: the agent carries it out all the same.
-  const balancer = await startProcess(CLI, [
-    'balancer',
-    '--peers',
-    peers,
-    '--token-file',
-    tokenFile,
-    '--interval',
-    '500',
-    '--json',
-  ]);
+  const balancer = await startProcess(CLI, balancerArgs);
   await until('a move begun', async () => ((await load(a)).history.length > 0 ? true : undefined));
   await balancer.stop();
   const entry = await until('the end of the move', async () => {
