@@ -9,7 +9,7 @@ import { basename, isAbsolute, join } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
 import { capacityOf, type CpuCgroup } from '../cluster/cgroup.js';
 import { JOB_ID } from '../cluster/job.js';
-import { LoadMonitor, processTree } from '../cluster/load.js';
+import { LoadMonitor } from '../cluster/load.js';
 import { hostMemory } from '../proc/meminfo.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode } from '../migrate/migrate.js';
@@ -224,7 +224,8 @@ export class Jobs {
         targetPid: result.targetPid,
       });
     } catch (err) {
-      const ended = this.o.registry.get(p.pid)?.state === 'exited' || !processTree(p.pid).length;
+      this.o.registry.list(); // reaps it, if it ended
+      const ended = this.o.registry.get(p.pid)?.state === 'exited';
       entry.outcome = isFerryError(err, 'FERRY_MIGRATION_IN_DOUBT')
         ? 'in-doubt'
         : ended

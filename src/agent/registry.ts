@@ -101,7 +101,11 @@ export class Registry {
         status = reapIfEnded(p.pid);
       } catch (err) {
         if (!isErrno(err, 'ECHILD')) throw err;
-        status = null;
+        // Reaped already, as a tracee, by the dump that saw it die (a migration's source copy,
+        // or a job that ended while being moved): how it ended is no longer known here.
+        if (p.state === 'migrated') p.exit = { signal: SIG.SIGKILL };
+        else p.state = 'exited';
+        continue;
       }
       if (!status || status.kind === 'stopped') continue;
       p.exit = status.kind === 'exited' ? { code: status.code } : { signal: status.signal };

@@ -13,7 +13,7 @@ import { callAgent } from '../../src/migrate/client.js';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { CLI, PYTHON } from '../helpers/paths.js';
-import { startProcess, type Started } from '../helpers/processes.js';
+import { processState, startProcess, type Started } from '../helpers/processes.js';
 import { becomeSubreaper, killAndReap, treeOf } from '../helpers/reaper.js';
 
 const TOKEN = 'cluster-token-0123456789abcdef';
@@ -42,9 +42,11 @@ before(() => {
 let agents = 0;
 
 /** An agent on loopback whose jobs share `cpus` cores; it and every job it has die with the tests. */
-async function startAgent(extra: string[] = [], cpus = CPUS): Promise<TestAgent> {
+async function startAgent(extra: string[] = [], cpus = CPUS, env: string[] = []): Promise<TestAgent> {
   const cgroup = `ferry-test-${process.pid}-${agents++}`;
-  const p = await startProcess(CLI, [
+  const p = await startProcess('/usr/bin/env', [
+    ...env,
+    CLI,
     ...['agent', '--listen', '127.0.0.1:0', '--data-dir', join(work, cgroup), '--token-file', tokenFile],
     ...['--cgroup', cgroup, '--cpus', String(cpus), ...extra],
   ]);
@@ -348,4 +350,28 @@ test('an idle agent asks a busy one for work (--pull-from)', async () => {
   const entry = (await load(a)).history.find((h) => h.job === got.id)!;
   assert.equal(entry.to, idle.address);
   assert.equal(entry.outcome, 'moved');
+});
+
+test('a job that ends while being moved is accounted for: nothing runs anywhere', async () => {
+  // The source agent stops itself once it has frozen the job (FERRY_FAULT), and the job is killed then.
+  const a = await startAgent([], CPUS, ['FERRY_FAULT=frozen:STOP']);
+  const b = await startAgent();
+  const job = await run(a, ['--', PYTHON, '-c', SPIN], 'doomed');
+  const moving = callAgent<HistoryEntry>(
+    endpoint(a),
+    'POST',
+    `/v1/jobs/${job.id}/migrate`,
+    { to: b.address },
+    60_000,
+  );
+  await until('the agent stopped at the fault', () =>
+    processState(a.process.pid) === 'T' ? true : undefined,
+  );
+  killAndReap(job.pid);
+  process.kill(a.process.pid, 'SIGCONT');
+  const entry = await moving;
+  assert.equal(entry.outcome, 'exited', JSON.stringify(entry));
+  assert.deepEqual((await load(a)).jobs, []);
+  assert.deepEqual((await load(b)).jobs, []);
+  assert.equal((await load(a)).history.at(-1)?.outcome, 'exited');
 });
