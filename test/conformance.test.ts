@@ -94,6 +94,7 @@ const WHOLE = [
   'seccomp',
   'accept-queue',
   'fanotify',
+  'packet',
 ];
 
 for (const name of WHOLE) {
@@ -137,6 +138,7 @@ const REFUSED: [string, RegExp][] = [
   ],
   ['scm-rights', /is a Unix socket with descriptors or credentials in flight in its queue \(SCM_RIGHTS\)/],
   ['aio', /VMA 0x[0-9a-f]+-0x[0-9a-f]+ \(deleted-file\) is the ring of an AIO context \(io_setup\)/],
+  ['packet-ring', /fd \d+ is a packet socket with mmap rings \(PACKET_RX_RING\/PACKET_TX_RING\)/],
 ];
 
 for (const [name, message] of REFUSED) {

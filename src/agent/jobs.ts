@@ -119,7 +119,8 @@ export class Jobs {
   }
 
   private live(): ManagedProcess[] {
-    return this.o.registry.list().filter((p) => p.job && (p.state === 'running' || p.state === 'held'));
+    // A job held for a migration coming in is not here yet: it still runs at its source.
+    return this.o.registry.list().filter((p) => p.job && p.state === 'running');
   }
 
   private sample(): void {

@@ -76,6 +76,7 @@ export function checkLeastPrivilege(caller: Caller, manifest: Manifest, user = h
     for (const f of state.files) {
       if (f.kind === 'pty' && f.uid !== uid) refuse(`own /dev/pts/${f.index} as uid ${f.uid} (fd ${f.fd})`);
       if (f.kind === 'fanotify') refuse(`have a fanotify instance (fd ${f.fd}), which needs CAP_SYS_ADMIN`);
+      if (f.kind === 'packet') refuse(`have a packet socket (fd ${f.fd}), which needs CAP_NET_RAW`);
       if (f.kind !== 'socket' && f.kind !== 'unix') continue;
       const option = privilegedSockopt(f.options);
       if (option) refuse(`set ${option} on fd ${f.fd}, which needs CAP_NET_ADMIN or CAP_NET_RAW`);

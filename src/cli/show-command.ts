@@ -176,6 +176,13 @@ function describeFd(f: FdRecord): string {
       return `${f.key}, shared with ${f.holder} outside the image: restore with --inherit-fd fd[N]:${f.key}`;
     case 'fanotify':
       return `fanotify marking ${f.marks.map((m) => `${m.kind} ${m.path} (mask 0x${m.mask.toString(16)})`).join(', ') || 'nothing'}`;
+    case 'packet': {
+      const type = f.type === SOCK.DGRAM ? 'datagram' : 'raw';
+      const members = f.memberships.map(
+        (m) => `${['multicast', 'promiscuous', 'allmulti', 'unicast'][m.type]} on ${m.interface}`,
+      );
+      return `packet socket (${type}, protocol 0x${f.protocol.toString(16)}) ${f.interface === '' ? 'on every interface' : `bound to ${f.interface}`}${members.length > 0 ? `, ${members.join(', ')}` : ''}`;
+    }
     case 'inotify':
       return `inotify watching ${f.watches.map((w) => `${w.path} (wd ${w.wd}, mask 0x${w.mask.toString(16)})`).join(', ') || 'nothing'}`;
     default:

@@ -18,7 +18,7 @@ import {
 import { PART_NAME } from './sink.js';
 
 export const IMAGE_FORMAT = 'ferry-image';
-export const IMAGE_VERSION = 8;
+export const IMAGE_VERSION = 9;
 
 export const partRecord = object({
   size: integer(0, Number.MAX_SAFE_INTEGER),

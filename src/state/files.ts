@@ -40,6 +40,7 @@ import {
 import { fdSocket } from './fd-socket.js';
 import { fdInotify } from './fd-inotify.js';
 import { fdFanotify } from './fd-fanotify.js';
+import { fdPacket } from './fd-packet.js';
 import { fdSignalfd } from './fd-signalfd.js';
 import { fdTimerfd } from './fd-timerfd.js';
 import { fdTty } from './fd-tty.js';
@@ -64,6 +65,7 @@ export const FD_KINDS = [
   fdSignalfd,
   fdInotify,
   fdFanotify,
+  fdPacket,
   fdUnix,
 ] as const;
 

@@ -347,7 +347,10 @@ test('an idle agent asks a busy one for work (--pull-from)', async () => {
   const idle = await startAgent(['--pull-from', a.address]);
   const got = await until('a job pulled', async () => (await load(idle)).jobs[0], 30_000);
   assert.deepEqual(got.hops, [a.address]);
-  const entry = (await load(a)).history.find((h) => h.job === got.id)!;
+  // The source records the outcome once the target has said the job runs: a moment after.
+  const entry = await until('the outcome', async () =>
+    (await load(a)).history.find((h) => h.job === got.id && h.outcome !== 'moving'),
+  );
   assert.equal(entry.to, idle.address);
   assert.equal(entry.outcome, 'moved');
 });
