@@ -95,6 +95,7 @@ const WHOLE = [
   'accept-queue',
   'fanotify',
   'packet',
+  'inotify-deleted',
 ];
 
 for (const name of WHOLE) {

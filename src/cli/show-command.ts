@@ -184,7 +184,7 @@ function describeFd(f: FdRecord): string {
       return `packet socket (${type}, protocol 0x${f.protocol.toString(16)}) ${f.interface === '' ? 'on every interface' : `bound to ${f.interface}`}${members.length > 0 ? `, ${members.join(', ')}` : ''}`;
     }
     case 'inotify':
-      return `inotify watching ${f.watches.map((w) => `${w.path} (wd ${w.wd}, mask 0x${w.mask.toString(16)})`).join(', ') || 'nothing'}`;
+      return `inotify watching ${f.watches.map((w) => `${w.path}${w.via === null ? '' : ` (deleted, through fd ${w.via})`} (wd ${w.wd}, mask 0x${w.mask.toString(16)})`).join(', ') || 'nothing'}`;
     default:
       return f.path;
   }

@@ -1,11 +1,13 @@
 // inotify: each watch's path and event mask. fdinfo names a watched file by its handle, which
-// open_by_handle_at turns into a path, on a mount of the filesystem the watch's device is. Restore
-// adds the watches again under the numbers (wd) they had: a new instance numbers them from 1 up, one
-// more each time, so a gap is crossed by adding a watch and removing it again. Events queued and
-// not read at dump time are not kept (the dump warns).
-import { closeSync, openSync } from 'node:fs';
+// open_by_handle_at turns into a path, on a mount of the filesystem the watch's device is. A file
+// deleted since is watched through a descriptor of the process that holds it open (its watch lives
+// only while someone does): the restored descriptor's file gets the watch, through /proc/self/fd.
+// Restore adds the watches again under the numbers (wd) they had: a new instance numbers them from
+// 1 up, one more each time, so a gap is crossed by adding a watch and removing it again. Events
+// queued and not read at dump time are not kept (the dump warns).
+import { closeSync, openSync, statSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { array, integer, object, string, type Infer } from '../image/schema.js';
+import { array, integer, nullable, object, string, type Infer } from '../image/schema.js';
 import { readProcText } from '../proc/files.js';
 import { parseInotifyWatches, type InotifyWatch } from '../proc/inotify.js';
 import { parseMountinfo, type Mount } from '../proc/mountinfo.js';
@@ -14,7 +16,7 @@ import { pathOfHandle } from '../sys/handle.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { asUser, unsupportedMessage } from './context.js';
-import type { FdKind, FilesDumpContext } from './fd-kind.js';
+import type { FdKind, FilesDumpContext, FilesRestoreContext } from './fd-kind.js';
 
 const FIONREAD = 0x541b;
 const DELETED = ' (deleted)';
@@ -23,6 +25,8 @@ const watchRecord = object({
   wd: integer(1, 2 ** 31 - 1),
   path: string({ max: 4096 }),
   mask: integer(0, 2 ** 32 - 1),
+  /** The descriptor of the process through which a deleted file is watched, else null. */
+  via: nullable(integer(0, 1 << 20)),
 });
 
 const record = object({
@@ -41,8 +45,16 @@ function mountOf(mounts: readonly Mount[], w: Pick<InotifyWatch, 'major' | 'mino
 /** What names a watched file: its inode and device, and its handle. */
 export type HandleMark = Pick<InotifyWatch, 'wd' | 'ino' | 'major' | 'minor' | 'handleType' | 'handle'>;
 
-/** The path of each watched file, from its handle (inotify watches, fanotify inode marks). */
-export function watchPaths(ctx: FilesDumpContext, fd: number, watches: readonly HandleMark[]): string[] {
+/**
+ * The path of each watched file, from its handle (inotify watches, fanotify inode marks). A deleted
+ * one is refused unless `deleted` says what to do with it (its path ends in " (deleted)").
+ */
+export function watchPaths(
+  ctx: FilesDumpContext,
+  fd: number,
+  watches: readonly HandleMark[],
+  deleted?: (w: HandleMark, path: string) => string,
+): string[] {
   const refuse = (w: HandleMark, why: string): never => {
     throw new FerryError(
       'FERRY_UNSUPPORTED_STATE',
@@ -66,7 +78,7 @@ export function watchPaths(ctx: FilesDumpContext, fd: number, watches: readonly 
       } catch {
         return refuse(w, 'ferry cannot open by its handle (it is gone?)');
       }
-      if (path.endsWith(DELETED)) refuse(w, 'has been deleted');
+      if (path.endsWith(DELETED)) return deleted?.(w, path) ?? refuse(w, 'has been deleted');
       return path;
     });
   } finally {
@@ -98,45 +110,103 @@ export const fdInotify: FdKind<'inotify', InotifyRecord> = {
     const source = `/proc/${ctx.pid}/fdinfo/${info.fd}`;
     const records = info.fdinfo.records.filter((r) => r.key === 'inotify').map((r) => r.value);
     const watches = parseInotifyWatches(records, source);
-    const paths = watchPaths(ctx, info.fd, watches);
+    const via = new Map<number, number>();
+    const paths = watchPaths(ctx, info.fd, watches, (w, path) => {
+      const fd = holder(ctx, w) ?? refuseDeleted(ctx, info.fd, w);
+      via.set(w.wd, fd);
+      return path.slice(0, -DELETED.length);
+    });
     warnUnread(ctx, info.fd, 'inotify');
     return {
       fd: info.fd,
       flags: info.fdinfo.flags,
-      watches: watches.map((w, i) => ({ wd: w.wd, path: paths[i]!, mask: w.mask })),
+      watches: watches.map((w, i) => ({
+        wd: w.wd,
+        path: paths[i]!,
+        mask: w.mask,
+        via: via.get(w.wd) ?? null,
+      })),
     };
   },
   restore(ctx, rec, fds) {
-    const remote = ctx.remote;
     const made = fds.create({ name: 'inotify_init1', nr: NR.inotify_init1, args: [rec.flags & O.NONBLOCK] });
     fds.flush();
-    // Numbers are handed out from 1 up, one more each time: a number no watch had is crossed by
-    // adding the next watch and removing it again.
-    let next = 1;
-    for (const w of rec.watches) {
-      remote.withData(() => {
-        // A watch is added with the process's file credentials (asUser()).
-        const add = asUser(ctx, {
-          name: `inotify_add_watch(${w.path})`,
-          nr: NR.inotify_add_watch,
-          args: [made, remote.putString(w.path), w.mask],
-        });
-        const calls: RemoteCall[] = [];
-        for (; next < w.wd; next++)
-          calls.push(...add.calls, {
-            name: `inotify_rm_watch(${next})`,
-            nr: NR.inotify_rm_watch,
-            args: [made, next],
-          });
-        const got = remote.batch([...calls, ...add.calls])[calls.length + add.at];
-        if (got !== BigInt(w.wd))
-          throw new FerryError(
-            'FERRY_RESTORE_FAILED',
-            `fd ${rec.fd} (inotify): ${w.path} came back as watch ${got}, not ${w.wd}`,
-          );
-        next++;
-      });
-    }
     fds.place(rec.fd, made, rec.flags);
+    // A deleted file is watched through its descriptor, in place only once every one is: then all
+    // the watches are added, in order, after the placing (their paths kept till then).
+    if (rec.watches.some((w) => w.via !== null))
+      addWatches(ctx, rec, rec.fd, (calls) => calls.forEach((c) => fds.after(c)));
+    else addWatches(ctx, rec, made, (calls) => ctx.remote.batch(calls), true);
   },
 };
+
+/**
+ * Add `rec`'s watches to the instance at `fd`, each under its number: a number no watch had is
+ * crossed by adding the next watch and removing it again. `run` runs each watch's calls, now
+ * (`scoped`: each in scratch memory of its own; its result checked here) or after the placing.
+ */
+function addWatches(
+  ctx: FilesRestoreContext,
+  rec: InotifyRecord,
+  fd: number,
+  run: (calls: RemoteCall[]) => bigint[] | void,
+  scoped = false,
+): void {
+  const remote = ctx.remote;
+  let next = 1;
+  for (const w of rec.watches) {
+    const one = (): void => {
+      const path = w.via === null ? w.path : `/proc/self/fd/${w.via}`;
+      // A watch is added with the process's file credentials (asUser()).
+      const add = asUser(ctx, {
+        name: `inotify_add_watch(${w.path})`,
+        nr: NR.inotify_add_watch,
+        args: [fd, remote.putString(path), w.mask],
+      });
+      const calls: RemoteCall[] = [];
+      for (; next < w.wd; next++)
+        calls.push(...add.calls, {
+          name: `inotify_rm_watch(${next})`,
+          nr: NR.inotify_rm_watch,
+          args: [fd, next],
+        });
+      const got = run([...calls, ...add.calls])?.[calls.length + add.at];
+      if (got !== undefined && got !== BigInt(w.wd))
+        throw new FerryError(
+          'FERRY_RESTORE_FAILED',
+          `fd ${rec.fd} (inotify): ${w.path} came back as watch ${got}, not ${w.wd}`,
+        );
+      next++;
+    };
+    if (scoped) remote.withData(one);
+    else one();
+  }
+}
+
+/** The descriptor of the process open on watched file `w` (its inode and device), if one is. */
+function holder(ctx: FilesDumpContext, w: HandleMark): number | undefined {
+  for (const [fd, info] of ctx.fds) {
+    if (!info.target.endsWith(DELETED)) continue;
+    try {
+      const { ino, dev } = statSync(`/proc/${ctx.pid}/fd/${fd}`, { bigint: true });
+      // dev_t as glibc encodes it: major in bits 8-19 and 32-43, minor in 0-7 and 20-31.
+      const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+      const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+      if (ino === w.ino && major === w.major && minor === w.minor) return fd;
+    } catch {
+      // closed meanwhile: not this one
+    }
+  }
+  return undefined;
+}
+
+function refuseDeleted(ctx: FilesDumpContext, fd: number, w: HandleMark): never {
+  throw new FerryError(
+    'FERRY_UNSUPPORTED_STATE',
+    unsupportedMessage(
+      ctx.pid,
+      `fd ${fd} watches inode ${w.ino} (mark ${w.wd}), which`,
+      'has been deleted and is open under no descriptor of the process',
+    ),
+  );
+}
