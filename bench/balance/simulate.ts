@@ -90,6 +90,8 @@ export function simulate(trace: readonly TraceJob[], strategy: Strategy, o: SimO
    * what the other submitters placed meanwhile.
    */
   let reported = hosts.map(() => 0);
+  /** Host indexes by reported load, lowest first (sorted at each report). */
+  let byReported = hosts.map((_, i) => i);
   const placedSince = new Map<number, Map<number, number>>();
   const moves: Move[] = [];
   let next = 0;
@@ -113,6 +115,7 @@ export function simulate(trace: readonly TraceJob[], strategy: Strategy, o: SimO
     }
     if (t >= nextLook) {
       reported = hosts.map((h) => h.jobs.length);
+      byReported = hosts.map((_, i) => i).sort((a, b) => reported[a]! - reported[b]!);
       placedSince.clear();
       if (balances) {
         for (const d of decide(view(hosts, t), { params }, o.bandwidthBytesPerSecond)) {
@@ -174,9 +177,12 @@ export function simulate(trace: readonly TraceJob[], strategy: Strategy, o: SimO
   function place(submitter: number): number {
     let mine = placedSince.get(submitter);
     if (!mine) placedSince.set(submitter, (mine = new Map<number, number>()));
+    // The least of reported + own placements: scanned by reported load, up to where the reported
+    // load alone is no lower than the best found (own placements only add).
     let best = 0;
     let bestLoad = Infinity;
-    for (let i = 0; i < reported.length; i++) {
+    for (const i of byReported) {
+      if (reported[i]! >= bestLoad) break;
       const load = reported[i]! + (mine.get(i) ?? 0);
       if (load < bestLoad) [best, bestLoad] = [i, load];
     }

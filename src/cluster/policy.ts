@@ -195,19 +195,31 @@ export function decide(
   const p = { ...DEFAULT_PARAMS, ...options.params };
   const bw = bandwidth ?? p.bandwidthBytesPerSecond;
   const free = new Set(hosts.filter((h) => !h.busy));
+  const loads = new Map(hosts.map((h) => [h, hostLoad(h)]));
+  const byLoad = [...free].sort((a, b) => loads.get(b)! - loads.get(a)!);
+  const sources = byLoad.filter((h) => loads.get(h)! > 1 && h.id !== options.receiver);
+  const targets = byLoad.filter((h) => options.receiver === undefined || h.id === options.receiver).reverse();
+  // The first candidates of each list still free: a host leaves `free` once in a move, and the
+  // lists are scanned from the first still free on (at 10,000 hosts, not from the top each time).
+  const starts = new Map<HostView[], number>();
+  const window = (list: HostView[]): HostView[] => {
+    let at = starts.get(list) ?? 0;
+    while (at < list.length && !free.has(list[at]!)) at++;
+    starts.set(list, at);
+    const out: HostView[] = [];
+    for (let i = at; i < list.length && out.length < p.candidates; i++)
+      if (free.has(list[i]!)) out.push(list[i]!);
+    return out;
+  };
   const decisions: Decision[] = [];
-  const byLoad = [...free].sort((a, b) => hostLoad(b) - hostLoad(a));
   for (;;) {
-    const sources = byLoad.filter((h) => free.has(h) && hostLoad(h) > 1 && h.id !== options.receiver);
-    const targets = byLoad
-      .filter((h) => free.has(h) && (options.receiver === undefined || h.id === options.receiver))
-      .reverse();
     let best: Candidate | undefined;
-    for (const from of sources.slice(0, p.candidates))
-      for (const to of targets.slice(0, p.candidates)) {
-        if (to === from) continue;
+    const to = window(targets);
+    for (const from of window(sources))
+      for (const target of to) {
+        if (target === from) continue;
         for (const job of from.jobs) {
-          const c = evaluate(job, from, to, p, bw);
+          const c = evaluate(job, from, target, p, bw);
           if (c && (!best || c.gain - c.cost > best.gain - best.cost)) best = c;
         }
       }
