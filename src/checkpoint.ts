@@ -364,6 +364,9 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
   const preCopy = precopyChoice(options);
   // Made once the options hold: a refused command line leaves no directory behind.
   const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
+  // Should ferry die before the commit, its guardian removes the image it had begun.
+  const partial = sink instanceof DirSink ? sink.partial : undefined;
+  if (partial) guardian.partial(partial);
   let baseline = options.baseline;
   let pre: Precopy | undefined;
   const parts: Record<string, PartSummary> = {};
@@ -509,6 +512,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       options.beforeFence?.();
       for (const t of tracees) t.fence();
     });
+    if (partial) guardian.unpartial(partial);
     timings.mark('commit');
     plan.committed(sink.location, checksum, rangeSpans(captures[0]!.ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
@@ -544,6 +548,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     } finally {
       await Promise.allSettled(partWrites);
       await sink.abort();
+      if (partial) guardian.unpartial(partial);
     }
     if (isFerryError(err, 'FERRY_INTERRUPTED') && !options.sink)
       throw new FerryError(

@@ -6,7 +6,7 @@
 // from its stdin, a pipe only ferry writes to, ending without ferry's farewell; it then removes
 // them, reports on stderr, and exits.
 import { spawn } from 'node:child_process';
-import { closeSync, writeSync } from 'node:fs';
+import { closeSync, rmSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { ferryCommand } from './launcher.js';
 import { readProcText } from './proc/files.js';
@@ -29,6 +29,7 @@ type Message =
   | { op: 'migrating'; pid: number; id: string; to: WireEndpoint; timeoutMs: number }
   | { op: 'scratch'; pid: number; base: string; size: number }
   | { op: 'unscratch' | 'release'; pid: number }
+  | { op: 'partial' | 'unpartial'; path: string }
   | { op: 'bye' };
 
 /** Ferry's side: starts the guardian and tells it what ferry is about to do. */
@@ -81,6 +82,15 @@ export class Guardian implements TraceeWatch {
     this.send({ op: 'release', pid });
   }
 
+  /** A dump writes its image in `path` until its commit: removed should ferry die first. */
+  partial(path: string): void {
+    this.send({ op: 'partial', path });
+  }
+
+  unpartial(path: string): void {
+    this.send({ op: 'unpartial', path });
+  }
+
   /** Process `pid` is about to be fenced for migration `id` to `to` (until released). */
   migrating(pid: number, id: string, to: AgentEndpoint, timeoutMs: number): void {
     this.send({ op: 'migrating', pid, id, to: { ...to, ca: to.ca?.toString('utf8') }, timeoutMs });
@@ -121,6 +131,7 @@ interface Held {
 /** The guardian's side: read what ferry says until its end; if ferry died, clean up. */
 export async function guard(input: NodeJS.ReadableStream, log: (line: string) => void): Promise<void> {
   const held = new Map<number, Held>();
+  const partials = new Set<string>();
   let bye = false;
   for await (const line of createInterface({ input })) {
     let m: Message;
@@ -132,6 +143,8 @@ export async function guard(input: NodeJS.ReadableStream, log: (line: string) =>
     if (m.op === 'bye') bye = true;
     else if (m.op === 'hold') held.set(m.pid, { start: BigInt(m.start) });
     else if (m.op === 'release') held.delete(m.pid);
+    else if (m.op === 'partial') partials.add(m.path);
+    else if (m.op === 'unpartial') partials.delete(m.path);
     else if (m.op === 'scratch') {
       const h = held.get(m.pid);
       if (h) h.scratch = { base: BigInt(m.base), size: m.size };
@@ -145,6 +158,10 @@ export async function guard(input: NodeJS.ReadableStream, log: (line: string) =>
     }
   }
   if (bye) return;
+  for (const path of partials) {
+    rmSync(path, { recursive: true, force: true });
+    log(`removed the image ferry had begun in ${path}`);
+  }
   for (const [pid, h] of held) {
     try {
       log(h.migration ? await settle(pid, h, h.migration) : recover(pid, h));

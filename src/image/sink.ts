@@ -126,7 +126,8 @@ async function writeAt(fd: number, data: Uint8Array, position: number): Promise<
  * place on commit, manifest last, so a crash or a full disk never leaves a half-written image.
  */
 export class DirSink implements ImageSink {
-  private readonly partial: string;
+  /** Where the parts are written until the commit moves them into place. */
+  readonly partial: string;
   private readonly replaced: string;
   private readonly written: string[] = [];
   /** Parts still being written: each closes its descriptor and unmaps its room (abort()). */
