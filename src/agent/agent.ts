@@ -184,6 +184,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   const migrations = new Migrations(dataDir, registry, idleMs, options.onWarning);
   const jobs = new Jobs({
     registry,
+    dataDir,
     cgroup,
     peerCa: options.peerCa,
     incoming: () =>
@@ -215,6 +216,10 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     const migration = /^\/v1\/migrations\/([^/]+)(\/commit)?$/.exec(path);
     const moveJob = /^\/v1\/jobs\/([^/]+)\/migrate$/.exec(path);
     const killJob = /^\/v1\/jobs\/([^/]+)\/kill$/.exec(path);
+    if (method === 'POST' && (path === '/v1/drain' || path === '/v1/undrain')) {
+      jobs.drain(caller, path === '/v1/drain');
+      return send(res, 200, { drained: jobs.drained });
+    }
     if (method === 'POST' && killJob) {
       const p = jobs.kill(decodeURIComponent(killJob[1]!), caller);
       return send(res, 200, { id: p.job!.id, pid: p.pid, killed: true });
@@ -293,6 +298,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       const id = req.headers['ferry-migration-id'];
       if (typeof id !== 'string' || !MIGRATION_ID.test(id))
         throw new HttpError(400, `the Ferry-Migration-Id header must match ${MIGRATION_ID.source}`);
+      jobs.open('it takes no migration in');
       // A migration comes in once: a stream sent again under its id is turned away at the door.
       if (migrations.get(id)) throw new HttpError(409, `migration ${id} exists already`);
       const streaming = migrations.streaming(caller.tokenId);

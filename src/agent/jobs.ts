@@ -3,7 +3,7 @@
 // on request (POST /v1/jobs/:id/migrate), one at a time. Every request to move one, and how it
 // ended, is kept in the agent's history.
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, isAbsolute, join } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
@@ -92,6 +92,8 @@ export interface LoadReport {
     memTotalBytes: number;
     /** A migration in or out is under way. */
     busy: boolean;
+    /** Drained (`ferry drain`): it takes no new job until undrained. */
+    drained: boolean;
   };
   jobs: JobReport[];
   history: HistoryEntry[];
@@ -99,6 +101,8 @@ export interface LoadReport {
 
 export interface JobsOptions {
   registry: Registry;
+  /** Where the agent keeps whether it is drained, across restarts. */
+  dataDir: string;
   cgroup: CpuCgroup | undefined;
   /** TLS CA of the other agents (they speak TLS). */
   peerCa?: Buffer;
@@ -118,6 +122,27 @@ export class Jobs {
     this.timer.unref();
   }
 
+  private get drainedFile(): string {
+    return join(this.o.dataDir, 'drained');
+  }
+
+  /** Drained: no new job starts or arrives here until undrained (kept across restarts). */
+  get drained(): boolean {
+    return existsSync(this.drainedFile);
+  }
+
+  drain(caller: Caller, drained: boolean): void {
+    mayManage(caller);
+    if (drained) writeFileSync(this.drainedFile, `${new Date().toISOString()}\n`);
+    else rmSync(this.drainedFile, { force: true });
+  }
+
+  /** Refuse a new job here while drained. */
+  open(what: string): void {
+    if (this.drained)
+      throw new FerryError('FERRY_BUSY', `this agent is drained: ${what} (ferry undrain it first)`);
+  }
+
   private live(): ManagedProcess[] {
     // A job held for a migration coming in is not here yet: it still runs at its source.
     return this.o.registry.list().filter((p) => p.job && p.state === 'running');
@@ -130,6 +155,7 @@ export class Jobs {
   /** Start a job (POST /v1/jobs). */
   run(request: RunRequest, caller: Caller): ManagedProcess {
     mayManage(caller);
+    this.open('it starts no job');
     const path = resolveProgram(request.argv[0]!, request.cwd, request.env);
     const id = `${basename(request.argv[0]!).replace(/[^A-Za-z0-9._-]/g, '') || 'job'}-${randomBytes(4).toString('hex')}`;
     const name = request.name ?? id;
@@ -278,6 +304,7 @@ export class Jobs {
         memAvailableBytes: memory.availableBytes,
         memTotalBytes: memory.totalBytes,
         busy: this.outgoing !== undefined || this.o.incoming() > 0,
+        drained: this.drained,
       },
       jobs,
       history: [...this.history],

@@ -47,7 +47,7 @@ export function renderStatus(s: ReturnType<typeof clusterStatus>): string {
             h.pressure === null ? '-' : `${h.pressure.toFixed(1)}%`,
             formatBytes(h.memAvailableBytes),
             String(s.jobs.filter((j) => j.host === h.peer).length),
-            h.busy ? 'migrating' : 'ok',
+            [h.drained ? 'drained' : '', h.busy ? 'migrating' : ''].filter(Boolean).join(', ') || 'ok',
           ],
     ),
   );

@@ -21,6 +21,8 @@ const COMMANDS: readonly { name: string; load: () => Promise<Command> }[] = [
   { name: 'resolve', load: async () => (await import('./resolve-command.js')).resolveCommand },
   { name: 'run', load: async () => (await import('./run-job-command.js')).runJobCommand },
   { name: 'balancer', load: async () => (await import('./balancer-command.js')).balancerCommand },
+  { name: 'drain', load: async () => (await import('./drain-command.js')).drainCommand },
+  { name: 'undrain', load: async () => (await import('./drain-command.js')).undrainCommand },
   { name: 'cluster', load: async () => (await import('./cluster-command.js')).clusterCommand },
   { name: 'agent', load: async () => (await import('./agent-command.js')).agentCommand },
   { name: 'guard', load: async () => (await import('./guard-command.js')).guardCommand },

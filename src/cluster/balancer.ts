@@ -69,6 +69,7 @@ export function hostView(peer: string, load: LoadReport, busy: boolean): HostVie
     otherDemand: 0,
     memAvailableBytes: load.host.memAvailableBytes,
     busy: busy || load.host.busy,
+    closed: load.host.drained,
     jobs: load.jobs.map((j) => ({
       id: j.id,
       name: j.name,

@@ -34,6 +34,8 @@ export interface HostView {
   memAvailableBytes: number;
   /** A migration in or out is under way: no other starts until it ends. */
   busy: boolean;
+  /** Drained (`ferry drain`): takes no job. */
+  closed?: boolean;
   jobs: JobView[];
 }
 
@@ -198,7 +200,9 @@ export function decide(
   const loads = new Map(hosts.map((h) => [h, hostLoad(h)]));
   const byLoad = [...free].sort((a, b) => loads.get(b)! - loads.get(a)!);
   const sources = byLoad.filter((h) => loads.get(h)! > 1 && h.id !== options.receiver);
-  const targets = byLoad.filter((h) => options.receiver === undefined || h.id === options.receiver).reverse();
+  const targets = byLoad
+    .filter((h) => !h.closed && (options.receiver === undefined || h.id === options.receiver))
+    .reverse();
   // The first candidates of each list still free: a host leaves `free` once in a move, and the
   // lists are scanned from the first still free on (at 10,000 hosts, not from the top each time).
   const starts = new Map<HostView[], number>();
@@ -262,7 +266,7 @@ export const POLICIES: Record<string, Partial<PolicyParams>> = {
 };
 
 /**
- * Placement at birth (`ferry run --agent a,b,c`): the host where one more job makes the least
+ * Placement at birth (`ferry run --agent a,b,c`), and a drained host's jobs: the open host where one more job makes the least
  * load, among those with room for `rssBytes`; undefined when none has.
  */
 export function placeJob(
@@ -273,7 +277,7 @@ export function placeJob(
   const p = { ...DEFAULT_PARAMS, ...params };
   let best: HostView | undefined;
   for (const h of hosts) {
-    if (h.memAvailableBytes < rssBytes * p.memoryHeadroom + p.memoryReserveBytes) continue;
+    if (h.closed || h.memAvailableBytes < rssBytes * p.memoryHeadroom + p.memoryReserveBytes) continue;
     if (!best || hostLoad(h, 1) < hostLoad(best, 1)) best = h;
   }
   return best;

@@ -378,3 +378,53 @@ test('a job that ends while being moved is accounted for: nothing runs anywhere'
   assert.deepEqual((await load(b)).jobs, []);
   assert.equal((await load(a)).history.at(-1)?.outcome, 'exited');
 });
+
+test('ferry drain empties a host under load, one job at a time, none lost; undrain opens it again', async () => {
+  const [a, b, c] = [await startAgent(), await startAgent(), await startAgent()];
+  const started = [];
+  for (const name of ['d1', 'd2', 'd3']) started.push(await run(a, ['--', PYTHON, '-c', SPIN], name));
+  const peers = [a.address, b.address, c.address].join(',');
+  const drained = await runCli(['drain', a.address, '--peers', peers, '--token-file', tokenFile]);
+  assert.equal(drained.code, 0, drained.stderr);
+  assert.match(drained.stdout, new RegExp(`${a.address} is drained: 3 job\\(s\\) moved, none left`));
+  assert.equal(drained.stdout.match(/ moved d\d /g)?.length, 3);
+  assert.deepEqual((await load(a)).jobs, []);
+  const elsewhere = [...(await load(b)).jobs, ...(await load(c)).jobs];
+  assert.deepEqual(
+    elsewhere.map((j) => j.id).sort(),
+    started.map((j) => j.id).sort(),
+    'every job runs, once',
+  );
+  assert.ok(elsewhere.every((j) => j.hops.join() === a.address));
+  assert.ok((await load(b)).jobs.length >= 1 && (await load(c)).jobs.length >= 1, 'spread by load');
+  assert.equal((await load(a)).host.drained, true);
+
+  const refused = await runCli(['run', '--agent', a.address, '--token-file', tokenFile, '--', 'true']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /this agent is drained: it starts no job/);
+  const placed = await runCli([
+    'run',
+    '--agent',
+    peers,
+    '--token-file',
+    tokenFile,
+    '--json',
+    '--',
+    PYTHON,
+    '-c',
+    SPIN,
+  ]);
+  assert.notEqual(
+    (JSON.parse(placed.stdout) as { agent: string }).agent,
+    a.address,
+    'placement passes it by',
+  );
+  const status = await runCli(['cluster', 'status', '--peers', peers, '--token-file', tokenFile]);
+  assert.match(status.stdout, new RegExp(`${a.address}.*drained`));
+
+  const undrained = await runCli(['undrain', a.address, '--token-file', tokenFile]);
+  assert.equal(undrained.code, 0, undrained.stderr);
+  assert.equal((await load(a)).host.drained, false);
+  await run(a, ['--', PYTHON, '-c', SPIN], 'back');
+  assert.equal((await load(a)).jobs.length, 1);
+});

@@ -87,6 +87,7 @@ test('pinned jobs, recent arrivals, full or busy targets are left alone', () => 
   assert.equal(decide([host('a', arrived), host('b', [])], { params: { minStayMs: 500 } }).length, 1);
   assert.deepEqual(decide([busy(), host('b', [], { memAvailableBytes: 32 * MiB })]), [], 'memory fit');
   assert.deepEqual(decide([busy(), host('b', [], { busy: true })]), [], 'one migration per host');
+  assert.deepEqual(decide([busy(), host('b', [], { closed: true })]), [], 'a drained host takes none');
   assert.deepEqual(decide([{ ...busy(), busy: true }, host('b', [])]), []);
 });
 
@@ -166,5 +167,6 @@ test('a job header carries its past; a malformed one is refused', () => {
 test('placement at birth: the host where one more job makes the least load, with room for it', () => {
   const hosts = [busy(), host('b', [job('x', 1)]), host('c', [job('y', 1), job('z', 1)], { capacity: 2 })];
   assert.equal(placeJob(hosts)?.id, 'c', 'load 1.5 on c against 5 on b');
+  assert.equal(placeJob([busy(), host('b', [], { closed: true })])?.id, 'a', 'a drained host takes none');
   assert.equal(placeJob([host('b', [], { memAvailableBytes: 10 * MiB })], 1 << 30), undefined);
 });
