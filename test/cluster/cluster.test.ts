@@ -82,6 +82,24 @@ async function run(a: TestAgent, args: string[], name?: string): Promise<{ id: s
   return JSON.parse(r.stdout) as { id: string; pid: number };
 }
 
+/** `ferry run --agent <several>` of a spinning job: where it was placed. */
+async function placeSpinner(peers: string): Promise<string> {
+  const r = await runCli([
+    'run',
+    '--agent',
+    peers,
+    '--token-file',
+    tokenFile,
+    '--json',
+    '--',
+    PYTHON,
+    '-c',
+    SPIN,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { agent: string }).agent;
+}
+
 async function until<T>(
   what: string,
   probe: () => Promise<T | undefined> | T | undefined,
@@ -325,20 +343,7 @@ test('ferry balancer --dry-run only says; killed mid-migration, it loses nothing
   assert.match(text.stdout, new RegExp(`${a.address} -> ${b.address}\\s+moved`));
 
   // Placement at birth: of two agents, the one where the job adds the least load.
-  const placed = await runCli([
-    'run',
-    '--agent',
-    peers,
-    '--token-file',
-    tokenFile,
-    '--json',
-    '--',
-    PYTHON,
-    '-c',
-    SPIN,
-  ]);
-  assert.equal(placed.code, 0, placed.stderr);
-  assert.equal((JSON.parse(placed.stdout) as { agent: string }).agent, b.address);
+  assert.equal(await placeSpinner(peers), b.address);
 });
 
 test('an idle agent asks a busy one for work (--pull-from)', async () => {
@@ -402,23 +407,7 @@ test('ferry drain empties a host under load, one job at a time, none lost; undra
   const refused = await runCli(['run', '--agent', a.address, '--token-file', tokenFile, '--', 'true']);
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /this agent is drained: it starts no job/);
-  const placed = await runCli([
-    'run',
-    '--agent',
-    peers,
-    '--token-file',
-    tokenFile,
-    '--json',
-    '--',
-    PYTHON,
-    '-c',
-    SPIN,
-  ]);
-  assert.notEqual(
-    (JSON.parse(placed.stdout) as { agent: string }).agent,
-    a.address,
-    'placement passes it by',
-  );
+  assert.notEqual(await placeSpinner(peers), a.address, 'placement passes it by');
   const status = await runCli(['cluster', 'status', '--peers', peers, '--token-file', tokenFile]);
   assert.match(status.stdout, new RegExp(`${a.address}.*drained`));
 
