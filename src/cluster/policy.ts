@@ -154,18 +154,35 @@ interface Candidate {
   prediction: Prediction;
 }
 
+/** What a host's jobs add up to: demand, and expected remaining time (computed once per look). */
+interface Sums {
+  demand: number;
+  remaining: number;
+}
+
+const sumsOf = (h: HostView): Sums => ({
+  demand: demandOf(h),
+  remaining: h.jobs.reduce((n, j) => n + remaining(j), 0),
+});
+
 /** The seconds saved by moving `job` from `from` to `to`, over every job on both (processor sharing). */
-export function moveGain(job: JobView, from: HostView, to: HostView): number {
-  const dFrom = demandOf(from);
-  const dTo = demandOf(to);
-  const fromBefore = slowdown(dFrom, from.capacity);
-  const fromAfter = slowdown(dFrom - job.demand, from.capacity);
-  const toBefore = slowdown(dTo, to.capacity);
-  const toAfter = slowdown(dTo + job.demand, to.capacity);
-  let gain = remaining(job) * (fromBefore - toAfter);
-  for (const other of from.jobs) if (other !== job) gain += remaining(other) * (fromBefore - fromAfter);
-  for (const other of to.jobs) gain -= remaining(other) * (toAfter - toBefore);
-  return gain;
+export function moveGain(
+  job: JobView,
+  from: HostView,
+  to: HostView,
+  f = sumsOf(from),
+  t = sumsOf(to),
+): number {
+  const fromBefore = slowdown(f.demand, from.capacity);
+  const fromAfter = slowdown(f.demand - job.demand, from.capacity);
+  const toBefore = slowdown(t.demand, to.capacity);
+  const toAfter = slowdown(t.demand + job.demand, to.capacity);
+  const own = remaining(job);
+  return (
+    own * (fromBefore - toAfter) + // the job itself
+    (f.remaining - own) * (fromBefore - fromAfter) - // the jobs it leaves, which speed up
+    t.remaining * (toAfter - toBefore) // the jobs it joins, which slow down
+  );
 }
 
 function evaluate(
@@ -174,13 +191,16 @@ function evaluate(
   to: HostView,
   p: PolicyParams,
   bandwidth: number,
+  sums: (h: HostView) => Sums,
 ): Candidate | undefined {
   if (job.pinned || (job.sinceMoveMs !== undefined && job.sinceMoveMs < p.minStayMs)) return undefined;
   if (to.memAvailableBytes < job.rssBytes * p.memoryHeadroom + p.memoryReserveBytes) return undefined;
-  if (hostLoad(from) - hostLoad(to, job.demand) < p.loadMargin) return undefined;
+  const [f, t] = [sums(from), sums(to)];
+  const load = (s: Sums, h: HostView, extra = 0): number => (s.demand + extra) / Math.max(h.capacity, 1e-6);
+  if (load(f, from) - load(t, to, job.demand) < p.loadMargin) return undefined;
   const prediction = predictMigration(job.rssBytes, job.dirtyBytesPerSecond, p, bandwidth);
   const cost = (prediction.downtimeMs + p.copyCostShare * prediction.totalMs) / 1000;
-  const gain = moveGain(job, from, to);
+  const gain = moveGain(job, from, to, f, t);
   if (gain < p.minGainSeconds || gain < p.gainCostRatio * cost) return undefined;
   return { job, from, to, gain, cost, prediction };
 }
@@ -197,7 +217,13 @@ export function decide(
   const p = { ...DEFAULT_PARAMS, ...options.params };
   const bw = bandwidth ?? p.bandwidthBytesPerSecond;
   const free = new Set(hosts.filter((h) => !h.busy));
-  const loads = new Map(hosts.map((h) => [h, hostLoad(h)]));
+  const memo = new Map<HostView, Sums>();
+  const sums = (h: HostView): Sums => {
+    let v = memo.get(h);
+    if (!v) memo.set(h, (v = sumsOf(h)));
+    return v;
+  };
+  const loads = new Map(hosts.map((h) => [h, sums(h).demand / Math.max(h.capacity, 1e-6)]));
   const byLoad = [...free].sort((a, b) => loads.get(b)! - loads.get(a)!);
   const sources = byLoad.filter((h) => loads.get(h)! > 1 && h.id !== options.receiver);
   const targets = byLoad
@@ -223,7 +249,7 @@ export function decide(
       for (const target of to) {
         if (target === from) continue;
         for (const job of from.jobs) {
-          const c = evaluate(job, from, target, p, bw);
+          const c = evaluate(job, from, target, p, bw, sums);
           if (c && (!best || c.gain - c.cost > best.gain - best.cost)) best = c;
         }
       }

@@ -51,7 +51,11 @@ export function killAndReap(pid: number): void {
   }
   try {
     const own = ownLiving(pid);
-    if (own) pidfdSendSignal(pidfd, SIG.SIGKILL);
+    try {
+      if (own) pidfdSendSignal(pidfd, SIG.SIGKILL);
+    } catch (err) {
+      if (!isErrno(err, 'ESRCH')) throw err; // it exited since it was found living: reaped below
+    }
     for (let i = 0; i < 500; i++) {
       try {
         if (waitpid(pid, WNOHANG)) return; // ours, reaped
