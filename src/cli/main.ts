@@ -32,7 +32,7 @@ async function help(): Promise<string> {
   const commands = await Promise.all(COMMANDS.map((c) => c.load()));
   const width = Math.max(...commands.map((c) => c.name.length));
   return [
-    'ferry: checkpoint, restore and migrate running Linux processes, VMA by VMA',
+    'ferry: checkpoint, restore and migrate running Linux processes, VMA by VMA, and balance load across hosts',
     '',
     'usage: ferry <command> [options]',
     '',
