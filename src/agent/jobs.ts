@@ -14,6 +14,9 @@ import { hostMemory } from '../proc/meminfo.js';
 import { parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode } from '../migrate/migrate.js';
 import { posixSpawn } from '../sys/spawn.js';
+import { killGroup, SIG } from '../sys/signal.js';
+import { parseStat } from '../proc/stat.js';
+import { readProcText } from '../proc/files.js';
 import type { Caller } from './auth.js';
 import type { ManagedProcess, Registry } from './registry.js';
 
@@ -266,13 +269,19 @@ export class Jobs {
     return entry;
   }
 
-  /** Kill job `id` (POST /v1/jobs/:id/kill): its process, which the agent reaps. */
+  /** Kill job `id` (POST /v1/jobs/:id/kill): its process, which the agent reaps, and its group. */
   kill(id: string, caller: Caller): ManagedProcess {
     mayManage(caller);
     const p = this.o.registry.job(id);
     if (!p) throw new FerryError('FERRY_NO_SUCH_PROCESS', `no job ${id} runs here`);
     if (this.outgoing?.job === id)
       throw new FerryError('FERRY_BUSY', `job ${id} is being moved: kill it where it lands`);
+    // Its process group too (a job leads its own, and the agent has not reaped it): its children.
+    try {
+      if (parseStat(readProcText(p.pid, 'stat')).pgrp === p.pid) killGroup(p.pid, SIG.SIGKILL);
+    } catch {
+      // it ended meanwhile: the registry reaps it below
+    }
     this.o.registry.kill(p.pid);
     return p;
   }

@@ -53,6 +53,15 @@ export function kill(pid: number, signal: number): void {
   syscall(NR.kill, 'kill', () => [String(pid), signalName(signal)], pid, signal);
 }
 
+/**
+ * Signal every process of group `pgid`. Only for a group whose leader is the caller's child, not yet
+ * reaped: its number cannot have been taken by another group meanwhile.
+ */
+export function killGroup(pgid: number, signal: number): void {
+  if (!Number.isInteger(pgid) || pgid <= 1) throw new RangeError(`kill: ${pgid} is not a process group`);
+  syscall(NR.kill, 'kill', () => [String(-pgid), signalName(signal)], -pgid, signal);
+}
+
 export function tgkill(tgid: number, tid: number, signal: number): void {
   syscall(NR.tgkill, 'tgkill', () => [String(tgid), String(tid), signalName(signal)], tgid, tid, signal);
 }

@@ -14,7 +14,7 @@ import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { CLI, PYTHON } from '../helpers/paths.js';
 import { processState, startProcess, type Started } from '../helpers/processes.js';
-import { becomeSubreaper, killAndReap, treeOf } from '../helpers/reaper.js';
+import { becomeSubreaper, childrenOf, killAndReap, treeOf } from '../helpers/reaper.js';
 
 const TOKEN = 'cluster-token-0123456789abcdef';
 const CPUS = 0.4;
@@ -139,7 +139,13 @@ test('ferry run starts a job under the agent: only stdio, the caller cwd and env
   // 0, 1, 2, and the one listdir opened: nothing of the agent's.
   assert.deepEqual((JSON.parse(lines[2]!.replace(/'/g, '"')) as string[]).sort(), ['0', '1', '2', '3']);
 
-  const spin = await run(a, ['--', PYTHON, '-c', SPIN], 'spin');
+  // A job with a child: killed, both go.
+  const spin = await run(
+    a,
+    ['--', PYTHON, '-c', `import subprocess\nsubprocess.Popen(["sleep", "1000"])\n${SPIN}`],
+    'spin',
+  );
+  const child = await until('the job child', () => childrenOf(spin.pid)[0]);
   const procs = readFileSync(
     join(findCgroupMounts().v1Cpu ?? findCgroupMounts().v2!.root, a.cgroup, 'cgroup.procs'),
     'utf8',
@@ -154,6 +160,9 @@ test('ferry run starts a job under the agent: only stdio, the caller cwd and env
   );
   assert.equal(killed.killed, true);
   assert.deepEqual((await load(a)).jobs, []);
+  // Dead, it comes to this test (a subreaper) to be reaped.
+  await until('the child gone', () => (['Z', undefined].includes(processState(child)) ? true : undefined));
+  killAndReap(child);
 });
 
 test('ferry run refuses what it cannot do, in one line', async () => {
