@@ -27,6 +27,7 @@ import { loadImageKey, sealImage, verifyImage } from '../image/mac.js';
 import { metricsText } from './metrics.js';
 import { MIGRATION_ID, Migrations } from './receive.js';
 import { Registry } from './registry.js';
+import { parseAddress } from '../migrate/client.js';
 import { Jobs, parseRunRequest } from './jobs.js';
 import { openCgroup } from '../cluster/cgroup.js';
 import { processTree } from '../cluster/load.js';
@@ -232,6 +233,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     if (method === 'POST' && moveJob) {
       const body = await readJson(req);
       if (typeof body.to !== 'string') throw new HttpError(400, '"to" must be the host:port of an agent');
+      parseAddress(body.to); // a malformed one is the request's fault (400), not a failed move
       const mode = body.mode ?? 'pre-copy';
       if (mode !== 'pre-copy' && mode !== 'stop-copy')
         throw new HttpError(400, '"mode" is pre-copy or stop-copy');

@@ -252,6 +252,12 @@ test('a job moved on request lands with its id, age and hops; a pinned one stays
     body: JSON.stringify({ to: b.address }),
   });
   assert.equal(refused.status, 409);
+  const malformed = await fetch(`http://${a.address}/v1/jobs/${pinned.id}/migrate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ to: 'nowhere' }),
+  });
+  assert.equal(malformed.status, 400, 'a malformed target is the request at fault, not a move that failed');
   assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'FERRY_BUSY');
   const history = (await load(a)).history;
   assert.deepEqual(
