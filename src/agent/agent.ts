@@ -221,6 +221,14 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       jobs.drain(caller, path === '/v1/drain');
       return send(res, 200, { drained: jobs.drained });
     }
+    const measuredJob = /^\/v1\/jobs\/([^/]+)\/measured$/.exec(path);
+    if (method === 'POST' && measuredJob) {
+      const rate = (await readJson(req)).dirtyBytesPerSecond;
+      if (typeof rate !== 'number' || !Number.isFinite(rate) || rate < 0)
+        throw new HttpError(400, '"dirtyBytesPerSecond" must be a number of bytes');
+      jobs.measured(decodeURIComponent(measuredJob[1]!), rate, caller);
+      return send(res, 200, { ok: true });
+    }
     if (method === 'POST' && killJob) {
       const p = jobs.kill(decodeURIComponent(killJob[1]!), caller);
       return send(res, 200, { id: p.job!.id, pid: p.pid, killed: true });

@@ -11,7 +11,7 @@ import { capacityOf, type CpuCgroup } from '../cluster/cgroup.js';
 import { JOB_ID } from '../cluster/job.js';
 import { LoadMonitor } from '../cluster/load.js';
 import { hostMemory } from '../proc/meminfo.js';
-import { parseAddress } from '../migrate/client.js';
+import { callAgent, parseAddress } from '../migrate/client.js';
 import { migrate, type MigrateMode } from '../migrate/migrate.js';
 import { posixSpawn } from '../sys/spawn.js';
 import { killGroup, SIG } from '../sys/signal.js';
@@ -70,8 +70,9 @@ export interface JobReport {
   cpuRate: number;
   demand: number;
   rssBytes: number;
-  /** A guess until measured: GUESSED_DIRTY_SHARE of its RSS per second of CPU. */
+  /** As its last pre-copy move measured it, else a guess: GUESSED_DIRTY_SHARE of RSS per CPU-second. */
   dirtyBytesPerSecond: number;
+  dirtySource: 'pre-copy' | 'guess';
   ageMs: number;
   sinceMoveMs?: number;
   hops: string[];
@@ -231,10 +232,11 @@ export class Jobs {
     if (p.state !== 'running') refuse(`job ${id} is ${p.state}, not running`);
     if (this.outgoing) refuse(`job ${this.outgoing.job} is being moved from here already`);
     this.outgoing = entry;
+    const target = { ...parseAddress(request.to), token: caller.token?.toString(), ca: this.o.peerCa };
     try {
       const load = this.monitor.job(p.pid);
       const result = await migrate(p.pid, {
-        to: { ...parseAddress(request.to), token: caller.token?.toString(), ca: this.o.peerCa },
+        to: target,
         mode: request.mode,
         maxDowntimeMs: request.maxDowntimeMs,
         onWarning: this.o.onWarning,
@@ -253,6 +255,18 @@ export class Jobs {
         bytes: result.bytesSent,
         targetPid: result.targetPid,
       });
+      // What the move measured of its writes goes to where it runs now, for its next move.
+      const last = result.precopyRounds.at(-1);
+      if (last && last.ms > 0)
+        await callAgent(
+          target,
+          'POST',
+          `/v1/jobs/${encodeURIComponent(id)}/measured`,
+          { dirtyBytesPerSecond: Math.round(last.leftBytes / (last.ms / 1000)) },
+          10_000,
+        ).catch((err: unknown) =>
+          this.o.onWarning?.(`job ${id}: its dirty rate did not reach ${request.to}: ${String(err)}`),
+        );
     } catch (err) {
       this.o.registry.list(); // reaps it, if it ended
       const ended = this.o.registry.get(p.pid)?.state === 'exited';
@@ -267,6 +281,14 @@ export class Jobs {
       this.outgoing = undefined;
     }
     return entry;
+  }
+
+  /** What a move measured of job `id` (POST /v1/jobs/:id/measured, from the agent it came from). */
+  measured(id: string, dirtyBytesPerSecond: number, caller: Caller): void {
+    mayManage(caller);
+    const p = this.o.registry.job(id);
+    if (!p) throw new FerryError('FERRY_NO_SUCH_PROCESS', `no job ${id} runs here`);
+    p.job!.dirtyBytesPerSecond = dirtyBytesPerSecond;
   }
 
   /** Kill job `id` (POST /v1/jobs/:id/kill): its process, which the agent reaps, and its group. */
@@ -339,7 +361,9 @@ function report(p: ManagedProcess, monitor: LoadMonitor, now: number): JobReport
     cpuRate: load?.cpuRate ?? 0,
     demand: load?.demand ?? 1,
     rssBytes: rss,
-    dirtyBytesPerSecond: rss * GUESSED_DIRTY_SHARE * Math.min(1, load?.cpuRate ?? 1),
+    dirtyBytesPerSecond:
+      job.dirtyBytesPerSecond ?? rss * GUESSED_DIRTY_SHARE * Math.min(1, load?.cpuRate ?? 1),
+    dirtySource: job.dirtyBytesPerSecond === undefined ? 'guess' : 'pre-copy',
     ageMs: now - job.startedAt,
     ...(job.arrivedAt === undefined ? {} : { sinceMoveMs: now - job.arrivedAt }),
     hops: job.hops,

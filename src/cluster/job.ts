@@ -16,6 +16,8 @@ export interface JobInfo {
   cpuSecondsBefore: number;
   /** When it arrived on this host by a migration (ms since the epoch). */
   arrivedAt?: number;
+  /** Bytes per second it wrote during its last pre-copy move, as that move measured. */
+  dirtyBytesPerSecond?: number;
 }
 
 export const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -40,6 +42,8 @@ export function decodeJobHeader(value: string): JobInfo {
   if (typeof v.id !== 'string' || !JOB_ID.test(v.id)) throw bad(`has no id matching ${JOB_ID.source}`);
   if (typeof v.name !== 'string' || v.name.length > 256) throw bad('has no name');
   if (!num(v.startedAt) || !num(v.cpuSecondsBefore)) throw bad('has no startedAt or cpuSecondsBefore');
+  if (v.dirtyBytesPerSecond !== undefined && !num(v.dirtyBytesPerSecond))
+    throw bad('has a dirtyBytesPerSecond that is not a number of bytes');
   if (
     !Array.isArray(v.hops) ||
     v.hops.length > MAX_HOPS ||
@@ -53,5 +57,6 @@ export function decodeJobHeader(value: string): JobInfo {
     hops: v.hops as string[],
     pinned: v.pinned === true,
     cpuSecondsBefore: v.cpuSecondsBefore,
+    ...(v.dirtyBytesPerSecond === undefined ? {} : { dirtyBytesPerSecond: v.dirtyBytesPerSecond }),
   };
 }

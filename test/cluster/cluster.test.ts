@@ -236,6 +236,8 @@ test('a job moved on request lands with its id, age and hops; a pinned one stays
   assert.ok(there, 'the job runs at the target');
   assert.equal(there.name, 'mover');
   assert.deepEqual(there.hops, [a.address]);
+  assert.equal(before.dirtySource, 'guess');
+  assert.equal(there.dirtySource, 'pre-copy', 'the move measured its writes, for its next move');
   assert.ok(there.cpuSeconds >= before.cpuSeconds, 'its CPU time so far travels with it');
   assert.ok(there.ageMs >= before.ageMs);
   assert.ok(there.sinceMoveMs! < there.ageMs);

@@ -151,12 +151,14 @@ test('a job header carries its past; a malformed one is refused', () => {
     hops: ['10.0.0.1:7070'],
     pinned: false,
     cpuSecondsBefore: 2.5,
+    dirtyBytesPerSecond: 4096,
   };
   assert.deepEqual(decodeJobHeader(encodeJobHeader(info)), info);
   for (const bad of [
     '%%%',
     Buffer.from('[]').toString('base64url'),
     encodeJobHeader({ ...info, id: '../x' }),
+    encodeJobHeader({ ...info, dirtyBytesPerSecond: -1 }),
   ])
     assert.throws(() => decodeJobHeader(bad), { code: 'FERRY_USAGE' });
   assert.throws(() => decodeJobHeader(encodeJobHeader({ ...info, hops: Array<string>(100).fill('h:1') })), {
