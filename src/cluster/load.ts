@@ -4,6 +4,7 @@
 // so that one look does not decide a migration.
 import { parseStat } from '../proc/stat.js';
 import { listProcDir, readProcText } from '../proc/files.js';
+import { childrenOf } from '../state/tree.js';
 
 /** Clock ticks per second of /proc's CPU times (sysconf(_SC_CLK_TCK) is 100 on Linux). */
 const CLK_TCK = 100;
@@ -30,15 +31,10 @@ interface Tracked extends JobLoad {
 
 /** The PIDs of `pid` and its descendants, parents first. */
 export function processTree(pid: number): number[] {
-  const tree: number[] = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    const p = queue.shift()!;
-    tree.push(p);
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) {
     try {
-      for (const tid of listProcDir(p, 'task'))
-        for (const c of readProcText(p, `task/${tid}/children`).split(' '))
-          if (c.trim() !== '') queue.push(Number(c));
+      tree.push(...childrenOf(tree[i]!));
     } catch {
       // it ended meanwhile
     }

@@ -103,9 +103,12 @@ export interface DecideOptions {
   params?: Partial<PolicyParams>;
 }
 
+/** Demand per core of capacity (a capacity of 0 counts as almost none, not as a division by 0). */
+const perCore = (demand: number, capacity: number): number => demand / Math.max(capacity, 1e-6);
+
 /** Demand over capacity: above 1, every job there runs slower than it could. */
 export function hostLoad(host: HostView, extra = 0): number {
-  return (demandOf(host) + extra) / Math.max(host.capacity, 1e-6);
+  return perCore(demandOf(host) + extra, host.capacity);
 }
 
 function demandOf(host: HostView): number {
@@ -113,7 +116,7 @@ function demandOf(host: HostView): number {
 }
 
 /** How much slower than alone a job runs on a host with `demand` over `capacity` cores. */
-const slowdown = (demand: number, capacity: number): number => Math.max(1, demand / Math.max(capacity, 1e-6));
+const slowdown = (demand: number, capacity: number): number => Math.max(1, perCore(demand, capacity));
 
 /** A job's expected remaining CPU time: what it has had (heavy-tailed lifetimes). */
 const remaining = (job: JobView): number => job.cpuSeconds / Math.max(job.demand, 0.05);
@@ -196,8 +199,8 @@ function evaluate(
   if (job.pinned || (job.sinceMoveMs !== undefined && job.sinceMoveMs < p.minStayMs)) return undefined;
   if (to.memAvailableBytes < job.rssBytes * p.memoryHeadroom + p.memoryReserveBytes) return undefined;
   const [f, t] = [sums(from), sums(to)];
-  const load = (s: Sums, h: HostView, extra = 0): number => (s.demand + extra) / Math.max(h.capacity, 1e-6);
-  if (load(f, from) - load(t, to, job.demand) < p.loadMargin) return undefined;
+  if (perCore(f.demand, from.capacity) - perCore(t.demand + job.demand, to.capacity) < p.loadMargin)
+    return undefined;
   const prediction = predictMigration(job.rssBytes, job.dirtyBytesPerSecond, p, bandwidth);
   const cost = (prediction.downtimeMs + p.copyCostShare * prediction.totalMs) / 1000;
   const gain = moveGain(job, from, to, f, t);
@@ -223,7 +226,7 @@ export function decide(
     if (!v) memo.set(h, (v = sumsOf(h)));
     return v;
   };
-  const loads = new Map(hosts.map((h) => [h, sums(h).demand / Math.max(h.capacity, 1e-6)]));
+  const loads = new Map(hosts.map((h) => [h, perCore(sums(h).demand, h.capacity)]));
   const byLoad = [...free].sort((a, b) => loads.get(b)! - loads.get(a)!);
   const sources = byLoad.filter((h) => loads.get(h)! > 1 && h.id !== options.receiver);
   const targets = byLoad

@@ -16,7 +16,7 @@ import { pathOfHandle } from '../sys/handle.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { asUser, unsupportedMessage } from './context.js';
-import type { FdKind, FilesDumpContext, FilesRestoreContext } from './fd-kind.js';
+import { major, minor, type FdKind, type FilesDumpContext, type FilesRestoreContext } from './fd-kind.js';
 
 const FIONREAD = 0x541b;
 const DELETED = ' (deleted)';
@@ -189,10 +189,7 @@ function holder(ctx: FilesDumpContext, w: HandleMark): number | undefined {
     if (!info.target.endsWith(DELETED)) continue;
     try {
       const { ino, dev } = statSync(`/proc/${ctx.pid}/fd/${fd}`, { bigint: true });
-      // dev_t as glibc encodes it: major in bits 8-19 and 32-43, minor in 0-7 and 20-31.
-      const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
-      const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
-      if (ino === w.ino && major === w.major && minor === w.minor) return fd;
+      if (ino === w.ino && major(Number(dev)) === w.major && minor(Number(dev)) === w.minor) return fd;
     } catch {
       // closed meanwhile: not this one
     }

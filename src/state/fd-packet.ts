@@ -13,7 +13,7 @@ import { SIOCINQ, SOCK } from '../sys/socket.js';
 import { ioctlInt } from '../sys/ioctl.js';
 import { unsupportedMessage } from './context.js';
 import { setStatusFlags, type FdKind, type FilesDumpContext } from './fd-kind.js';
-import { dumpSockopts, restoreSockopts, sockoptsRecord } from './sockopts.js';
+import { dumpSockopts, int, restoreSockopts, sockoptsRecord } from './sockopts.js';
 
 const SOL_PACKET = 263;
 const PACKET = {
@@ -160,11 +160,6 @@ export const fdPacket: FdKind<'packet', PacketRecord> = {
         nr: NR.setsockopt,
         args: [made, SOL_PACKET, option, remote.put(value), value.length],
       });
-    const int = (value: number): Buffer => {
-      const b = Buffer.alloc(4);
-      b.writeInt32LE(value);
-      return b;
-    };
     if (rec.version !== 0) set(PACKET.VERSION, 'PACKET_VERSION', int(rec.version));
     if (rec.reserve !== 0) set(PACKET.RESERVE, 'PACKET_RESERVE', int(rec.reserve));
     if (rec.copyThresh !== 0) set(PACKET.COPY_THRESH, 'PACKET_COPY_THRESH', int(rec.copyThresh));

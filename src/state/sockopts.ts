@@ -106,7 +106,8 @@ function defaultsOf(family: number, type: number, protocol: number): Map<string,
   return values;
 }
 
-const int = (value: number): Buffer => {
+/** An int option's value, as setsockopt takes it. */
+export const int = (value: number): Buffer => {
   const buf = Buffer.alloc(4);
   buf.writeInt32LE(value);
   return buf;
