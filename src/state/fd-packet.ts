@@ -1,15 +1,16 @@
 // Packet sockets (AF_PACKET, SOCK_RAW or SOCK_DGRAM): made again with socket, their packet options
-// (version, reserve, copy threshold, timestamps, auxdata, origdev, vnet header, loss), bound to the
+// (version, reserve, copy threshold, timestamps, auxdata, origdev, vnet header, loss, ignoring
+// outgoing, qdisc bypass, tx offset), bound to the
 // interface they were bound to (by name: an index may differ on another host), their memberships
 // (multicast, promiscuous, allmulti) added again as many times as they were, and their other
 // options (sockopts.ts). sock_diag tells what getsockopt does not (packet-diag.ts). Mmap rings and
 // fanout groups are refused; packets received and not read are dropped (warned).
 import { readdirSync, readFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
-import { array, base64, integer, object, string, type Infer } from '../image/schema.js';
+import { array, base64, boolean, integer, object, string, type Infer } from '../image/schema.js';
 import { NR } from '../sys/nr.js';
 import { AF_PACKET, packetSockets, PDI, type PacketSocketInfo } from '../sys/packet-diag.js';
-import { SIOCINQ, SOCK } from '../sys/socket.js';
+import { getsockoptInt, SIOCINQ, SOCK } from '../sys/socket.js';
 import { ioctlInt } from '../sys/ioctl.js';
 import { unsupportedMessage } from './context.js';
 import { setStatusFlags, type FdKind, type FilesDumpContext } from './fd-kind.js';
@@ -26,7 +27,16 @@ const PACKET = {
   LOSS: 14,
   VNET_HDR: 15,
   TIMESTAMP: 17,
+  TX_HAS_OFF: 19,
+  QDISC_BYPASS: 20,
+  IGNORE_OUTGOING: 23,
 } as const;
+/** Switches getsockopt reads, which sock_diag does not tell. */
+const SWITCHES = [
+  ['ignoreOutgoing', PACKET.IGNORE_OUTGOING, 'PACKET_IGNORE_OUTGOING'],
+  ['qdiscBypass', PACKET.QDISC_BYPASS, 'PACKET_QDISC_BYPASS'],
+  ['txHasOff', PACKET.TX_HAS_OFF, 'PACKET_TX_HAS_OFF'],
+] as const;
 /** The pdi_flags each boolean option shows as. */
 const FLAG_OPTIONS: [flag: number, option: number, name: string][] = [
   [PDI.AUXDATA, PACKET.AUXDATA, 'PACKET_AUXDATA'],
@@ -54,6 +64,9 @@ const record = object({
   timestamp: integer(0, 2 ** 31 - 1),
   /** pdi_flags: auxdata, origdev, vnet header, loss. */
   packetFlags: integer(0, 2 ** 31 - 1),
+  ignoreOutgoing: boolean,
+  qdiscBypass: boolean,
+  txHasOff: boolean,
   memberships: array(
     object({
       interface: iface,
@@ -123,6 +136,9 @@ function dumpPacket(
     copyThresh: s.copyThresh,
     timestamp: s.tstamp,
     packetFlags: s.flags & (PDI.AUXDATA | PDI.ORIGDEV | PDI.VNETHDR | PDI.LOSS),
+    ...(Object.fromEntries(
+      SWITCHES.map(([key, option]) => [key, getsockoptInt(copy, SOL_PACKET, option) !== 0]),
+    ) as Record<(typeof SWITCHES)[number][0], boolean>),
     memberships: s.memberships.map((m) => ({
       interface: name(m.ifindex),
       count: m.count,
@@ -165,6 +181,7 @@ export const fdPacket: FdKind<'packet', PacketRecord> = {
     if (rec.copyThresh !== 0) set(PACKET.COPY_THRESH, 'PACKET_COPY_THRESH', int(rec.copyThresh));
     if (rec.timestamp !== 0) set(PACKET.TIMESTAMP, 'PACKET_TIMESTAMP', int(rec.timestamp));
     for (const [flag, option, name] of FLAG_OPTIONS) if (rec.packetFlags & flag) set(option, name, int(1));
+    for (const [key, option, name] of SWITCHES) if (rec[key]) set(option, name, int(1));
     if (rec.interface !== '') {
       const addr = Buffer.alloc(SOCKADDR_LL);
       addr.writeUInt16LE(AF_PACKET, 0);
