@@ -26,12 +26,14 @@ import { checkLeastPrivilege } from './privilege.js';
 import { loadImageKey, sealImage, verifyImage } from '../image/mac.js';
 import { metricsText } from './metrics.js';
 import { MIGRATION_ID, Migrations } from './receive.js';
-import { Registry } from './registry.js';
+import { Registry, restoredProcess } from './registry.js';
 import { parseAddress } from '../migrate/client.js';
 import { Jobs, parseRunRequest } from './jobs.js';
 import { openCgroup } from '../cluster/cgroup.js';
 import { processTree } from '../cluster/load.js';
 import { startBalancer, type DecisionEvent } from '../cluster/balancer.js';
+import type { ClusterStore } from '../cluster/etcd.js';
+import { Member } from './member.js';
 
 export interface AgentOptions {
   /** Address and port to listen on; port 0 picks a free one. */
@@ -76,6 +78,11 @@ export interface AgentOptions {
     intervalMs?: number;
     onDecision?: (line: DecisionEvent) => void;
   };
+  /**
+   * A member of an etcd cluster: registered under a lease of `ttlSeconds`, its load published, its
+   * checkpointed jobs recorded and fenced (src/agent/member.ts).
+   */
+  etcd?: { store: ClusterStore; ttlSeconds: number };
 }
 
 export interface Agent {
@@ -193,8 +200,16 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         .list()
         .filter((m) => m.state === 'receiving' || m.state === 'restoring' || m.state === 'held').length,
     onWarning: options.onWarning,
+    seal: (image) => sealImage(imageKey.key, image),
+    onCheckpoint: (p, image) =>
+      void member
+        ?.claim(p, image)
+        .catch((err: unknown) =>
+          options.onWarning?.(`job ${p.job!.id}: its checkpoint is not in etcd: ${String(err)}`),
+        ),
   });
   let self = '';
+  let member: Member | undefined;
   const counters = { dumps: 0, restores: 0, requests: 0, refused: 0 };
   const started = Date.now();
 
@@ -234,6 +249,21 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       return send(res, 200, { id: p.job!.id, pid: p.pid, killed: true });
     }
     if (method === 'GET' && path === '/v1/load') return send(res, 200, jobs.load());
+    const recoverJob = /^\/v1\/jobs\/([^/]+)\/recover$/.exec(path);
+    if (method === 'POST' && recoverJob) {
+      if (!member)
+        throw new HttpError(
+          400,
+          'this agent is in no etcd cluster (--etcd): it has no checkpoints to recover',
+        );
+      if (caller.uid !== undefined && caller.uid !== 0)
+        throw new FerryError(
+          'FERRY_AUTH',
+          'jobs run as root: recovering one takes a token not bound to a uid',
+        );
+      const p = await member.recover(decodeURIComponent(recoverJob[1]!));
+      return send(res, 200, { id: p.job!.id, pid: p.pid, agent: self });
+    }
     if (method === 'POST' && path === '/v1/jobs') {
       const p = jobs.run(parseRunRequest(await readJson(req)), caller);
       return send(res, 200, { id: p.job!.id, name: p.job!.name, pid: p.pid, agent: self });
@@ -292,15 +322,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       checkLeastPrivilege(caller, image.manifest);
       const asUser = caller.uid !== undefined && caller.uid !== 0;
       const result = await restore(image, { tty: 'null', samePid: 'try', asUser });
-      registry.add({
-        pid: result.pid,
-        originalPid: result.originalPid,
-        uid: image.manifest.state.creds.uids[0]!,
-        command: image.manifest.state.command,
-        origin: 'restore',
-        state: 'running',
-        since: Date.now(),
-      });
+      registry.add(restoredProcess(result, image.manifest.state));
       counters.restores++;
       return send(res, 200, result);
     }
@@ -358,6 +380,14 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       req.resume();
       return sendMetrics(res);
     }
+    if (member && !member.serving()) {
+      req.resume();
+      return fail(
+        503,
+        'FERRY_BUSY',
+        'this agent is fencing (its etcd lease lapsed, or it is starting): try again',
+      );
+    }
     const caller = options.tokens ? authenticate(options.tokens, req.headers.authorization) : ANYONE;
     if (!caller) {
       counters.refused++;
@@ -398,6 +428,23 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   const addr = server.address() as AddressInfo;
   const address = `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
   self = options.advertise ?? address;
+  if (options.etcd) {
+    member = new Member({
+      store: options.etcd.store,
+      self,
+      ttlSeconds: options.etcd.ttlSeconds,
+      registry,
+      jobs,
+      verify: (dir) => verifyImage(imageKey.key, dir, dir),
+      onWarning: options.onWarning,
+    });
+    try {
+      await member.start();
+    } catch (err) {
+      server.close();
+      throw err;
+    }
+  }
   const pull =
     options.pull &&
     startBalancer({
@@ -412,7 +459,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     address,
     close: () =>
       new Promise((done) => {
-        pull?.stop();
+        void pull?.stop();
+        void member?.close();
         jobs.close();
         cgroup?.close();
         migrations.close();

@@ -3,12 +3,13 @@
 // on request (POST /v1/jobs/:id/migrate), one at a time. Every request to move one, and how it
 // ended, is kept in the agent's history.
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, isAbsolute, join } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
 import { capacityOf, type CpuCgroup } from '../cluster/cgroup.js';
-import { JOB_ID } from '../cluster/job.js';
+import { JOB_ID, MIN_CHECKPOINT_MS, type JobCheckpoints } from '../cluster/job.js';
+import { dumpEvery } from '../periodic.js';
 import { LoadMonitor } from '../cluster/load.js';
 import { hostMemory } from '../proc/meminfo.js';
 import { callAgent, parseAddress } from '../migrate/client.js';
@@ -37,6 +38,7 @@ export interface RunRequest {
   stdout?: string;
   stderr?: string;
   noMigrate?: boolean;
+  checkpoint?: JobCheckpoints;
 }
 
 export type Outcome = 'moving' | 'moved' | 'failed' | 'exited' | 'in-doubt' | 'refused';
@@ -113,13 +115,23 @@ export interface JobsOptions {
   /** Migrations coming in now. */
   incoming: () => number;
   onWarning?: (message: string) => void;
+  /** Seal a checkpoint just written (the agent's image key), so that any agent of the cluster restores it. */
+  seal: (image: string) => void;
+  /** Hears each checkpoint of a job (`ferry run --checkpoint-every`), once sealed. */
+  onCheckpoint?: (p: ManagedProcess, image: string) => void;
 }
+
+/** Checkpoints kept of a job: the newest, and the one before while the newest is written. */
+const CHECKPOINTS_KEPT = 2;
 
 export class Jobs {
   private readonly monitor = new LoadMonitor();
   private readonly history: HistoryEntry[] = [];
   private outgoing: HistoryEntry | undefined;
   private readonly timer: NodeJS.Timeout;
+  /** The checkpoint loops of the jobs here that take them, and when a failed one may start again. */
+  private readonly checkpoints = new Map<string, { stop: AbortController; done: Promise<void> }>();
+  private readonly retryAt = new Map<string, number>();
 
   constructor(private readonly o: JobsOptions) {
     this.timer = setInterval(() => this.sample(), SAMPLE_MS);
@@ -153,7 +165,54 @@ export class Jobs {
   }
 
   private sample(): void {
-    this.monitor.sample(this.live().map((p) => p.pid));
+    const live = this.live();
+    this.monitor.sample(live.map((p) => p.pid));
+    for (const p of live) this.checkpoint(p);
+  }
+
+  /** Checkpoint job `p` periodically, if it asked to be, wherever it runs now. */
+  private checkpoint(p: ManagedProcess): void {
+    const job = p.job!;
+    const c = job.checkpoint;
+    if (!c || this.checkpoints.has(job.id) || this.outgoing?.job === job.id) return;
+    if ((this.retryAt.get(job.id) ?? 0) > Date.now()) return;
+    const stop = new AbortController();
+    const dir = join(c.sharedDir, job.id);
+    let first: string | undefined;
+    const done = dumpEvery(p.pid, {
+      dir,
+      intervalMs: c.everyMs,
+      keep: CHECKPOINTS_KEPT,
+      signal: stop.signal,
+      onWarning: this.o.onWarning,
+      onDump: (r) => {
+        this.o.seal(r.image);
+        // What the hosts it ran on before left is of no more use once it has a checkpoint here.
+        first ??= basename(r.image);
+        for (const old of readdirSync(dir))
+          if (/^\d{6}$/.test(old) && old < first) rmSync(join(dir, old), { recursive: true, force: true });
+        this.o.onCheckpoint?.(p, r.image);
+      },
+    })
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.retryAt.set(job.id, Date.now() + c.everyMs);
+          if (p.state === 'running')
+            this.o.onWarning?.(
+              `job ${job.id}: a checkpoint failed (tried again in ${c.everyMs} ms): ${String(err)}`,
+            );
+        },
+      )
+      .finally(() => this.checkpoints.delete(job.id));
+    this.checkpoints.set(job.id, { stop, done });
+  }
+
+  /** Stop job `id`'s checkpoints (before it is moved or killed); resolves once none is being taken. */
+  private async stopCheckpoints(id: string): Promise<void> {
+    const loop = this.checkpoints.get(id);
+    loop?.stop.abort();
+    await loop?.done;
   }
 
   /** Start a job (POST /v1/jobs). */
@@ -197,6 +256,7 @@ export class Jobs {
         hops: [],
         pinned: request.noMigrate === true,
         cpuSecondsBefore: 0,
+        ...(request.checkpoint ? { checkpoint: request.checkpoint } : {}),
       },
     };
     this.o.registry.add(p);
@@ -232,6 +292,7 @@ export class Jobs {
     if (p.state !== 'running') refuse(`job ${id} is ${p.state}, not running`);
     if (this.outgoing) refuse(`job ${this.outgoing.job} is being moved from here already`);
     this.outgoing = entry;
+    await this.stopCheckpoints(id); // a checkpoint under way has the process seized
     const target = { ...parseAddress(request.to), token: caller.token?.toString(), ca: this.o.peerCa };
     try {
       const load = this.monitor.job(p.pid);
@@ -298,6 +359,24 @@ export class Jobs {
     if (!p) throw new FerryError('FERRY_NO_SUCH_PROCESS', `no job ${id} runs here`);
     if (this.outgoing?.job === id)
       throw new FerryError('FERRY_BUSY', `job ${id} is being moved: kill it where it lands`);
+    this.end(p);
+    return p;
+  }
+
+  /**
+   * Kill a checkpointed job that this host may no longer run (its lease lapsed: the cluster restores
+   * it elsewhere from its checkpoint). Resolves once it is dead and reaped.
+   */
+  async fence(id: string): Promise<void> {
+    const p = this.o.registry.job(id);
+    if (!p) return;
+    await this.stopCheckpoints(id);
+    this.end(p);
+  }
+
+  /** Kill job `p`, its process group, and any checkpoint being taken of it. */
+  private end(p: ManagedProcess): void {
+    this.checkpoints.get(p.job!.id)?.stop.abort(); // a checkpoint under way ends as the process does
     // Its process group too (a job leads its own, and the agent has not reaped it): its children.
     try {
       if (parseStat(readProcText(p.pid, 'stat')).pgrp === p.pid) killGroup(p.pid, SIG.SIGKILL);
@@ -305,7 +384,6 @@ export class Jobs {
       // it ended meanwhile: the registry reaps it below
     }
     this.o.registry.kill(p.pid);
-    return p;
   }
 
   private record(entry: HistoryEntry): void {
@@ -344,6 +422,7 @@ export class Jobs {
 
   close(): void {
     clearInterval(this.timer);
+    for (const loop of this.checkpoints.values()) loop.stop.abort();
   }
 }
 
@@ -413,11 +492,22 @@ export function parseRunRequest(body: Record<string, unknown>): RunRequest {
       throw bad(`"${f}" must be an absolute path`);
   if (body.name !== undefined && (typeof body.name !== 'string' || !JOB_ID.test(body.name)))
     throw bad(`"name" must match ${JOB_ID.source}`);
-  try {
-    if (!statSync(body.cwd).isDirectory()) throw new Error('not a directory');
-  } catch {
-    throw bad(`the directory ${body.cwd} is not here`);
-  }
+  const directory = (path: string): void => {
+    try {
+      if (!statSync(path).isDirectory()) throw new Error('not a directory');
+    } catch {
+      throw bad(`the directory ${path} is not here`);
+    }
+  };
+  directory(body.cwd);
+  const every = body.checkpointEveryMs;
+  if (every !== undefined) {
+    if (typeof every !== 'number' || !Number.isInteger(every) || every < MIN_CHECKPOINT_MS)
+      throw bad(`"checkpointEveryMs" must be a whole number of milliseconds, ${MIN_CHECKPOINT_MS} or more`);
+    if (typeof body.sharedDir !== 'string' || !isAbsolute(body.sharedDir))
+      throw bad('"sharedDir" must be the absolute path of a directory every host sees');
+    directory(body.sharedDir);
+  } else if (body.sharedDir !== undefined) throw bad('"sharedDir" goes with "checkpointEveryMs"');
   return {
     argv: body.argv,
     cwd: body.cwd,
@@ -426,5 +516,8 @@ export function parseRunRequest(body: Record<string, unknown>): RunRequest {
     ...(typeof body.stdout === 'string' ? { stdout: body.stdout } : {}),
     ...(typeof body.stderr === 'string' ? { stderr: body.stderr } : {}),
     noMigrate: body.noMigrate === true,
+    ...(typeof every === 'number'
+      ? { checkpoint: { everyMs: every, sharedDir: body.sharedDir as string } }
+      : {}),
   };
 }

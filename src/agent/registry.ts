@@ -32,6 +32,24 @@ export interface ManagedProcess {
 
 const REAP_INTERVAL_MS = 500;
 
+/** The entry of a process a restore request just restored from an image of `state` (running, the agent's child). */
+export function restoredProcess(
+  result: { pid: number; originalPid: number },
+  state: { creds: { uids: number[] }; command: string },
+  job?: JobInfo,
+): ManagedProcess {
+  return {
+    pid: result.pid,
+    originalPid: result.originalPid,
+    uid: state.creds.uids[0]!,
+    command: state.command,
+    origin: 'restore',
+    state: 'running',
+    since: Date.now(),
+    ...(job ? { job } : {}),
+  };
+}
+
 export class Registry {
   private readonly processes = new Map<number, ManagedProcess>();
   private readonly timer: NodeJS.Timeout;

@@ -1,9 +1,11 @@
 // ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]
 //   [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>]
-//   [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>] [--json]
+//   [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>]
+//   [--etcd <url,...> [--lease-ttl <seconds>]] [--json]
 import { readTls, startAgent } from '../agent/agent.js';
 import { readTokenFile, tokenFileWarning } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
+import type { ClusterStore } from '../cluster/etcd.js';
 import { parseAddress } from '../migrate/client.js';
 import { agentToken, parseMs, printJson, readCa, warnOnStderr, type Command } from './command.js';
 import { describeEvent, parsePeers } from './balancer-command.js';
@@ -14,7 +16,8 @@ export const agentCommand: Command = {
   usage:
     'ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]\n' +
     '       [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>]\n' +
-    '       [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>] [--json]',
+    '       [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>]\n' +
+    '       [--etcd <url,...> [--lease-ttl <seconds>]] [--json]',
   options: {
     listen: { type: 'string' },
     'data-dir': { type: 'string' },
@@ -33,6 +36,8 @@ export const agentCommand: Command = {
     advertise: { type: 'string' },
     'tls-ca': { type: 'string' },
     'pull-from': { type: 'string' },
+    etcd: { type: 'string' },
+    'lease-ttl': { type: 'string' },
   },
   positionals: { min: 0, max: 0 },
   async run({ values }) {
@@ -67,6 +72,7 @@ export const agentCommand: Command = {
       throw new FerryError('FERRY_USAGE', '--cpus sets the quota of a cgroup: give it with --cgroup <path>');
     if (typeof values.advertise === 'string') parseAddress(values.advertise);
     const json = values.json === true;
+    const etcd = await joinEtcd(values.etcd, values['lease-ttl'], DEFAULT_HOST_TTL_S);
     const agent = await startAgent({
       host,
       port,
@@ -91,6 +97,7 @@ export const agentCommand: Command = {
               token: agentToken(tokenFile),
               onDecision: (e) => process.stdout.write(`${json ? JSON.stringify(e) : describeEvent(e)}\n`),
             },
+      etcd,
     });
     if (values.json) printJson({ listening: agent.address, pid: process.pid });
     else process.stdout.write(`ferry agent listening on ${agent.address} (pid ${process.pid})\n`);
@@ -102,6 +109,34 @@ export const agentCommand: Command = {
     return 0;
   },
 };
+
+/** A host's lease: it is given up for dead this long after its agent last renewed it. */
+const DEFAULT_HOST_TTL_S = 10;
+
+/** --etcd URLS [--lease-ttl S]: a connection to etcd (checked), or undefined without --etcd. */
+export async function joinEtcd(
+  urls: unknown,
+  ttl: unknown,
+  defaultTtl: number,
+): Promise<{ store: ClusterStore; ttlSeconds: number } | undefined> {
+  if (urls === undefined) {
+    if (ttl !== undefined) throw new FerryError('FERRY_USAGE', '--lease-ttl goes with --etcd');
+    return undefined;
+  }
+  const ttlSeconds = ttl === undefined ? defaultTtl : Number(ttl);
+  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 2 || ttlSeconds > 3600)
+    throw new FerryError('FERRY_USAGE', '--lease-ttl takes a whole number of seconds, 2 to 3600');
+  // Loaded only when asked for: etcd's client (gRPC) is large.
+  const { ClusterStore, parseEtcd } = await import('../cluster/etcd.js');
+  const store = new ClusterStore(parseEtcd(urls));
+  try {
+    await store.check();
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  return { store, ttlSeconds };
+}
 
 function parseCount(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;

@@ -1,9 +1,11 @@
-// ferry balancer --peers <host:port,...> [--token-file <f>] [--tls-ca <f>] [--interval <ms>] [--policy <name>]
-//   [--dry-run] [--json]
+// ferry balancer (--peers <host:port,...> | --etcd <url,...> [--id <name>] [--lease-ttl <s>]) [--token-file <f>]
+//   [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run] [--json]
 import { startBalancer, type DecisionEvent } from '../cluster/balancer.js';
 import { POLICIES } from '../cluster/policy.js';
 import { FerryError } from '../errors.js';
 import { agentToken, parseMs, readCa, type Command } from './command.js';
+import { joinEtcd } from './agent-command.js';
+import { hostname } from 'node:os';
 import { formatBytes, formatMs } from './format.js';
 
 /** One line for a person. */
@@ -20,6 +22,18 @@ export function describeEvent(e: DecisionEvent): string {
       return `${time} cannot reach ${e.peer}: ${e.error}`;
     case 'reachable':
       return `${time} ${e.peer} answers again`;
+    case 'campaigning':
+      return `${time} ${e.id} campaigns for leadership (a standby until it leads)`;
+    case 'elected':
+      return `${time} ${e.id} leads: it acts for the cluster`;
+    case 'deposed':
+      return `${time} ${e.id} no longer leads: ${e.why}`;
+    case 'recovery':
+      return e.outcome === 'recovered'
+        ? `${time} restored ${e.name} on ${e.to} from its checkpoint of ${new Date(e.checkpointAt ?? 0).toISOString().slice(11, 19)} (${e.from || 'its host'} died)`
+        : `${time} failed to restore ${e.name} on ${e.to}: ${e.error ?? ''}`;
+    case 'lost':
+      return `${time} lost ${e.name}: ${e.host} died before its first checkpoint`;
   }
 }
 
@@ -33,14 +47,20 @@ export function parsePeers(value: unknown): string[] {
     .filter(Boolean);
 }
 
+/** A leader's lease: a standby takes over this long after the leader last renewed it. */
+const DEFAULT_LEADER_TTL_S = 3;
+
 export const balancerCommand: Command = {
   name: 'balancer',
   summary: 'balance load: move managed jobs from busy agents to idle ones, one line per decision',
   usage:
-    'ferry balancer --peers <host:port,...> [--token-file <f>] [--tls-ca <f>] [--interval <ms>] [--policy <name>]\n' +
-    '       [--dry-run] [--json]',
+    'ferry balancer (--peers <host:port,...> | --etcd <url,...> [--id <name>] [--lease-ttl <s>]) [--token-file <f>]\n' +
+    '       [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run] [--json]',
   options: {
     peers: { type: 'string' },
+    etcd: { type: 'string' },
+    id: { type: 'string' },
+    'lease-ttl': { type: 'string' },
     'token-file': { type: 'string' },
     'tls-ca': { type: 'string' },
     interval: { type: 'string' },
@@ -52,8 +72,20 @@ export const balancerCommand: Command = {
     const name = typeof values.policy === 'string' ? values.policy : 'default';
     const params = POLICIES[name];
     if (!params) throw new FerryError('FERRY_USAGE', `--policy is ${Object.keys(POLICIES).join(', ')}`);
+    if ((values.peers === undefined) === (values.etcd === undefined))
+      throw new FerryError(
+        'FERRY_USAGE',
+        'give the agents (--peers a:port,b:port) or etcd (--etcd http://host:port)',
+      );
+    if (values.id !== undefined && values.etcd === undefined)
+      throw new FerryError('FERRY_USAGE', '--id names this balancer in etcd: it goes with --etcd');
+    const etcd = await joinEtcd(values.etcd, values['lease-ttl'], DEFAULT_LEADER_TTL_S);
     const balancer = startBalancer({
-      peers: parsePeers(values.peers),
+      ...(etcd
+        ? {
+            etcd: { ...etcd, id: typeof values.id === 'string' ? values.id : `${hostname()}-${process.pid}` },
+          }
+        : { peers: parsePeers(values.peers) }),
       token: agentToken(values['token-file']),
       ca: readCa(values['tls-ca']),
       intervalMs: parseMs('interval', values.interval),
@@ -62,10 +94,11 @@ export const balancerCommand: Command = {
       onEvent: (e) => process.stdout.write(`${values.json ? JSON.stringify(e) : describeEvent(e)}\n`),
     });
     await new Promise<void>((resolve) => {
-      const stop = (): void => {
-        balancer.stop();
-        resolve();
-      };
+      const stop = (): void =>
+        void balancer.stop().then(() => {
+          etcd?.store.close();
+          resolve();
+        });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
     });

@@ -60,6 +60,15 @@ export function parseMs(name: string, value: unknown): number | undefined {
   return ms;
 }
 
+/** Milliseconds from `500ms`, `30s`, `5m`, `1h` or a number of seconds (option `name`). */
+export function parseDuration(name: string, value: string): number {
+  const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value);
+  const ms = m ? Number(m[1]) * UNITS[m[2] ?? 's']! : NaN;
+  if (!(ms >= 1)) throw new FerryError('FERRY_USAGE', `--${name} takes a duration such as 500ms, 30s or 5m`);
+  return ms;
+}
+
 export function requireDir(value: unknown): string {
   if (typeof value !== 'string' || value === '')
     throw new FerryError('FERRY_USAGE', 'an image directory is required: -D <dir>');

@@ -4,7 +4,15 @@
 import { dump, type DumpResult } from '../checkpoint.js';
 import { dumpEvery, type EveryResult } from '../periodic.js';
 import { FerryError } from '../errors.js';
-import { interruptible, parsePid, printResult, requireDir, warnOnStderr, type Command } from './command.js';
+import {
+  interruptible,
+  parseDuration,
+  parsePid,
+  printResult,
+  requireDir,
+  warnOnStderr,
+  type Command,
+} from './command.js';
 import { formatBytes, formatMs } from './format.js';
 import { withProgressBar } from './progress.js';
 
@@ -29,15 +37,6 @@ function preCopyOption(values: Record<string, unknown>): boolean | 'auto' {
   if (values['pre-copy'] === true && values['no-pre-copy'] === true)
     throw new FerryError('FERRY_USAGE', '--pre-copy and --no-pre-copy contradict each other');
   return values['pre-copy'] === true ? true : values['no-pre-copy'] === true ? false : 'auto';
-}
-
-/** Milliseconds from `500ms`, `30s`, `5m`, `1h` or a number of seconds. */
-export function parseDuration(name: string, value: string): number {
-  const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value);
-  const ms = m ? Number(m[1]) * UNITS[m[2] ?? 's']! : NaN;
-  if (!(ms >= 1)) throw new FerryError('FERRY_USAGE', `--${name} takes a duration such as 500ms, 30s or 5m`);
-  return ms;
 }
 
 function parseKeep(value: unknown): number | undefined {

@@ -1,11 +1,11 @@
 // ferry run --agent <host:port>[,<host:port>...] [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]
-//   [--no-migrate] [--json] -- <cmd> [args...]
+//   [--no-migrate] [--checkpoint-every <interval> --shared-dir <dir>] [--json] -- <cmd> [args...]
 import { resolve } from 'node:path';
 import { FerryError } from '../errors.js';
 import { callAgent, parseAddress } from '../migrate/client.js';
 import { gatherLoads, hostView } from '../cluster/balancer.js';
 import { placeJob } from '../cluster/policy.js';
-import { agentToken, printResult, readCa, type Command } from './command.js';
+import { agentToken, parseDuration, printResult, readCa, type Command } from './command.js';
 
 interface Started {
   id: string;
@@ -38,7 +38,7 @@ export const runJobCommand: Command = {
   summary: 'start a job under an agent (the least loaded of several), which the balancer may move',
   usage:
     'ferry run --agent <host:port>[,<host:port>...] [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]\n' +
-    '       [--no-migrate] [--json] -- <cmd> [args...]',
+    '       [--no-migrate] [--checkpoint-every <interval> --shared-dir <dir>] [--json] -- <cmd> [args...]',
   options: {
     agent: { type: 'string' },
     'token-file': { type: 'string' },
@@ -47,6 +47,8 @@ export const runJobCommand: Command = {
     stdout: { type: 'string' },
     stderr: { type: 'string' },
     'no-migrate': { type: 'boolean' },
+    'checkpoint-every': { type: 'string' },
+    'shared-dir': { type: 'string' },
   },
   positionals: { min: 1, max: Infinity },
   async run({ values, positionals }) {
@@ -55,6 +57,15 @@ export const runJobCommand: Command = {
         'FERRY_USAGE',
         'give the agent to run the job under: --agent <host:port>[,<host:port>...]',
       );
+    const every = values['checkpoint-every'];
+    const shared = values['shared-dir'];
+    if ((typeof every === 'string') !== (typeof shared === 'string'))
+      throw new FerryError(
+        'FERRY_USAGE',
+        '--checkpoint-every and --shared-dir go together: checkpoints go where every host sees them',
+      );
+    const checkpointEveryMs =
+      typeof every === 'string' ? Math.round(parseDuration('checkpoint-every', every)) : undefined;
     const token = agentToken(values['token-file']);
     const ca = readCa(values['tls-ca']);
     const agent = await chooseAgent(values.agent.split(','), token, ca);
@@ -73,6 +84,7 @@ export const runJobCommand: Command = {
         stdout: file('stdout'),
         stderr: file('stderr'),
         noMigrate: values['no-migrate'] === true,
+        ...(checkpointEveryMs === undefined ? {} : { checkpointEveryMs, sharedDir: resolve(String(shared)) }),
       },
       30_000,
     );

@@ -18,11 +18,20 @@ export interface JobInfo {
   arrivedAt?: number;
   /** Bytes per second it wrote during its last pre-copy move, as that move measured. */
   dirtyBytesPerSecond?: number;
+  /** `ferry run --checkpoint-every`: checkpointed every `everyMs` into `sharedDir/<id>`, wherever it runs. */
+  checkpoint?: JobCheckpoints;
+}
+
+export interface JobCheckpoints {
+  everyMs: number;
+  sharedDir: string;
 }
 
 export const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export const JOB_HEADER = 'ferry-job';
 const MAX_HOPS = 64;
+/** Checkpoints no closer together than this. */
+export const MIN_CHECKPOINT_MS = 1_000;
 
 export function encodeJobHeader(job: JobInfo): string {
   return Buffer.from(JSON.stringify(job)).toString('base64url');
@@ -50,6 +59,19 @@ export function decodeJobHeader(value: string): JobInfo {
     !v.hops.every((h) => typeof h === 'string' && h.length < 300)
   )
     throw bad(`has no hops (at most ${MAX_HOPS} host:port)`);
+  const c = v.checkpoint as Partial<JobCheckpoints> | undefined;
+  if (
+    c !== undefined &&
+    (typeof c !== 'object' ||
+      c === null ||
+      !num(c.everyMs) ||
+      c.everyMs < MIN_CHECKPOINT_MS ||
+      typeof c.sharedDir !== 'string' ||
+      !c.sharedDir.startsWith('/'))
+  )
+    throw bad(
+      `has a checkpoint that is not { everyMs >= ${MIN_CHECKPOINT_MS}, sharedDir: an absolute path }`,
+    );
   return {
     id: v.id,
     name: v.name,
@@ -58,5 +80,6 @@ export function decodeJobHeader(value: string): JobInfo {
     pinned: v.pinned === true,
     cpuSecondsBefore: v.cpuSecondsBefore,
     ...(v.dirtyBytesPerSecond === undefined ? {} : { dirtyBytesPerSecond: v.dirtyBytesPerSecond }),
+    ...(c === undefined ? {} : { checkpoint: { everyMs: c.everyMs!, sharedDir: c.sharedDir! } }),
   };
 }

@@ -283,7 +283,7 @@ export async function runBatch(cluster: LocalCluster, o: BatchOptions): Promise<
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   } finally {
-    if (balancer) balancer.stop();
+    if (balancer) await balancer.stop();
     await killLeft(cluster);
   }
   const loads = await gatherLoads(cluster.peers, cluster.token);

@@ -90,3 +90,11 @@ export function loadNativePackages(): void {
   koffi();
   nativeXxhash();
 }
+
+type Etcd = typeof import('etcd3');
+let etcd: Etcd | undefined;
+
+/** etcd3, the etcd client (gRPC), loaded by the agents and balancers given --etcd. */
+export function etcd3(): Etcd {
+  return (etcd ??= load<Etcd>('etcd3'));
+}

@@ -2,85 +2,45 @@
 // cgroup: `ferry run`, load reports under the quota, moves on request, `ferry balancer` (and one
 // killed mid-migration), an idle agent asking for work, and `ferry cluster status`.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
-import type { HistoryEntry, LoadReport } from '../../src/agent/jobs.js';
-import { findCgroupMounts } from '../../src/cluster/cgroup.js';
+import type { HistoryEntry } from '../../src/agent/jobs.js';
 import { calibrateJob, runBatch, startLocalCluster } from '../../src/cluster/local.js';
+import { findCgroupMounts } from '../../src/cluster/cgroup.js';
 import { callAgent } from '../../src/migrate/client.js';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { CLI, PYTHON } from '../helpers/paths.js';
-import { processState, startProcess, type Started } from '../helpers/processes.js';
-import { becomeSubreaper, childrenOf, killAndReap, treeOf } from '../helpers/reaper.js';
-
-const TOKEN = 'cluster-token-0123456789abcdef';
-const CPUS = 0.4;
-/** A job that spins (a runnable thread all the time) until killed. */
-const SPIN = 'while True: pass';
+import { processState, startProcess } from '../helpers/processes.js';
+import { childrenOf, killAndReap } from '../helpers/reaper.js';
+import {
+  clusterLab,
+  CPUS,
+  endpoint,
+  load,
+  run as runJob,
+  SPIN,
+  TOKEN,
+  until,
+  type ClusterLab,
+  type TestAgent,
+} from '../helpers/cluster.js';
 
 const cleanup = cleanupAfterAll();
+let lab: ClusterLab;
 let work: string;
 let tokenFile: string;
 
-interface TestAgent {
-  address: string;
-  cgroup: string;
-  process: Started;
-}
-
 before(() => {
-  becomeSubreaper();
-  work = mkdtempSync(`${tmpdir()}/ferry-cluster-`);
-  cleanup(() => rmSync(work, { recursive: true, force: true }));
-  tokenFile = join(work, 'token');
-  writeFileSync(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+  lab = clusterLab('ferry-cluster-', cleanup);
+  ({ work, tokenFile } = lab);
 });
 
-let agents = 0;
+const startAgent = (extra: string[] = [], cpus = CPUS, env: string[] = []): Promise<TestAgent> =>
+  lab.startAgent({ extra, cpus, env });
 
-/** An agent on loopback whose jobs share `cpus` cores; it and every job it has die with the tests. */
-async function startAgent(extra: string[] = [], cpus = CPUS, env: string[] = []): Promise<TestAgent> {
-  const cgroup = `ferry-test-${process.pid}-${agents++}`;
-  const p = await startProcess('/usr/bin/env', [
-    ...env,
-    CLI,
-    ...['agent', '--listen', '127.0.0.1:0', '--data-dir', join(work, cgroup), '--token-file', tokenFile],
-    ...['--cgroup', cgroup, '--cpus', String(cpus), ...extra],
-  ]);
-  cleanup(async () => {
-    // The agent through its ChildProcess (which reaps it), then its jobs, ours once it is gone.
-    const jobs = treeOf(p.pid).slice(1);
-    await p.stop();
-    jobs.forEach(killAndReap);
-    const mounts = findCgroupMounts();
-    for (const root of [mounts.v1Cpu, mounts.v2?.root])
-      if (root && existsSync(join(root, cgroup))) rmdirSync(join(root, cgroup));
-  });
-  const address = /listening on (\S+) /.exec(p.readyLine)?.[1];
-  assert.ok(address, p.readyLine);
-  return { address, cgroup, process: p };
-}
-
-const endpoint = (a: TestAgent) => ({
-  host: a.address.split(':')[0]!,
-  port: Number(a.address.split(':')[1]),
-  token: TOKEN,
-});
-const load = (a: TestAgent): Promise<LoadReport> =>
-  callAgent(endpoint(a), 'GET', '/v1/load', undefined, 10_000);
-
-async function run(a: TestAgent, args: string[], name?: string): Promise<{ id: string; pid: number }> {
-  const r = await runCli([
-    ...['run', '--agent', a.address, '--token-file', tokenFile, '--json'],
-    ...(name ? ['--name', name] : []),
-    ...args,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as { id: string; pid: number };
-}
+const run = (a: TestAgent, args: string[], name?: string) => runJob(lab, a, args, name);
 
 /** `ferry run --agent <several>` of a spinning job: where it was placed. */
 async function placeSpinner(peers: string): Promise<string> {
@@ -98,18 +58,6 @@ async function placeSpinner(peers: string): Promise<string> {
   ]);
   assert.equal(r.code, 0, r.stderr);
   return (JSON.parse(r.stdout) as { agent: string }).agent;
-}
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  ms = 20_000,
-): Promise<T> {
-  for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
-    const value = await probe();
-    if (value !== undefined) return value;
-  }
-  throw new Error(`no ${what} within ${ms} ms`);
 }
 
 test('ferry run starts a job under the agent: only stdio, the caller cwd and environment, in its cgroup', async () => {
