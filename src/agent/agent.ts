@@ -8,10 +8,10 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { cpus, freemem, hostname, loadavg, release, totalmem } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { isIP, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { dump } from '../checkpoint.js';
 import { FerryError, isFerryError, type ErrorCode } from '../errors.js';
 import { readImage } from '../read-image.js';
@@ -34,6 +34,7 @@ import { processTree } from '../cluster/load.js';
 import { startBalancer, type DecisionEvent } from '../cluster/balancer.js';
 import type { ClusterStore } from '../cluster/etcd.js';
 import { Member } from './member.js';
+import { checkListen } from './listen.js';
 
 export interface AgentOptions {
   /** Address and port to listen on; port 0 picks a free one. */
@@ -166,11 +167,7 @@ function processUid(pid: number): number {
 
 /** Start an agent; resolves once it listens. */
 export async function startAgent(options: AgentOptions): Promise<Agent> {
-  if (!options.tls && !isLoopback(options.host) && options.insecure !== true)
-    throw new FerryError(
-      'FERRY_USAGE',
-      `${options.host} is not a loopback address: serve TLS there (--tls-cert and --tls-key), or plain HTTP by name (--insecure)`,
-    );
+  checkListen(options.host, options.tls !== undefined, options.insecure === true);
   const dataDir = resolve(options.dataDir);
   mkdirSync(join(dataDir, 'images'), { recursive: true, mode: 0o700 });
   mkdirSync(join(dataDir, 'migrations'), { recursive: true, mode: 0o700 });
@@ -469,20 +466,4 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
         server.closeAllConnections();
       }),
   };
-}
-
-/** Read --tls-cert/--tls-key files. */
-export function readTls(cert: string, key: string): { cert: Buffer; key: Buffer } {
-  try {
-    return { cert: readFileSync(cert), key: readFileSync(key) };
-  } catch (err) {
-    throw new FerryError('FERRY_USAGE', `cannot read the TLS certificate or key: ${String(err)}`);
-  }
-}
-
-/** 127.0.0.0/8, ::1, localhost: where plain HTTP stays on this host. */
-function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
 }

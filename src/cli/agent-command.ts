@@ -2,13 +2,14 @@
 //   [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>]
 //   [--cgroup <path> [--cpus <n>]] [--advertise <host:port>] [--tls-ca <f>] [--pull-from <host:port,...>]
 //   [--etcd <url,...> [--lease-ttl <seconds>]] [--json]
-import { readTls, startAgent } from '../agent/agent.js';
+import { startAgent } from '../agent/agent.js';
+import { readTls } from '../agent/listen.js';
 import { readTokenFile, tokenFileWarning } from '../agent/auth.js';
 import { FerryError } from '../errors.js';
-import type { ClusterStore } from '../cluster/etcd.js';
 import { parseAddress } from '../migrate/client.js';
 import { agentToken, parseMs, printJson, readCa, warnOnStderr, type Command } from './command.js';
 import { describeEvent, parsePeers } from './balancer-command.js';
+import { DEFAULT_HOST_TTL_S, joinEtcd } from './etcd-option.js';
 
 export const agentCommand: Command = {
   name: 'agent',
@@ -109,34 +110,6 @@ export const agentCommand: Command = {
     return 0;
   },
 };
-
-/** A host's lease: it is given up for dead this long after its agent last renewed it. */
-const DEFAULT_HOST_TTL_S = 10;
-
-/** --etcd URLS [--lease-ttl S]: a connection to etcd (checked), or undefined without --etcd. */
-export async function joinEtcd(
-  urls: unknown,
-  ttl: unknown,
-  defaultTtl: number,
-): Promise<{ store: ClusterStore; ttlSeconds: number } | undefined> {
-  if (urls === undefined) {
-    if (ttl !== undefined) throw new FerryError('FERRY_USAGE', '--lease-ttl goes with --etcd');
-    return undefined;
-  }
-  const ttlSeconds = ttl === undefined ? defaultTtl : Number(ttl);
-  if (!Number.isInteger(ttlSeconds) || ttlSeconds < 2 || ttlSeconds > 3600)
-    throw new FerryError('FERRY_USAGE', '--lease-ttl takes a whole number of seconds, 2 to 3600');
-  // Loaded only when asked for: etcd's client (gRPC) is large.
-  const { ClusterStore, parseEtcd } = await import('../cluster/etcd.js');
-  const store = new ClusterStore(parseEtcd(urls));
-  try {
-    await store.check();
-  } catch (err) {
-    store.close();
-    throw err;
-  }
-  return { store, ttlSeconds };
-}
 
 function parseCount(name: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;

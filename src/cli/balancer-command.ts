@@ -1,10 +1,14 @@
 // ferry balancer (--peers <host:port,...> | --etcd <url,...> [--id <name>] [--lease-ttl <s>]) [--token-file <f>]
-//   [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run] [--json]
+//   [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run]
+//   [--http <addr:port> [--tls-cert <f> --tls-key <f> | --insecure]] [--json]
 import { startBalancer, type DecisionEvent } from '../cluster/balancer.js';
 import { POLICIES } from '../cluster/policy.js';
 import { FerryError } from '../errors.js';
-import { agentToken, parseMs, readCa, type Command } from './command.js';
-import { joinEtcd } from './agent-command.js';
+import { agentToken, parseMs, readCa, warnOnStderr, type Command } from './command.js';
+import { joinEtcd } from './etcd-option.js';
+import { startDashboard, type Dashboard } from '../cluster/dashboard.js';
+import { checkListen, readTls } from '../agent/listen.js';
+import { parseAddress } from '../migrate/client.js';
 import { hostname } from 'node:os';
 import { formatBytes, formatMs } from './format.js';
 
@@ -55,7 +59,8 @@ export const balancerCommand: Command = {
   summary: 'balance load: move managed jobs from busy agents to idle ones, one line per decision',
   usage:
     'ferry balancer (--peers <host:port,...> | --etcd <url,...> [--id <name>] [--lease-ttl <s>]) [--token-file <f>]\n' +
-    '       [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run] [--json]',
+    '       [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run]\n' +
+    '       [--http <addr:port> [--tls-cert <f> --tls-key <f> | --insecure]] [--json]',
   options: {
     peers: { type: 'string' },
     etcd: { type: 'string' },
@@ -66,6 +71,10 @@ export const balancerCommand: Command = {
     interval: { type: 'string' },
     policy: { type: 'string' },
     'dry-run': { type: 'boolean' },
+    http: { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    insecure: { type: 'boolean' },
   },
   positionals: { min: 0, max: 0 },
   async run({ values }) {
@@ -79,26 +88,62 @@ export const balancerCommand: Command = {
       );
     if (values.id !== undefined && values.etcd === undefined)
       throw new FerryError('FERRY_USAGE', '--id names this balancer in etcd: it goes with --etcd');
+    const cert = values['tls-cert'];
+    const key = values['tls-key'];
+    if ((typeof cert === 'string') !== (typeof key === 'string'))
+      throw new FerryError('FERRY_USAGE', '--tls-cert and --tls-key go together');
+    if (values.http === undefined && (cert !== undefined || values.insecure !== undefined))
+      throw new FerryError(
+        'FERRY_USAGE',
+        '--tls-cert, --tls-key and --insecure are for the dashboard: give --http <addr:port>',
+      );
+    const token = agentToken(values['token-file']);
+    const id = typeof values.id === 'string' ? values.id : `${hostname()}-${process.pid}`;
+    const peers = values.peers === undefined ? undefined : parsePeers(values.peers);
+    const ca = readCa(values['tls-ca']);
+    let dashboard: Dashboard | undefined;
+    if (typeof values.http === 'string') {
+      const { host, port } = parseAddress(values.http);
+      checkListen(host, typeof cert === 'string', values.insecure === true);
+      if (token === undefined)
+        warnOnStderr(`no --token-file: anyone who reaches ${values.http} may drain hosts`);
+      dashboard = await startDashboard({
+        host,
+        port,
+        token,
+        ca,
+        tls: typeof cert === 'string' && typeof key === 'string' ? readTls(cert, key) : undefined,
+        id,
+        membership: peers ? 'peers' : 'etcd',
+        describe: describeEvent,
+      });
+      process.stdout.write(
+        `${values.json ? JSON.stringify({ event: 'dashboard', at: Date.now(), url: dashboard.url }) : `dashboard at ${dashboard.url}`}\n`,
+      );
+    }
     const etcd = await joinEtcd(values.etcd, values['lease-ttl'], DEFAULT_LEADER_TTL_S);
     const balancer = startBalancer({
-      ...(etcd
-        ? {
-            etcd: { ...etcd, id: typeof values.id === 'string' ? values.id : `${hostname()}-${process.pid}` },
-          }
-        : { peers: parsePeers(values.peers) }),
-      token: agentToken(values['token-file']),
-      ca: readCa(values['tls-ca']),
+      ...(etcd ? { etcd: { ...etcd, id } } : { peers }),
+      token,
+      ca,
       intervalMs: parseMs('interval', values.interval),
       dryRun: values['dry-run'] === true,
       params,
-      onEvent: (e) => process.stdout.write(`${values.json ? JSON.stringify(e) : describeEvent(e)}\n`),
+      onEvent: (e) => {
+        process.stdout.write(`${values.json ? JSON.stringify(e) : describeEvent(e)}\n`);
+        dashboard?.event(e);
+      },
+      onLook: (loads, acting) => dashboard?.look(loads, acting),
     });
     await new Promise<void>((resolve) => {
       const stop = (): void =>
-        void balancer.stop().then(() => {
-          etcd?.store.close();
-          resolve();
-        });
+        void balancer
+          .stop()
+          .then(() => dashboard?.close())
+          .then(() => {
+            etcd?.store.close();
+            resolve();
+          });
       process.once('SIGTERM', stop);
       process.once('SIGINT', stop);
     });
