@@ -2,8 +2,10 @@
 // (agents on loopback, each confining its jobs to a CPU quota), run without the balancer and with
 // it: makespan, mean slowdown and migrations, next to the ideal bound. Every job checks its result.
 //   npm run bench:balance -- [--hosts 3] [--cpus 0.4] [--jobs 6] [--cpu-seconds 4] [--heavy]
-//                            [--seed 1] [--policy default] [--json]
+//                            [--seed 1] [--policy default] [--etcd] [--json]
 // --heavy: job lengths drawn from a Pareto distribution (shape 1.1) with the same mean.
+// --etcd: the agents register in etcd (a one-member cluster on loopback, Debian's etcd-server) and
+// the balancer finds them and their loads there, leading by election, each move an intent.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +19,7 @@ import {
   type BatchJob,
   type BatchResult,
 } from '../../src/cluster/local.js';
+import { startLocalEtcd } from '../../src/cluster/local-etcd.js';
 import { median } from '../stats.js';
 import { random } from './simulate.js';
 
@@ -29,6 +32,7 @@ const { values } = parseArgs({
     heavy: { type: 'boolean', default: false },
     seed: { type: 'string', default: '1' },
     policy: { type: 'string', default: 'default' },
+    etcd: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
   },
 });
@@ -49,8 +53,9 @@ const jobs: BatchJob[] = Array.from({ length: Number(values.jobs) }, (_, i) => (
 const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-balance-'));
 const results: BatchResult[] = [];
 const failures: string[] = [];
+const etcd = values.etcd ? await startLocalEtcd({ members: 1, dir }) : undefined;
 try {
-  const cluster = await startLocalCluster({ hosts, cpus, dir });
+  const cluster = await startLocalCluster({ hosts, cpus, dir, etcd: etcd?.urls });
   try {
     const rate = await calibrateJob();
     process.stderr.write(`calibrated: ${(rate / 1e6).toFixed(0)} M rounds per CPU-second\n`);
@@ -77,6 +82,7 @@ try {
     await cluster.stop();
   }
 } finally {
+  await etcd?.stop();
   rmSync(dir, { recursive: true, force: true });
 }
 
@@ -96,10 +102,12 @@ const summary = results.map((r) => ({
   jobs: r.jobs.length,
 }));
 if (values.json)
-  process.stdout.write(`${JSON.stringify({ hosts, cpus, jobs, summary, results, failures }, null, 2)}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ hosts, cpus, membership: values.etcd ? 'etcd' : 'peers', jobs, summary, results, failures }, null, 2)}\n`,
+  );
 else {
   process.stdout.write(
-    `${hosts} hosts at ${cpus} CPU, ${jobs.length} jobs (${jobs.map((j) => j.cpuSeconds.toFixed(1)).join(', ')} CPU-s), all started on one host\n` +
+    `${hosts} hosts at ${cpus} CPU, ${jobs.length} jobs (${jobs.map((j) => j.cpuSeconds.toFixed(1)).join(', ')} CPU-s), all started on one host, membership: ${values.etcd ? 'etcd' : 'static peers'}\n` +
       renderTable(
         [
           { header: 'balancer' },

@@ -111,13 +111,10 @@ export function hostView(peer: string, load: LoadReport, busy: boolean): HostVie
   };
 }
 
-/** Every registered agent's load, as it published it in etcd. */
-async function etcdLoads(store: ClusterStore): Promise<Map<string, LoadReport | Error>> {
-  return new Map((await store.hosts()).map((h) => [h.endpoint, { ...h.load, history: [] }]));
-}
-
 /** A move an earlier leader began is this old before, with no trace at its source, it counts as never begun. */
 const UNSTARTED_MS = 10_000;
+/** A restore an earlier leader asked for is this long at most before this one asks again. */
+const RECOVER_GRACE_MS = 60_000;
 
 export function startBalancer(o: BalancerOptions): Balancer {
   const peers = o.peers ?? [];
@@ -142,7 +139,12 @@ export function startBalancer(o: BalancerOptions): Balancer {
     etcd.store.campaign(
       etcd.id,
       etcd.ttlSeconds,
-      () => o.onEvent({ event: 'elected', at: Date.now(), id: etcd.id }),
+      () => {
+        o.onEvent({ event: 'elected', at: Date.now(), id: etcd.id });
+        // Act at once, not at the next look.
+        clearTimeout(timer);
+        if (!looking) loop();
+      },
       (why) => o.onEvent({ event: 'deposed', at: Date.now(), id: etcd.id, why }),
     );
   const leading = (): boolean => !leadership || leadership.leading();
@@ -249,21 +251,19 @@ export function startBalancer(o: BalancerOptions): Balancer {
 
   /** See an intent an earlier leader left through: wait for its move to end, then clear it. */
   const settle = async (intent: Intent, loads: Map<string, LoadReport | Error>): Promise<boolean> => {
+    // (`loads` holds every registered agent's report, its history of moves with it.)
     const store = etcd!.store;
     const runsAt = [...loads].filter(
       ([, l]) => !(l instanceof Error) && l.jobs.some((j) => j.id === intent.job),
     );
     if (intent.kind === 'recover') {
-      if (runsAt.length > 0 || Date.now() - intent.at > MOVE_TIMEOUT_MS) await store.end(intent.job);
+      // Restored (it runs), or given up on: restored again from its checkpoint by this leader.
+      if (runsAt.length === 0 && Date.now() - intent.at < RECOVER_GRACE_MS) return false;
+      await store.end(intent.job);
       return true;
     }
-    const source = await callAgent<LoadReport>(
-      endpointOf(intent.from, o.token, o.ca),
-      'GET',
-      '/v1/load',
-      undefined,
-      LOAD_TIMEOUT_MS,
-    ).catch(() => undefined);
+    const from = loads.get(intent.from);
+    const source = from instanceof Error ? undefined : from;
     const entry = source?.history
       .filter((e) => e.job === intent.job && e.at >= intent.at - UNSTARTED_MS)
       .at(-1);
@@ -271,13 +271,16 @@ export function startBalancer(o: BalancerOptions): Balancer {
     if (entry) o.onEvent({ ...entry, event: 'outcome', at: Date.now(), adopted: true });
     else if (source && Date.now() - intent.at < UNSTARTED_MS)
       return false; // its request may be on its way
-    else if (!source && loads.has(intent.from) && runsAt.length === 0) return false; // the source is alive but silent
+    else if (from instanceof Error && runsAt.length === 0) return false; // the source is registered but silent
     await store.end(intent.job);
     return true;
   };
 
   const look = async (): Promise<void> => {
-    const loads = etcd ? await etcdLoads(etcd.store) : await gatherLoads(peers, o.token, o.ca);
+    // With etcd, the members are the agents registered there; each is asked for its load as it is
+    // now (what it publishes there is up to a second old).
+    const members = etcd ? (await etcd.store.hosts()).map((h) => h.endpoint).sort() : peers;
+    const loads = await gatherLoads(members, o.token, o.ca);
     const acting = leading() && !stopped;
     o.onLook?.(loads, acting);
     const hosts: HostView[] = [];
@@ -328,8 +331,10 @@ export function startBalancer(o: BalancerOptions): Balancer {
     }
   };
 
+  let looking = false;
   const loop = (): void => {
     if (stopped) return;
+    looking = true;
     look()
       .catch((err: unknown) =>
         o.onEvent({
@@ -340,6 +345,7 @@ export function startBalancer(o: BalancerOptions): Balancer {
         }),
       )
       .finally(() => {
+        looking = false;
         if (!stopped) timer = setTimeout(loop, o.intervalMs ?? DEFAULT_INTERVAL_MS);
       });
   };

@@ -12,10 +12,13 @@ import type { HistoryEntry } from '../agent/jobs.js';
 import { endpointOf, gatherLoads, startBalancer, type DecisionEvent } from './balancer.js';
 import { findCgroupMounts } from './cgroup.js';
 import type { PolicyParams } from './policy.js';
+import type { ClusterStore } from './etcd.js';
 
 export interface LocalCluster {
   peers: string[];
   token: string;
+  /** The agents are members of this etcd cluster (and the balancer finds them there). */
+  etcd?: ClusterStore;
   stop(): Promise<void>;
 }
 
@@ -26,6 +29,8 @@ export async function startLocalCluster(o: {
   hosts: number;
   cpus: number;
   dir: string;
+  /** Client URLs of an etcd cluster for the agents to join. */
+  etcd?: string[];
 }): Promise<LocalCluster> {
   const mounts = findCgroupMounts();
   if (!mounts.v1Cpu && !mounts.v2?.cpu)
@@ -40,8 +45,11 @@ export async function startLocalCluster(o: {
   mkdirSync(o.dir, { recursive: true });
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   const agents: ChildProcess[] = [];
+  // Loaded only when asked for: etcd's client (gRPC) is large.
+  const store = o.etcd && new (await import('./etcd.js')).ClusterStore(o.etcd);
   const stop = async (): Promise<void> => {
     await Promise.all(agents.map(stopAgent));
+    store?.close();
   };
   try {
     const peers: string[] = [];
@@ -59,13 +67,14 @@ export async function startLocalCluster(o: {
             tokenFile,
           ],
           ...['--cgroup', `ferry-local-${process.pid}-${i}`, '--cpus', String(o.cpus), '--json'],
+          ...(o.etcd ? ['--etcd', o.etcd.join(',')] : []),
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       );
       agents.push(child);
       peers.push(await listening(child));
     }
-    return { peers, token, stop };
+    return { peers, token, ...(store ? { etcd: store } : {}), stop };
   } catch (err) {
     await stop();
     throw err;
@@ -241,7 +250,9 @@ export async function runBatch(cluster: LocalCluster, o: BatchOptions): Promise<
   const balancer =
     o.balance &&
     startBalancer({
-      peers: cluster.peers,
+      ...(cluster.etcd
+        ? { etcd: { store: cluster.etcd, id: `batch-${process.pid}`, ttlSeconds: 3 } }
+        : { peers: cluster.peers }),
       token: cluster.token,
       intervalMs: o.intervalMs ?? 1000,
       params: o.params,
