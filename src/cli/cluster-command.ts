@@ -1,8 +1,8 @@
-// ferry cluster status --peers <host:port,...> [--token-file <f>] [--tls-ca <f>] [--json] [--watch]
+// ferry cluster status (--peers <host:port,...> | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--json] [--watch]
 import type { HistoryEntry, LoadReport } from '../agent/jobs.js';
 import { gatherLoads } from '../cluster/balancer.js';
 import { FerryError } from '../errors.js';
-import { parsePeers } from './balancer-command.js';
+import { clusterMembers } from './etcd-option.js';
 import { agentToken, printJson, readCa, type Command } from './command.js';
 import { formatBytes, formatMs, renderTable } from './format.js';
 
@@ -94,9 +94,11 @@ export function renderStatus(s: ReturnType<typeof clusterStatus>): string {
 export const clusterCommand: Command = {
   name: 'cluster',
   summary: 'show the cluster: hosts with capacity and load, their jobs, migrations in flight and past',
-  usage: 'ferry cluster status --peers <host:port,...> [--token-file <f>] [--tls-ca <f>] [--json] [--watch]',
+  usage:
+    'ferry cluster status (--peers <host:port,...> | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--json] [--watch]',
   options: {
     peers: { type: 'string' },
+    etcd: { type: 'string' },
     'token-file': { type: 'string' },
     'tls-ca': { type: 'string' },
     watch: { type: 'boolean' },
@@ -105,17 +107,21 @@ export const clusterCommand: Command = {
   async run({ values, positionals }) {
     if (positionals[0] !== 'status')
       throw new FerryError('FERRY_USAGE', `unknown cluster command "${positionals[0]}" (status)`);
-    const peers = parsePeers(values.peers);
     const token = agentToken(values['token-file']);
     const ca = readCa(values['tls-ca']);
-    for (;;) {
-      const status = clusterStatus(await gatherLoads(peers, token, ca));
-      if (values.json) {
-        if (values.watch) process.stdout.write(`${JSON.stringify(status)}\n`);
-        else printJson(status);
-      } else process.stdout.write(`${values.watch ? '\x1b[H\x1b[2J' : ''}${renderStatus(status)}\n`);
-      if (!values.watch) return status.hosts.some((h) => 'error' in h) ? 1 : 0;
-      await new Promise((resolve) => setTimeout(resolve, WATCH_MS));
+    const members = await clusterMembers(values);
+    try {
+      for (;;) {
+        const status = clusterStatus(await gatherLoads(await members.list(), token, ca));
+        if (values.json) {
+          if (values.watch) process.stdout.write(`${JSON.stringify(status)}\n`);
+          else printJson(status);
+        } else process.stdout.write(`${values.watch ? '\x1b[H\x1b[2J' : ''}${renderStatus(status)}\n`);
+        if (!values.watch) return status.hosts.some((h) => 'error' in h) ? 1 : 0;
+        await new Promise((resolve) => setTimeout(resolve, WATCH_MS));
+      }
+    } finally {
+      members.close();
     }
   },
 };

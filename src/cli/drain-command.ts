@@ -1,23 +1,32 @@
-// ferry drain <host:port> --peers <host:port,...> [--token-file <f>] [--tls-ca <f>] [--json]
+// ferry drain <host:port> (--peers <host:port,...> | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--json]
 // ferry undrain <host:port> [--token-file <f>] [--tls-ca <f>] [--json]
 import { drainHost } from '../cluster/drain.js';
 import { callAgent, parseAddress } from '../migrate/client.js';
 import { endpointOf } from '../cluster/balancer.js';
-import { describeEvent, parsePeers } from './balancer-command.js';
+import { describeEvent } from './balancer-command.js';
+import { clusterMembers } from './etcd-option.js';
 import { agentToken, printJson, printResult, readCa, type Command } from './command.js';
 
 export const drainCommand: Command = {
   name: 'drain',
   summary: 'move every job off an agent, one at a time, and take no new one there until it is undrained',
-  usage: 'ferry drain <host:port> --peers <host:port,...> [--token-file <f>] [--tls-ca <f>] [--json]',
-  options: { peers: { type: 'string' }, 'token-file': { type: 'string' }, 'tls-ca': { type: 'string' } },
+  usage:
+    'ferry drain <host:port> (--peers <host:port,...> | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--json]',
+  options: {
+    peers: { type: 'string' },
+    etcd: { type: 'string' },
+    'token-file': { type: 'string' },
+    'tls-ca': { type: 'string' },
+  },
   positionals: { min: 1, max: 1 },
   async run({ values, positionals }) {
     const host = positionals[0]!;
     parseAddress(host);
+    const members = await clusterMembers(values);
+    const peers = await members.list().finally(() => members.close());
     const result = await drainHost({
       host,
-      peers: parsePeers(values.peers),
+      peers,
       token: agentToken(values['token-file']),
       ca: readCa(values['tls-ca']),
       onMove: (e) => {

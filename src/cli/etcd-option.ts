@@ -1,6 +1,7 @@
 // --etcd <url,...> [--lease-ttl <seconds>], of `ferry agent` and `ferry balancer`.
 import { FerryError } from '../errors.js';
 import type { ClusterStore } from '../cluster/etcd.js';
+import { parsePeers } from './balancer-command.js';
 
 /** A host's lease: it is given up for dead this long after its agent last renewed it. */
 export const DEFAULT_HOST_TTL_S = 10;
@@ -28,4 +29,28 @@ export async function joinEtcd(
     throw err;
   }
   return { store, ttlSeconds };
+}
+
+/** The agents of a cluster, as --peers lists them or etcd has them registered (`--etcd`). */
+export interface Members {
+  list(): Promise<string[]>;
+  close(): void;
+}
+
+/** --peers a:1,b:2 or --etcd URLS (one of them): where the cluster's agents are. */
+export async function clusterMembers(values: Record<string, unknown>): Promise<Members> {
+  if ((values.peers === undefined) === (values.etcd === undefined))
+    throw new FerryError(
+      'FERRY_USAGE',
+      'give the agents (--peers a:port,b:port) or etcd (--etcd http://host:port), one of them',
+    );
+  if (values.etcd === undefined) {
+    const peers = parsePeers(values.peers);
+    return { list: () => Promise.resolve(peers), close: () => {} };
+  }
+  const { store } = (await joinEtcd(values.etcd, undefined, DEFAULT_HOST_TTL_S))!;
+  return {
+    list: async () => (await store.hosts()).map((h) => h.endpoint).sort(),
+    close: () => store.close(),
+  };
 }

@@ -1,10 +1,11 @@
-// ferry run --agent <host:port>[,<host:port>...] [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]
+// ferry run (--agent <host:port>[,<host:port>...] | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]
 //   [--no-migrate] [--checkpoint-every <interval> --shared-dir <dir>] [--json] -- <cmd> [args...]
 import { resolve } from 'node:path';
 import { FerryError } from '../errors.js';
 import { callAgent, parseAddress } from '../migrate/client.js';
 import { gatherLoads, hostView } from '../cluster/balancer.js';
 import { placeJob } from '../cluster/policy.js';
+import { clusterMembers } from './etcd-option.js';
 import { agentToken, parseDuration, printResult, readCa, type Command } from './command.js';
 
 interface Started {
@@ -37,10 +38,11 @@ export const runJobCommand: Command = {
   name: 'run',
   summary: 'start a job under an agent (the least loaded of several), which the balancer may move',
   usage:
-    'ferry run --agent <host:port>[,<host:port>...] [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]\n' +
+    'ferry run (--agent <host:port>[,<host:port>...] | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]\n' +
     '       [--no-migrate] [--checkpoint-every <interval> --shared-dir <dir>] [--json] -- <cmd> [args...]',
   options: {
     agent: { type: 'string' },
+    etcd: { type: 'string' },
     'token-file': { type: 'string' },
     'tls-ca': { type: 'string' },
     name: { type: 'string' },
@@ -52,10 +54,10 @@ export const runJobCommand: Command = {
   },
   positionals: { min: 1, max: Infinity },
   async run({ values, positionals }) {
-    if (typeof values.agent !== 'string')
+    if ((typeof values.agent === 'string') === (values.etcd !== undefined))
       throw new FerryError(
         'FERRY_USAGE',
-        'give the agent to run the job under: --agent <host:port>[,<host:port>...]',
+        'give the agent to run the job under (--agent <host:port>[,<host:port>...]), or etcd to find them (--etcd <url,...>)',
       );
     const every = values['checkpoint-every'];
     const shared = values['shared-dir'];
@@ -68,7 +70,14 @@ export const runJobCommand: Command = {
       typeof every === 'string' ? Math.round(parseDuration('checkpoint-every', every)) : undefined;
     const token = agentToken(values['token-file']);
     const ca = readCa(values['tls-ca']);
-    const agent = await chooseAgent(values.agent.split(','), token, ca);
+    let agents: string[];
+    if (typeof values.agent === 'string') agents = values.agent.split(',');
+    else {
+      const members = await clusterMembers({ etcd: values.etcd });
+      agents = await members.list().finally(() => members.close());
+      if (agents.length === 0) throw new FerryError('FERRY_CONNECTION', `no agent is registered in etcd`);
+    }
+    const agent = await chooseAgent(agents, token, ca);
     const file = (name: 'stdout' | 'stderr'): string | undefined =>
       typeof values[name] === 'string' ? resolve(values[name]) : undefined;
     const endpoint = { ...parseAddress(agent), token, ca };

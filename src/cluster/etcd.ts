@@ -300,7 +300,8 @@ function parse<T>(text: string): T | undefined {
 }
 
 function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  // gRPC's own words end in a note on name resolution that says nothing here.
+  return (err instanceof Error ? err.message : String(err)).replace(/\.?\s*Resolution note:.*$/s, '');
 }
 
 /** --etcd http://a:2379,http://b:2379 */

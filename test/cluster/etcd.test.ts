@@ -11,6 +11,7 @@ import type { DecisionEvent } from '../../src/cluster/balancer.js';
 import { ClusterStore, type JobRecord } from '../../src/cluster/etcd.js';
 import { startLocalEtcd, type LocalEtcd } from '../../src/cluster/local-etcd.js';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
+import { runCli } from '../helpers/cli.js';
 import { clusterLab, load, run, SPIN, until, type ClusterLab, type TestAgent } from '../helpers/cluster.js';
 import { CLI, PYTHON } from '../helpers/paths.js';
 import { processState, startProcess, type Started } from '../helpers/processes.js';
@@ -169,6 +170,50 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
   const again = await member(e.urls, HOST_TTL_S, { listen: a.address, dataDir: a.dataDir });
   assert.equal((await load(again)).jobs.length, 0);
   for (const j of jobs) assert.equal(copies(j.marker).length, 1, `${j.id} runs once`);
+
+  // The commands find the agents in etcd.
+  const urls = e.urls.join(',');
+  const status = await runCli(['cluster', 'status', '--etcd', urls, '--token-file', lab.tokenFile, '--json']);
+  assert.equal(status.code, 0, status.stderr);
+  const s = JSON.parse(status.stdout) as { hosts: { peer: string }[]; jobs: { id: string }[] };
+  assert.deepEqual(s.hosts.map((h) => h.peer).sort(), [again.address, b.address, c.address].sort());
+  assert.deepEqual(s.jobs.map((j) => j.id).sort(), jobs.map((j) => j.id).sort());
+  const placed = await runCli([
+    ...['run', '--etcd', urls, '--token-file', lab.tokenFile, '--json', '--'],
+    ...[PYTHON, '-c', SPIN],
+  ]);
+  assert.equal(placed.code, 0, placed.stderr);
+  assert.ok(
+    [again.address, b.address, c.address].includes((JSON.parse(placed.stdout) as { agent: string }).agent),
+  );
+});
+
+test('etcd out of reach, or malformed: one line and a non-zero exit', async () => {
+  for (const args of [
+    ['balancer', '--etcd', 'http://127.0.0.1:1'],
+    ['cluster', 'status', '--etcd', 'http://127.0.0.1:1'],
+    [
+      'agent',
+      '--listen',
+      '127.0.0.1:0',
+      '--data-dir',
+      join(lab.work, 'unreached'),
+      '--no-auth',
+      '--etcd',
+      'http://127.0.0.1:1',
+    ],
+  ]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 1, args.join(' '));
+    assert.match(r.stderr, /etcd at http:\/\/127\.0\.0\.1:1 does not answer/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+  const bad = await runCli(['balancer', '--etcd', 'etcd.example:2379']);
+  assert.equal(bad.code, 2, 'a usage error');
+  assert.match(bad.stderr, /--etcd takes http:\/\/host:port URLs/);
+  const alone = await runCli(['run', '--agent', '127.0.0.1:1', '--checkpoint-every', '30s', '--', 'true']);
+  assert.equal(alone.code, 2, 'a usage error');
+  assert.match(alone.stderr, /--checkpoint-every and --shared-dir go together/);
 });
 
 test('fencing: an agent killed alone kills the copies it left before it serves; one paused past its lease kills its own as it wakes', async () => {
