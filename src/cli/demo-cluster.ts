@@ -1,10 +1,14 @@
-// ferry demo cluster: three local agents with CPU quotas, jobs started on one, the balancer.
+// ferry demo cluster: three local agents with CPU quotas, jobs started on one, the balancer; with
+// --http, its dashboard, kept open after the jobs are done until Ctrl-C.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrateJob, runBatch, startLocalCluster, type BatchResult } from '../cluster/local.js';
 import { describeEvent } from './balancer-command.js';
 import { printJson } from './command.js';
+import { startDashboard, type Dashboard } from '../cluster/dashboard.js';
+import { checkListen } from '../agent/listen.js';
+import { parseAddress } from '../migrate/client.js';
 import { formatMs, renderTable } from './format.js';
 
 const HOSTS = 3;
@@ -29,7 +33,7 @@ function renderBatch(r: BatchResult, peers: readonly string[]): string {
   );
 }
 
-export async function demoCluster(json: boolean): Promise<number> {
+export async function demoCluster(json: boolean, http?: string): Promise<number> {
   const say = (line: string): void => {
     if (!json) process.stdout.write(`${line}\n`);
   };
@@ -37,7 +41,22 @@ export async function demoCluster(json: boolean): Promise<number> {
   try {
     say(`starting ${HOSTS} agents on loopback, each with a quota of ${CPUS} CPU (a cgroup of its own)`);
     const cluster = await startLocalCluster({ hosts: HOSTS, cpus: CPUS, dir });
+    let dashboard: Dashboard | undefined;
     try {
+      if (http !== undefined) {
+        const { host, port } = parseAddress(http);
+        checkListen(host, false, false);
+        dashboard = await startDashboard({
+          host,
+          port,
+          token: cluster.token,
+          id: 'demo',
+          membership: 'peers',
+          describe: describeEvent,
+        });
+        say(`the dashboard: ${dashboard.url}?token=${cluster.token}`);
+        if (json) printJson({ dashboard: `${dashboard.url}?token=${cluster.token}` });
+      }
       const rate = await calibrateJob();
       const jobs = Array.from({ length: JOBS }, (_, i) => ({
         name: `job-${i + 1}`,
@@ -54,7 +73,11 @@ export async function demoCluster(json: boolean): Promise<number> {
         cpus: CPUS,
         iterationsPerSecond: rate,
         dir: join(dir, 'jobs'),
-        onEvent: (e) => say(`  ${describeEvent(e)}`),
+        onEvent: (e) => {
+          say(`  ${describeEvent(e)}`);
+          dashboard?.event(e);
+        },
+        onLook: (loads, acting) => dashboard?.look(loads, acting),
         onProgress: (p) =>
           say(
             `  ${(p.elapsedMs / 1000).toFixed(0).padStart(3)} s  jobs per host: ${p.perHost
@@ -76,8 +99,16 @@ export async function demoCluster(json: boolean): Promise<number> {
         );
         say(passed ? 'every job checked its result: correct' : 'A JOB CAME BACK WRONG');
       }
+      if (dashboard) {
+        say(`the dashboard stays at ${dashboard.url} until Ctrl-C`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+      }
       return passed ? 0 : 1;
     } finally {
+      await dashboard?.close();
       await cluster.stop();
     }
   } finally {

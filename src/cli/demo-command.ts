@@ -1,4 +1,5 @@
-// ferry demo [cluster] [--json]
+// ferry demo [--json]
+// ferry demo cluster [--http <addr:port>] [--json]
 import { demo } from '../demo.js';
 import { FerryError } from '../errors.js';
 import { printJson, type Command } from './command.js';
@@ -7,13 +8,18 @@ export const demoCommand: Command = {
   name: 'demo',
   summary:
     'checkpoint, kill and restore a small built-in workload; `demo cluster`: balance jobs across three local agents',
-  usage: 'ferry demo [cluster] [--json]',
-  options: {},
+  usage: 'ferry demo [--json]\n       ferry demo cluster [--http <addr:port>] [--json]',
+  options: { http: { type: 'string' } },
   positionals: { min: 0, max: 1 },
   async run({ values, positionals }) {
     // Loaded only for it: it needs node:http, which the startup snapshot cannot hold.
     if (positionals[0] === 'cluster')
-      return (await import('./demo-cluster.js')).demoCluster(values.json === true);
+      return (await import('./demo-cluster.js')).demoCluster(
+        values.json === true,
+        typeof values.http === 'string' ? values.http : undefined,
+      );
+    if (values.http !== undefined)
+      throw new FerryError('FERRY_USAGE', '--http serves the dashboard of `ferry demo cluster`');
     if (positionals[0] !== undefined)
       throw new FerryError(
         'FERRY_USAGE',

@@ -95,6 +95,7 @@ function chart(series) {
   const y = (v) => H - P - (v / top) * (H - 2 * P);
   s.append(svg('line', { class: 'full', x1: 0, x2: W, y1: y(1), y2: y(1) }));
   s.append(svg('text', { x: W - 40, y: y(1) - 3 }, 'full'));
+  s.append(svg('text', { x: 6, y: 12 }, 'load ' + top.toFixed(1)));
   s.append(svg('polyline', { points: series.map((p) => x(p[0]).toFixed(1) + ',' + y(p[1]).toFixed(1)).join(' ') }));
   return s;
 }

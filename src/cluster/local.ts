@@ -9,7 +9,13 @@ import { FerryError } from '../errors.js';
 import { ferryCommand } from '../launcher.js';
 import { callAgent } from '../migrate/client.js';
 import type { HistoryEntry } from '../agent/jobs.js';
-import { endpointOf, gatherLoads, startBalancer, type DecisionEvent } from './balancer.js';
+import {
+  endpointOf,
+  gatherLoads,
+  startBalancer,
+  type BalancerOptions,
+  type DecisionEvent,
+} from './balancer.js';
 import { findCgroupMounts } from './cgroup.js';
 import type { PolicyParams } from './policy.js';
 import type { ClusterStore } from './etcd.js';
@@ -190,6 +196,8 @@ export interface BatchOptions {
   /** Stop waiting after this long (default: four times the unbalanced estimate). */
   timeoutMs?: number;
   onEvent?: (event: DecisionEvent) => void;
+  /** Hears the balancer's every look at the cluster (a dashboard's feed). */
+  onLook?: BalancerOptions['onLook'];
   /** Every second or so: which job is on which host, and which are done. */
   onProgress?: (progress: { elapsedMs: number; perHost: number[]; done: number }) => void;
 }
@@ -260,6 +268,7 @@ export async function runBatch(cluster: LocalCluster, o: BatchOptions): Promise<
         if (e.event === 'outcome' && e.outcome === 'moved') where.get(e.name)?.push(e.to);
         o.onEvent?.(e);
       },
+      onLook: o.onLook,
     });
   const finished = new Map<string, BatchJobResult>();
   try {
