@@ -44,6 +44,11 @@ function firstFreeNumber(dir: string): number {
   return used.length === 0 ? 1 : Math.max(...used) + 1;
 }
 
+/** The directory the next checkpoint in `dir` goes in (numbered after the newest there). */
+export function nextCheckpoint(dir: string): string {
+  return join(dir, String(firstFreeNumber(dir)).padStart(6, '0'));
+}
+
 /** Checkpoint `pid` into `options.dir` every `options.intervalMs` until it exits or `signal` aborts. */
 export async function dumpEvery(pid: number, options: EveryOptions): Promise<EveryResult> {
   const { dir, keep } = options;

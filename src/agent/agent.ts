@@ -454,16 +454,17 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     });
   return {
     address,
-    close: () =>
-      new Promise((done) => {
+    close: async () => {
+      await member?.close(); // its checkpointed jobs are handed over first
+      return new Promise((done) => {
         void pull?.stop();
-        void member?.close();
         jobs.close();
         cgroup?.close();
         migrations.close();
         registry.close();
         server.close(() => done());
         server.closeAllConnections();
-      }),
+      });
+    },
   };
 }

@@ -9,7 +9,8 @@ import { basename, isAbsolute, join } from 'node:path';
 import { FerryError, isFerryError } from '../errors.js';
 import { capacityOf, type CpuCgroup } from '../cluster/cgroup.js';
 import { JOB_ID, MIN_CHECKPOINT_MS, type JobCheckpoints } from '../cluster/job.js';
-import { dumpEvery } from '../periodic.js';
+import { dumpEvery, nextCheckpoint } from '../periodic.js';
+import { dump } from '../checkpoint.js';
 import { LoadMonitor } from '../cluster/load.js';
 import { hostMemory } from '../proc/meminfo.js';
 import { callAgent, parseAddress } from '../migrate/client.js';
@@ -372,6 +373,32 @@ export class Jobs {
     if (!p) return;
     await this.stopCheckpoints(id);
     this.end(p);
+  }
+
+  /**
+   * Checkpoint job `id` one last time and end it (the dump kills it): the agent is stopping, and the
+   * cluster restores the job elsewhere from this checkpoint. Resolves to the image, or undefined if
+   * the dump failed (the job is then killed, its last periodic checkpoint the one to restore).
+   */
+  async handOver(id: string): Promise<string | undefined> {
+    const p = this.o.registry.job(id);
+    const c = p?.job?.checkpoint;
+    if (!p || !c) return undefined;
+    await this.stopCheckpoints(id);
+    const image = nextCheckpoint(join(c.sharedDir, id));
+    try {
+      await dump(p.pid, { dir: image, onWarning: this.o.onWarning });
+      this.o.seal(image);
+      this.o.registry.list(); // reaps it
+      return image;
+    } catch (err) {
+      rmSync(image, { recursive: true, force: true });
+      this.o.onWarning?.(
+        `job ${id}: its last checkpoint failed, it goes back to the one before: ${String(err)}`,
+      );
+      if (this.o.registry.job(id)) this.end(p);
+      return undefined;
+    }
   }
 
   /** Kill job `p`, its process group, and any checkpoint being taken of it. */

@@ -243,9 +243,31 @@ export class Member {
     return p;
   }
 
+  /**
+   * Stop: each checkpointed job here is checkpointed once more and ended, and handed to the leader
+   * to restore elsewhere from that checkpoint (its orphan would otherwise run on beside the copy the
+   * cluster restores once this host's lease is gone); then the lease goes.
+   */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
+    this.fenced = true;
+    for (const [id, pid] of [...this.claimed]) {
+      const image = await this.o.jobs.handOver(id);
+      this.claimed.delete(id);
+      await this.o.store
+        .updateJob(id, (r) =>
+          r && r.host === this.o.self && r.pid === pid
+            ? { ...r, host: '', ...(image ? { checkpoint: image, checkpointAt: Date.now() } : {}) }
+            : r,
+        )
+        .catch((err: unknown) =>
+          this.o.onWarning?.(`job ${id}: etcd did not take its hand-over: ${String(err)}`),
+        );
+      this.o.onWarning?.(
+        `stopped job ${id} for the cluster to restore elsewhere from ${image ?? 'its last checkpoint'}`,
+      );
+    }
     await this.registration?.close();
     this.o.store.close();
   }

@@ -112,7 +112,7 @@ async function checkpointed(store: ClusterStore, id: string): Promise<JobRecord>
   });
 }
 
-test("host failure: a dead host's checkpointed jobs run again elsewhere within the lease TTL + 5 s, losing at most one interval; its agent, restarted, runs no old copy", async () => {
+test("host failure: a dead host's checkpointed jobs run again elsewhere within the lease TTL + 5 s, losing at most one interval; its agent, restarted, runs no old copy", async (t) => {
   const e = await etcd(1);
   const store = new ClusterStore(e.urls);
   cleanup(() => store.close());
@@ -144,6 +144,7 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
   const took = Date.now() - died;
   assert.deepEqual(where, [1, 1]);
   assert.ok(took <= (HOST_TTL_S + 5) * 1000, `restored ${took} ms after the host died`);
+  t.diagnostic(`both jobs ran again ${took} ms after their host died (lease TTL ${HOST_TTL_S} s)`);
   for (const [i, j] of jobs.entries()) {
     // They go on counting from their checkpoint: what was lost is at most one interval's counting.
     const after = await until('counting again', () => {
@@ -155,6 +156,7 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
     assert.equal(after[restart - 1], before[i], 'nothing counted between the kill and the restore');
     const lost = before[i]! - after[restart]! + 1;
     assert.ok(lost >= 0 && lost <= EVERY_MS / 100 + 5, `${j.id}: ${lost} counts lost`);
+    t.diagnostic(`${j.id}: ${lost} counts lost (${EVERY_MS / 100} in one checkpoint interval)`);
     assert.deepEqual(
       after.slice(restart),
       after.slice(restart).map((_, k) => after[restart]! + k),
@@ -260,7 +262,38 @@ test('fencing: an agent killed alone kills the copies it left before it serves; 
   assert.equal(record.host, again.address);
 });
 
-test('failover: the leader killed mid-migration, a standby leads within 5 s and sees the move through: one copy', async () => {
+test('an agent stopped (SIGTERM) hands its checkpointed job over: checkpointed once more, restored elsewhere, nothing lost', async () => {
+  const e = await etcd(1);
+  const [a, b] = [await member(e.urls), await member(e.urls)];
+  await balancer(e.urls, 'b1');
+  const store = new ClusterStore(e.urls);
+  cleanup(() => store.close());
+  const job = await counter(a, 'handed');
+  await checkpointed(store, job.id);
+  const exited = new Promise((resolve) => a.process.child.once('exit', resolve));
+  a.process.child.kill('SIGTERM');
+  await exited;
+  assert.ok(['Z', undefined].includes(processState(job.pid)), 'the job ended with its agent');
+  const before = counts(job.out).at(-1)!;
+  await until(
+    'the job restored on b',
+    async () => ((await load(b)).jobs.length === 1 ? true : undefined),
+    15_000,
+  );
+  const after = await until('counting again', () => {
+    const n = counts(job.out);
+    return n.length > 0 && n.at(-1)! > before + 5 ? n : undefined;
+  });
+  const restart = after.findIndex((v, k) => k > 0 && v <= after[k - 1]!);
+  // Restored from a checkpoint taken as the agent stopped: at most the count in flight is lost.
+  assert.ok(
+    restart === -1 || after[restart - 1]! - after[restart]! <= 1,
+    `${after[restart - 1]} then ${after[restart]}`,
+  );
+  assert.equal(copies(job.marker).length, 1);
+});
+
+test('failover: the leader killed mid-migration, a standby leads within 5 s and sees the move through: one copy', async (t) => {
   const e = await etcd(3);
   // A long host lease: the source agent stands still mid-move (FERRY_FAULT) without being given up.
   const a = await member(e.urls, 60, { cpus: 0.4, env: ['FERRY_FAULT=frozen:STOP'] });
@@ -284,6 +317,7 @@ test('failover: the leader killed mid-migration, a standby leads within 5 s and 
   );
   const took = Date.now() - killed;
   assert.ok(took <= 5000, `the standby led ${took} ms after the leader died`);
+  t.diagnostic(`the standby led ${took} ms after the leader died (leadership TTL 3 s)`);
   process.kill(a.process.pid, 'SIGCONT');
   const adopted = await until('the move seen through', () =>
     events(standby).find((x) => x.event === 'outcome' && x.adopted === true),
