@@ -3,6 +3,7 @@ import type { HistoryEntry, LoadReport } from '../agent/jobs.js';
 import { gatherLoads } from '../cluster/balancer.js';
 import { FerryError } from '../errors.js';
 import { clusterMembers } from './etcd-option.js';
+import type { ClusterStore, Intent } from '../cluster/etcd.js';
 import { agentToken, printJson, readCa, type Command } from './command.js';
 import { formatBytes, formatMs, renderTable } from './format.js';
 
@@ -10,6 +11,50 @@ const WATCH_MS = 2_000;
 const LAST_MOVES = 10;
 
 type Loads = Map<string, LoadReport | Error>;
+
+/** What etcd holds besides the members (`--etcd`): who leads, moves under way, checkpoints. */
+interface EtcdView {
+  leader: string | null;
+  intents: Intent[];
+  checkpoints: {
+    id: string;
+    name: string;
+    host: string;
+    checkpoint: string | null;
+    checkpointAt: number | null;
+  }[];
+}
+
+async function etcdView(store: ClusterStore): Promise<EtcdView> {
+  return {
+    leader: (await store.leader()) ?? null,
+    intents: await store.intents(),
+    checkpoints: (await store.jobs()).map((r) => ({
+      id: r.id,
+      name: r.name,
+      host: r.host,
+      checkpoint: r.checkpoint ?? null,
+      checkpointAt: r.checkpointAt ?? null,
+    })),
+  };
+}
+
+function renderEtcd(v: EtcdView, now: number): string {
+  const intents = v.intents.map((i) => `${i.kind} ${i.name} ${i.from || '-'} -> ${i.to} (by ${i.leader})`);
+  const checkpoints = renderTable(
+    ['checkpointed job', 'host', 'last checkpoint'].map((header) => ({ header })),
+    v.checkpoints.map((c) => [
+      c.name,
+      c.host || '(to be restored)',
+      c.checkpointAt === null ? 'none yet' : `${formatMs(now - c.checkpointAt)} ago`,
+    ]),
+  );
+  return [
+    `leader: ${v.leader ?? 'none (no balancer runs)'}`,
+    `intents: ${intents.length === 0 ? '(none)' : intents.join('; ')}`,
+    ...(v.checkpoints.length === 0 ? [] : ['', checkpoints]),
+  ].join('\n');
+}
 
 /** What `ferry cluster status --json` prints. */
 export function clusterStatus(loads: Loads): {
@@ -112,11 +157,16 @@ export const clusterCommand: Command = {
     const members = await clusterMembers(values);
     try {
       for (;;) {
-        const status = clusterStatus(await gatherLoads(await members.list(), token, ca));
+        const loads = clusterStatus(await gatherLoads(await members.list(), token, ca));
+        const etcd = members.store && (await etcdView(members.store));
+        const status = { ...loads, ...(etcd ? { etcd } : {}) };
         if (values.json) {
           if (values.watch) process.stdout.write(`${JSON.stringify(status)}\n`);
           else printJson(status);
-        } else process.stdout.write(`${values.watch ? '\x1b[H\x1b[2J' : ''}${renderStatus(status)}\n`);
+        } else
+          process.stdout.write(
+            `${values.watch ? '\x1b[H\x1b[2J' : ''}${renderStatus(loads)}${etcd ? `\n\n${renderEtcd(etcd, Date.now())}` : ''}\n`,
+          );
         if (!values.watch) return status.hosts.some((h) => 'error' in h) ? 1 : 0;
         await new Promise((resolve) => setTimeout(resolve, WATCH_MS));
       }

@@ -34,6 +34,8 @@ export async function joinEtcd(
 /** The agents of a cluster, as --peers lists them or etcd has them registered (`--etcd`). */
 export interface Members {
   list(): Promise<string[]>;
+  /** With --etcd: the store, for what else it holds. */
+  store?: ClusterStore;
   close(): void;
 }
 
@@ -51,6 +53,7 @@ export async function clusterMembers(values: Record<string, unknown>): Promise<M
   const { store } = (await joinEtcd(values.etcd, undefined, DEFAULT_HOST_TTL_S))!;
   return {
     list: async () => (await store.hosts()).map((h) => h.endpoint).sort(),
+    store,
     close: () => store.close(),
   };
 }

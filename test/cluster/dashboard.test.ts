@@ -3,12 +3,15 @@
 // drained and undrained from its buttons, pushed live; behind the balancer's token. A screenshot
 // of it is saved (FERRY_SCREENSHOT=<file> to keep one, as docs/dashboard.png was).
 import assert from 'node:assert/strict';
-import { copyFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, readFileSync, statSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import puppeteer, { type Browser } from 'puppeteer-core';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { clusterLab, load, run, SPIN, TOKEN, until, type ClusterLab } from '../helpers/cluster.js';
+import { runCli } from '../helpers/cli.js';
 import { CLI, PYTHON } from '../helpers/paths.js';
 import { startProcess } from '../helpers/processes.js';
 
@@ -111,4 +114,42 @@ test('the dashboard shows hosts, load charts, jobs and migrations live, and drai
   await page.click(`${card(a.address)} button.undrain`);
   await page.waitForSelector(`${card(a.address)} button.drain`);
   assert.equal((await load(a)).host.drained, false);
+});
+
+test('the dashboard over TLS, behind the token; plain HTTP beyond loopback is refused', async () => {
+  const [cert, key] = [join(lab.work, 'dash.crt'), join(lab.work, 'dash.key')];
+  execFileSync(
+    'openssl',
+    [
+      ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'],
+      ...['-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=127.0.0.1'],
+      ...['-addext', 'subjectAltName=IP:127.0.0.1'],
+    ],
+    { stdio: 'ignore' },
+  );
+  const [a, b] = [await lab.startAgent({ cpus: null }), await lab.startAgent({ cpus: null })];
+  const peers = `${a.address},${b.address}`;
+  const balancer = await startProcess(CLI, [
+    ...['balancer', '--peers', peers, '--token-file', lab.tokenFile, '--json'],
+    ...['--http', '127.0.0.1:0', '--tls-cert', cert, '--tls-key', key],
+  ]);
+  cleanup(() => balancer.stop());
+  const { url } = JSON.parse(balancer.readyLine) as { url: string };
+  assert.match(url, /^https:\/\/127\.0\.0\.1:\d+\/$/);
+  const status = (path: string, token?: string): Promise<number> =>
+    new Promise((resolve, reject) =>
+      httpsGet(
+        `${url}${path}`,
+        { ca: readFileSync(cert), headers: token ? { authorization: `Bearer ${token}` } : {} },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      ).on('error', reject),
+    );
+  assert.equal(await status('api/state'), 401);
+  assert.equal(await status('api/state', TOKEN), 200);
+  const open = await runCli(['balancer', '--peers', peers, '--http', '0.0.0.0:0']);
+  assert.equal(open.code, 2, open.stderr);
+  assert.match(open.stderr, /not a loopback address: serve TLS there/);
 });

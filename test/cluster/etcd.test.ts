@@ -177,7 +177,15 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
   const urls = e.urls.join(',');
   const status = await runCli(['cluster', 'status', '--etcd', urls, '--token-file', lab.tokenFile, '--json']);
   assert.equal(status.code, 0, status.stderr);
-  const s = JSON.parse(status.stdout) as { hosts: { peer: string }[]; jobs: { id: string }[] };
+  const s = JSON.parse(status.stdout) as {
+    hosts: { peer: string }[];
+    jobs: { id: string }[];
+    etcd: { leader: string; intents: unknown[]; checkpoints: { id: string; host: string }[] };
+  };
+  assert.equal(s.etcd.leader, 'b1');
+  assert.deepEqual(s.etcd.intents, []);
+  assert.deepEqual(s.etcd.checkpoints.map((c) => c.id).sort(), jobs.map((j) => j.id).sort());
+  assert.ok(s.etcd.checkpoints.every((k) => [b.address, c.address].includes(k.host)));
   assert.deepEqual(s.hosts.map((h) => h.peer).sort(), [again.address, b.address, c.address].sort());
   assert.deepEqual(s.jobs.map((j) => j.id).sort(), jobs.map((j) => j.id).sort());
   const placed = await runCli([
