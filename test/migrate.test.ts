@@ -358,6 +358,18 @@ test('pre-copy: a process rewriting its memory migrates there and back with no p
   assert.ok(Number(later.split(' ')[2]) > Number(line.split(' ')[2]), 'it keeps writing after two moves');
 });
 
+test('pre-copy of writes scattered at random: every page right, the staged rounds and the final copy interleaved', async () => {
+  // Each round's pages lie one here, one there: the target lays later layers over the staged ones
+  // page by page, and must write exactly those the staging does not hold already.
+  const d = await startSelfChecking(dir(), 'dirty', ['128', '40', 'random'], cleanup);
+  const r = migrated(
+    await migrateCli(lab.hosts[0]!, d.pid, lab.hosts[1]!, '--mode', 'pre-copy', '--max-downtime', '5'),
+  ) as Migrated & { precopyRounds: { leftBytes: number }[]; finalPages: number };
+  assert.ok(r.precopyRounds.length >= 2, 'a round of scattered pages after the first');
+  assert.ok(r.finalPages > 0, 'pages written since the last round went frozen');
+  assert.match(await d.check(r.targetPid), /^CHECK ok \d+$/);
+});
+
 test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) moves the process intact', async () => {
   const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
   const r = await migrateCli(

@@ -2,7 +2,9 @@
 // stop-copy and pre-copy, to an agent on this host (loopback), and, when criu >= 4.1 is on PATH,
 // CRIU's dump + restore of the same workload side by side (CRIU has no migration of its own).
 //   npm run bench:migrate -- [--sizes 64,1024] [--rates 0,10,100] [--runs 3] [--max-downtime 300]
-//                            [--no-criu]
+//                            [--pattern sequential|random] [--no-criu]
+// --pattern random: each write goes to a page drawn at random (scattered dirty pages, as heaps and
+// databases make), not round-robin.
 // Reports medians: downtime (frozen time, until the process runs at the target), total time,
 // bytes sent, rounds; every migrated process must pass its own check of every page ("CHECK ok").
 // Ratios: ferry's stop-copy total time over CRIU's dump + restore.
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     'max-downtime': { type: 'string', default: '300' },
     'no-criu': { type: 'boolean', default: false },
+    pattern: { type: 'string', default: 'sequential' },
   },
 });
 
@@ -86,7 +89,11 @@ async function sample(tool: Tool, mib: number, rate: number, agent: BenchAgent):
   let workload: Workload | undefined;
   let target: number | undefined;
   try {
-    workload = await startWorkload(work, 'dirty', [String(mib), String(rate)]);
+    workload = await startWorkload(work, 'dirty', [
+      String(mib),
+      String(rate),
+      ...(values.pattern === 'random' ? ['random'] : []),
+    ]);
     await new Promise((r) => setTimeout(r, 1000)); // writing at its rate
     const s =
       tool === 'criu'
@@ -104,6 +111,8 @@ async function sample(tool: Tool, mib: number, rate: number, agent: BenchAgent):
   }
 }
 
+if (values.pattern !== 'sequential' && values.pattern !== 'random')
+  throw new Error('--pattern is sequential or random');
 becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
 const tools: Tool[] = criu ? ['stop-copy', 'pre-copy', 'criu'] : ['stop-copy', 'pre-copy'];
@@ -113,7 +122,7 @@ const rows: string[][] = [];
 const ratios: string[][] = [];
 const f1 = (n: number): string => n.toFixed(n < 10 ? 1 : 0);
 process.stdout.write(
-  `migration on loopback, pre-copy --max-downtime ${values['max-downtime']} ms; median of ${runs} runs after one ` +
+  `migration on loopback, ${values.pattern} writes, pre-copy --max-downtime ${values['max-downtime']} ms; median of ${runs} runs after one ` +
     `warm-up; ${criu ? `CRIU ${criu} dump + restore` : 'no CRIU >= 4.1 on PATH'}\n\n`,
 );
 const failures: string[] = [];

@@ -420,6 +420,12 @@ function pageWrites(
   };
   /** Per staged VMA, the pages the image has data for. */
   const kept = new Map<VmaRecord, Span[]>();
+  /**
+   * Per staged VMA, the first of its runs that may still meet a piece: pieces come in address
+   * order, so the walk over its runs is one pass, however scattered the pages (a search of every
+   * run for every piece took seconds for a few thousand pages written at random).
+   */
+  const cursor = new Map<VmaRecord, number>();
   for (const p of sourcePieces(sources, vmas)) {
     const runs = staged.get(p.vma);
     if (runs) {
@@ -428,10 +434,19 @@ function pageWrites(
       const spans = kept.get(p.vma) ?? [];
       pushSpan(spans, p.start, p.end);
       kept.set(p.vma, spans);
-      // Pages staged from the same layer are in place already.
-      const same = runs.filter((r) => r.part !== null && r.part === layerParts[p.layer!]);
-      for (const s of subtractSpans([{ start: p.start, end: p.end }], same))
-        add(p.layer, s.start, s.end, p.offset + Number(s.start - p.start));
+      // Pages staged from the same layer are in place already: the rest of the piece is written.
+      let k = cursor.get(p.vma) ?? 0;
+      while (k < runs.length && runs[k]!.end <= p.start) k++;
+      cursor.set(p.vma, k);
+      const part = layerParts[p.layer];
+      let at = p.start;
+      for (let m = k; m < runs.length && runs[m]!.start < p.end; m++) {
+        const r = runs[m]!;
+        if (r.part === null || r.part !== part) continue;
+        if (r.start > at) add(p.layer, at, r.start, p.offset + Number(at - p.start));
+        if (r.end > at) at = r.end;
+      }
+      if (at < p.end) add(p.layer, at, p.end, p.offset + Number(at - p.start));
       continue;
     }
     // Zero pages read back as zeros in fresh anonymous memory; file-backed VMAs need them written.
