@@ -206,7 +206,7 @@ export class Migrations {
             since: Date.now(),
             ...(job ? { job: { ...job, arrivedAt: Date.now() } } : {}),
           });
-          send({ event: 'restored', pid: result.pid, restoreMs: result.restoreMs });
+          send({ event: 'restored', pid: result.pid, restoreMs: result.restoreMs, stages: result.stages });
         } else if (frame.type === FRAME.COMMIT) {
           if (m.state !== 'held')
             throw new FerryError('FERRY_CONNECTION', 'a commit before the process was restored');

@@ -65,8 +65,9 @@ export interface MigrateResult {
   /** Pages the final copy sent, and pages it left to the rounds (unchanged since). */
   finalPages: number;
   unchangedPages: number;
-  /** The target's own restore time, within the downtime. */
+  /** The target's own restore time, within the downtime, and its stages. */
   targetRestoreMs: number;
+  targetStages: Record<string, number>;
   /** The dump's stages on this side. */
   stages: DumpResult['stages'];
   warnings: string[];
@@ -181,6 +182,7 @@ async function migrateWatched(
     finalPages: result.pages + result.zeroPages,
     unchangedPages: result.unchangedPages,
     targetRestoreMs: outcome.restoreMs,
+    targetStages: outcome.restoreStages,
     stages: result.stages,
     warnings: result.warnings,
   };

@@ -37,8 +37,9 @@ export interface StreamSinkOptions {
 export interface StreamOutcome {
   /** PID of the process on the target. */
   pid: number;
-  /** The target's own restore time. */
+  /** The target's own restore time, and its stages. */
   restoreMs: number;
+  restoreStages: Record<string, number>;
 }
 
 export class StreamSink implements ImageSink {
@@ -184,7 +185,7 @@ export class StreamSink implements ImageSink {
     restored.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
     await this.send(FRAME.MANIFEST, '', Buffer.from(manifest));
     await this.send(FRAME.SEAL, '', Buffer.from(macOf(this.options.sealKey, manifest)));
-    const { pid, restoreMs } = await restored;
+    const { pid, restoreMs, stages } = await restored;
     this.options.signal?.throwIfAborted();
     fence?.();
     faultPoint('fence');
@@ -208,7 +209,7 @@ export class StreamSink implements ImageSink {
       }
       if (outcome !== 'running') throw err;
     }
-    this.outcome = { pid, restoreMs };
+    this.outcome = { pid, restoreMs, restoreStages: stages ?? {} };
   }
 
   settle(): Promise<void> {

@@ -172,7 +172,7 @@ export interface Migration {
 export type TargetEvent =
   | { event: 'received'; bytes: number }
   | { event: 'layered'; layer: string; prefilled: boolean }
-  | { event: 'restored'; pid: number; restoreMs: number }
+  | { event: 'restored'; pid: number; restoreMs: number; stages?: Record<string, number> }
   | { event: 'running'; pid: number }
   | { event: 'aborted'; reason: string }
   | { event: 'error'; code: string; message: string };
