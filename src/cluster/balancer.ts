@@ -115,6 +115,9 @@ export function hostView(peer: string, load: LoadReport, busy: boolean): HostVie
 const UNSTARTED_MS = 10_000;
 /** A restore an earlier leader asked for is this long at most before this one asks again. */
 const RECOVER_GRACE_MS = 60_000;
+/** After a failed restore, the next try of that job waits this long, doubled each time, up to the most. */
+const RECOVER_BACKOFF_MS = 5_000;
+const RECOVER_BACKOFF_MAX_MS = 5 * 60_000;
 
 export function startBalancer(o: BalancerOptions): Balancer {
   const peers = o.peers ?? [];
@@ -129,6 +132,9 @@ export function startBalancer(o: BalancerOptions): Balancer {
   const mine = new Set<string>();
   const unreachable = new Set<string>();
   const lost = new Set<string>();
+  /** Restores that failed, per job: how many times, and not before when again. */
+  const failures = new Map<string, number>();
+  const retryAt = new Map<string, number>();
   let bandwidth: number | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -237,7 +243,13 @@ export function startBalancer(o: BalancerOptions): Balancer {
             MOVE_TIMEOUT_MS,
           );
           o.onEvent({ ...said, at: Date.now(), outcome: 'recovered', pid: got.pid, checkpointAt });
+          failures.delete(id);
+          retryAt.delete(id);
         } catch (err) {
+          // Tried again later, and later each time: a restore that cannot work is not tried every look.
+          const n = (failures.get(id) ?? 0) + 1;
+          failures.set(id, n);
+          retryAt.set(id, Date.now() + Math.min(RECOVER_BACKOFF_MS * 2 ** (n - 1), RECOVER_BACKOFF_MAX_MS));
           o.onEvent({
             ...said,
             at: Date.now(),
@@ -318,6 +330,7 @@ export function startBalancer(o: BalancerOptions): Balancer {
           lost.add(r.id);
           continue;
         }
+        if ((retryAt.get(r.id) ?? 0) > Date.now()) continue;
         if (!o.dryRun) void recover(r.id, r.name, r.host, open, r.checkpointAt);
       }
     }

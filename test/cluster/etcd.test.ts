@@ -270,6 +270,36 @@ test('fencing: an agent killed alone kills the copies it left before it serves; 
   assert.equal(record.host, again.address);
 });
 
+test("a checkpoint sealed with another agent's key is not restored, and not tried again at every look", async () => {
+  const e = await etcd(1);
+  const otherKey = join(lab.work, 'other.key');
+  writeFileSync(otherKey, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  const a = await member(e.urls);
+  const b = await lab.startAgent({
+    cpus: null,
+    extra: ['--etcd', e.urls.join(','), '--lease-ttl', String(HOST_TTL_S), '--image-key', otherKey],
+  });
+  const leader = await balancer(e.urls, 'b1');
+  const store = new ClusterStore(e.urls);
+  cleanup(() => store.close());
+  const job = await counter(a, 'foreign');
+  await checkpointed(store, job.id);
+  await a.process.stop();
+  killAndReap(job.pid);
+  const failed = await until(
+    'a failed restore',
+    () => events(leader).find((x) => x.event === 'recovery' && x.outcome === 'failed'),
+    15_000,
+  );
+  assert.ok(failed.event === 'recovery');
+  assert.match(failed.error ?? '', /was not written by this agent|seal/);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const tries = events(leader).filter((x) => x.event === 'recovery').length;
+  assert.equal(tries, 1, 'one try in 3 s, not one per look (every 500 ms)');
+  assert.equal((await load(b)).jobs.length, 0);
+  assert.equal(copies(job.marker).length, 0);
+});
+
 test('an agent stopped (SIGTERM) hands its checkpointed job over: checkpointed once more, restored elsewhere, nothing lost', async () => {
   const e = await etcd(1);
   const [a, b] = [await member(e.urls), await member(e.urls)];
