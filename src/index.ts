@@ -1,6 +1,31 @@
 // The ferry library: everything the CLI does, typed, for Node programs that embed it.
 export { startAgent, type Agent, type AgentOptions } from './agent/agent.js';
 export { parseTokenFile, readTokenFile, type TokenEntry } from './agent/auth.js';
+export type { HistoryEntry, JobReport, LoadReport } from './agent/jobs.js';
+export {
+  gatherLoads,
+  startBalancer,
+  type Balancer,
+  type BalancerOptions,
+  type DecisionEvent,
+} from './cluster/balancer.js';
+export {
+  startDashboard,
+  type Dashboard,
+  type DashboardOptions,
+  type DashboardState,
+} from './cluster/dashboard.js';
+export { drainHost, type DrainOptions, type DrainResult } from './cluster/drain.js';
+export { ClusterStore, type HostRecord, type Intent, type JobRecord } from './cluster/etcd.js';
+export {
+  decide,
+  placeJob,
+  POLICIES,
+  type Decision,
+  type HostView,
+  type JobView,
+  type PolicyParams,
+} from './cluster/policy.js';
 export { check, CAP, type CheckReport, type DirtyTracking, type FeatureReport } from './check.js';
 export { dump, type DumpOptions, type DumpResult } from './checkpoint.js';
 export { demo, type DemoResult } from './demo.js';

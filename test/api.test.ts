@@ -27,6 +27,13 @@ test('the entry point exports every function the README documents', () => {
     'startAgent',
     'readTokenFile',
     'parseTokenFile',
+    'startBalancer',
+    'gatherLoads',
+    'decide',
+    'placeJob',
+    'drainHost',
+    'startDashboard',
+    'ClusterStore',
   ] as const) {
     assert.equal(typeof ferry[name], 'function', name);
   }

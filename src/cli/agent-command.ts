@@ -13,7 +13,8 @@ import { DEFAULT_HOST_TTL_S, joinEtcd } from './etcd-option.js';
 
 export const agentCommand: Command = {
   name: 'agent',
-  summary: "run this host's agent: the HTTP API for dumps, restores and incoming migrations",
+  summary:
+    "run this host's agent: the HTTP API for dumps, restores, incoming migrations and jobs; --etcd joins a cluster",
   usage:
     'ferry agent --listen <addr:port> --data-dir <dir> (--token-file <f> | --no-auth) [--tls-cert <f> --tls-key <f> | --insecure]\n' +
     '       [--image-key <f>] [--metrics-open] [--max-streams <n>] [--max-streams-per-token <n>] [--idle-timeout <ms>]\n' +

@@ -56,7 +56,8 @@ const DEFAULT_LEADER_TTL_S = 3;
 
 export const balancerCommand: Command = {
   name: 'balancer',
-  summary: 'balance load: move managed jobs from busy agents to idle ones, one line per decision',
+  summary:
+    'balance load: move managed jobs from busy agents to idle ones, one line per decision; with etcd, lead or stand by; --http: a dashboard',
   usage:
     'ferry balancer (--peers <host:port,...> | --etcd <url,...> [--id <name>] [--lease-ttl <s>]) [--token-file <f>]\n' +
     '       [--tls-ca <f>] [--interval <ms>] [--policy <name>] [--dry-run]\n' +

@@ -36,7 +36,8 @@ async function chooseAgent(
 
 export const runJobCommand: Command = {
   name: 'run',
-  summary: 'start a job under an agent (the least loaded of several), which the balancer may move',
+  summary:
+    'start a job under an agent (the least loaded of several), which the balancer may move; checkpointed with --checkpoint-every',
   usage:
     'ferry run (--agent <host:port>[,<host:port>...] | --etcd <url,...>) [--token-file <f>] [--tls-ca <f>] [--name <name>] [--stdout <f>] [--stderr <f>]\n' +
     '       [--no-migrate] [--checkpoint-every <interval> --shared-dir <dir>] [--json] -- <cmd> [args...]',
