@@ -196,6 +196,16 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
   assert.ok(
     [again.address, b.address, c.address].includes((JSON.parse(placed.stdout) as { agent: string }).agent),
   );
+
+  // Drain one host of the agents etcd has: its jobs move on, the checkpointed ones each still once.
+  const drained = await runCli(['drain', b.address, '--etcd', urls, '--token-file', lab.tokenFile, '--json']);
+  assert.equal(drained.code, 0, drained.stderr);
+  assert.equal((await load(b)).jobs.length, 0);
+  for (const j of jobs) assert.equal(copies(j.marker).length, 1, `${j.id} runs once after the drain`);
+  await until('the moved jobs recorded where they run', async () => {
+    const records = await Promise.all(jobs.map((j) => store.job(j.id)));
+    return records.every((r) => r && r.host !== b.address && r.host !== '') ? true : undefined;
+  });
 });
 
 test('etcd out of reach, or malformed: one line and a non-zero exit', async () => {
