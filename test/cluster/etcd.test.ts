@@ -131,7 +131,8 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
   await a.process.stop();
   jobs.forEach((j) => killAndReap(j.pid));
   const died = Date.now();
-  const before = jobs.map((j) => counts(j.out).at(-1)!);
+  // What each had counted when it died, and where its output stood.
+  const before = jobs.map((j) => counts(j.out));
   const where = await until(
     'every job running elsewhere',
     async () => {
@@ -146,20 +147,19 @@ test("host failure: a dead host's checkpointed jobs run again elsewhere within t
   assert.ok(took <= (HOST_TTL_S + 5) * 1000, `restored ${took} ms after the host died`);
   t.diagnostic(`both jobs ran again ${took} ms after their host died (lease TTL ${HOST_TTL_S} s)`);
   for (const [i, j] of jobs.entries()) {
-    // They go on counting from their checkpoint: what was lost is at most one interval's counting.
+    // They go on counting from their checkpoint: what was lost is at most one interval's counting
+    // (none, when it died just after one).
+    const died = before[i]!;
     const after = await until('counting again', () => {
       const n = counts(j.out);
-      const restart = n.findIndex((v, k) => k > 0 && v <= n[k - 1]!);
-      return restart > 0 && n.length > restart + 5 ? n : undefined;
+      return n.length > died.length + 5 ? n.slice(died.length) : undefined;
     });
-    const restart = after.findIndex((v, k) => k > 0 && v <= after[k - 1]!);
-    assert.equal(after[restart - 1], before[i], 'nothing counted between the kill and the restore');
-    const lost = before[i]! - after[restart]! + 1;
+    const lost = died.at(-1)! - after[0]! + 1;
     assert.ok(lost >= 0 && lost <= EVERY_MS / 100 + 5, `${j.id}: ${lost} counts lost`);
     t.diagnostic(`${j.id}: ${lost} counts lost (${EVERY_MS / 100} in one checkpoint interval)`);
     assert.deepEqual(
-      after.slice(restart),
-      after.slice(restart).map((_, k) => after[restart]! + k),
+      after,
+      after.map((_, k) => after[0]! + k),
       'it counts on, one by one',
     );
   }
@@ -252,7 +252,7 @@ test('fencing: an agent killed alone kills the copies it left before it serves; 
     async () => ((await load(b)).jobs.length === 1 ? true : undefined),
     15_000,
   );
-  assert.equal(processState(job.pid), 'S', 'the orphan still runs');
+  assert.ok(['S', 'R'].includes(processState(job.pid) ?? ''), 'the orphan still runs');
   const again = await member(e.urls, HOST_TTL_S, { listen: a.address, dataDir: a.dataDir });
   // The agent said it listens only once the orphan was dead.
   assert.ok(['Z', undefined].includes(processState(job.pid)), `the orphan is ${processState(job.pid)}`);
