@@ -205,7 +205,14 @@ export class Jobs {
             );
         },
       )
-      .finally(() => this.checkpoints.delete(job.id));
+      .finally(() => {
+        this.checkpoints.delete(job.id);
+        // A job that has ended (by itself, or killed on request) needs its checkpoints no more; one
+        // stopped to be moved, handed over or fenced still runs as its checkpoints end.
+        this.o.registry.list(); // reaps it, if it ended
+        const now = this.o.registry.get(p.pid);
+        if (!now || now.state === 'exited') rmSync(dir, { recursive: true, force: true });
+      });
     this.checkpoints.set(job.id, { stop, done });
   }
 

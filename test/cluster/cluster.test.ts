@@ -2,7 +2,7 @@
 // cgroup: `ferry run`, load reports under the quota, moves on request, `ferry balancer` (and one
 // killed mid-migration), an idle agent asking for work, and `ferry cluster status`.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import type { HistoryEntry } from '../../src/agent/jobs.js';
@@ -111,6 +111,25 @@ test('ferry run starts a job under the agent: only stdio, the caller cwd and env
   // Dead, it comes to this test (a subreaper) to be reaped.
   await until('the child gone', () => (['Z', undefined].includes(processState(child)) ? true : undefined));
   killAndReap(child);
+});
+
+test('ferry run --checkpoint-every checkpoints the job into the shared directory while it runs; they go when it ends', async () => {
+  const a = await startAgent();
+  const shared = mkdtempSync(join(work, 'shared-'));
+  const job = await run(a, [
+    ...['--checkpoint-every', '1s', '--shared-dir', shared, '--'],
+    ...[PYTHON, '-c', 'import time\nfor i in range(40):\n    time.sleep(0.1)'],
+  ]);
+  const images = await until('a checkpoint', () => {
+    const dir = join(shared, job.id);
+    const made = existsSync(dir)
+      ? readdirSync(dir).filter((n) => existsSync(join(dir, n, 'manifest.json')))
+      : [];
+    return made.length > 0 ? made : undefined;
+  });
+  assert.match(images[0]!, /^\d{6}$/);
+  await until('the job ended', async () => ((await load(a)).jobs.length === 0 ? true : undefined));
+  await until('its checkpoints gone', () => (existsSync(join(shared, job.id)) ? undefined : true));
 });
 
 test('ferry run refuses what it cannot do, in one line', async () => {
