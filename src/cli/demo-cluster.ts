@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrateJob, runBatch, startLocalCluster, type BatchResult } from '../cluster/local.js';
 import { describeEvent } from './balancer-command.js';
-import { printJson } from './command.js';
+import { interruptible, printJson } from './command.js';
 import { startDashboard, type Dashboard } from '../cluster/dashboard.js';
 import { checkListen } from '../agent/listen.js';
 import { parseAddress } from '../migrate/client.js';
@@ -33,7 +33,12 @@ function renderBatch(r: BatchResult, peers: readonly string[]): string {
   );
 }
 
-export async function demoCluster(json: boolean, http?: string): Promise<number> {
+export function demoCluster(json: boolean, http?: string): Promise<number> {
+  // Ctrl-C stops the batch, kills its jobs, stops the agents and removes what it made.
+  return interruptible((signal) => runDemo(json, http, signal));
+}
+
+async function runDemo(json: boolean, http: string | undefined, signal: AbortSignal): Promise<number> {
   const say = (line: string): void => {
     if (!json) process.stdout.write(`${line}\n`);
   };
@@ -78,6 +83,7 @@ export async function demoCluster(json: boolean, http?: string): Promise<number>
           dashboard?.event(e);
         },
         onLook: (loads, acting) => dashboard?.look(loads, acting),
+        signal,
         onProgress: (p) =>
           say(
             `  ${(p.elapsedMs / 1000).toFixed(0).padStart(3)} s  jobs per host: ${p.perHost
@@ -101,10 +107,7 @@ export async function demoCluster(json: boolean, http?: string): Promise<number>
       }
       if (dashboard) {
         say(`the dashboard stays at ${dashboard.url} until Ctrl-C`);
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
       }
       return passed ? 0 : 1;
     } finally {

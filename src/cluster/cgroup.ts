@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'n
 import { cpus } from 'node:os';
 import { dirname, isAbsolute, join, relative } from 'node:path';
 import { FerryError } from '../errors.js';
+import { kill, SIG } from '../sys/signal.js';
 
 export interface CgroupMounts {
   /** The v2 hierarchy's mount, and whether the cpu controller is in it. */
@@ -165,4 +166,31 @@ function enableCpu(root: string, rel: string): void {
 /** The cores a host's jobs may use: the cgroup's quota, else every CPU. */
 export function capacityOf(cgroup: CpuCgroup | undefined): number {
   return cgroup?.quota() ?? cpus().length;
+}
+
+/**
+ * Remove cgroup `rel` (relative to the cpu hierarchy, and its v2 twin where there is one) after
+ * killing what is still in it: for a cgroup whose every process is the caller's to end (the local
+ * cluster's hosts, once their agents are stopped). Gives up on one that does not empty in 5 s.
+ */
+export async function removeCgroup(rel: string, mounts = findCgroupMounts()): Promise<void> {
+  for (const root of [mounts.v1Cpu, mounts.v2?.root]) {
+    const dir = root && join(root, rel);
+    if (!dir || !existsSync(dir)) continue;
+    for (const until = Date.now() + 5_000; ; await new Promise((r) => setTimeout(r, 50))) {
+      const procs = readFileSync(join(dir, 'cgroup.procs'), 'latin1').split('\n').filter(Boolean).map(Number);
+      for (const pid of procs)
+        try {
+          kill(pid, SIG.SIGKILL);
+        } catch {
+          // gone already
+        }
+      try {
+        rmdirSync(dir);
+        break;
+      } catch {
+        if (Date.now() > until) break; // left as it is: a process there would not die
+      }
+    }
+  }
 }

@@ -16,7 +16,7 @@ import {
   type BalancerOptions,
   type DecisionEvent,
 } from './balancer.js';
-import { findCgroupMounts } from './cgroup.js';
+import { findCgroupMounts, removeCgroup } from './cgroup.js';
 import type { PolicyParams } from './policy.js';
 import type { ClusterStore } from './etcd.js';
 
@@ -53,9 +53,13 @@ export async function startLocalCluster(o: {
   const agents: ChildProcess[] = [];
   // Loaded only when asked for: etcd's client (gRPC) is large.
   const store = o.etcd && new (await import('./etcd.js')).ClusterStore(o.etcd);
+  const cgroup = (i: number): string => `ferry-local-${process.pid}-${i}`;
   const stop = async (): Promise<void> => {
     await Promise.all(agents.map(stopAgent));
     store?.close();
+    // What the agents leave in their cgroups (a job whose move was cut short, a held process that
+    // dies after its agent) is this cluster's own: it goes, and so do the cgroups.
+    await Promise.all(agents.map((_, i) => removeCgroup(cgroup(i), mounts)));
   };
   try {
     const peers: string[] = [];
@@ -72,7 +76,7 @@ export async function startLocalCluster(o: {
             '--token-file',
             tokenFile,
           ],
-          ...['--cgroup', `ferry-local-${process.pid}-${i}`, '--cpus', String(o.cpus), '--json'],
+          ...['--cgroup', cgroup(i), '--cpus', String(o.cpus), '--json'],
           ...(o.etcd ? ['--etcd', o.etcd.join(',')] : []),
         ],
         { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -198,6 +202,8 @@ export interface BatchOptions {
   onEvent?: (event: DecisionEvent) => void;
   /** Hears the balancer's every look at the cluster (a dashboard's feed). */
   onLook?: BalancerOptions['onLook'];
+  /** Aborted: the batch stops at once, its jobs killed (a Ctrl-C of `ferry demo cluster`). */
+  signal?: AbortSignal;
   /** Every second or so: which job is on which host, and which are done. */
   onProgress?: (progress: { elapsedMs: number; perHost: number[]; done: number }) => void;
 }
@@ -274,6 +280,7 @@ export async function runBatch(cluster: LocalCluster, o: BatchOptions): Promise<
   try {
     let lastProgress = 0;
     while (finished.size < o.jobs.length) {
+      o.signal?.throwIfAborted();
       const elapsed = Date.now() - started;
       if (elapsed > timeoutMs)
         throw new FerryError(

@@ -13,7 +13,7 @@ import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { CLI, PYTHON } from '../helpers/paths.js';
 import { processState, startProcess } from '../helpers/processes.js';
-import { childrenOf, killAndReap } from '../helpers/reaper.js';
+import { childrenOf, killAndReap, reapOrphans, treeOf } from '../helpers/reaper.js';
 import {
   clusterLab,
   CPUS,
@@ -400,4 +400,31 @@ test('ferry drain empties a host under load, one job at a time, none lost; undra
   assert.equal((await load(a)).host.drained, false);
   await run(a, ['--', PYTHON, '-c', SPIN], 'back');
   assert.equal((await load(a)).jobs.length, 1);
+});
+
+test('ferry demo cluster stopped with Ctrl-C mid-run leaves no agent, job, cgroup or directory behind', async () => {
+  const demo = await startProcess(CLI, ['demo', 'cluster']);
+  cleanup(() => demo.stop());
+  await until(
+    'jobs running',
+    () => (demo.lines.some((l) => /jobs per host/.test(l)) ? true : undefined),
+    60_000,
+  );
+  const started = treeOf(demo.pid).slice(1); // its agents and their jobs
+  assert.ok(started.length >= 3, `agents and jobs: ${started.join(' ')}`);
+  const exited = new Promise<number | null>((resolve) => demo.child.once('exit', (code) => resolve(code)));
+  demo.child.kill('SIGINT');
+  assert.notEqual(await exited, 0);
+  await reapOrphans(started);
+  assert.deepEqual(
+    started.filter((pid) => existsSync(`/proc/${pid}`)),
+    [],
+    'everything it started is gone',
+  );
+  const mounts = findCgroupMounts();
+  const root = mounts.v1Cpu ?? mounts.v2!.root;
+  assert.deepEqual(
+    readdirSync(root).filter((n) => n.startsWith(`ferry-local-${demo.pid}-`)),
+    [],
+  );
 });
