@@ -36,11 +36,23 @@ async function healthy(url: string): Promise<boolean> {
   }
 }
 
-export async function startLocalEtcd(o: {
-  members: number;
-  dir: string;
-  binary?: string;
-}): Promise<LocalEtcd> {
+type EtcdSetup = { members: number; dir: string; binary?: string };
+
+/** Tries at most: a port the kernel gave may be taken (by an outgoing connection) before etcd binds it. */
+const TRIES = 3;
+
+export async function startLocalEtcd(o: EtcdSetup): Promise<LocalEtcd> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(o, attempt);
+    } catch (err) {
+      if (attempt >= TRIES || !(err instanceof Error) || !err.message.includes('address already in use'))
+        throw err;
+    }
+  }
+}
+
+async function startOnce(o: EtcdSetup, attempt: number): Promise<LocalEtcd> {
   const binary = o.binary ?? 'etcd';
   const ports = await Promise.all(
     Array.from({ length: o.members }, async () => ({ client: await freePort(), peer: await freePort() })),
@@ -64,7 +76,7 @@ export async function startLocalEtcd(o: {
   try {
     let failed: string | undefined;
     ports.forEach((p, i) => {
-      const dataDir = join(o.dir, `etcd-m${i}`);
+      const dataDir = join(o.dir, `etcd-m${i}-${attempt}`);
       mkdirSync(dataDir, { recursive: true, mode: 0o700 });
       const child = spawn(
         binary,
