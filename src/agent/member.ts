@@ -95,9 +95,8 @@ export class Member {
     for (const [id, pid] of [...this.claimed]) {
       await this.o.jobs.fence(id);
       this.claimed.delete(id);
-      await this.o.store
-        .updateJob(id, (r) => (r && r.host === this.o.self && r.pid === pid ? { ...r, host: '' } : r))
-        .catch(() => undefined); // etcd is out of reach: the leader sees this host's registration gone
+      // etcd out of reach: the leader sees this host's registration gone all the same.
+      await this.handOver(id, pid).catch(() => undefined);
     }
     this.fenced = false;
   }
@@ -111,8 +110,18 @@ export class Member {
       this.o.onWarning?.(
         `killed job ${id} (PID ${pid}), ${why}: the cluster restores it from its checkpoint`,
       );
-    await this.o.store.updateJob(id, (r) =>
-      r && r.host === this.o.self && r.pid === pid ? { ...r, host: '' } : r,
+    await this.handOver(id, pid);
+  }
+
+  /**
+   * Give job `id` up to the leader to restore elsewhere (from `checkpoint` when given, else its
+   * last), if its record still names copy `pid` here.
+   */
+  private handOver(id: string, pid: number, checkpoint?: string): Promise<void> {
+    return this.o.store.updateJob(id, (r) =>
+      r && r.host === this.o.self && r.pid === pid
+        ? { ...r, host: '', ...(checkpoint ? { checkpoint, checkpointAt: Date.now() } : {}) }
+        : r,
     );
   }
 
@@ -153,7 +162,8 @@ export class Member {
       if (p?.state === 'running') continue;
       this.claimed.delete(id);
       if (p?.state === 'migrated') continue; // where it went claims it
-      // It ended here: nothing is left to restore.
+      // It ended here: nothing is left to restore. (Its checkpoint loop removes its checkpoints as
+      // it ends; not if the job ended while no loop ran, a failed one waiting to try again.)
       const r = records.get(id);
       await this.o.store.updateJob(id, (now) =>
         now && now.host === this.o.self && now.pid === pid ? undefined : now,
@@ -224,18 +234,20 @@ export class Member {
     this.o.registry.add(p);
     const startTime = startTimeOf(p.pid)!;
     // The copy it replaces, wherever it still runs, is killed by its agent (here, at once).
-    await this.o.store.updateJob(id, (now) => ({
-      ...(now ?? r),
-      host: this.o.self,
-      pid: p.pid,
-      startTime,
-      replaced: [
-        ...(now ?? r).replaced,
-        ...((now ?? r).host && (now ?? r).host !== this.o.self
-          ? [{ host: (now ?? r).host, pid: (now ?? r).pid, startTime: (now ?? r).startTime }]
-          : []),
-      ],
-    }));
+    await this.o.store.updateJob(id, (now) => {
+      const was = now ?? r;
+      const left = was.host && was.host !== this.o.self;
+      return {
+        ...was,
+        host: this.o.self,
+        pid: p.pid,
+        startTime,
+        replaced: [
+          ...was.replaced,
+          ...(left ? [{ host: was.host, pid: was.pid, startTime: was.startTime }] : []),
+        ],
+      };
+    });
     this.claimed.set(id, p.pid);
     this.o.onWarning?.(
       `restored job ${id} from its checkpoint ${basename(r.checkpoint)} of ${new Date(r.checkpointAt ?? 0).toISOString()}`,
@@ -255,15 +267,9 @@ export class Member {
     for (const [id, pid] of [...this.claimed]) {
       const image = await this.o.jobs.handOver(id);
       this.claimed.delete(id);
-      await this.o.store
-        .updateJob(id, (r) =>
-          r && r.host === this.o.self && r.pid === pid
-            ? { ...r, host: '', ...(image ? { checkpoint: image, checkpointAt: Date.now() } : {}) }
-            : r,
-        )
-        .catch((err: unknown) =>
-          this.o.onWarning?.(`job ${id}: etcd did not take its hand-over: ${String(err)}`),
-        );
+      await this.handOver(id, pid, image).catch((err: unknown) =>
+        this.o.onWarning?.(`job ${id}: etcd did not take its hand-over: ${String(err)}`),
+      );
       this.o.onWarning?.(
         `stopped job ${id} for the cluster to restore elsewhere from ${image ?? 'its last checkpoint'}`,
       );

@@ -4,7 +4,7 @@
 import { startBalancer, type DecisionEvent } from '../cluster/balancer.js';
 import { POLICIES } from '../cluster/policy.js';
 import { FerryError } from '../errors.js';
-import { agentToken, parseMs, readCa, warnOnStderr, type Command } from './command.js';
+import { agentToken, parseList, parseMs, readCa, warnOnStderr, type Command } from './command.js';
 import { joinEtcd } from './etcd-option.js';
 import { startDashboard, type Dashboard } from '../cluster/dashboard.js';
 import { checkListen, readTls } from '../agent/listen.js';
@@ -42,14 +42,8 @@ export function describeEvent(e: DecisionEvent): string {
 }
 
 /** --peers a:1,b:2 */
-export function parsePeers(value: unknown): string[] {
-  if (typeof value !== 'string' || value.trim() === '')
-    throw new FerryError('FERRY_USAGE', 'give the agents: --peers <host:port>,<host:port>,...');
-  return value
-    .split(',')
-    .map((p) => p.trim())
-    .filter(Boolean);
-}
+export const parsePeers = (value: unknown): string[] =>
+  parseList(value, 'give the agents: --peers <host:port>,<host:port>,...');
 
 /** A leader's lease: a standby takes over this long after the leader last renewed it. */
 const DEFAULT_LEADER_TTL_S = 3;

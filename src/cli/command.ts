@@ -60,6 +60,19 @@ export function parseMs(name: string, value: unknown): number | undefined {
   return ms;
 }
 
+/** The items of a comma-separated option (`a,b,c`), or `usage` as the error when it has none. */
+export function parseList(value: unknown, usage: string): string[] {
+  const items =
+    typeof value === 'string'
+      ? value
+          .split(',')
+          .map((v) => v.trim())
+          .filter(Boolean)
+      : [];
+  if (items.length === 0) throw new FerryError('FERRY_USAGE', usage);
+  return items;
+}
+
 /** Milliseconds from `500ms`, `30s`, `5m`, `1h` or a number of seconds (option `name`). */
 export function parseDuration(name: string, value: string): number {
   const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

@@ -2,6 +2,7 @@
 import { FerryError } from '../errors.js';
 import type { ClusterStore } from '../cluster/etcd.js';
 import { parsePeers } from './balancer-command.js';
+import { parseList } from './command.js';
 
 /** A host's lease: it is given up for dead this long after its agent last renewed it. */
 export const DEFAULT_HOST_TTL_S = 10;
@@ -20,8 +21,8 @@ export async function joinEtcd(
   if (!Number.isInteger(ttlSeconds) || ttlSeconds < 2 || ttlSeconds > 3600)
     throw new FerryError('FERRY_USAGE', '--lease-ttl takes a whole number of seconds, 2 to 3600');
   // Loaded only when asked for: etcd's client (gRPC) is large.
-  const { ClusterStore, parseEtcd } = await import('../cluster/etcd.js');
-  const store = new ClusterStore(parseEtcd(urls));
+  const { ClusterStore } = await import('../cluster/etcd.js');
+  const store = new ClusterStore(parseList(urls, 'give etcd: --etcd http://host:port[,http://host:port...]'));
   try {
     await store.check();
   } catch (err) {

@@ -133,8 +133,7 @@ export function startBalancer(o: BalancerOptions): Balancer {
   const unreachable = new Set<string>();
   const lost = new Set<string>();
   /** Restores that failed, per job: how many times, and not before when again. */
-  const failures = new Map<string, number>();
-  const retryAt = new Map<string, number>();
+  const failed = new Map<string, { tries: number; retryAt: number }>();
   let bandwidth: number | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -155,24 +154,31 @@ export function startBalancer(o: BalancerOptions): Balancer {
     );
   const leading = (): boolean => !leadership || leadership.leading();
 
-  /** Start `intent` in etcd (when there), run `work`, and end it; false if another leader or move holds the job. */
+  /**
+   * Run `work` under `intent`: its job and hosts are this balancer's meanwhile (from this call on,
+   * before anything is awaited); with etcd, the intent is written first and deleted after. False
+   * if another leader or another move holds the job.
+   */
   const underIntent = async (
     intent: Omit<Intent, 'leader' | 'at'>,
     work: () => Promise<void>,
   ): Promise<boolean> => {
-    if (etcd && !(await etcd.store.begin({ ...intent, leader: etcd.id, at: Date.now() }))) return false;
     mine.add(intent.job);
     inFlight.add(intent.from);
     inFlight.add(intent.to);
     try {
-      await work();
+      if (etcd && !(await etcd.store.begin({ ...intent, leader: etcd.id, at: Date.now() }))) return false;
+      try {
+        await work();
+      } finally {
+        await etcd?.store.end(intent.job).catch(() => undefined);
+      }
+      return true;
     } finally {
       mine.delete(intent.job);
       inFlight.delete(intent.from);
       inFlight.delete(intent.to);
-      await etcd?.store.end(intent.job).catch(() => undefined);
     }
-    return true;
   };
 
   const move = async (d: Decision): Promise<void> => {
@@ -184,7 +190,7 @@ export function startBalancer(o: BalancerOptions): Balancer {
       to: d.to,
       reason: d.reason,
     };
-    const began = await underIntent(intent, async () => {
+    await underIntent(intent, async () => {
       o.onEvent({ event: 'decision', at: Date.now(), dryRun: false, decision: d });
       try {
         const entry = await callAgent<HistoryEntry>(
@@ -214,10 +220,6 @@ export function startBalancer(o: BalancerOptions): Balancer {
         });
       }
     }).catch(() => false);
-    if (!began) {
-      inFlight.delete(d.from);
-      inFlight.delete(d.to);
-    }
   };
 
   /** Restore job `id`, whose host died, on the live host where it adds least load. */
@@ -243,13 +245,14 @@ export function startBalancer(o: BalancerOptions): Balancer {
             MOVE_TIMEOUT_MS,
           );
           o.onEvent({ ...said, at: Date.now(), outcome: 'recovered', pid: got.pid, checkpointAt });
-          failures.delete(id);
-          retryAt.delete(id);
+          failed.delete(id);
         } catch (err) {
           // Tried again later, and later each time: a restore that cannot work is not tried every look.
-          const n = (failures.get(id) ?? 0) + 1;
-          failures.set(id, n);
-          retryAt.set(id, Date.now() + Math.min(RECOVER_BACKOFF_MS * 2 ** (n - 1), RECOVER_BACKOFF_MAX_MS));
+          const tries = (failed.get(id)?.tries ?? 0) + 1;
+          failed.set(id, {
+            tries,
+            retryAt: Date.now() + Math.min(RECOVER_BACKOFF_MS * 2 ** (tries - 1), RECOVER_BACKOFF_MAX_MS),
+          });
           o.onEvent({
             ...said,
             at: Date.now(),
@@ -330,17 +333,13 @@ export function startBalancer(o: BalancerOptions): Balancer {
           lost.add(r.id);
           continue;
         }
-        if ((retryAt.get(r.id) ?? 0) > Date.now()) continue;
+        if ((failed.get(r.id)?.retryAt ?? 0) > Date.now()) continue;
         if (!o.dryRun) void recover(r.id, r.name, r.host, open, r.checkpointAt);
       }
     }
     for (const decision of decide(hosts, { receiver: o.receiver, params: o.params }, bandwidth)) {
       if (o.dryRun) o.onEvent({ event: 'decision', at: Date.now(), dryRun: true, decision });
-      else {
-        inFlight.add(decision.from);
-        inFlight.add(decision.to);
-        void move(decision);
-      }
+      else void move(decision);
     }
   };
 

@@ -99,8 +99,9 @@ export class ClusterStore {
 
   /**
    * Keep `host` registered under a lease of `ttlSeconds`, its record from `publish()` written every
-   * `everyMs`. `onLost` hears that the lease expired (etcd said so, or it went unrenewed past its
-   * TTL): the host may have been given up for dead; registration starts again after `onLost`.
+   * `everyMs`. `onLost` hears that the lease is gone (etcd said so) or no longer to be trusted
+   * (unrenewed for two thirds of its TTL): the host may have been given up for dead; registration
+   * starts again after `onLost`.
    */
   async register(
     host: string,
@@ -171,8 +172,13 @@ export class ClusterStore {
 
   /** Every registered host's record. */
   async hosts(): Promise<HostRecord[]> {
-    const all = await this.client.getAll().prefix(HOSTS).strings();
-    return Object.values(all).flatMap((v) => parse<HostRecord>(v) ?? []);
+    return this.under<HostRecord>(HOSTS);
+  }
+
+  /** Every value under `prefix`, parsed (one that is not JSON is passed over). */
+  private async under<T>(prefix: string): Promise<T[]> {
+    const all = await this.client.getAll().prefix(prefix).strings();
+    return Object.values(all).flatMap((v) => parse<T>(v) ?? []);
   }
 
   /**
@@ -252,12 +258,7 @@ export class ClusterStore {
   }
 
   async intents(): Promise<Intent[]> {
-    const all = await this.client.getAll().prefix(INTENTS).strings();
-    return Object.values(all).flatMap((v) => parse<Intent>(v) ?? []);
-  }
-
-  async putJob(record: JobRecord): Promise<void> {
-    await this.client.put(JOBS + record.id).value(JSON.stringify(record));
+    return this.under<Intent>(INTENTS);
   }
 
   async job(id: string): Promise<JobRecord | undefined> {
@@ -265,12 +266,17 @@ export class ClusterStore {
     return v === null ? undefined : parse<JobRecord>(v);
   }
 
-  /** Change job `id`'s record with `change`, retried while another writer races it. */
+  /**
+   * Change job `id`'s record with `change` (undefined: delete it; the record it was given: leave it
+   * as it is), retried while another writer races it.
+   */
   async updateJob(id: string, change: (r: JobRecord | undefined) => JobRecord | undefined): Promise<void> {
     for (;;) {
       const got = await this.client.get(JOBS + id).exec();
       const kv = got.kvs[0];
-      const next = change(kv ? parse<JobRecord>(kv.value.toString()) : undefined);
+      const current = kv ? parse<JobRecord>(kv.value.toString()) : undefined;
+      const next = change(current);
+      if (next === current && (current !== undefined || !kv)) return; // (a record not JSON goes)
       const txn = kv
         ? this.client.if(JOBS + id, 'Mod', '==', kv.mod_revision)
         : this.client.if(JOBS + id, 'Create', '==', 0);
@@ -282,8 +288,7 @@ export class ClusterStore {
   }
 
   async jobs(): Promise<JobRecord[]> {
-    const all = await this.client.getAll().prefix(JOBS).strings();
-    return Object.values(all).flatMap((v) => parse<JobRecord>(v) ?? []);
+    return this.under<JobRecord>(JOBS);
   }
 
   close(): void {
@@ -302,14 +307,4 @@ function parse<T>(text: string): T | undefined {
 function message(err: unknown): string {
   // gRPC's own words end in a note on name resolution that says nothing here.
   return (err instanceof Error ? err.message : String(err)).replace(/\.?\s*Resolution note:.*$/s, '');
-}
-
-/** --etcd http://a:2379,http://b:2379 */
-export function parseEtcd(value: unknown): string[] {
-  if (typeof value !== 'string' || value.trim() === '')
-    throw new FerryError('FERRY_USAGE', 'give etcd: --etcd http://host:port[,http://host:port...]');
-  return value
-    .split(',')
-    .map((u) => u.trim())
-    .filter(Boolean);
 }
