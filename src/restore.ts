@@ -66,6 +66,7 @@ import { startWorkerThreads } from './sys/call.js';
 import { now, Timings } from './timings.js';
 import { findGap, type Span } from './vma/gaps.js';
 import type { Prefill } from './prefill.js';
+import { servePages, type LazyMemory, type LazyTotals } from './memory/lazy.js';
 
 export interface RestoreOptions {
   /** Keep the original PID: insist ('require'), when possible ('try', the default), or not ('no'). */
@@ -96,6 +97,12 @@ export interface RestoreOptions {
   /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
   prefill?: Prefill;
   /**
+   * Let the process run before its anonymous memory is in: its pages come in as it touches them,
+   * and all of them in the background (RestoreResult.lazy). Until they are all in, the process
+   * dies with ferry.
+   */
+  lazy?: boolean;
+  /**
    * The image is temporary (a received migration): page data written into the process is punched
    * out of its files as it goes, so that the memory its page cache held serves the process.
    */
@@ -122,6 +129,8 @@ export interface RestoreResult {
   warnings: string[];
   /** Milliseconds per stage: verify, spawn, layout, pages, state, finish. */
   stages: Record<string, number>;
+  /** A lazy restore: the pages still to come in, and the service that brings them. */
+  lazy?: { pages: number; done: Promise<LazyTotals> };
 }
 
 const KERNEL_VMAS = new Set(['[vvar]', '[vvar_vclock]', '[vdso]', '[vsyscall]']);
@@ -257,6 +266,11 @@ function clearStub(
  */
 export function letRun(pid: number): void {
   kill(pid, SIG.SIGCONT);
+  clearDeathSignal(pid);
+}
+
+/** The process no longer dies with its restorer. */
+function clearDeathSignal(pid: number): void {
   const tracee = Tracee.freeze(pid);
   try {
     const remote = RemoteSyscalls.open(tracee);
@@ -296,10 +310,11 @@ async function restoreProcess(
     samePid: SamePid;
     consumePages?: boolean;
     asUser?: boolean;
+    lazy?: boolean;
     /** The dumped process (not a descendant): its parent is not restored with it. */
     root: boolean;
   },
-): Promise<number> {
+): Promise<{ pages: number; lazy?: LazyMemory }> {
   const { image, timings } = shared;
   const state = proc.state;
   const remote = RemoteSyscalls.open(made.tracee, { insn: STUB_SYSCALL_ADDRESS });
@@ -326,11 +341,14 @@ async function restoreProcess(
   // whose staged memory is moved into place first).
   const occupied = [...stub.maps, stub.control, ...keep];
   const free = (v: VmaRecord): boolean => occupied.every((o) => o.end <= v.start || v.end <= o.start);
-  const ready = prefill ? [] : state.vmas.filter((v) => filled.has(v) && isPrivateAnonymous(v) && free(v));
+  const ready =
+    prefill || options.lazy
+      ? []
+      : state.vmas.filter((v) => filled.has(v) && isPrivateAnonymous(v) && free(v));
   if (ready.length > 0) mapVmas(ctx, ready, filled, new Map());
   const early = ready.length > 0 ? beginPageCopy(ctx, proc, state.vmas, ready) : undefined;
   const mapped = new Set(ready);
-  const { pages, written } = await afterEarlyCopy(early, () => {
+  const { pages, written, lazy } = await afterEarlyCopy(early, () => {
     clearStub(ctx, state.vmas, stub, keep);
     const staged: StagedContent =
       prefill?.moveIntoPlace(remote, state.vmas, remote.scratchRange!) ?? new Map();
@@ -345,8 +363,30 @@ async function restoreProcess(
     );
     closeBackings(ctx, backings);
     timings.mark('layout');
-    return restorePages(ctx, proc, state.vmas, staged, early);
+    return restorePages(ctx, proc, state.vmas, staged, early, options.lazy);
   });
+  try {
+    await finishProcess(ctx, made, proc, shared, options, { written, filled, lazy });
+  } catch (err) {
+    lazy?.close();
+    throw err;
+  }
+  return { pages, lazy };
+}
+
+/** restoreProcess() once its memory is laid out: the rest of its state, then its registers. */
+async function finishProcess(
+  ctx: RestoreContext,
+  made: Made,
+  proc: ProcessImage,
+  shared: Shared,
+  options: { stopped?: boolean; samePid: SamePid; root: boolean },
+  memory: { written: Promise<void>; filled: ReadonlySet<VmaRecord>; lazy?: LazyMemory },
+): Promise<void> {
+  const { image, timings } = shared;
+  const { remote } = ctx;
+  const state = proc.state;
+  const { written, filled, lazy } = memory;
   // While the pages are written, the state that does not touch memory.
   const { tids, channels } = await alongside(written, () => {
     restoreMm(ctx, state.mm);
@@ -397,11 +437,12 @@ async function restoreProcess(
     ctx.warn(
       `process ${state.pid} asked for signal ${state.threads.find((t) => t.pdeathsig !== 0)!.pdeathsig} when its parent dies (PR_SET_PDEATHSIG): its parent is not restored with it, so it is not set`,
     );
-  const deathSignal = options.stopped ? SIG.SIGKILL : options.root ? 0 : leader;
+  const deathSignal = options.stopped || lazy ? SIG.SIGKILL : options.root ? 0 : leader;
   remote.check('prctl(PR_SET_PDEATHSIG)', NR.prctl, PR.SET_PDEATHSIG, deathSignal);
   for (const channel of channels.slice(1)) channel.close();
   remote.removeScratch();
   remote.close(); // before finishThread: closing puts back the mask the channel found
+  await lazy?.register();
   // A thread that takes a handled signal at once (one pending at dump) does not restart the call the
   // signal interrupted: the call fails with EINTR, as it would have.
   const interrupting = handledFirst(state.threads, state.pending, state.signals);
@@ -411,7 +452,6 @@ async function restoreProcess(
     finishThread(ctx, { ...thread, regs }, tids[i]!);
   });
   timings.mark('finish');
-  return pages;
 }
 
 /**
@@ -444,6 +484,38 @@ async function alongside<T>(background: Promise<void>, work: () => T): Promise<T
   return result;
 }
 
+/**
+ * Serve the pages of a lazily restored process until all are in; then it no longer dies with
+ * ferry. Should a page fail to come in, the process is killed (the image is untouched: restore it
+ * again), and the failure said.
+ */
+function serveLazily(pid: number, memories: LazyMemory[]): { pages: number; done: Promise<LazyTotals> } {
+  const pages = memories.reduce((n, m) => n + m.pages, 0);
+  const done = servePages(memories, () => {
+    if (running(pid)) clearDeathSignal(pid);
+  }).catch((err: unknown) => {
+    kill(pid, SIG.SIGKILL);
+    const why = err instanceof Error ? err.message : String(err);
+    throw new FerryError(
+      'FERRY_RESTORE_FAILED',
+      `the pages of process ${pid} could not all come in (${why}): it was killed`,
+      { cause: err },
+    );
+  });
+  return { pages, done };
+}
+
+/** Whether `pid` (a child of ferry's) runs still: not a zombie. */
+function running(pid: number): boolean {
+  try {
+    userProcessStat(pid);
+    return true;
+  } catch (err) {
+    if (isFerryError(err, 'FERRY_ZOMBIE', 'FERRY_NO_SUCH_PROCESS')) return false;
+    throw err;
+  }
+}
+
 /** The tree of an image: its record, or the dumped process alone (an image of one process). */
 function treeOf(image: Image): TreeRecord {
   if (image.manifest.tree.length > 0) return image.manifest.tree;
@@ -466,11 +538,13 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   checkKernel(image);
   const state = image.manifest.state;
   const tree = treeOf(image);
-  if (tree.length > 1 && (options.stopped || options.prefill))
+  if (tree.length > 1 && (options.stopped || options.prefill || options.lazy))
     throw new FerryError(
       'FERRY_UNSUPPORTED',
-      `${dir} holds a tree of ${tree.length} processes: restoring a tree stopped, or migrating one, is not supported yet`,
+      `${dir} holds a tree of ${tree.length} processes: restoring a tree stopped or lazily, or migrating one, is not supported yet`,
     );
+  if (options.lazy && (options.stopped || options.prefill))
+    throw new FerryError('FERRY_UNSUPPORTED', 'a lazy restore is not held for a migration yet');
   if (!options.stopped && !options.leaveStopped) refusePartial(image);
   checkExternal(image, options.inheritFds ?? new Map());
   const warnings: string[] = [];
@@ -492,6 +566,8 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
   };
   /** Every stub made, the dumped process's first: on failure all are killed. */
   const made: Made[] = [];
+  /** A lazy restore's memory (the dumped process's: a tree is not restored lazily). */
+  const lazy: LazyMemory[] = [];
   // Before any process is made under its old PID (the page writes would start them after it).
   startWorkerThreads();
   try {
@@ -523,7 +599,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     for (const [i, proc] of image.processes.entries()) {
       options.signal?.throwIfAborted();
       const prefill = i === 0 ? options.prefill : undefined;
-      pages += await restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
+      const restored = await restoreProcess(byOriginal.get(proc.state.pid)!, proc, shared, {
         prefill,
         stopped: options.stopped,
         consumePages: options.consumePages,
@@ -531,7 +607,10 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.
         samePid: i === 0 ? samePid : 'try',
         root: i === 0,
+        lazy: options.lazy,
       });
+      pages += restored.pages;
+      if (restored.lazy) lazy.push(restored.lazy);
     }
     options.signal?.throwIfAborted();
     exitZombies(made.filter((m) => m.record.exit !== null));
@@ -552,6 +631,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         `the network lock ${lock} could not be lifted: delete it with 'nft delete table inet ${lock}'`,
       );
     timings.mark('finish');
+    const served = lazy.splice(0);
     return {
       pid: stub.pid,
       originalPid: state.pid,
@@ -560,8 +640,10 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
       pages,
       warnings,
       stages: timings.toJSON(),
+      lazy: served.length > 0 ? serveLazily(stub.pid, served) : undefined,
     };
   } catch (err) {
+    for (const m of lazy) m.close();
     for (const m of made.reverse()) m.tracee.kill();
     shared.sysv.finish(false);
     options.prefill?.abort();

@@ -92,7 +92,7 @@ export function warnOnStderr(message: string): void {
   process.stderr.write(`ferry: warning: ${message}\n`);
 }
 
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+export const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 /**
  * Run `work` with SIGINT, SIGTERM and SIGHUP turned into an abort of its `signal`: it stops at its

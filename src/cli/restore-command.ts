@@ -1,9 +1,18 @@
 // ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped]
-//   [--inherit-fd fd[N]:KEY ...] [--json]
+//   [--lazy] [--inherit-fd fd[N]:KEY ...] [--json]
 import { fstatSync, writeFileSync } from 'node:fs';
 import { FerryError } from '../errors.js';
+import type { LazyTotals } from '../memory/lazy.js';
 import { restore } from '../restore.js';
-import { interruptible, printResult, requireDir, warnOnStderr, type Command } from './command.js';
+import {
+  interruptible,
+  printJson,
+  printResult,
+  requireDir,
+  STOP_SIGNALS,
+  warnOnStderr,
+  type Command,
+} from './command.js';
 
 function choice<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;
@@ -37,17 +46,36 @@ function inheritFds(specs: unknown): Map<string, number> {
   return out;
 }
 
+/**
+ * Wait for a lazy restore's pages: the process dies with ferry until they are all in, so a stop
+ * signal meanwhile is said and put off until then.
+ */
+async function allIn(pid: number, done: Promise<LazyTotals>): Promise<LazyTotals> {
+  const onSignal = (name: NodeJS.Signals): void => {
+    process.stderr.write(
+      `ferry: ${name}: process ${pid} needs the pages still to come: ferry exits once they are in\n`,
+    );
+  };
+  for (const name of STOP_SIGNALS) process.on(name, onSignal);
+  try {
+    return await done;
+  } finally {
+    for (const name of STOP_SIGNALS) process.off(name, onSignal);
+  }
+}
+
 export const restoreCommand: Command = {
   name: 'restore',
   summary: 'bring a process back from an image; prints its PID',
   usage:
-    'ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--inherit-fd fd[N]:KEY ...] [--json]',
+    'ferry restore -D <dir> [--pidfile <file>] [--same-pid require|try|no] [--tty inherit|null] [--stopped] [--lazy] [--inherit-fd fd[N]:KEY ...] [--json]',
   options: {
     dir: { type: 'string', short: 'D' },
     pidfile: { type: 'string' },
     'same-pid': { type: 'string' },
     tty: { type: 'string' },
     stopped: { type: 'boolean' },
+    lazy: { type: 'boolean' },
     'inherit-fd': { type: 'string', multiple: true },
   },
   positionals: { min: 0, max: 0 },
@@ -58,6 +86,7 @@ export const restoreCommand: Command = {
         samePid: choice('same-pid', values['same-pid'], ['require', 'try', 'no'] as const, 'try'),
         tty: choice('tty', values.tty, ['inherit', 'null'] as const, 'inherit'),
         leaveStopped: values.stopped === true,
+        lazy: values.lazy === true,
         inheritFds: inheritFds(values['inherit-fd']),
         onWarning: values.json ? undefined : warnOnStderr,
         signal,
@@ -73,7 +102,23 @@ export const restoreCommand: Command = {
         );
       }
     }
-    printResult(values.json, result, (r) => String(r.pid));
+    const { lazy, ...restored } = result;
+    if (!lazy) {
+      printResult(values.json, restored, (r) => String(r.pid));
+      return 0;
+    }
+    // The PID at once (the process runs); the rest once every page is in.
+    if (!values.json) {
+      process.stdout.write(`${result.pid}\n`);
+      process.stderr.write(`ferry: process ${result.pid} runs; ${lazy.pages} pages come in as it goes\n`);
+    }
+    const totals = await allIn(result.pid, lazy.done);
+    if (values.json) printJson({ ...restored, lazy: { pages: lazy.pages, ...totals } });
+    else
+      process.stderr.write(
+        `ferry: all ${lazy.pages} pages in after ${Math.round(totals.ms)} ms: ${totals.faults} faults answered from the image, ` +
+          `${totals.zeroFaults} with zeros, ${totals.filledPages} pages copied in the background\n`,
+      );
     return 0;
   },
 };

@@ -210,7 +210,7 @@ export class DirtyTracker implements WriteTracker {
    * `keepInProcess` the process keeps a descriptor of the tracker (`inProcessFd`).
    */
   static start(remote: RemoteSyscalls, vmas: readonly Vma[], keepInProcess = false): DirtyTracker {
-    const { fd, inProcess } = userfaultfdIn(remote, keepInProcess);
+    const { fd, inProcess } = userfaultfdIn(remote, { keep: keepInProcess });
     const tracker = new DirtyTracker(remote.pid, fd, inProcess);
     try {
       const wanted = UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED;

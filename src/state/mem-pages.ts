@@ -31,6 +31,7 @@ import type { Vma } from '../vma/vma.js';
 import { dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from './context.js';
 import { userfaultfdIn } from './userfaultfd.js';
+import { LazyMemory, mapData, unmapData, type MappedData, type Run } from '../memory/lazy.js';
 import type { VmaRecord } from './mem-vmas.js';
 import { isSysv } from './sysv.js';
 
@@ -705,6 +706,8 @@ export interface PageRestore {
    * caller goes on with what does not touch memory.
    */
   written: Promise<void>;
+  /** The pages left to come in as it runs (a lazy restore). */
+  lazy?: LazyMemory;
 }
 
 /** The page files' stored runs of the layers that are not compressed: (file, runs) per layer. */
@@ -780,13 +783,77 @@ export function beginPageCopy(
   return { covers: (addr) => copier.covers(addr), written: writeFiles(ctx, covered, copier), writes };
 }
 
-/** Write the stored pages back into the restored process (but those `early` copies in). */
+/**
+ * Take out of `writes` the pages a lazy restore leaves to come in as the process runs: those of its
+ * private anonymous VMAs (not inaccessible ones, not staged) whose pages are all in uncompressed
+ * layers, mapped here to be copied from. Undefined when there are none.
+ */
+function takeLazy(
+  ctx: RestoreContext,
+  image: ProcessImage,
+  vmas: readonly VmaRecord[],
+  writes: PageWrites,
+  staged: StagedContent,
+): LazyMemory | undefined {
+  const compressedIn = new Set(
+    [...writes.stored]
+      .filter(([layer]) => image.layers[layer]!.index.compressed)
+      .flatMap(([, stored]) => stored.map((r) => spanAt(vmas, r.addr))),
+  );
+  const lazy = vmas.filter(
+    (v) => isPrivateAnonymous(v) && v.perms.slice(0, 3) !== '---' && !staged.has(v) && !compressedIn.has(v),
+  );
+  const runs: Run[] = [];
+  const data: MappedData[] = [];
+  try {
+    for (const [layer, stored] of writes.stored) {
+      const taken = stored.filter((r) => spanAt(lazy, r.addr) !== undefined);
+      if (taken.length === 0) continue;
+      writes.stored.set(
+        layer,
+        stored.filter((r) => spanAt(lazy, r.addr) === undefined),
+      );
+      const fd = openSync(image.layers[layer]!.file, 'r');
+      try {
+        data.push(
+          mapData(
+            fd,
+            taken.reduce((n, r) => Math.max(n, r.offset + r.len), 0),
+          ),
+        );
+      } finally {
+        closeSync(fd);
+      }
+      const base = data.at(-1)!.base;
+      for (const r of taken)
+        runs.push({ start: r.addr, end: r.addr + BigInt(r.len), src: base + BigInt(r.offset) });
+    }
+  } catch (err) {
+    data.forEach(unmapData);
+    throw err;
+  }
+  if (runs.length === 0) return undefined;
+  runs.sort((a, b) => (a.start < b.start ? -1 : 1));
+  const filling = new Set(runs.map((r) => spanAt(lazy, r.start)!));
+  return LazyMemory.open(
+    ctx.remote,
+    lazy.filter((v) => filling.has(v)).map((v) => ({ start: v.start, end: v.end })),
+    runs,
+    data,
+  );
+}
+
+/**
+ * Write the stored pages back into the restored process (but those `early` copies in). With
+ * `lazy`, those of its anonymous memory are left to come in as it runs (LazyMemory).
+ */
 export function restorePages(
   ctx: RestoreContext,
   image: ProcessImage,
   vmas: readonly VmaRecord[],
   staged: StagedContent = new Map(),
   early?: EarlyCopy,
+  lazy = false,
 ): PageRestore {
   const writes =
     early?.writes ??
@@ -796,6 +863,7 @@ export function restorePages(
       image.layers.map((l) => l.part),
       staged,
     );
+  const lazyMemory = lazy ? takeLazy(ctx, image, vmas, writes, staged) : undefined;
   ctx.remote.batch(
     writes.clears.map((r) => ({
       name: `madvise(0x${r.addr.toString(16)}, DONTNEED)`,
@@ -827,7 +895,11 @@ export function restorePages(
     staged,
   );
   const rest = writeFiles(ctx, files, copier);
-  return { pages: writes.pages, written: early ? allWritten([early.written, rest]) : rest };
+  return {
+    pages: writes.pages,
+    written: early ? allWritten([early.written, rest]) : rest,
+    lazy: lazyMemory,
+  };
 }
 
 /** Resolves once every one of `writes` is over; then rejects with the first failure, if any. */

@@ -8,13 +8,15 @@ import type { RemoteSyscalls } from '../tracee/remote.js';
 
 /**
  * A userfaultfd made inside the process frozen behind `remote`, as a descriptor of ferry's. The
- * process's own descriptor of it is closed, unless `keep`: then it is `inProcess`.
+ * process's own descriptor of it is closed, unless `keep`: then it is `inProcess`. It handles
+ * faults the process takes in user mode only, unless `kernelFaults` (a lazy restore's: the kernel
+ * touching a missing page for a system call of the process's must wait for it too, not fail).
  */
 export function userfaultfdIn(
   remote: RemoteSyscalls,
-  keep = false,
+  { keep = false, kernelFaults = false }: { keep?: boolean; kernelFaults?: boolean } = {},
 ): { fd: number; inProcess: number | undefined } {
-  const flags = O.CLOEXEC | O.NONBLOCK | UFFD_USER_MODE_ONLY;
+  const flags = O.CLOEXEC | O.NONBLOCK | (kernelFaults ? 0 : UFFD_USER_MODE_ONLY);
   const made = Number(remote.batch([{ name: 'userfaultfd', nr: NR.userfaultfd, args: [flags] }])[0]);
   try {
     return { fd: copyFd(remote.pid, made), inProcess: keep ? made : undefined };

@@ -4,6 +4,7 @@ import { closeSync } from 'node:fs';
 import { syscall } from './call.js';
 
 import { NR } from './nr.js';
+import { readable } from './poll.js';
 
 export function pidfdOpen(pid: number, flags = 0): number {
   return syscall(NR.pidfd_open, 'pidfd_open', () => [String(pid)], pid, flags);
@@ -36,16 +37,10 @@ export function pidfdSendSignal(pidfd: number, signal: number): void {
   );
 }
 
-const POLLIN = 1;
-
 /**
  * Whether the process behind `pidfd` has ended (a zombie or reaped), waiting up to `timeoutMs` for
  * it: a pidfd becomes readable when its process exits.
  */
 export function pidfdExited(pidfd: number, timeoutMs = 0): boolean {
-  const pollfd = Buffer.alloc(8);
-  pollfd.writeInt32LE(pidfd, 0);
-  pollfd.writeInt16LE(POLLIN, 4);
-  const ready = syscall(NR.poll, 'poll', () => [`pidfd ${pidfd}`], pollfd, 1, timeoutMs);
-  return ready > 0 && (pollfd.readInt16LE(6) & POLLIN) !== 0;
+  return readable([pidfd], timeoutMs).length > 0;
 }

@@ -1,8 +1,10 @@
 // userfaultfd(2): constants, the UFFDIO_API handshake, and the structs ferry passes to its ioctls.
 import { closeSync } from 'node:fs';
-import { isErrno } from './errno.js';
+import { constants } from 'node:os';
+import { isErrno, SysError } from './errno.js';
 import { ioctl, ioctlAsync, ior, iowr } from './ioctl.js';
 import { syscall } from './call.js';
+import { trySyscall, trySyscallAsync } from './libc.js';
 
 import { NR } from './nr.js';
 import { O } from './fcntl.js';
@@ -27,6 +29,7 @@ export const UFFDIO_API = iowr(UFFDIO, 0x3f, 24);
 const UFFDIO_REGISTER = iowr(UFFDIO, 0x00, 32);
 const UFFDIO_UNREGISTER = ior(UFFDIO, 0x01, 16);
 const UFFDIO_COPY = iowr(UFFDIO, 0x03, 40);
+const UFFDIO_ZEROPAGE = iowr(UFFDIO, 0x04, 32);
 const UFFDIO_WRITEPROTECT = iowr(UFFDIO, 0x06, 24);
 const UFFDIO_WRITEPROTECT_MODE_WP = 1n;
 
@@ -115,6 +118,106 @@ export async function uffdCopyAsync(fd: number, dst: bigint, src: bigint, len: n
       if (copied > 0) done += copied;
     }
   }
+}
+
+/** struct uffdio_copy { u64 dst; u64 src; u64 len; u64 mode; s64 copy; } */
+function copyArg(dst: bigint, src: bigint, len: number): Buffer {
+  const arg = Buffer.alloc(40);
+  arg.writeBigUInt64LE(dst, 0);
+  arg.writeBigUInt64LE(src, 8);
+  arg.writeBigUInt64LE(BigInt(len), 16);
+  return arg;
+}
+
+/** What one UFFDIO_COPY did: the bytes it copied before it stopped, and why it stopped (0: done). */
+export interface CopyOutcome {
+  copied: number;
+  errno: number;
+}
+
+function copyOutcome(ret: number, arg: Buffer): CopyOutcome {
+  const copied = Number(arg.readBigInt64LE(32));
+  return { copied: copied > 0 ? copied : 0, errno: ret < 0 ? -ret : 0 };
+}
+
+/**
+ * One UFFDIO_COPY, its failure returned, not thrown: EEXIST (a page of the range is there
+ * already), EAGAIN (the process's mappings are changing) and ESRCH (its memory is gone) are
+ * answers a page server acts on. Wakes the threads waiting on the range.
+ */
+export function uffdTryCopy(fd: number, dst: bigint, src: bigint, len: number): CopyOutcome {
+  const arg = copyArg(dst, src, len);
+  return copyOutcome(trySyscall(NR.ioctl, fd, UFFDIO_COPY, arg), arg);
+}
+
+/** uffdTryCopy() on one of libuv's threads. */
+export async function uffdTryCopyAsync(
+  fd: number,
+  dst: bigint,
+  src: bigint,
+  len: number,
+): Promise<CopyOutcome> {
+  const arg = copyArg(dst, src, len);
+  return copyOutcome(await trySyscallAsync(NR.ioctl, fd, UFFDIO_COPY, arg), arg);
+}
+
+/**
+ * UFFDIO_ZEROPAGE over [start, start + len): the missing pages there become zero pages, and the
+ * threads waiting on them wake. Returns 0 or the errno, as uffdTryCopy() does.
+ */
+export function uffdTryZeropage(fd: number, start: bigint, len: number): number {
+  // struct uffdio_zeropage { struct uffdio_range range; u64 mode; s64 zeropage; }
+  const arg = Buffer.alloc(32);
+  arg.writeBigUInt64LE(start, 0);
+  arg.writeBigUInt64LE(BigInt(len), 8);
+  const ret = trySyscall(NR.ioctl, fd, UFFDIO_ZEROPAGE, arg);
+  return ret < 0 ? -ret : 0;
+}
+
+/** A message read from a userfaultfd (struct uffd_msg). */
+export type UffdMessage =
+  | { event: 'pagefault'; address: bigint }
+  /** A fork of the process (UFFD_FEATURE_EVENT_FORK): the child's userfaultfd, a descriptor of ours. */
+  | { event: 'fork'; fd: number }
+  /** mremap() moved [from, from + len) to `to` (UFFD_FEATURE_EVENT_REMAP). */
+  | { event: 'remap'; from: bigint; to: bigint; len: bigint }
+  /** [start, end) was dropped (madvise DONTNEED or REMOVE) or unmapped (EVENT_REMOVE, EVENT_UNMAP). */
+  | { event: 'remove'; start: bigint; end: bigint };
+
+const MSG_SIZE = 32;
+const EVENT = { PAGEFAULT: 0x12, FORK: 0x13, REMAP: 0x14, REMOVE: 0x15, UNMAP: 0x16 } as const;
+const PAGE_MASK = ~0xfffn;
+
+function decodeMessage(buf: Buffer, at: number): UffdMessage {
+  const event = buf.readUInt8(at);
+  const word = (i: number): bigint => buf.readBigUInt64LE(at + 8 + i * 8);
+  switch (event) {
+    case EVENT.PAGEFAULT:
+      return { event: 'pagefault', address: word(1) & PAGE_MASK };
+    case EVENT.FORK:
+      return { event: 'fork', fd: buf.readUInt32LE(at + 8) };
+    case EVENT.REMAP:
+      return { event: 'remap', from: word(0), to: word(1), len: word(2) };
+    case EVENT.REMOVE:
+    case EVENT.UNMAP:
+      return { event: 'remove', start: word(0), end: word(1) };
+    default:
+      throw new SysError(
+        'read',
+        ['userfaultfd', `unknown event 0x${event.toString(16)}`],
+        constants.errno.EPROTO,
+      );
+  }
+}
+
+/** The messages waiting on non-blocking userfaultfd `fd`, read through `buf` (none: []). */
+export function readUffdMessages(fd: number, buf: Buffer): UffdMessage[] {
+  const got = trySyscall(NR.read, fd, buf, buf.length - (buf.length % MSG_SIZE));
+  if (got === -constants.errno.EAGAIN) return [];
+  if (got < 0) throw new SysError('read', ['userfaultfd'], -got);
+  const out: UffdMessage[] = [];
+  for (let at = 0; at + MSG_SIZE <= got; at += MSG_SIZE) out.push(decodeMessage(buf, at));
+  return out;
 }
 
 /**
