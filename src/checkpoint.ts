@@ -30,7 +30,7 @@ import { dumpOwners } from './state/fown.js';
 import { dumpControlling } from './state/fd-pty.js';
 import { checkNft, NetworkLock } from './state/netlock.js';
 import { dumpPending, dumpSignals } from './state/signals.js';
-import { dumpThread, xsaveFeatures } from './state/thread.js';
+import { dumpThread, pagesWrittenAtRestore, xsaveFeatures, type ThreadRecord } from './state/thread.js';
 import { dumpTimers } from './state/timers.js';
 import { dumpSysv } from './state/sysv.js';
 import { isErrno } from './sys/errno.js';
@@ -43,7 +43,7 @@ import { withGuardian, type Guardian } from './guardian.js';
 import type { PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection, type VmaSelection } from './vma/select.js';
-import { mergeSpans, rangeSpans } from './vma/spans.js';
+import { intersectSpans, mergeSpans, rangeSpans } from './vma/spans.js';
 
 export interface DumpOptions {
   /** Directory to write the image into (created if missing; an older image there is replaced). */
@@ -109,6 +109,13 @@ export interface DumpOptions {
   signal?: AbortSignal;
   /** Called before the processes are fenced for a migration's commit (ImageSink.commit). */
   beforeFence?: () => void;
+  /**
+   * A post-copy migration: the pages of the process's anonymous memory (VMAs lazyCapable(), given
+   * content `remote`) are not in the image. Once the sink's commit resolves (the copy runs on the
+   * target), this sends them from the process, frozen still, and resolves when the target has them
+   * all; then the process is killed. Should it fail, the migration is in doubt.
+   */
+  postCopy?: (vmas: readonly VmaRecord[]) => Promise<void>;
 }
 
 export interface DumpResult {
@@ -120,6 +127,11 @@ export interface DumpResult {
    * a pre-copy, while tracking of its writes started.
    */
   frozenMs: number;
+  /**
+   * Milliseconds from freezing until the sink's commit resolved: for a migration, until the copy
+   * ran on the target (with post-copy, the downtime; the pages come after).
+   */
+  committedMs: number;
   totalMs: number;
   /** Processes in the image: the dumped one and its descendants (zombies included). */
   processes: number;
@@ -189,6 +201,7 @@ async function captureProcess(
   selection: VmaSelection | undefined,
   treeFiles: TreeFiles,
   tracking?: RootTracking,
+  postCopy = false,
 ): Promise<Capture> {
   const pid = tracee.pid;
   const remote = RemoteSyscalls.open(tracee);
@@ -232,6 +245,7 @@ async function captureProcess(
     selection,
     tracking,
     walk,
+    postCopy,
   ).catch(async (err: unknown) => {
     (await walk)?.close();
     throw err;
@@ -266,11 +280,12 @@ async function captureProcess(
  */
 async function captureMemory(
   ctx: DumpContext,
-  threads: readonly { regs: { rsp: bigint } }[],
+  threads: readonly ThreadRecord[],
   writer: PageStoreWriter,
   selection: VmaSelection | undefined,
   tracking: RootTracking | undefined,
   walk: Promise<PageScanner> | undefined,
+  postCopy: boolean,
 ): Promise<{ vmas: VmaRecord[]; shm: ProcessState['shm']; stored: VmaRecord[]; ranges: PageRange[] }> {
   const { pid, remote } = ctx;
   const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
@@ -279,7 +294,7 @@ async function captureMemory(
     ctx.stat,
     threads.map((t) => t.regs.rsp),
   );
-  const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true);
+  const vmas = dumpVmas(ctx, classified, (v) => selection?.matches(v) ?? true, postCopy);
   const shm = dumpSysv(ctx, classified);
   tracking?.plan.start(remote, classified);
   remote.close();
@@ -287,13 +302,26 @@ async function captureMemory(
   const baseline = tracking?.baseline;
   const ranges = baseline
     ? pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk)
-    : pagesToDump(pid, stored, writer.maxRoom);
+    : pagesToDump(pid, postCopy ? withWrittenAtRestore(vmas, threads) : stored, writer.maxRoom);
   return {
     vmas,
     shm,
     stored,
     ranges: withSharedObjects(pid, stored, ranges, writer.maxRoom, ctx.sharedObjects),
   };
+}
+
+/**
+ * The VMAs whose pages are stored, with (post-copy) the pages of the others that the restore writes
+ * into before the process runs (pagesWrittenAtRestore()): those cannot wait for the source.
+ */
+function withWrittenAtRestore(vmas: readonly VmaRecord[], threads: readonly ThreadRecord[]): VmaRecord[] {
+  const written = pagesWrittenAtRestore(threads);
+  return vmas.flatMap((v) => {
+    if (v.content === 'pages') return [v];
+    if (v.content !== 'remote') return [];
+    return intersectSpans([v], written).map((s) => ({ ...v, start: s.start, end: s.end }));
+  });
 }
 
 /** Why a dump takes one process only, or undefined when it takes the tree. */
@@ -453,7 +481,15 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     for (const [i, t] of tracees.entries()) {
       captures.push(
         i === 0
-          ? await captureProcess(base, t, rootWriter, selection, treeFiles, { plan, baseline })
+          ? await captureProcess(
+              base,
+              t,
+              rootWriter,
+              selection,
+              treeFiles,
+              { plan, baseline },
+              options.postCopy !== undefined,
+            )
           : await captureProcess(base, t, writerFor(pageParts(t.pid)), selection, treeFiles),
       );
     }
@@ -513,7 +549,21 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       for (const t of tracees) t.fence();
     });
     if (partial) guardian.unpartial(partial);
+    const committedMs = now() - frozenAt;
     timings.mark('commit');
+    if (options.postCopy) {
+      try {
+        await options.postCopy(captures[0]!.state.vmas.filter((v) => v.content === 'remote'));
+      } catch (err) {
+        // The copy runs there without all of its pages: the process here must not run, nor go.
+        throw new FerryError(
+          'FERRY_MIGRATION_IN_DOUBT',
+          `the copy runs on the target, but its pages could not all go there (${err instanceof Error ? err.message : String(err)})`,
+          { cause: err },
+        );
+      }
+      timings.mark('post-copy');
+    }
     plan.committed(sink.location, checksum, rangeSpans(captures[0]!.ranges));
     unfreeze(options.leaveRunning ? 'release' : 'kill');
     pre?.baseline.tracker.close(); // a killed process's release hooks do not run
@@ -524,6 +574,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
       pid,
       dir: sink.location,
       frozenMs: frozenMs + (pre?.frozenMs ?? 0),
+      committedMs: committedMs + (pre?.frozenMs ?? 0),
       totalMs: now() - started,
       processes: members.length,
       vmas: captures.reduce((n, c) => n + c.state.vmas.length, 0),

@@ -182,7 +182,7 @@ async function settle(pid: number, h: Held, m: NonNullable<Held['migration']>): 
   const done = await resolveInDoubt(pid, m.id, m.to, { startTime: h.start, timeoutMs: m.timeoutMs });
   return done.outcome === 'moved'
     ? `migration ${m.id}: the copy of process ${pid} runs on the target; killed it here`
-    : `migration ${m.id}: the target did not run the copy; process ${pid} runs on here`;
+    : `migration ${m.id}: no copy of process ${pid} runs on the target (never let run, or gone without all its pages); it runs on here`;
 }
 
 /** Whether `pid` is stopped and untraced; undefined once it is gone. */

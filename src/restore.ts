@@ -18,7 +18,6 @@ import { exitZombies, forkTree, type Made, type TreeRecord } from './state/tree.
 import { restoreFs } from './state/fs.js';
 import {
   beginPageCopy,
-  isPrivateAnonymous,
   restorePages,
   vmasToFill,
   type EarlyCopy,
@@ -28,6 +27,7 @@ import { placeKernelVmas } from './state/mem-vdso.js';
 import {
   adviceCalls,
   closeBackings,
+  isPrivateAnonymous,
   mapVmas,
   prepareBackings,
   protectCalls,
@@ -48,6 +48,7 @@ import { interruptedRegs } from './sys/regs.js';
 import {
   cloneThreads,
   finishThread,
+  pagesWrittenAtRestore,
   rseqCalls,
   restoreThread,
   xsaveFeatures,
@@ -66,7 +67,7 @@ import { startWorkerThreads } from './sys/call.js';
 import { now, Timings } from './timings.js';
 import { findGap, type Span } from './vma/gaps.js';
 import type { Prefill } from './prefill.js';
-import { servePages, type LazyMemory, type LazyTotals } from './memory/lazy.js';
+import { PageServer, type LazyMemory, type LazyTotals, type PageRequests } from './memory/lazy.js';
 
 export interface RestoreOptions {
   /** Keep the original PID: insist ('require'), when possible ('try', the default), or not ('no'). */
@@ -103,6 +104,11 @@ export interface RestoreOptions {
    */
   lazy?: boolean;
   /**
+   * A post-copy migration's target: the image's VMAs of content `remote` get their pages as the
+   * process runs, asked of the source through this and handed to RestoreResult.lazy's server.
+   */
+  remotePages?: PageRequests;
+  /**
    * The image is temporary (a received migration): page data written into the process is punched
    * out of its files as it goes, so that the memory its page cache held serves the process.
    */
@@ -129,8 +135,11 @@ export interface RestoreResult {
   warnings: string[];
   /** Milliseconds per stage: verify, spawn, layout, pages, state, finish. */
   stages: Record<string, number>;
-  /** A lazy restore: the pages still to come in, and the service that brings them. */
-  lazy?: { pages: number; done: Promise<LazyTotals> };
+  /**
+   * A lazy restore: the pages still to come in (from the image), the service that brings them, and
+   * what it did once they are all in (rejected, the process was killed).
+   */
+  lazy?: { pages: number; server: PageServer; done: Promise<LazyTotals> };
 }
 
 const KERNEL_VMAS = new Set(['[vvar]', '[vvar_vclock]', '[vdso]', '[vsyscall]']);
@@ -363,7 +372,15 @@ async function restoreProcess(
     );
     closeBackings(ctx, backings);
     timings.mark('layout');
-    return restorePages(ctx, proc, state.vmas, staged, early, options.lazy);
+    return restorePages(
+      ctx,
+      proc,
+      state.vmas,
+      staged,
+      early,
+      options.lazy,
+      pagesWrittenAtRestore(state.threads),
+    );
   });
   try {
     await finishProcess(ctx, made, proc, shared, options, { written, filled, lazy });
@@ -442,7 +459,6 @@ async function finishProcess(
   for (const channel of channels.slice(1)) channel.close();
   remote.removeScratch();
   remote.close(); // before finishThread: closing puts back the mask the channel found
-  await lazy?.register();
   // A thread that takes a handled signal at once (one pending at dump) does not restart the call the
   // signal interrupted: the call fails with EINTR, as it would have.
   const interrupting = handledFirst(state.threads, state.pending, state.signals);
@@ -451,6 +467,9 @@ async function finishProcess(
     const regs = by ? interruptedRegs(thread.regs, by.restart) : thread.regs;
     finishThread(ctx, { ...thread, regs }, tids[i]!);
   });
+  // The last thing before the process may run: nothing ferry does may touch its missing pages,
+  // which only a fault served by ferry (after this) brings in.
+  await lazy?.register();
   timings.mark('finish');
 }
 
@@ -486,14 +505,24 @@ async function alongside<T>(background: Promise<void>, work: () => T): Promise<T
 
 /**
  * Serve the pages of a lazily restored process until all are in; then it no longer dies with
- * ferry. Should a page fail to come in, the process is killed (the image is untouched: restore it
+ * ferry (should ferry die in between, after its last page, the process dies with it all the same:
+ * its image, or a migration's source, still holds it). Should a page fail to come in, the process is killed (the image is untouched: restore it
  * again), and the failure said.
  */
-function serveLazily(pid: number, memories: LazyMemory[]): { pages: number; done: Promise<LazyTotals> } {
+function serveLazily(
+  pid: number,
+  memories: LazyMemory[],
+  requests: PageRequests | undefined,
+): { pages: number; server: PageServer; done: Promise<LazyTotals> } {
   const pages = memories.reduce((n, m) => n + m.pages, 0);
-  const done = servePages(memories, () => {
-    if (running(pid)) clearDeathSignal(pid);
-  }).catch((err: unknown) => {
+  const server = new PageServer(
+    memories,
+    () => {
+      if (running(pid)) clearDeathSignal(pid);
+    },
+    requests,
+  );
+  const done = server.done.catch((err: unknown) => {
     kill(pid, SIG.SIGKILL);
     const why = err instanceof Error ? err.message : String(err);
     throw new FerryError(
@@ -502,7 +531,7 @@ function serveLazily(pid: number, memories: LazyMemory[]): { pages: number; done
       { cause: err },
     );
   });
-  return { pages, done };
+  return { pages, server, done };
 }
 
 /** Whether `pid` (a child of ferry's) runs still: not a zombie. */
@@ -545,6 +574,12 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     );
   if (options.lazy && (options.stopped || options.prefill))
     throw new FerryError('FERRY_UNSUPPORTED', 'a lazy restore is not held for a migration yet');
+  const remote = image.processes.some((p) => p.state.vmas.some((v) => v.content === 'remote'));
+  if (remote && !options.remotePages)
+    throw new FerryError(
+      'FERRY_IMAGE_PARTIAL',
+      `${dir} is a post-copy migration's: the source sends the pages of its anonymous memory once the process runs, so it restores only as that migration's target`,
+    );
   if (!options.stopped && !options.leaveStopped) refusePartial(image);
   checkExternal(image, options.inheritFds ?? new Map());
   const warnings: string[] = [];
@@ -607,7 +642,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
         // The dumped process's threads keep their IDs as --same-pid says; its descendants' when free.
         samePid: i === 0 ? samePid : 'try',
         root: i === 0,
-        lazy: options.lazy,
+        lazy: options.lazy ?? false,
       });
       pages += restored.pages;
       if (restored.lazy) lazy.push(restored.lazy);
@@ -640,7 +675,7 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
       pages,
       warnings,
       stages: timings.toJSON(),
-      lazy: served.length > 0 ? serveLazily(stub.pid, served) : undefined,
+      lazy: served.length > 0 ? serveLazily(stub.pid, served, options.remotePages) : undefined,
     };
   } catch (err) {
     for (const m of lazy) m.close();

@@ -74,6 +74,22 @@ for (const point of ['fence', 'commit']) {
   });
 }
 
+test('ferry migrate SIGKILLed during post-copy: the copy at the target goes, the source runs on from where it was frozen', async () => {
+  const d = await startSelfChecking(lab.dir(), 'dirty', ['64', '10', 'random'], cleanup);
+  // Killed once its copy runs at the target and the first pages went there, long before the last.
+  const r = await migrateCli(lab, lab.hosts[0]!, d.pid, lab.hosts[1]!, ['--mode', 'post-copy'], {
+    env: { FERRY_FAULT: 'postcopy@2' },
+  });
+  assert.equal(r.signal, 'SIGKILL', r.stdout + r.stderr);
+  // The target cannot go on without the source's pages: it killed its copy, and the guardian,
+  // told so, let the source run on.
+  assert.match(r.stderr, /no copy of process \d+ runs on the target .*; it runs on here/);
+  runsFree(d.pid);
+  assert.match(await d.check(), /^CHECK ok \d+$/);
+  assert.deepEqual(await migratedIn(agents[1]!), []);
+  await targetClean(agents[1]!);
+});
+
 test('the target lost after the fence: in doubt, the source stopped; `ferry resolve` lets it run on', async () => {
   const f = await started();
   let ferry = 0;

@@ -371,6 +371,27 @@ test('pre-copy of writes scattered at random: every page right, the staged round
   killAndReap(r.targetPid); // the fault tests below want nothing running at the target
 });
 
+interface PostCopied extends Migrated {
+  mode: string;
+  postCopy: { pages: number; requests: number; bytes: number; ms: number };
+}
+
+test('post-copy: the process runs at the target before its memory is there, writing at random; every page right, there and back', async () => {
+  const d = await startSelfChecking(dir(), 'dirty', ['128', '40', 'random'], cleanup);
+  const there = migrated(
+    await migrateCli(lab.hosts[0]!, d.pid, lab.hosts[1]!, '--mode', 'post-copy'),
+  ) as PostCopied;
+  assert.equal(there.mode, 'post-copy');
+  assert.ok(there.postCopy.bytes >= 128 << 20, `${there.postCopy.bytes} bytes sent after it ran there`);
+  assert.match(await d.check(there.targetPid), /^CHECK ok \d+$/);
+  const back = migrated(
+    await migrateCli(lab.hosts[1]!, there.targetPid, lab.hosts[0]!, '--mode', 'post-copy'),
+  ) as PostCopied;
+  const line = await d.check(back.targetPid);
+  assert.match(line, /^CHECK ok \d+$/);
+  killAndReap(back.targetPid); // the fault tests below want nothing running at the target
+});
+
 test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) moves the process intact', async () => {
   const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
   const r = await migrateCli(

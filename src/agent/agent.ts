@@ -1,6 +1,7 @@
 // The per-host daemon (docs/PROTOCOL.md): an HTTP(S) API over the library, behind bearer tokens.
 // It dumps and restores on request, receives migrations, keeps the processes it restored (reaping
 // them when they end), and reports itself to Prometheus at /metrics.
+import { MIGRATE_MODES, type MigrateMode } from '../migrate/migrate.js';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -269,9 +270,8 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
       const body = await readJson(req);
       if (typeof body.to !== 'string') throw new HttpError(400, '"to" must be the host:port of an agent');
       parseAddress(body.to); // a malformed one is the request's fault (400), not a failed move
-      const mode = body.mode ?? 'pre-copy';
-      if (mode !== 'pre-copy' && mode !== 'stop-copy')
-        throw new HttpError(400, '"mode" is pre-copy or stop-copy');
+      const mode = (body.mode ?? 'pre-copy') as MigrateMode;
+      if (!MIGRATE_MODES.includes(mode)) throw new HttpError(400, `"mode" is ${MIGRATE_MODES.join(', ')}`);
       const entry = await jobs.migrate(
         decodeURIComponent(moveJob[1]!),
         {

@@ -20,7 +20,7 @@ import {
 } from '../migrate/wire.js';
 import { Prefill } from '../prefill.js';
 import { readImage } from '../read-image.js';
-import { restore } from '../restore.js';
+import { restore, type RestoreResult } from '../restore.js';
 import { openImageManifest } from '../state/image.js';
 import { macMatches, newNonce, streamKey } from '../image/mac.js';
 import type { Caller } from './auth.js';
@@ -141,6 +141,8 @@ export class Migrations {
     let committed = false;
     /** The manifest, once in; acted on at its seal. */
     let text: string | undefined;
+    /** Post-copy: the pages the process gets as it runs, from the source. */
+    let lazy: RestoreResult['lazy'];
     try {
       for await (const frame of readFrames(req)) {
         if (frame.type === FRAME.PART) {
@@ -191,7 +193,11 @@ export class Migrations {
             prefill,
             consumePages: true,
             asUser: caller.uid !== undefined && caller.uid !== 0,
+            remotePages: {
+              request: (addr, len) => send({ event: 'fault', addr: addr.toString(16), len }),
+            },
           });
+          lazy = result.lazy;
           m.pid = result.pid;
           m.state = 'held';
           if (manifest.tree[0]?.stopped) this.stopped.add(id);
@@ -210,17 +216,37 @@ export class Migrations {
         } else if (frame.type === FRAME.COMMIT) {
           if (m.state !== 'held')
             throw new FerryError('FERRY_CONNECTION', 'a commit before the process was restored');
-          this.letRun(m);
-          committed = true;
+          this.letRun(m, lazy !== undefined);
           send({ event: 'running', pid: m.pid! });
+          if (lazy) continue; // post-copy: its pages come now
+          committed = true;
           res.end(); // the source ends its stream in turn
           await rm(dir, { recursive: true, force: true }); // after the answer: it takes a while
+        } else if (frame.type === FRAME.PAGES) {
+          if (m.state !== 'copying' || frame.payload.length < 8)
+            throw new FerryError('FERRY_CONNECTION', 'pages out of place: not a post-copy running here');
+          lazy!.server.arrive(frame.payload.readBigUInt64LE(0), frame.payload.subarray(8));
+          m.bytes += frame.payload.length - 8;
+        } else if (frame.type === FRAME.PAGES_END) {
+          if (m.state !== 'copying') throw new FerryError('FERRY_CONNECTION', 'an end of pages out of place');
+          lazy!.server.end();
+          const totals = await lazy!.done;
+          m.state = 'running';
+          committed = true;
+          send({ event: 'complete', pages: totals.filledPages });
+          res.end();
+          await rm(dir, { recursive: true, force: true });
         } else {
           throw new FerryError('FERRY_MIGRATION_FAILED', 'the source aborted the migration');
         }
       }
       if (!committed)
-        throw new FerryError('FERRY_CONNECTION', 'the source closed the stream before the commit');
+        throw new FerryError(
+          'FERRY_CONNECTION',
+          m.state === 'copying'
+            ? 'the source closed the stream before every page came'
+            : 'the source closed the stream before the commit',
+        );
     } catch (err) {
       prefill?.abort();
       if (committed) return;
@@ -228,13 +254,20 @@ export class Migrations {
       send({ event: 'error', code: isFerryError(err) ? err.code : 'FERRY_INTERNAL', message });
       res.end();
       await sink.abort(); // closes the parts still open; closed ones must not be closed again
-      if (m.state === 'held' && !isFerryError(err, 'FERRY_MIGRATION_FAILED')) {
+      if (m.state === 'held' && !lazy && !isFerryError(err, 'FERRY_MIGRATION_FAILED')) {
         // The connection broke with the process held: the source may have sent the commit. It
         // has graceMs to say so another way; then the held process goes.
         await this.awaitCommit(m, dir, message);
       } else {
+        // Post-copy: the process cannot go on without the pages it lacks (its own would be zeros).
+        // The source holds it still, as it was when frozen, and runs it on once it learns this one
+        // is gone.
         this.abort(m, dir, message);
       }
+      // Its page service ends once the process is killed, never before (the pages it lacks would
+      // be served as zeros).
+      lazy?.server.end();
+      await lazy?.done.catch(() => {});
     }
   }
 
@@ -264,14 +297,15 @@ export class Migrations {
     }
   }
 
-  private letRun(m: Migration): void {
-    this.registry.run(m.pid!, this.stopped.delete(m.id));
-    m.state = 'running';
+  /** Let the held process run; `lazy` (post-copy): its pages come now, and it is `copying` until then. */
+  private letRun(m: Migration, lazy = false): void {
+    this.registry.run(m.pid!, this.stopped.delete(m.id), lazy);
+    m.state = lazy ? 'copying' : 'running';
   }
 
   private abort(m: Migration, dir: string, reason: string): void {
     this.stopped.delete(m.id);
-    if (m.pid !== undefined && m.state === 'held') this.registry.kill(m.pid);
+    if (m.pid !== undefined && (m.state === 'held' || m.state === 'copying')) this.registry.kill(m.pid);
     m.state = 'aborted';
     m.reason = reason;
     rmSync(dir, { recursive: true, force: true });

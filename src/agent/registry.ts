@@ -91,10 +91,12 @@ export class Registry {
   }
 
   /** Let a held process run, or stay stopped (`stopped`: it was stopped at the source). */
-  run(pid: number, stopped = false): void {
+  run(pid: number, stopped = false, lazy = false): void {
     const p = this.processes.get(pid);
     if (!p || p.state !== 'held') return;
-    letRun(pid);
+    // Pages still to come (post-copy): it dies with the agent until they are in (PageServer).
+    if (lazy) kill(pid, SIG.SIGCONT);
+    else letRun(pid);
     if (stopped) kill(pid, SIG.SIGSTOP);
     p.state = 'running';
   }

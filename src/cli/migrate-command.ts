@@ -1,8 +1,8 @@
-// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>]
+// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy|post-copy] [--max-downtime <ms>]
 //   [--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
-import { migrate, type MigrateMode, type MigrateResult } from '../migrate/migrate.js';
+import { MIGRATE_MODES, migrate, type MigrateResult } from '../migrate/migrate.js';
 import type { TrackingChoice } from '../precopy.js';
 import {
   agentToken,
@@ -21,11 +21,12 @@ function summary(r: MigrateResult): string {
   return (
     `migrated ${r.pid} to ${r.target} as ${r.targetPid}: downtime ${formatMs(r.downtimeMs)}, ` +
     `total ${formatMs(r.totalMs)}, ${formatBytes(r.bytesSent)} sent in ${r.rounds} round${r.rounds === 1 ? '' : 's'}` +
-    (r.mode === 'pre-copy' ? ` (${formatBytes(r.finalPages * 4096)} while frozen)` : '')
+    (r.mode === 'pre-copy' ? ` (${formatBytes(r.finalPages * 4096)} while frozen)` : '') +
+    (r.postCopy
+      ? ` (${formatBytes(r.postCopy.bytes)} after it ran there, ${r.postCopy.requests} of them on its faults, in ${formatMs(r.postCopy.ms)})`
+      : '')
   );
 }
-
-const MODES: readonly MigrateMode[] = ['stop-copy', 'pre-copy'];
 
 /** Option `name`'s value, one of `allowed` (the first when not given). */
 function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
@@ -40,7 +41,7 @@ export const migrateCommand: Command = {
   name: 'migrate',
   summary: "move a running process to another host's agent; prints its PID there",
   usage:
-    'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy] [--max-downtime <ms>] ' +
+    'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy|post-copy] [--max-downtime <ms>] ' +
     '[--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] ' +
     '[--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
   options: {
@@ -59,7 +60,7 @@ export const migrateCommand: Command = {
       throw new FerryError('FERRY_USAGE', 'give the target agent: --to <host:port>');
     const to = parseAddress(values.to);
     const ca = readCa(values['tls-ca']);
-    const mode = oneOf('mode', values.mode, MODES);
+    const mode = oneOf('mode', values.mode, MIGRATE_MODES);
     const maxDowntimeMs = parseMs('max-downtime', values['max-downtime']);
     const dirtyTracking = oneOf('dirty-tracking', values['dirty-tracking'], TRACKING);
     if ((maxDowntimeMs !== undefined || values['dirty-tracking'] !== undefined) && mode !== 'pre-copy')
@@ -74,7 +75,11 @@ export const migrateCommand: Command = {
           dirtyTracking,
           timeoutMs: parseMs('timeout', values.timeout),
           onProgress: (p) =>
-            bar.update(p.doneBytes, p.totalBytes, p.round > 0 ? `round ${p.round}` : 'frozen'),
+            bar.update(
+              p.doneBytes,
+              p.totalBytes,
+              p.round > 0 ? `round ${p.round}` : p.round === 0 ? 'frozen' : 'running there',
+            ),
           onWarning: values.json ? undefined : warnOnStderr,
         }),
       ),

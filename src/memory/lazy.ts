@@ -12,6 +12,8 @@ import { PAGE_SIZE } from '../proc/pagemap.js';
 import { errnoName } from '../sys/errno.js';
 import { faultPoint } from '../sys/fault.js';
 import { MAP, mmap, munmap, PROT } from '../sys/mman.js';
+import { addressOf } from '../sys/libc.js';
+import { readableAsync } from '../sys/poll.js';
 import { processVmWritevAsync, type RemoteRange } from '../sys/process-vm.js';
 import {
   readUffdMessages,
@@ -34,6 +36,8 @@ const PAGE = BigInt(PAGE_SIZE);
 const FILL_CHUNK = 512 << 10;
 /** Bytes a fault brings in: its page and those after it in the same run, as a read-ahead. */
 const FAULT_AROUND = 64 << 10;
+/** How long a wait for a fault lasts before it is made again (the descriptors may have changed). */
+const POLL_MS = 100;
 /** The events a lazy restore asks for: without them a fork, mremap or madvise would lose pages. */
 const FEATURES =
   UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
@@ -41,6 +45,8 @@ const FEATURES =
 /** Missing pages [start, end) whose bytes are at `src` in ferry's own memory. */
 export interface Run extends Span {
   src: bigint;
+  /** The buffer `src` points into, kept alive as long as the run is. */
+  hold?: Buffer;
 }
 
 /** A layer's page data, mapped here: where each stored range's bytes are. */
@@ -63,13 +69,34 @@ export function unmapData(data: MappedData): void {
 export interface LazyTotals {
   /** Pages the background copied in. */
   filledPages: number;
-  /** Faults answered with the image's bytes, and with zeros (pages the image has none of). */
+  /** Faults answered with the pages' bytes, and with zeros (pages the process never had). */
   faults: number;
   zeroFaults: number;
+  /** Faults whose pages were asked of a migration's source, not there yet. */
+  requested: number;
   /** Children the process forked meanwhile, each served as well. */
   forks: number;
   /** Milliseconds from the start of the service until every page was in. */
   ms: number;
+}
+
+/** mremap() moved [from, from + len) to `to`. */
+interface Move {
+  from: bigint;
+  to: bigint;
+  len: bigint;
+}
+
+/** Append the parts of [start, end) outside sorted `spans` to `out`. */
+function outside(spans: readonly Span[], start: bigint, end: bigint, out: Span[]): void {
+  let at = start;
+  for (const s of spans) {
+    if (s.end <= at) continue;
+    if (s.start >= end) break;
+    if (s.start > at) out.push({ start: at, end: s.start });
+    at = s.end;
+  }
+  if (at < end) out.push({ start: at, end });
 }
 
 /** The missing pages of one address space (the restored process's, or a child's it forked). */
@@ -79,12 +106,29 @@ class Missing {
   /** The background's next address. */
   next = 0n;
   gone = false;
+  /** Ranges the process dropped or unmapped: zeros, whatever arrives for them later (sorted). */
+  dropped: Span[] = [];
+  /** Its mremap() calls, in order: where pages that arrive later go. */
+  moves: Move[] = [];
+  /** Faulted pages waiting for their bytes (a migration's source sends them). */
+  parked: bigint[] = [];
 
   constructor(
     readonly fd: number,
     runs: Run[],
   ) {
     this.runs = runs;
+  }
+
+  /** A child's, forked from this one: it misses what this one missed at the fork. */
+  fork(fd: number): Missing {
+    const child = new Missing(
+      fd,
+      this.runs.map((r) => ({ ...r })),
+    );
+    child.dropped = this.dropped.map((d) => ({ ...d }));
+    child.moves = [...this.moves];
+    return child;
   }
 
   /** Index of the first run that ends after `addr`. */
@@ -110,6 +154,10 @@ class Missing {
     return this.runs[this.after(addr)];
   }
 
+  isDropped(addr: bigint): boolean {
+    return this.dropped.some((d) => d.start <= addr && addr < d.end);
+  }
+
   /** Take [start, end) out of the runs: its pages are in, or no longer the image's. Returns what went. */
   cut(start: bigint, end: bigint): Run[] {
     const i = this.after(start);
@@ -118,26 +166,91 @@ class Missing {
     const taken: Run[] = [];
     for (; j < this.runs.length && this.runs[j]!.start < end; j++) {
       const r = this.runs[j]!;
-      if (r.start < start) keep.push({ start: r.start, end: start, src: r.src });
+      if (r.start < start) keep.push({ ...r, end: start });
       const a = r.start > start ? r.start : start;
       const b = r.end < end ? r.end : end;
-      taken.push({ start: a, end: b, src: r.src + (a - r.start) });
-      if (r.end > end) keep.push({ start: end, end: r.end, src: r.src + (end - r.start) });
+      taken.push({ ...r, start: a, end: b, src: r.src + (a - r.start) });
+      if (r.end > end) keep.push({ ...r, start: end, src: r.src + (end - r.start) });
     }
     if (j > i) this.runs.splice(i, j - i, ...keep);
     return taken;
   }
 
+  /** The process dropped or unmapped [start, end). */
+  drop(start: bigint, end: bigint): void {
+    this.cut(start, end);
+    const kept: Span[] = [];
+    for (const d of this.dropped) outside([{ start, end }], d.start, d.end, kept);
+    kept.push({ start, end });
+    this.dropped = kept.sort((a, b) => (a.start < b.start ? -1 : 1));
+  }
+
   /** mremap() moved [from, from + len) to `to`: so do the runs there, and the background starts over. */
   move(from: bigint, to: bigint, len: bigint): void {
-    const moved = this.cut(from, from + len).map((r) => ({
-      ...r,
-      start: r.start - from + to,
-      end: r.end - from + to,
-    }));
+    const shift = <T extends Span>(r: T): T => ({ ...r, start: r.start - from + to, end: r.end - from + to });
+    const moved = this.cut(from, from + len).map(shift);
     this.cut(to, to + len); // the old mapping there is gone
-    if (moved.length > 0) this.runs.splice(this.after(moved[0]!.start), 0, ...moved);
+    for (const r of moved) this.runs.splice(this.after(r.start), 0, r);
+    const inside: Span[] = [];
+    const rest: Span[] = [];
+    for (const d of this.dropped) {
+      outside([{ start: from, end: from + len }], d.start, d.end, rest);
+      const a = d.start > from ? d.start : from;
+      const b = d.end < from + len ? d.end : from + len;
+      if (a < b) inside.push(shift({ start: a, end: b }));
+    }
+    const kept: Span[] = [];
+    for (const d of rest) outside([{ start: to, end: to + len }], d.start, d.end, kept);
+    this.dropped = [...kept, ...inside].sort((a, b) => (a.start < b.start ? -1 : 1));
+    this.moves.push({ from, to, len });
     this.next = 0n;
+  }
+
+  /** Where the pages of [start, end), as the source has them, are now: each piece and its shift. */
+  place(start: bigint, end: bigint): { start: bigint; end: bigint; shift: bigint }[] {
+    let pieces = [{ start, end, shift: 0n }];
+    for (const m of this.moves) {
+      const next: typeof pieces = [];
+      for (const p of pieces) {
+        const a = p.start + p.shift;
+        const b = p.end + p.shift;
+        const lo = a > m.from ? a : m.from;
+        const hi = b < m.from + m.len ? b : m.from + m.len;
+        if (lo >= hi) {
+          next.push(p);
+          continue;
+        }
+        if (a < lo) next.push({ ...p, end: lo - p.shift });
+        next.push({ start: lo - p.shift, end: hi - p.shift, shift: p.shift + m.to - m.from });
+        if (hi < b) next.push({ ...p, start: hi - p.shift });
+      }
+      pieces = next;
+    }
+    return pieces;
+  }
+
+  /** Where the page at `addr` was at the source (the moves undone). */
+  sourceOf(addr: bigint): bigint {
+    let at = addr;
+    for (let i = this.moves.length - 1; i >= 0; i--) {
+      const m = this.moves[i]!;
+      if (at >= m.to && at < m.to + m.len) at = at - m.to + m.from;
+    }
+    return at;
+  }
+
+  /** Bytes that arrived for [start, end) of the source's addresses, at `src` here. */
+  add(start: bigint, end: bigint, src: bigint, hold: Buffer): void {
+    for (const p of this.place(start, end)) {
+      const free: Span[] = [];
+      outside(this.dropped, p.start + p.shift, p.end + p.shift, free);
+      for (const f of free) {
+        this.cut(f.start, f.end);
+        const run: Run = { start: f.start, end: f.end, src: src + (f.start - p.shift - start), hold };
+        this.runs.splice(this.after(f.start), 0, run);
+        if (f.start < this.next) this.next = f.start;
+      }
+    }
   }
 }
 
@@ -235,123 +348,194 @@ export class LazyMemory {
   }
 }
 
+/** How a lazy restore asks a migration's source for pages it does not have yet. */
+export interface PageRequests {
+  /** Ask for the pages of [addr, addr + len) as the source has them (sent in time, by arrive()). */
+  request(addr: bigint, len: number): void;
+}
+
 /**
- * Serve the lazy memories until every page is in: their faults first, a chunk of the background's
- * copy between. Resolves with what it did; the userfaultfds are then closed (their VMAs
- * unregistered: the kernel fills a fault from then on, with zeros, as it would have), after
- * `beforeClose`. Rejects if a page cannot be served: the caller kills the processes.
+ * Serves the lazy memories of restored processes until every page is in: their faults first, a
+ * chunk of the background's copy between. The pages come from the image (runs known from the
+ * start), or from a migration's source (`requests`: they arrive(), in the background and on
+ * request, until end()). Its userfaultfds are then closed (their VMAs unregistered: the kernel
+ * fills a fault from then on, with zeros, as it would have), and `allIn` called. `done` rejects
+ * if a page cannot be served: the caller kills the processes.
  */
-export async function servePages(
-  memories: readonly LazyMemory[],
-  beforeClose: () => void,
-): Promise<LazyTotals> {
-  const started = performance.now();
-  const all = memories.map((m) => m.take());
-  const totals: LazyTotals = { filledPages: 0, faults: 0, zeroFaults: 0, forks: 0, ms: 0 };
-  const buf = Buffer.alloc(32 * 128);
+export class PageServer {
+  readonly done: Promise<LazyTotals>;
+  private readonly all: Missing[];
+  private readonly totals: LazyTotals = {
+    filledPages: 0,
+    faults: 0,
+    zeroFaults: 0,
+    requested: 0,
+    forks: 0,
+    ms: 0,
+  };
+  /** No more bytes will come: pages not in the runs are zeros. */
+  private ended: boolean;
   /** Faults answered EAGAIN (the mappings were changing): answered again after the next messages. */
-  let retry: [Missing, bigint][] = [];
-  const answer = (m: Missing, addr: bigint): void => {
+  private retry: [Missing, bigint][] = [];
+  /** Blocks of FAULT_AROUND bytes asked of the source already. */
+  private readonly asked = new Set<bigint>();
+  private wake: (() => void) | undefined;
+  private readonly buf = Buffer.alloc(32 * 128);
+
+  constructor(
+    private readonly memories: readonly LazyMemory[],
+    allIn: () => void,
+    private readonly requests?: PageRequests,
+  ) {
+    this.all = memories.map((m) => m.take());
+    this.ended = requests === undefined;
+    this.done = this.run(allIn);
+  }
+
+  /** The source's bytes of [addr, addr + data.length) came. */
+  arrive(addr: bigint, data: Buffer): void {
+    const src = addressOf(data);
+    for (const m of this.all) if (!m.gone) m.add(addr, addr + BigInt(data.length), src, data);
+    this.wake?.();
+  }
+
+  /** Every page the source has came: the others are zeros. */
+  end(): void {
+    this.ended = true;
+    this.wake?.();
+  }
+
+  private async run(allIn: () => void): Promise<LazyTotals> {
+    const started = performance.now();
+    let polling: Promise<unknown> | undefined;
+    try {
+      for (;;) {
+        this.drain();
+        if (this.fillOne() || this.retry.length > 0) {
+          await nextTurn();
+          faultPoint('lazy');
+          continue;
+        }
+        if (this.ended) break;
+        // Nothing to copy until the source sends more: wait for it, or for a fault.
+        const fds = this.all.filter((m) => !m.gone).map((m) => m.fd);
+        polling ??= readableAsync(fds, POLL_MS).finally(() => (polling = undefined));
+        await Promise.race([polling, new Promise<void>((resolve) => (this.wake = resolve))]);
+        this.wake = undefined;
+      }
+      this.totals.ms = performance.now() - started;
+    } finally {
+      await polling; // its descriptors stay open until it is over
+      for (const m of this.all) closeSync(m.fd);
+      for (const m of this.memories) m.unmap();
+    }
+    // Not before: what it does may touch a page the process never had, which only the kernel
+    // fills now (ferry, doing it, could not serve the fault).
+    allIn();
+    return this.totals;
+  }
+
+  /** Answer a fault at `addr` of `m`: its bytes, zeros, or (not here yet) ask for them. */
+  private answer(m: Missing, addr: bigint): void {
     const r = m.at(addr);
     if (r === undefined) {
+      if (!this.ended && !m.isDropped(addr)) return this.park(m, addr);
       const errno = uffdTryZeropage(m.fd, addr, PAGE_SIZE);
-      if (errno === EAGAIN) retry.push([m, addr]);
+      if (errno === EAGAIN) this.retry.push([m, addr]);
       else if (errno === ESRCH) m.gone = true;
       else if (errno !== 0 && errno !== EEXIST && errno !== ENOENT)
         throw pageError('UFFDIO_ZEROPAGE', addr, errno);
-      else if (errno === 0) totals.zeroFaults++;
+      else if (errno === 0) this.totals.zeroFaults++;
       return;
     }
     const end = r.end < addr + BigInt(FAULT_AROUND) ? r.end : addr + BigInt(FAULT_AROUND);
     const out = uffdTryCopy(m.fd, addr, r.src + (addr - r.start), Number(end - addr));
-    if (out.errno === EAGAIN) retry.push([m, addr]);
+    if (out.errno === EAGAIN) this.retry.push([m, addr]);
     else if (out.errno === ESRCH) m.gone = true;
     else if (out.errno !== 0 && out.errno !== EEXIST && out.errno !== ENOENT)
       throw pageError('UFFDIO_COPY', addr, out.errno);
     else {
-      totals.faults++;
+      this.totals.faults++;
       // What was copied, and the page found there already (EEXIST) or not mapped (ENOENT).
       m.cut(addr, out.errno === 0 ? end : addr + BigInt(out.copied) + PAGE);
     }
-  };
-  const handle = (m: Missing, msg: UffdMessage): void => {
+  }
+
+  /** A fault on a page the source has not sent yet: ask for its block (once), answer on arrival. */
+  private park(m: Missing, addr: bigint): void {
+    m.parked.push(addr);
+    const block = m.sourceOf(addr) & ~BigInt(FAULT_AROUND - 1);
+    if (this.asked.has(block)) return;
+    this.asked.add(block);
+    this.totals.requested++;
+    this.requests!.request(block, FAULT_AROUND);
+  }
+
+  private handle(m: Missing, msg: UffdMessage): void {
     switch (msg.event) {
       case 'pagefault':
-        return answer(m, msg.address);
+        return this.answer(m, msg.address);
       case 'fork':
-        totals.forks++;
-        // The child misses what its parent missed at the fork.
-        all.push(
-          new Missing(
-            msg.fd,
-            m.runs.map((r) => ({ ...r })),
-          ),
-        );
+        this.totals.forks++;
+        this.all.push(m.fork(msg.fd));
         return;
       case 'remap':
         return m.move(msg.from, msg.to, msg.len);
       case 'remove':
-        m.cut(msg.start, msg.end);
-        return;
+        return m.drop(msg.start, msg.end);
     }
-  };
-  /** Read and answer every message waiting, then the faults to answer again. */
-  const drain = (): void => {
-    for (let i = 0; i < all.length; i++) {
-      const m = all[i]!;
+  }
+
+  /** Read and answer every message waiting, then the faults to answer again or now answerable. */
+  private drain(): void {
+    for (let i = 0; i < this.all.length; i++) {
+      const m = this.all[i]!;
       if (m.gone) continue;
-      for (let msgs = readUffdMessages(m.fd, buf); msgs.length > 0; msgs = readUffdMessages(m.fd, buf))
-        for (const msg of msgs) handle(m, msg);
+      for (
+        let msgs = readUffdMessages(m.fd, this.buf);
+        msgs.length > 0;
+        msgs = readUffdMessages(m.fd, this.buf)
+      )
+        for (const msg of msgs) this.handle(m, msg);
     }
-    const again = retry;
-    retry = [];
-    for (const [m, addr] of again) if (!m.gone) answer(m, addr);
-  };
+    const again = this.retry;
+    this.retry = [];
+    for (const [m, addr] of again) if (!m.gone) this.answer(m, addr);
+    for (const m of this.all) {
+      if (m.parked.length === 0 || m.gone) continue;
+      const parked = m.parked;
+      m.parked = [];
+      for (const addr of parked) this.answer(m, addr);
+    }
+  }
+
   /** Copy the next chunk of one memory's missing pages; false when none is left anywhere. */
-  const fillOne = (): boolean => {
-    for (const m of all) {
+  private fillOne(): boolean {
+    for (const m of this.all) {
       if (m.gone) continue;
       const r = m.from(m.next);
       if (r === undefined) continue;
       const start = r.start > m.next ? r.start : m.next;
       const end = r.end < start + BigInt(FILL_CHUNK) ? r.end : start + BigInt(FILL_CHUNK);
       const out = uffdTryCopy(m.fd, start, r.src + (start - r.start), Number(end - start));
+      this.totals.filledPages += out.copied / PAGE_SIZE;
       if (out.errno === ESRCH) {
         m.gone = true;
         return true;
       }
       if (out.errno === EAGAIN) {
         m.cut(start, start + BigInt(out.copied));
-        totals.filledPages += out.copied / PAGE_SIZE;
         return true; // an event is waiting: read it before going on
       }
       if (out.errno !== 0 && out.errno !== EEXIST && out.errno !== ENOENT)
         throw pageError('UFFDIO_COPY', start, out.errno);
       // Past what was copied: the page found there already (EEXIST), or not mapped (ENOENT).
       const stop = out.errno === 0 ? end : start + BigInt(out.copied) + PAGE;
-      totals.filledPages += out.copied / PAGE_SIZE;
       m.cut(start, stop);
       m.next = stop;
       return true;
     }
     return false;
-  };
-  try {
-    for (;;) {
-      drain();
-      if (fillOne() || retry.length > 0) {
-        await nextTurn();
-        faultPoint('lazy');
-        continue;
-      }
-      break;
-    }
-    totals.ms = performance.now() - started;
-    beforeClose();
-    return totals;
-  } finally {
-    for (const m of all) closeSync(m.fd);
-    for (const m of memories) m.unmap();
   }
 }
 

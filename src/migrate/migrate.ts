@@ -1,8 +1,10 @@
 // Live migration (docs/PROTOCOL.md). Stop-copy: freeze the process, stream its image to the target
 // agent while it stays frozen. Pre-copy: first copy its memory in rounds while it runs (precopy.ts),
-// then freeze it and send only what changed. Either way the process is killed only once the target
-// says the restored copy runs; any failure before that lets it run on here, and the target kills and
-// deletes what it received.
+// then freeze it and send only what changed. Post-copy: freeze it, send all but its anonymous
+// memory, let the copy run on the target and send the pages after (memory/postcopy.ts), those it
+// faults on first. Any failure before the target says the copy runs lets the process run on here,
+// and the target kills and deletes what it received; the process here is killed once the target
+// has every page.
 import { randomUUID } from 'node:crypto';
 import { dump, type DumpResult } from '../checkpoint.js';
 import { FerryError, isFerryError } from '../errors.js';
@@ -13,16 +15,18 @@ import { commitAgain, inDoubtMessage } from './resolve.js';
 import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '../precopy.js';
 import type { WriteTracker } from '../state/mem-dirty.js';
 import { StreamSink } from './stream-sink.js';
+import { sendPages, type PostCopyReport } from '../memory/postcopy.js';
 import { readEvents } from './wire.js';
 import { now } from '../timings.js';
 import { withGuardian, type Guardian } from '../guardian.js';
 import { encodeJobHeader, JOB_HEADER, type JobInfo } from '../cluster/job.js';
 
-export type MigrateMode = 'stop-copy' | 'pre-copy';
+export type MigrateMode = 'stop-copy' | 'pre-copy' | 'post-copy';
+export const MIGRATE_MODES: readonly MigrateMode[] = ['stop-copy', 'pre-copy', 'post-copy'];
 
 export interface MigrateOptions {
   to: AgentEndpoint;
-  /** 'stop-copy' (the default) or 'pre-copy'. */
+  /** 'stop-copy' (the default), 'pre-copy' or 'post-copy'. */
   mode?: MigrateMode;
   /** Pre-copy: the downtime to aim for (default 300 ms). */
   maxDowntimeMs?: number;
@@ -32,7 +36,10 @@ export interface MigrateOptions {
   onRound?: (round: RoundReport) => void;
   /** How long to wait for the target at each step (connect, each answer, a silent connection). */
   timeoutMs?: number;
-  /** Bytes of pages copied in the current round (`round` 0: the final, frozen copy). */
+  /**
+   * Bytes of pages copied in the current round (`round` 0: the final, frozen copy; -1: post-copy's
+   * pages, sent once the copy runs on the target).
+   */
   onProgress?: (progress: { round: number; doneBytes: number; totalBytes: number }) => void;
   onWarning?: (message: string) => void;
   /** The guardian of the source process, should ferry die (DumpOptions.guardian); else its own. */
@@ -54,6 +61,8 @@ export interface MigrateResult {
   migrationId: string;
   /** Milliseconds the process did not run: from freezing here until it ran on the target. */
   downtimeMs: number;
+  /** Post-copy: the pages sent after the copy ran (those the target asked for among them). */
+  postCopy: PostCopyReport | null;
   totalMs: number;
   bytesSent: number;
   mode: MigrateMode;
@@ -119,6 +128,7 @@ async function migrateWatched(
   });
   const mode = options.mode ?? 'stop-copy';
   let pre: Precopy | undefined;
+  let post: PostCopyReport | undefined;
   let result: DumpResult;
   try {
     if (mode === 'pre-copy') {
@@ -146,6 +156,14 @@ async function migrateWatched(
       baseline: pre?.baseline,
       onProgress: (p) => options.onProgress?.({ round: 0, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
       onWarning: options.onWarning,
+      postCopy:
+        mode === 'post-copy'
+          ? async (vmas) => {
+              post = await sendPages(pid, vmas, sink.pageChannel(), (doneBytes, totalBytes) =>
+                options.onProgress?.({ round: -1, doneBytes, totalBytes }),
+              );
+            }
+          : undefined,
     });
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
@@ -172,7 +190,8 @@ async function migrateWatched(
     targetPid: outcome.pid,
     target,
     migrationId,
-    downtimeMs: result.frozenMs,
+    downtimeMs: mode === 'post-copy' ? result.committedMs : result.frozenMs,
+    postCopy: post ?? null,
     totalMs: now() - started,
     bytesSent: sink.bytesSent,
     mode,

@@ -9,6 +9,7 @@ import { macOf } from '../image/mac.js';
 import { faultPoint } from '../sys/fault.js';
 import type { LayerRecord } from '../image/manifest.js';
 import type { ImageSink, LayerVma, PartWriter } from '../image/sink.js';
+import type { PageChannel } from '../memory/postcopy.js';
 import {
   encodeLayerNotice,
   FRAME,
@@ -54,6 +55,8 @@ export class StreamSink implements ImageSink {
    * let the command end as if it were done.
    */
   private readonly writing = new Set<(err: Error) => void>();
+  /** Post-copy: hears the target's requests for pages. */
+  private onFault: ((addr: bigint, len: number) => void) | undefined;
 
   constructor(
     readonly location: string,
@@ -77,7 +80,8 @@ export class StreamSink implements ImageSink {
           this.fail(new FerryError('FERRY_MIGRATION_FAILED', `the target gave up: ${why}`));
           return;
         }
-        for (const waiter of [...this.waiters]) waiter(event);
+        if (event.event === 'fault') this.onFault?.(BigInt(`0x${event.addr}`), event.len);
+        else for (const waiter of [...this.waiters]) waiter(event);
       }
       this.fail(new FerryError('FERRY_CONNECTION', 'the target closed the connection'));
     } catch (err) {
@@ -103,6 +107,7 @@ export class StreamSink implements ImageSink {
   private next<E extends TargetEvent['event']>(
     name: E,
     committed = false,
+    timeoutMs = this.options.timeoutMs,
   ): Promise<Extract<TargetEvent, { event: E }>> {
     const signal = committed ? undefined : this.options.signal;
     return new Promise((resolve, reject) => {
@@ -115,10 +120,10 @@ export class StreamSink implements ImageSink {
           done(
             new FerryError(
               'FERRY_CONNECTION',
-              `${this.location} did not answer within ${this.options.timeoutMs} ms (waiting for "${name}")`,
+              `${this.location} did not answer within ${timeoutMs} ms (waiting for "${name}")`,
             ),
           ),
-        this.options.timeoutMs,
+        timeoutMs,
       );
       const done = (event: TargetEvent | Error): void => {
         if (!(event instanceof Error) && event.event !== name) return;
@@ -132,12 +137,13 @@ export class StreamSink implements ImageSink {
     });
   }
 
-  private send(type: FrameType, name: string, data: Uint8Array): Promise<void> {
+  private send(type: FrameType, name: string, data: Uint8Array, lead?: Buffer): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     const writes: Promise<void>[] = [];
     for (let off = 0; off === 0 || off < data.length; off += MAX_PAYLOAD) {
       const payload = data.subarray(off, off + MAX_PAYLOAD);
-      this.out.write(frameHeader(type, name, payload.length));
+      this.out.write(frameHeader(type, name, (lead?.length ?? 0) + payload.length));
+      if (lead) this.out.write(lead);
       writes.push(
         new Promise((resolve, reject) => {
           this.writing.add(reject);
@@ -152,6 +158,21 @@ export class StreamSink implements ImageSink {
     }
     this.options.onBytes?.(this.bytesSent);
     return Promise.all(writes).then(() => undefined);
+  }
+
+  /** Post-copy, once the target runs the process: the pages go through this (PAGES frames). */
+  pageChannel(): PageChannel {
+    return {
+      send: (addr, data) => {
+        const at = Buffer.alloc(8);
+        at.writeBigUInt64LE(addr);
+        return this.send(FRAME.PAGES, '', data, at);
+      },
+      end: () => this.send(FRAME.PAGES_END, '', Buffer.alloc(0)),
+      onRequest: (handler) => (this.onFault = handler),
+      // As long as it takes, while the connection lives (its socket's own timeout ends a silent one).
+      complete: () => this.next('complete', true, 2 ** 31 - 1).then(() => undefined),
+    };
   }
 
   openPart(name: string): PartWriter {

@@ -8,7 +8,18 @@ import { array, hex64, integer, object, oneOf, string, type Infer } from '../ima
 import { PART_NAME } from '../image/sink.js';
 import { VMA_KINDS } from '../vma/vma.js';
 
-export const FRAME = { PART: 1, MANIFEST: 2, COMMIT: 3, ABORT: 4, LAYER: 5, SEAL: 6 } as const;
+export const FRAME = {
+  PART: 1,
+  MANIFEST: 2,
+  COMMIT: 3,
+  ABORT: 4,
+  LAYER: 5,
+  SEAL: 6,
+  /** Post-copy, after the commit: the process's bytes at an address (u64 LE), then the bytes. */
+  PAGES: 7,
+  /** Post-copy: every page is sent. */
+  PAGES_END: 8,
+} as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
 /** type u8, reserved u8 (0), name length u16 LE, payload length u32 LE. */
@@ -154,8 +165,11 @@ export async function* readFrames(input: AsyncIterable<Buffer> | Iterable<Buffer
   if (frame || buffered > 0) throw corrupt('the stream ended inside a frame');
 }
 
-/** A migration as the target sees it (GET /v1/migrations/:id). */
-export type MigrationState = 'receiving' | 'restoring' | 'held' | 'running' | 'aborted';
+/**
+ * A migration as the target sees it (GET /v1/migrations/:id). `copying`: post-copy, the process
+ * runs here while its pages still come.
+ */
+export type MigrationState = 'receiving' | 'restoring' | 'held' | 'copying' | 'running' | 'aborted';
 
 export interface Migration {
   id: string;
@@ -174,6 +188,10 @@ export type TargetEvent =
   | { event: 'layered'; layer: string; prefilled: boolean }
   | { event: 'restored'; pid: number; restoreMs: number; stages?: Record<string, number> }
   | { event: 'running'; pid: number }
+  /** Post-copy: the process here faulted on pages of [addr, addr + len) (addr hex) not sent yet. */
+  | { event: 'fault'; addr: string; len: number }
+  /** Post-copy: every page is in; the source may let its process go. */
+  | { event: 'complete'; pages: number }
   | { event: 'aborted'; reason: string }
   | { event: 'error'; code: string; message: string };
 

@@ -26,14 +26,13 @@ import {
 } from '../sys/process-vm.js';
 import type { RemoteCall, RemoteSyscalls } from '../tracee/remote.js';
 import { openPageScanner, type PageScanner } from '../vma/pages.js';
-import { mergeSpans, pushSpan, spanAt, subtractSpans, type Span } from '../vma/spans.js';
+import { intersectSpans, mergeSpans, pushSpan, spanAt, subtractSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
 import { dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from './context.js';
 import { userfaultfdIn } from './userfaultfd.js';
 import { LazyMemory, mapData, unmapData, type MappedData, type Run } from '../memory/lazy.js';
-import type { VmaRecord } from './mem-vmas.js';
-import { isSysv } from './sysv.js';
+import { isFileBacked, isPrivateAnonymous, lazyCapable, type VmaRecord } from './mem-vmas.js';
 
 /** Bytes moved per process_vm_writev or preadv batch at restore. */
 export const PAGE_BATCH = 16 << 20;
@@ -342,8 +341,6 @@ function vmaIndexAt(vmas: readonly VmaRecord[], from: number, addr: bigint): num
   }
   return i;
 }
-
-const isFileBacked = (v: VmaRecord): boolean => v.name.startsWith('/') && v.kind !== 'anon-shared';
 
 /** A page source cut at VMA boundaries: it lies in `vma`. */
 interface SourcePiece extends PageSource {
@@ -676,9 +673,6 @@ export class PageCopier {
   }
 }
 
-export const isPrivateAnonymous = (v: VmaRecord): boolean =>
-  v.perms[3] === 'p' && v.backing === null && !isFileBacked(v) && v.content !== 'kernel' && !isSysv(v);
-
 /** Write a compressed layer's pages (decompressed here) through one reused buffer. */
 function copyIn(
   ctx: RestoreContext,
@@ -784,9 +778,10 @@ export function beginPageCopy(
 }
 
 /**
- * Take out of `writes` the pages a lazy restore leaves to come in as the process runs: those of its
- * private anonymous VMAs (not inaccessible ones, not staged) whose pages are all in uncompressed
- * layers, mapped here to be copied from. Undefined when there are none.
+ * The memory that comes in as the process runs: the VMAs whose pages a migration's source sends
+ * then (content `remote`), and with `lazyImage`, the pages a lazy restore takes out of `writes`:
+ * those of VMAs lazyCapable() (not staged) whose pages are all in uncompressed layers, mapped here
+ * to be copied from. Undefined when there is none.
  */
 function takeLazy(
   ctx: RestoreContext,
@@ -794,6 +789,8 @@ function takeLazy(
   vmas: readonly VmaRecord[],
   writes: PageWrites,
   staged: StagedContent,
+  lazyImage: boolean,
+  eager: readonly Span[],
 ): LazyMemory | undefined {
   const compressedIn = new Set(
     [...writes.stored]
@@ -801,18 +798,31 @@ function takeLazy(
       .flatMap(([, stored]) => stored.map((r) => spanAt(vmas, r.addr))),
   );
   const lazy = vmas.filter(
-    (v) => isPrivateAnonymous(v) && v.perms.slice(0, 3) !== '---' && !staged.has(v) && !compressedIn.has(v),
+    (v) => v.content === 'remote' || (lazyImage && lazyCapable(v) && !staged.has(v) && !compressedIn.has(v)),
   );
   const runs: Run[] = [];
   const data: MappedData[] = [];
   try {
     for (const [layer, stored] of writes.stored) {
-      const taken = stored.filter((r) => spanAt(lazy, r.addr) !== undefined);
+      const taken: LayerRange[] = [];
+      const kept: LayerRange[] = [];
+      for (const r of stored) {
+        if (spanAt(lazy, r.addr) === undefined) {
+          kept.push(r);
+          continue;
+        }
+        // The pages the restore writes into itself go in at once; the others as the process runs.
+        const span = { start: r.addr, end: r.addr + BigInt(r.len) };
+        const piece = (s: Span): LayerRange => ({
+          addr: s.start,
+          len: Number(s.end - s.start),
+          offset: r.offset + Number(s.start - r.addr),
+        });
+        kept.push(...intersectSpans([span], eager).map(piece));
+        taken.push(...subtractSpans([span], eager).map(piece));
+      }
       if (taken.length === 0) continue;
-      writes.stored.set(
-        layer,
-        stored.filter((r) => spanAt(lazy, r.addr) === undefined),
-      );
+      writes.stored.set(layer, kept);
       const fd = openSync(image.layers[layer]!.file, 'r');
       try {
         data.push(
@@ -832,20 +842,22 @@ function takeLazy(
     data.forEach(unmapData);
     throw err;
   }
-  if (runs.length === 0) return undefined;
   runs.sort((a, b) => (a.start < b.start ? -1 : 1));
   const filling = new Set(runs.map((r) => spanAt(lazy, r.start)!));
+  const registered = lazy.filter((v) => v.content === 'remote' || filling.has(v));
+  if (registered.length === 0) return undefined;
   return LazyMemory.open(
     ctx.remote,
-    lazy.filter((v) => filling.has(v)).map((v) => ({ start: v.start, end: v.end })),
+    registered.map((v) => ({ start: v.start, end: v.end })),
     runs,
     data,
   );
 }
 
 /**
- * Write the stored pages back into the restored process (but those `early` copies in). With
- * `lazy`, those of its anonymous memory are left to come in as it runs (LazyMemory).
+ * Write the stored pages back into the restored process (but those `early` copies in). Those of
+ * VMAs a migration's source sends later, and with `lazy` those of its anonymous memory, are left
+ * to come in as it runs (LazyMemory), but for the pages in `eager`.
  */
 export function restorePages(
   ctx: RestoreContext,
@@ -854,6 +866,7 @@ export function restorePages(
   staged: StagedContent = new Map(),
   early?: EarlyCopy,
   lazy = false,
+  eager: readonly Span[] = [],
 ): PageRestore {
   const writes =
     early?.writes ??
@@ -863,7 +876,7 @@ export function restorePages(
       image.layers.map((l) => l.part),
       staged,
     );
-  const lazyMemory = lazy ? takeLazy(ctx, image, vmas, writes, staged) : undefined;
+  const lazyMemory = takeLazy(ctx, image, vmas, writes, staged, lazy, eager);
   ctx.remote.batch(
     writes.clears.map((r) => ({
       name: `madvise(0x${r.addr.toString(16)}, DONTNEED)`,

@@ -28,7 +28,7 @@ import { SHM_EXEC, SHM_RDONLY, SHM_REMAP } from '../sys/shm.js';
 import { isSysv } from './sysv.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
-export const VMA_CONTENTS = ['pages', 'layout', 'kernel'] as const;
+export const VMA_CONTENTS = ['pages', 'layout', 'kernel', 'remote'] as const;
 export type VmaContent = (typeof VMA_CONTENTS)[number];
 
 export const vmaRecord = object({
@@ -69,7 +69,35 @@ function refusal(v: Vma): string | null {
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
 
-export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: Vma) => boolean): VmaRecord[] {
+/** Mapped from a file (its pages there, but those copied on write). */
+export const isFileBacked = (v: VmaRecord): boolean => v.name.startsWith('/') && v.kind !== 'anon-shared';
+
+export const isPrivateAnonymous = (v: VmaRecord): boolean =>
+  v.perms[3] === 'p' && v.backing === null && !isFileBacked(v) && v.content !== 'kernel' && !isSysv(v);
+
+/**
+ * Whether a VMA's pages may come in after its process runs (a lazy restore, post-copy): private
+ * anonymous memory the process can touch; not locked (mlock makes every page at once), droppable
+ * or holding guard regions.
+ */
+export const lazyCapable = (v: VmaRecord): boolean =>
+  isPrivateAnonymous(v) &&
+  v.perms.slice(0, 3) !== '---' &&
+  !v.vmFlags.includes('lo') &&
+  !v.vmFlags.includes('dp') &&
+  v.guards.length === 0;
+
+/**
+ * The VMAs' records: the pages of those `selected` are stored (content `pages`), or with `remote`
+ * those of the ones lazyCapable() are sent after the process runs (content `remote`: a post-copy
+ * migration).
+ */
+export function dumpVmas(
+  ctx: DumpContext,
+  vmas: readonly Vma[],
+  selected: (v: Vma) => boolean,
+  remote = false,
+): VmaRecord[] {
   const backings = new Map<string, GhostRecord>();
   const guards = guardSpans(ctx.pid, mergeSpans(vmas.filter((v) => !SPECIAL_KINDS.has(v.kind))));
   return vmas.map((v) => {
@@ -93,7 +121,8 @@ export function dumpVmas(ctx: DumpContext, vmas: readonly Vma[], selected: (v: V
     const own = guards
       .filter((g) => g.start < v.end && g.end > v.start)
       .map((g) => ({ start: g.start > v.start ? g.start : v.start, end: g.end < v.end ? g.end : v.end }));
-    return { ...v, content, backing, guards: own };
+    const record: VmaRecord = { ...v, content, backing, guards: own };
+    return remote && content === 'pages' && lazyCapable(record) ? { ...record, content: 'remote' } : record;
   });
 }
 
@@ -195,8 +224,6 @@ export function protOf(perms: string): number {
     (perms[2] === 'x' ? PROT.EXEC : 0)
   );
 }
-
-const isFileBacked = (v: VmaRecord): boolean => v.name.startsWith('/') && v.kind !== 'anon-shared';
 
 /**
  * Map every VMA but the kernel's at its place. `filled` holds the VMAs pages will be written into:

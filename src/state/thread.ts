@@ -1,6 +1,8 @@
 // One thread: registers, the full xsave area, signal mask, rseq registration, tid address, robust
 // futex list, alternate signal stack, name, scheduling (policy, nice or priority, deadline, clamps),
 // timer slack and parent-death signal.
+import { PAGE_SIZE } from '../proc/pagemap.js';
+import { mergeSpans, type Span } from '../vma/spans.js';
 import { FerryError } from '../errors.js';
 import {
   array,
@@ -246,6 +248,25 @@ export function rseqCalls(rec: ThreadRecord): RemoteCall[] {
   if (!rec.rseq) return [];
   const { abi, size, signature } = rec.rseq;
   return [{ name: 'rseq', nr: NR.rseq, args: [abi, size, 0, signature] }];
+}
+
+/**
+ * The pages of the process a restore writes into itself, sorted: each thread's tid word (corrected
+ * under a new PID, finishThread()) and rseq area (the kernel writes the CPU number there when it is
+ * registered). Memory that comes in as the process runs (post-copy) must have these in at once.
+ */
+export function pagesWrittenAtRestore(threads: readonly ThreadRecord[]): Span[] {
+  const page = BigInt(PAGE_SIZE);
+  const spans: Span[] = [];
+  const add = (addr: bigint, len: number): void => {
+    if (addr !== 0n)
+      spans.push({ start: addr & ~(page - 1n), end: (addr + BigInt(len) + page - 1n) & ~(page - 1n) });
+  };
+  for (const t of threads) {
+    add(t.tidAddress, 4);
+    if (t.rseq) add(t.rseq.abi, t.rseq.size);
+  }
+  return mergeSpans(spans.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0)));
 }
 
 /**
