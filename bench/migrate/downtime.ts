@@ -1,19 +1,21 @@
 // bench/migrate/downtime: live migration of a process that rewrites its memory at a given rate,
-// stop-copy and pre-copy, to an agent on this host (loopback), and, when criu >= 4.1 is on PATH,
-// CRIU's dump + restore of the same workload side by side (CRIU has no migration of its own).
+// stop-copy, pre-copy and post-copy, to an agent on this host (loopback), and, when criu >= 4.1 is
+// on PATH, CRIU's dump + restore of the same workload side by side (CRIU has no migration of its own).
 //   npm run bench:migrate -- [--sizes 64,1024] [--rates 0,10,100] [--runs 3] [--max-downtime 300]
-//                            [--pattern sequential|random] [--no-criu]
+//                            [--pattern sequential|random] [--modes stop-copy,pre-copy,post-copy] [--no-criu]
 // --pattern random: each write goes to a page drawn at random (scattered dirty pages, as heaps and
 // databases make), not round-robin.
-// Reports medians: downtime (frozen time, until the process runs at the target), total time,
-// bytes sent, rounds; every migrated process must pass its own check of every page ("CHECK ok").
-// Ratios: ferry's stop-copy total time over CRIU's dump + restore.
+// Reports medians: downtime (frozen time, until the process runs at the target; post-copy's pages
+// come after), total time (post-copy: until the target has every page), bytes sent, rounds; every
+// migrated process must pass its own check of every page ("CHECK ok").
+// Ratios: each mode's total time over CRIU's dump + restore.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
+import { MIGRATE_MODES, type MigrateMode } from '../../src/migrate/migrate.js';
 import { CLI } from '../../test/helpers/paths.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { waitForLines } from '../../test/helpers/report.js';
@@ -35,10 +37,11 @@ const { values } = parseArgs({
     'max-downtime': { type: 'string', default: '300' },
     'no-criu': { type: 'boolean', default: false },
     pattern: { type: 'string', default: 'sequential' },
+    modes: { type: 'string', default: MIGRATE_MODES.join(',') },
   },
 });
 
-type Tool = 'stop-copy' | 'pre-copy' | 'criu';
+type Tool = MigrateMode | 'criu';
 
 interface Sample {
   downtimeMs: number;
@@ -113,9 +116,12 @@ async function sample(tool: Tool, mib: number, rate: number, agent: BenchAgent):
 
 if (values.pattern !== 'sequential' && values.pattern !== 'random')
   throw new Error('--pattern is sequential or random');
+const modes = values.modes.split(',') as MigrateMode[];
+if (!modes.every((m) => MIGRATE_MODES.includes(m)))
+  throw new Error(`--modes are of ${MIGRATE_MODES.join(', ')}`);
 becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
-const tools: Tool[] = criu ? ['stop-copy', 'pre-copy', 'criu'] : ['stop-copy', 'pre-copy'];
+const tools: Tool[] = criu ? [...modes, 'criu'] : modes;
 const runs = Number(values.runs);
 const agent = await startBenchAgent();
 const rows: string[][] = [];
@@ -157,7 +163,7 @@ try {
       }
       if (criu) {
         const r = (tool: Tool): string => (med(tool, 'totalMs') / med('criu', 'totalMs')).toFixed(2);
-        ratios.push([`${mib} MiB`, `${rate} MB/s`, r('stop-copy'), r('pre-copy')]);
+        ratios.push([`${mib} MiB`, `${rate} MB/s`, ...modes.map(r)]);
       }
       process.stderr.write(`done ${mib} MiB at ${rate} MB/s\n`);
     }
@@ -186,8 +192,7 @@ if (criu) {
         [
           { header: 'SIZE' },
           { header: 'DIRTY RATE' },
-          { header: 'STOP-COPY', align: 'right' },
-          { header: 'PRE-COPY', align: 'right' },
+          ...modes.map((m) => ({ header: m.toUpperCase(), align: 'right' as const })),
         ],
         ratios,
       ) +
