@@ -20,6 +20,7 @@ import { PROCMAP_QUERY_COVERING_OR_NEXT_VMA, procmapQuery } from './sys/procmap-
 import { PTRACE_O, ptraceGetRseqConfiguration, ptraceSetOptions } from './sys/ptrace.js';
 import { kill, SIG } from './sys/signal.js';
 import { probeUffdFeatures, UFFD_FEATURE } from './sys/uffd.js';
+import { LAZY_FEATURES } from './memory/lazy.js';
 import { waitpid } from './sys/wait.js';
 import { hasSystemXxh3 } from './sys/xxhash.js';
 import { RemoteSyscalls } from './tracee/remote.js';
@@ -183,6 +184,19 @@ const PROBES: Probe[] = [
       // The handshake a restore's copier makes (no features asked), on a fresh descriptor.
       probeUffdFeatures(0n);
       return ok('userfaultfd opens and answers UFFDIO_API');
+    },
+  },
+  {
+    id: 'uffd-lazy',
+    usedFor:
+      'post-copy: migrate --mode post-copy and restore --lazy (pages served on fault, a fork, mremap or madvise followed)',
+    without: 'post-copy and lazy restores are refused; stop-copy and pre-copy work',
+    required: false,
+    run() {
+      const got = probeUffdFeatures(LAZY_FEATURES);
+      return (got & LAZY_FEATURES) === LAZY_FEATURES
+        ? ok('UFFD_FEATURE_EVENT_FORK, EVENT_REMAP, EVENT_REMOVE and EVENT_UNMAP')
+        : no('features missing');
     },
   },
   {

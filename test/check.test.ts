@@ -10,6 +10,7 @@ const FEATURES = [
   'PAGEMAP_SCAN',
   'uffd-wp-async',
   'uffd-copy',
+  'uffd-lazy',
   'libxxhash',
   'soft-dirty',
   'PROCMAP_QUERY',

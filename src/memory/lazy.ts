@@ -39,7 +39,7 @@ const FAULT_AROUND = 64 << 10;
 /** How long a wait for a fault lasts before it is made again (the descriptors may have changed). */
 const POLL_MS = 100;
 /** The events a lazy restore asks for: without them a fork, mremap or madvise would lose pages. */
-const FEATURES =
+export const LAZY_FEATURES =
   UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE | UFFD_FEATURE.EVENT_UNMAP;
 
 /** Missing pages [start, end) whose bytes are at `src` in ferry's own memory. */
@@ -283,8 +283,8 @@ export class LazyMemory {
       throw err;
     }
     try {
-      const granted = uffdApi(fd, FEATURES);
-      if ((granted & FEATURES) !== FEATURES)
+      const granted = uffdApi(fd, LAZY_FEATURES);
+      if ((granted & LAZY_FEATURES) !== LAZY_FEATURES)
         throw new FerryError(
           'FERRY_UNSUPPORTED',
           "this kernel's userfaultfd lacks the fork, remap, remove and unmap events a lazy restore needs",
