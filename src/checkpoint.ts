@@ -43,7 +43,7 @@ import { withGuardian, type Guardian } from './guardian.js';
 import type { PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection, type VmaSelection } from './vma/select.js';
-import { intersectSpans, mergeSpans, rangeSpans } from './vma/spans.js';
+import { intersectSpans, mergeSpans, rangeSpans, subtractSpans, type Span } from './vma/spans.js';
 
 export interface DumpOptions {
   /** Directory to write the image into (created if missing; an older image there is replaced). */
@@ -113,9 +113,10 @@ export interface DumpOptions {
    * A post-copy migration: the pages of the process's anonymous memory (VMAs lazyCapable(), given
    * content `remote`) are not in the image. Once the sink's commit resolves (the copy runs on the
    * target), this sends them from the process, frozen still, and resolves when the target has them
-   * all; then the process is killed. Should it fail, the migration is in doubt.
+   * all; then the process is killed. After pre-copy rounds (`baseline`), those unchanged since are
+   * the rounds' and `later` lists the others. Should it fail, the migration is in doubt.
    */
-  postCopy?: (vmas: readonly VmaRecord[]) => Promise<void>;
+  postCopy?: (vmas: readonly VmaRecord[], later?: readonly Span[]) => Promise<void>;
 }
 
 export interface DumpResult {
@@ -182,6 +183,11 @@ interface Capture {
   /** The pages to copy, and the VMAs they come from. */
   ranges: PageRange[];
   stored: VmaRecord[];
+  /**
+   * Post-copy after pre-copy rounds: the pages of `remote` VMAs written since the last round, which
+   * the source sends once the process runs on the target (undefined: all of them).
+   */
+  later?: Span[];
 }
 
 /** The root process's part in an incremental dump or a pre-copy round. */
@@ -238,7 +244,7 @@ async function captureProcess(
   // as smaps walks them here (nothing is mapped or unmapped now: that would wait for the walk).
   const baseline = tracking?.baseline;
   const walk = baseline?.lastTracked && baseline.tracker.presentWalk?.(baseline.lastTracked);
-  const { vmas, shm, stored, ranges } = await captureMemory(
+  const { vmas, shm, stored, ranges, later } = await captureMemory(
     ctx,
     threads,
     writer,
@@ -271,7 +277,7 @@ async function captureProcess(
     pending,
     timers,
   };
-  return { pid, state, writer, ranges, stored };
+  return { pid, state, writer, ranges, stored, later };
 }
 
 /**
@@ -286,7 +292,7 @@ async function captureMemory(
   tracking: RootTracking | undefined,
   walk: Promise<PageScanner> | undefined,
   postCopy: boolean,
-): Promise<{ vmas: VmaRecord[]; shm: ProcessState['shm']; stored: VmaRecord[]; ranges: PageRange[] }> {
+): Promise<Pick<Capture, 'stored' | 'ranges' | 'later'> & { vmas: VmaRecord[]; shm: ProcessState['shm'] }> {
   const { pid, remote } = ctx;
   const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
   const classified = classifyVmas(
@@ -300,15 +306,56 @@ async function captureMemory(
   remote.close();
   const stored = vmas.filter((v) => v.content === 'pages');
   const baseline = tracking?.baseline;
-  const ranges = baseline
-    ? pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk)
-    : pagesToDump(pid, postCopy ? withWrittenAtRestore(vmas, threads) : stored, writer.maxRoom);
+  let later: Span[] | undefined;
+  let ranges: PageRange[];
+  if (baseline && postCopy) {
+    // After the rounds: the pages of `remote` VMAs unchanged since are recorded as the rounds'
+    // (their layers hold them), the others the source sends later, but those the restore writes.
+    const all = vmas.filter((v) => v.content === 'pages' || v.content === 'remote');
+    ({ ranges, later } = leaveForLater(
+      pagesOverBaseline(pid, all, baseline, writer.maxRoom, await walk),
+      vmas.filter((v) => v.content === 'remote'),
+      pagesWrittenAtRestore(threads),
+    ));
+  } else if (baseline) {
+    ranges = pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk);
+  } else {
+    ranges = pagesToDump(pid, postCopy ? withWrittenAtRestore(vmas, threads) : stored, writer.maxRoom);
+  }
   return {
     vmas,
     shm,
     stored,
     ranges: withSharedObjects(pid, stored, ranges, writer.maxRoom, ctx.sharedObjects),
+    later,
   };
+}
+
+/**
+ * Of `ranges`, the pages in `remote` VMAs that are not `earlier` and not in `written` (those the
+ * restore writes into) go `later`; the rest stay.
+ */
+function leaveForLater(
+  ranges: readonly PageRange[],
+  remote: readonly Span[],
+  written: readonly Span[],
+): { ranges: PageRange[]; later: Span[] } {
+  const kept: PageRange[] = [];
+  const later: Span[] = [];
+  for (const r of ranges) {
+    const span = { start: r.addr, end: r.addr + BigInt(r.len) };
+    const piece = (s: Span): PageRange => ({ ...r, addr: s.start, len: Number(s.end - s.start) });
+    const inRemote = intersectSpans([span], remote);
+    kept.push(...subtractSpans([span], remote).map(piece));
+    if (r.earlier) {
+      kept.push(...inRemote.map(piece));
+      continue;
+    }
+    kept.push(...intersectSpans(inRemote, written).map(piece));
+    later.push(...subtractSpans(inRemote, written));
+  }
+  kept.sort((a, b) => (a.addr < b.addr ? -1 : 1));
+  return { ranges: kept, later };
 }
 
 /**
@@ -553,7 +600,11 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     timings.mark('commit');
     if (options.postCopy) {
       try {
-        await options.postCopy(captures[0]!.state.vmas.filter((v) => v.content === 'remote'));
+        const root = captures[0]!;
+        await options.postCopy(
+          root.state.vmas.filter((v) => v.content === 'remote'),
+          root.later,
+        );
       } catch (err) {
         // The copy runs there without all of its pages: the process here must not run, nor go.
         throw new FerryError(

@@ -346,12 +346,12 @@ async function restoreProcess(
   // Its own groups at once, for the paths opened with its own file credentials.
   if (ctx.user) remote.withData(() => remote.batch([setgroupsCall(remote, state.creds.groups)]));
   // The private anonymous memory to fill that the stub's mappings leave room for is made first,
-  // and its pages begin to be copied in while the rest of the layout is made (not with a prefill,
-  // whose staged memory is moved into place first).
+  // and its pages begin to be copied in while the rest of the layout is made (not with a prefill's
+  // staged memory, which is moved into place first).
   const occupied = [...stub.maps, stub.control, ...keep];
   const free = (v: VmaRecord): boolean => occupied.every((o) => o.end <= v.start || v.end <= o.start);
   const ready =
-    prefill || options.lazy
+    keep.length > 0 || options.lazy
       ? []
       : state.vmas.filter((v) => filled.has(v) && isPrivateAnonymous(v) && free(v));
   if (ready.length > 0) mapVmas(ctx, ready, filled, new Map());

@@ -392,6 +392,23 @@ test('post-copy: the process runs at the target before its memory is there, writ
   killAndReap(back.targetPid); // the fault tests below want nothing running at the target
 });
 
+test('hybrid: one pre-copy round, then post-copy of what was written since; every page right, there and back', async () => {
+  const d = await startSelfChecking(dir(), 'dirty', ['128', '40', 'random'], cleanup);
+  const there = migrated(
+    await migrateCli(lab.hosts[0]!, d.pid, lab.hosts[1]!, '--mode', 'hybrid'),
+  ) as PostCopied & { precopyRounds: unknown[] };
+  assert.equal(there.mode, 'hybrid');
+  assert.equal(there.precopyRounds.length, 1);
+  // Only the pages written since the round come after: fewer than all 32768 of the workload.
+  assert.ok(there.postCopy.pages > 0 && there.postCopy.pages < 32768, JSON.stringify(there.postCopy));
+  assert.match(await d.check(there.targetPid), /^CHECK ok \d+$/);
+  const back = migrated(
+    await migrateCli(lab.hosts[1]!, there.targetPid, lab.hosts[0]!, '--mode', 'hybrid'),
+  ) as PostCopied;
+  assert.match(await d.check(back.targetPid), /^CHECK ok \d+$/);
+  killAndReap(back.targetPid); // the fault tests below want nothing running at the target
+});
+
 test('pre-copy tracked by page hashes (where userfaultfd cannot write-protect) moves the process intact', async () => {
   const d = await startSelfChecking(dir(), 'dirty', ['32', '10'], cleanup);
   const r = await migrateCli(

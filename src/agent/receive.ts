@@ -126,7 +126,9 @@ export class Migrations {
       parts.delete(name);
       closed.set(name, await part.close());
     };
-    let prefill: Prefill | undefined;
+    // The stub the process will be restored in, started now while the source freezes and reads
+    // it (its PID taken as the source names it, when free here): not within the downtime.
+    let prefill = this.earlyStub(req.headers['ferry-pid']);
     /** Writes of received frames still going on, oldest first. */
     const writes: Promise<void>[] = [];
     res.writeHead(200, {
@@ -182,10 +184,11 @@ export class Migrations {
           const state = manifest.state;
           checkLeastPrivilege(caller, manifest);
           await Promise.all([...parts.keys()].map(close));
-          await sink.commit(text);
           m.state = 'restoring';
-          // Each part was hashed as it arrived: the manifest is checked against those sums.
-          const image = await readImage(dir, Object.fromEntries(closed), manifest);
+          // Each part was hashed as it arrived: the manifest is checked against those sums. The
+          // image is restored where it was received, never made whole on disk: it goes once the
+          // process runs (or dies).
+          const image = await readImage(sink.partial, Object.fromEntries(closed), manifest);
           // The image goes once the process runs (or dies): its pages are its to reuse meanwhile.
           const result = await restore(image, {
             stopped: true,
@@ -268,6 +271,18 @@ export class Migrations {
       // be served as zeros).
       lazy?.server.end();
       await lazy?.done.catch(() => {});
+    }
+  }
+
+  /** A stub for the process the stream will bring (header `Ferry-Pid`), or none if it cannot be had. */
+  private earlyStub(header: string | string[] | undefined): Prefill | undefined {
+    if (typeof header !== 'string' || !/^[1-9]\d{0,6}$/.test(header) || Number(header) > 2 ** 22)
+      return undefined;
+    try {
+      return Prefill.start(Number(header));
+    } catch (err) {
+      this.warn(`could not start a stub ahead of the stream, the restore will: ${String(err)}`);
+      return undefined;
     }
   }
 

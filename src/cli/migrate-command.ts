@@ -1,4 +1,4 @@
-// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy|post-copy] [--max-downtime <ms>]
+// ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy|post-copy|hybrid] [--max-downtime <ms>]
 //   [--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] [--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
@@ -41,7 +41,7 @@ export const migrateCommand: Command = {
   name: 'migrate',
   summary: "move a running process to another host's agent; prints its PID there",
   usage:
-    'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy|post-copy] [--max-downtime <ms>] ' +
+    'ferry migrate <pid> --to <host:port> [--mode stop-copy|pre-copy|post-copy|hybrid] [--max-downtime <ms>] ' +
     '[--dirty-tracking auto|uffd-wp|soft-dirty|page-hashes] ' +
     '[--token-file <f>] [--tls-ca <f>] [--timeout <ms>] [--json]',
   options: {
@@ -63,8 +63,10 @@ export const migrateCommand: Command = {
     const mode = oneOf('mode', values.mode, MIGRATE_MODES);
     const maxDowntimeMs = parseMs('max-downtime', values['max-downtime']);
     const dirtyTracking = oneOf('dirty-tracking', values['dirty-tracking'], TRACKING);
-    if ((maxDowntimeMs !== undefined || values['dirty-tracking'] !== undefined) && mode !== 'pre-copy')
-      throw new FerryError('FERRY_USAGE', '--max-downtime and --dirty-tracking go with --mode pre-copy');
+    if (maxDowntimeMs !== undefined && mode !== 'pre-copy')
+      throw new FerryError('FERRY_USAGE', '--max-downtime goes with --mode pre-copy');
+    if (values['dirty-tracking'] !== undefined && mode !== 'pre-copy' && mode !== 'hybrid')
+      throw new FerryError('FERRY_USAGE', '--dirty-tracking goes with --mode pre-copy or hybrid');
     const result = await withProgressBar(`migrating ${pid}`, formatBytes, (bar) =>
       interruptible((signal) =>
         migrate(pid, {

@@ -42,17 +42,8 @@ function clip(vmas: readonly Span[], start: bigint, end: bigint): Span | undefin
   return v && { start, end: end < v.end ? end : v.end };
 }
 
-/**
- * Send the pages of `vmas` of frozen process `pid` through `channel` until the target has them all.
- * `onProgress` hears the bytes sent so far of those present.
- */
-export async function sendPages(
-  pid: number,
-  vmas: readonly Span[],
-  channel: PageChannel,
-  onProgress?: (doneBytes: number, totalBytes: number) => void,
-): Promise<PostCopyReport> {
-  const started = performance.now();
+/** The present pages of `vmas` of process `pid`. */
+function presentPages(pid: number, vmas: readonly Span[]): Span[] {
   const present: Span[] = [];
   const scanner = openPageScanner(pid);
   try {
@@ -60,6 +51,23 @@ export async function sendPages(
   } finally {
     scanner.close();
   }
+  return present;
+}
+
+/**
+ * Send the pages of `vmas` of frozen process `pid` through `channel` until the target has them all:
+ * the present ones, or those of `only` (the target has the others). `onProgress` hears the bytes
+ * sent so far.
+ */
+export async function sendPages(
+  pid: number,
+  vmas: readonly Span[],
+  channel: PageChannel,
+  only?: readonly Span[],
+  onProgress?: (doneBytes: number, totalBytes: number) => void,
+): Promise<PostCopyReport> {
+  const started = performance.now();
+  const present = only ?? presentPages(pid, vmas);
   const totalBytes = present.reduce((n, s) => n + Number(s.end - s.start), 0);
   const asked: Span[] = [];
   channel.onRequest((addr, len) => {

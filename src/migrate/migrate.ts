@@ -21,12 +21,15 @@ import { now } from '../timings.js';
 import { withGuardian, type Guardian } from '../guardian.js';
 import { encodeJobHeader, JOB_HEADER, type JobInfo } from '../cluster/job.js';
 
-export type MigrateMode = 'stop-copy' | 'pre-copy' | 'post-copy';
-export const MIGRATE_MODES: readonly MigrateMode[] = ['stop-copy', 'pre-copy', 'post-copy'];
+export type MigrateMode = 'stop-copy' | 'pre-copy' | 'post-copy' | 'hybrid';
+export const MIGRATE_MODES: readonly MigrateMode[] = ['stop-copy', 'pre-copy', 'post-copy', 'hybrid'];
 
 export interface MigrateOptions {
   to: AgentEndpoint;
-  /** 'stop-copy' (the default), 'pre-copy' or 'post-copy'. */
+  /**
+   * 'stop-copy' (the default), 'pre-copy', 'post-copy', or 'hybrid': one pre-copy round, then
+   * post-copy of what the process wrote since.
+   */
   mode?: MigrateMode;
   /** Pre-copy: the downtime to aim for (default 300 ms). */
   maxDowntimeMs?: number;
@@ -106,6 +109,8 @@ async function migrateWatched(
   const req = openRequest(options.to, 'POST', '/v1/migrations', {
     'content-type': 'application/octet-stream',
     'ferry-migration-id': migrationId,
+    // The target may start the process's stub now, under this PID, while this side freezes it.
+    'ferry-pid': String(pid),
     ...(options.job ? { [JOB_HEADER]: encodeJobHeader(options.job) } : {}),
   });
   req.on('socket', (socket) =>
@@ -131,9 +136,10 @@ async function migrateWatched(
   let post: PostCopyReport | undefined;
   let result: DumpResult;
   try {
-    if (mode === 'pre-copy') {
+    if (mode === 'pre-copy' || mode === 'hybrid') {
       try {
         pre = await precopy(pid, sink, {
+          maxRounds: mode === 'hybrid' ? 1 : undefined,
           watch: guardian,
           signal: options.signal,
           maxDowntimeMs: options.maxDowntimeMs ?? DEFAULT_MAX_DOWNTIME_MS,
@@ -157,9 +163,9 @@ async function migrateWatched(
       onProgress: (p) => options.onProgress?.({ round: 0, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
       onWarning: options.onWarning,
       postCopy:
-        mode === 'post-copy'
-          ? async (vmas) => {
-              post = await sendPages(pid, vmas, sink.pageChannel(), (doneBytes, totalBytes) =>
+        mode === 'post-copy' || mode === 'hybrid'
+          ? async (vmas, later) => {
+              post = await sendPages(pid, vmas, sink.pageChannel(), later, (doneBytes, totalBytes) =>
                 options.onProgress?.({ round: -1, doneBytes, totalBytes }),
               );
             }
@@ -190,7 +196,7 @@ async function migrateWatched(
     targetPid: outcome.pid,
     target,
     migrationId,
-    downtimeMs: mode === 'post-copy' ? result.committedMs : result.frozenMs,
+    downtimeMs: post ? result.committedMs : result.frozenMs,
     postCopy: post ?? null,
     totalMs: now() - started,
     bytesSent: sink.bytesSent,
