@@ -40,7 +40,7 @@ import { startWorkerThreads } from './sys/call.js';
 import { now, Timings } from './timings.js';
 import { FERRY_VERSION } from './version.js';
 import { withGuardian, type Guardian } from './guardian.js';
-import type { PageScanner } from './vma/pages.js';
+import { smapsMarksGuards, type PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection, type VmaSelection } from './vma/select.js';
 import { intersectSpans, mergeSpans, rangeSpans, subtractSpans, type Span } from './vma/spans.js';
@@ -409,8 +409,9 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
   const started = now();
   const timings = new Timings();
   await initHashing();
-  // Started now, not by the first write while the process is frozen.
+  // Started now, not by the first write while the process is frozen; likewise learnt now.
   startWorkerThreads();
+  smapsMarksGuards();
   const selection = options.vmas === undefined ? undefined : parseVmaSelection(options.vmas);
   // A killed process's connections wait for its restore behind a network lock.
   const locking = options.tcpEstablished === true && !options.leaveRunning && !options.sink;

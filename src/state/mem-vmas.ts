@@ -11,7 +11,7 @@ import { NR } from '../sys/nr.js';
 import { MADV, MAP, MLOCK_ONFAULT, PROT } from '../sys/mman.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { SPECIAL_KINDS, VMA_KINDS, type Vma } from '../vma/vma.js';
-import { guardSpans } from '../vma/pages.js';
+import { guardSpans, smapsMarksGuards } from '../vma/pages.js';
 import { mergeSpans } from '../vma/spans.js';
 import {
   asUser,
@@ -99,7 +99,12 @@ export function dumpVmas(
   remote = false,
 ): VmaRecord[] {
   const backings = new Map<string, GhostRecord>();
-  const guards = guardSpans(ctx.pid, mergeSpans(vmas.filter((v) => !SPECIAL_KINDS.has(v.kind))));
+  // Where smaps marks the VMAs that may hold guard regions, only those are walked for them.
+  const marked = smapsMarksGuards();
+  const guards = guardSpans(
+    ctx.pid,
+    mergeSpans(vmas.filter((v) => !SPECIAL_KINDS.has(v.kind) && (!marked || v.vmFlags.includes('gu')))),
+  );
   return vmas.map((v) => {
     const range = `VMA ${hex(v.start)}-${hex(v.end)} (${v.kind})`;
     const why = refusal(v);

@@ -53,3 +53,15 @@ export function mmap(addr: bigint, length: number, prot: number, flags: number, 
 export function munmap(addr: bigint, length: number): void {
   syscall(NR.munmap, 'munmap', () => [`0x${addr.toString(16)}`, String(length)], addr, length);
 }
+
+/** madvise(2) on this process's own memory. */
+export function madvise(addr: bigint, length: number, advice: number): void {
+  syscall(
+    NR.madvise,
+    'madvise',
+    () => [`0x${addr.toString(16)}`, String(length), String(advice)],
+    addr,
+    length,
+    advice,
+  );
+}

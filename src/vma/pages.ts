@@ -1,10 +1,10 @@
 // Which pages of a process are in memory, swapped, file-backed or the shared zero page: as runs of
 // pages with the same categories, found by PAGEMAP_SCAN (Linux 6.7+) or, failing that, by reading
 // /proc/PID/pagemap a megabyte at a time.
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { isErrno } from '../sys/errno.js';
-import { MAP, mmap, munmap, PROT } from '../sys/mman.js';
+import { MADV, madvise, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
   PAGE_IS,
   PAGE_REGION_SIZE,
@@ -15,6 +15,7 @@ import {
   type ScanResult,
 } from '../sys/pagemap-scan.js';
 import { closeProcFile, openProcFile } from '../proc/files.js';
+import { parseSmaps } from '../proc/smaps.js';
 import { PAGE_SHIFT, PAGE_SIZE, PM, PM_HIGH, readPagemap } from '../proc/pagemap.js';
 
 /** Page categories; the same bit values as the kernel's PAGE_IS_*. */
@@ -217,6 +218,30 @@ function guardCategory(fd: number): boolean {
     guards = false;
   }
   return guards;
+}
+
+let marksGuards: boolean | undefined;
+
+/**
+ * Whether smaps marks each VMA that may hold guard regions (VmFlags `gu`, VM_MAYBE_GUARD; Linux
+ * 6.19, and stable kernels it went back to): then a VMA without the mark holds none, and no page
+ * table of it needs a walk to find them. Found once, on a guard region of ferry's own.
+ */
+export function smapsMarksGuards(): boolean {
+  if (marksGuards !== undefined) return marksGuards;
+  const addr = mmap(0n, PAGE_SIZE, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS);
+  try {
+    madvise(addr, PAGE_SIZE, MADV.GUARD_INSTALL);
+    const smaps = readFileSync('/proc/self/smaps', 'latin1');
+    const vma = parseSmaps(smaps, '/proc/self/smaps').find((v) => v.start <= addr && addr < v.end);
+    marksGuards = vma?.vmFlags.includes('gu') ?? false;
+  } catch (err) {
+    if (!isErrno(err, 'EINVAL')) throw err;
+    marksGuards = false; // no guard regions at all on this kernel
+  } finally {
+    munmap(addr, PAGE_SIZE);
+  }
+  return marksGuards;
 }
 
 /**
