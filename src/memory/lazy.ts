@@ -1,11 +1,11 @@
 // Lazy pages (post-copy): a restored process runs before its memory is in. Its private anonymous
 // VMAs are registered on a userfaultfd for missing pages; ferry serves each fault with the page's
 // bytes (UFFDIO_COPY; UFFDIO_ZEROPAGE where the image has none) while it copies every other page
-// in, in the background, until all are there. Everything runs on the main thread in turn (read the
-// messages, answer them, copy one chunk): no copy is ever under way while an event is read, so a
-// range the process dropped or moved is never filled with stale bytes.
+// in, in the background, until all are there. It goes in turns: read the messages and answer them
+// on the main thread, then copy a few chunks at once on libuv's threads. No copy is ever under way
+// while a message is read, so a range the process dropped or moved is never filled with stale
+// bytes.
 import { closeSync } from 'node:fs';
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import { constants } from 'node:os';
 import { FerryError } from '../errors.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
@@ -21,6 +21,7 @@ import {
   uffdApi,
   uffdRegister,
   uffdTryCopy,
+  uffdTryCopyAsync,
   uffdTryZeropage,
   type UffdMessage,
 } from '../sys/uffd.js';
@@ -32,8 +33,10 @@ import type { RemoteSyscalls } from '../tracee/remote.js';
 const { EAGAIN, EEXIST, ESRCH, ENOENT } = constants.errno;
 const PAGE = BigInt(PAGE_SIZE);
 
-/** Bytes the background copies at a time: a fault waits for at most one such copy. */
+/** Bytes of one copy of the background's: a fault waits for at most one turn of FILL_WIDTH of them. */
 const FILL_CHUNK = 512 << 10;
+/** Chunks the background copies at once. */
+const FILL_WIDTH = 4;
 /** Bytes a fault brings in: its page and those after it in the same run, as a read-ahead. */
 const FAULT_AROUND = 64 << 10;
 /** How long a wait for a fault lasts before it is made again (the descriptors may have changed). */
@@ -411,8 +414,7 @@ export class PageServer {
     try {
       for (;;) {
         this.drain();
-        if (this.fillOne() || this.retry.length > 0) {
-          await nextTurn();
+        if ((await this.fillSome()) || this.retry.length > 0) {
           faultPoint('lazy');
           continue;
         }
@@ -509,33 +511,58 @@ export class PageServer {
     }
   }
 
-  /** Copy the next chunk of one memory's missing pages; false when none is left anywhere. */
-  private fillOne(): boolean {
+  /**
+   * Copy the next chunks of the memories' missing pages, FILL_WIDTH at once on libuv's threads (the
+   * main thread reads what arrives meanwhile); false when none is left anywhere. No message is
+   * read while they run (drain() comes after): a range the process drops or moves meanwhile has
+   * its event wait, so no copy can land in it after the event is read.
+   */
+  private async fillSome(): Promise<boolean> {
+    const jobs: { m: Missing; start: bigint; end: bigint; src: bigint }[] = [];
     for (const m of this.all) {
       if (m.gone) continue;
-      const r = m.from(m.next);
-      if (r === undefined) continue;
-      const start = r.start > m.next ? r.start : m.next;
-      const end = r.end < start + BigInt(FILL_CHUNK) ? r.end : start + BigInt(FILL_CHUNK);
-      const out = uffdTryCopy(m.fd, start, r.src + (start - r.start), Number(end - start));
+      for (let at = m.next, r = m.from(at); r && jobs.length < FILL_WIDTH; r = m.from(at)) {
+        const start = r.start > at ? r.start : at;
+        const end = r.end < start + BigInt(FILL_CHUNK) ? r.end : start + BigInt(FILL_CHUNK);
+        jobs.push({ m, start, end, src: r.src + (start - r.start) });
+        at = end;
+      }
+      if (jobs.length >= FILL_WIDTH) break;
+    }
+    if (jobs.length === 0) {
+      // Runs behind a memory's cursor (bytes that came for pages it had passed): from the start.
+      const behind = this.all.filter((m) => !m.gone && m.runs.length > 0);
+      for (const m of behind) m.next = 0n;
+      return behind.length > 0;
+    }
+    const outcomes = await Promise.all(
+      jobs.map((j) => uffdTryCopyAsync(j.m.fd, j.start, j.src, Number(j.end - j.start))),
+    );
+    /** Per memory, where the first chunk that did not complete stopped. */
+    const stopped = new Map<Missing, bigint>();
+    jobs.forEach(({ m, start, end }, k) => {
+      const out = outcomes[k]!;
       this.totals.filledPages += out.copied / PAGE_SIZE;
       if (out.errno === ESRCH) {
         m.gone = true;
-        return true;
+        return;
       }
       if (out.errno === EAGAIN) {
+        // An event is waiting: it is read before this goes on.
         m.cut(start, start + BigInt(out.copied));
-        return true; // an event is waiting: read it before going on
+        if (!stopped.has(m)) stopped.set(m, start + BigInt(out.copied));
+        return;
       }
       if (out.errno !== 0 && out.errno !== EEXIST && out.errno !== ENOENT)
         throw pageError('UFFDIO_COPY', start, out.errno);
       // Past what was copied: the page found there already (EEXIST), or not mapped (ENOENT).
       const stop = out.errno === 0 ? end : start + BigInt(out.copied) + PAGE;
       m.cut(start, stop);
-      m.next = stop;
-      return true;
-    }
-    return false;
+      if (stop < end && !stopped.has(m)) stopped.set(m, stop);
+      if (!stopped.has(m)) m.next = end;
+    });
+    for (const [m, at] of stopped) m.next = at;
+    return true;
   }
 }
 

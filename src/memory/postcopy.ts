@@ -76,9 +76,13 @@ export async function sendPages(
   });
   const report: PostCopyReport = { pages: 0, requests: 0, bytes: 0, ms: 0 };
   const inFlight: Promise<void>[] = [];
+  // Each send's buffer is used again once the connection has taken its bytes: fresh memory for
+  // every chunk would be faulted in, then collected.
+  const free = Array.from({ length: IN_FLIGHT + 1 }, () => Buffer.allocUnsafeSlow(SEND_CHUNK));
   const send = async (piece: Span): Promise<void> => {
     const len = Number(piece.end - piece.start);
-    const data = Buffer.allocUnsafeSlow(len);
+    const buffer = free.pop()!;
+    const data = buffer.subarray(0, len);
     const got = processVmReadv(pid, data, [{ addr: piece.start, len }]);
     if (got !== len)
       throw new FerryError(
@@ -86,7 +90,7 @@ export async function sendPages(
         `read ${got} of ${len} bytes at 0x${piece.start.toString(16)} of process ${pid}`,
       );
     report.bytes += len;
-    inFlight.push(channel.send(piece.start, data));
+    inFlight.push(channel.send(piece.start, data).then(() => void free.push(buffer)));
     if (inFlight.length >= IN_FLIGHT) await inFlight.shift();
     else await nextTurn(); // the target's requests come in as the event loop turns
   };

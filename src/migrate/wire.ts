@@ -105,7 +105,7 @@ function checkName(type: FrameType, name: string): void {
  * on, never buffered whole); the other frames come whole.
  */
 export async function* readFrames(input: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Frame> {
-  let chunks: Buffer[] = [];
+  const chunks: Buffer[] = [];
   let buffered = 0;
   /** Take `n` bytes from the front of what is buffered (n <= buffered). */
   const take = (n: number): Buffer => {
@@ -117,10 +117,18 @@ export async function* readFrames(input: AsyncIterable<Buffer> | Iterable<Buffer
       buffered -= n;
       return first.subarray(0, n);
     }
-    const all = Buffer.concat(chunks, buffered);
-    chunks = all.length > n ? [all.subarray(n)] : [];
+    // Only the frame's own bytes are copied, however much is buffered behind them.
+    const out = Buffer.allocUnsafe(n);
+    for (let at = 0; at < n;) {
+      const c = chunks[0]!;
+      const k = Math.min(c.length, n - at);
+      c.copy(out, at, 0, k);
+      at += k;
+      if (k === c.length) chunks.shift();
+      else chunks[0] = c.subarray(k);
+    }
     buffered -= n;
-    return all.subarray(0, n);
+    return out;
   };
   /** The frame being read: its header, its name once read, and the payload bytes still to come. */
   let frame: { type: FrameType; nameLength: number; name?: string; left: number } | undefined;
