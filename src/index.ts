@@ -38,14 +38,14 @@ export {
   type VmaReport,
 } from './inspect.js';
 export { migrate, type MigrateMode, type MigrateOptions, type MigrateResult } from './migrate/migrate.js';
-export type { RoundReport } from './precopy.js';
+export type { RoundReport } from './memory/precopy.js';
 export { dumpEvery, type EveryOptions, type EveryResult } from './periodic.js';
 export type { AgentEndpoint } from './migrate/client.js';
 export { readImage, type Image, type ProcessImage } from './read-image.js';
 export { restore, type RestoreOptions, type RestoreResult } from './restore.js';
 export { findProcess, findVma, vmaBytes, vmaContents, type VmaContent } from './show.js';
 export type { Manifest, ProcessState } from './state/image.js';
-export type { VmaRecord } from './state/mem-vmas.js';
+export type { VmaRecord } from './memory/vmas.js';
 export { isErrno, SysError } from './sys/errno.js';
 export { parseVmaSelection, VMA_GROUPS, type VmaSelection } from './vma/select.js';
 export type { PageCounts } from './vma/usage.js';

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { dump, type DumpResult } from './checkpoint.js';
 import { FerryError, isFerryError } from './errors.js';
-import { DumpChain } from './state/mem-tracking.js';
+import { DumpChain } from './memory/tracking.js';
 import { now } from './timings.js';
 
 export interface EveryOptions {

@@ -22,8 +22,8 @@ import {
   vmasToFill,
   type EarlyCopy,
   type StagedContent,
-} from './state/mem-pages.js';
-import { placeKernelVmas } from './state/mem-vdso.js';
+} from './memory/pages.js';
+import { placeKernelVmas } from './memory/vdso.js';
 import {
   adviceCalls,
   closeBackings,
@@ -33,7 +33,7 @@ import {
   protectCalls,
   sharedMemory,
   type VmaRecord,
-} from './state/mem-vmas.js';
+} from './memory/vmas.js';
 import { restoreMm } from './state/mm.js';
 import { restoreRlimits } from './state/rlimits.js';
 import { restoreTask } from './state/task.js';
@@ -66,7 +66,7 @@ import { DEFAULT_SCRATCH_SIZE, RemoteSyscalls } from './tracee/remote.js';
 import { startWorkerThreads } from './sys/call.js';
 import { now, Timings } from './timings.js';
 import { findGap, type Span } from './vma/gaps.js';
-import type { Prefill } from './prefill.js';
+import type { Prefill } from './memory/prefill.js';
 import { PageServer, type LazyMemory, type LazyTotals, type PageRequests } from './memory/lazy.js';
 
 export interface RestoreOptions {
@@ -95,7 +95,7 @@ export interface RestoreOptions {
    * place. An external descriptor without one is refused before anything is spawned.
    */
   inheritFds?: ReadonlyMap<string, number>;
-  /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (prefill.ts). */
+  /** A restore begun during a pre-copy migration's rounds: its stub and staged memory (memory/prefill.ts). */
   prefill?: Prefill;
   /**
    * Let the process run before its anonymous memory is in: its pages come in as it touches them,

@@ -4,7 +4,7 @@ import { FerryError } from './errors.js';
 import { PAGE } from './image/page-index.js';
 import { LayerReader } from './image/page-layers.js';
 import type { Image, ProcessImage } from './read-image.js';
-import type { VmaRecord } from './state/mem-vmas.js';
+import type { VmaRecord } from './memory/vmas.js';
 
 export interface VmaContent {
   vma: VmaRecord;

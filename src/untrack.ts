@@ -2,8 +2,8 @@
 // not its record is still there.
 import { withGuardian } from './guardian.js';
 import { userProcessStat } from './proc/process.js';
-import { findTracker } from './state/mem-dirty.js';
-import { readTrackingRecord, removeTrackingRecord } from './state/mem-tracking.js';
+import { findTracker } from './memory/dirty.js';
+import { readTrackingRecord, removeTrackingRecord } from './memory/tracking.js';
 import { NR } from './sys/nr.js';
 import { RemoteSyscalls } from './tracee/remote.js';
 import { Tracee } from './tracee/tracee.js';

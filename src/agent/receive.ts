@@ -18,7 +18,7 @@ import {
   type Migration,
   type TargetEvent,
 } from '../migrate/wire.js';
-import { Prefill } from '../prefill.js';
+import { Prefill } from '../memory/prefill.js';
 import { readImage } from '../read-image.js';
 import { restore, type RestoreResult } from '../restore.js';
 import { openImageManifest } from '../state/image.js';
@@ -287,7 +287,7 @@ export class Migrations {
   }
 
   /**
-   * Start or go on restoring from a pre-copy round (prefill.ts). Only an optimization: if it fails,
+   * Start or go on restoring from a pre-copy round (memory/prefill.ts). Only an optimization: if it fails,
    * the restore at the manifest starts afresh.
    */
   private prefillLayer(

@@ -3,7 +3,7 @@
 import { FerryError } from '../errors.js';
 import { parseAddress } from '../migrate/client.js';
 import { MIGRATE_MODES, migrate, type MigrateResult } from '../migrate/migrate.js';
-import type { TrackingChoice } from '../precopy.js';
+import type { TrackingChoice } from '../memory/precopy.js';
 import {
   agentToken,
   interruptible,

@@ -27,7 +27,7 @@ import {
 } from '../sys/uffd.js';
 import { openPageScanner } from '../vma/pages.js';
 import type { Span } from '../vma/spans.js';
-import { userfaultfdIn } from '../state/userfaultfd.js';
+import { userfaultfdIn } from './userfaultfd.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
 
 const { EAGAIN, EEXIST, ESRCH, ENOENT } = constants.errno;

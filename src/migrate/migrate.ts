@@ -1,5 +1,5 @@
 // Live migration (docs/PROTOCOL.md). Stop-copy: freeze the process, stream its image to the target
-// agent while it stays frozen. Pre-copy: first copy its memory in rounds while it runs (precopy.ts),
+// agent while it stays frozen. Pre-copy: first copy its memory in rounds while it runs (memory/precopy.ts),
 // then freeze it and send only what changed. Post-copy: freeze it, send all but its anonymous
 // memory, let the copy run on the target and send the pages after (memory/postcopy.ts), those it
 // faults on first. Any failure before the target says the copy runs lets the process run on here,
@@ -12,8 +12,8 @@ import { initHashing } from '../image/hash.js';
 import { streamKey } from '../image/mac.js';
 import { describe, openRequest, probeAgent, responseOf, type AgentEndpoint } from './client.js';
 import { commitAgain, inDoubtMessage } from './resolve.js';
-import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '../precopy.js';
-import type { WriteTracker } from '../state/mem-dirty.js';
+import { precopy, type Precopy, type RoundReport, type TrackingChoice } from '../memory/precopy.js';
+import type { WriteTracker } from '../memory/dirty.js';
 import { StreamSink } from './stream-sink.js';
 import { sendPages, type PostCopyReport } from '../memory/postcopy.js';
 import { readEvents } from './wire.js';

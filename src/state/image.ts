@@ -6,7 +6,7 @@ import { credsRecord } from './creds.js';
 import { filesRecord } from './files.js';
 import { fsRecord } from './fs.js';
 import { locksRecord } from './locks.js';
-import { vmasRecord } from './mem-vmas.js';
+import { vmasRecord } from '../memory/vmas.js';
 import { mmRecord } from './mm.js';
 import { rlimitsRecord } from './rlimits.js';
 import { pendingRecord, signalsRecord } from './signals.js';

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { parseMaps } from '../../src/proc/maps.js';
 import { userProcessStat } from '../../src/proc/process.js';
 import { parseSmaps } from '../../src/proc/smaps.js';
-import { DirtyTracker } from '../../src/state/mem-dirty.js';
+import { DirtyTracker } from '../../src/memory/dirty.js';
 import { processVmWritev } from '../../src/sys/process-vm.js';
 import { RemoteSyscalls } from '../../src/tracee/remote.js';
 import { Tracee } from '../../src/tracee/tracee.js';

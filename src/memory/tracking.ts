@@ -19,7 +19,7 @@ import {
   SoftDirtyTracker,
   type Baseline,
   type WriteTracker,
-} from './mem-dirty.js';
+} from './dirty.js';
 
 /** How a dump builds on an earlier image, step by step as dump() goes. */
 export interface TrackingPlan {

@@ -6,8 +6,8 @@ import type { MapsEntry } from '../proc/maps.js';
 import { NR } from '../sys/nr.js';
 import type { RemoteCall } from '../tracee/remote.js';
 import { findGap, type Span } from '../vma/gaps.js';
-import type { RestoreContext } from './context.js';
-import type { VmaRecord } from './mem-vmas.js';
+import type { RestoreContext } from '../state/context.js';
+import type { VmaRecord } from './vmas.js';
 
 const MOVABLE = new Set(['[vvar]', '[vvar_vclock]', '[vdso]']);
 const MREMAP_MAYMOVE = 1;

@@ -29,10 +29,10 @@ import { openPageScanner, type PageScanner } from '../vma/pages.js';
 import { intersectSpans, mergeSpans, pushSpan, spanAt, subtractSpans, type Span } from '../vma/spans.js';
 import type { Vma } from '../vma/vma.js';
 import { dumpsPage } from '../vma/usage.js';
-import type { RestoreContext } from './context.js';
+import type { RestoreContext } from '../state/context.js';
 import { userfaultfdIn } from './userfaultfd.js';
-import { LazyMemory, mapData, unmapData, type MappedData, type Run } from '../memory/lazy.js';
-import { isFileBacked, isPrivateAnonymous, lazyCapable, type VmaRecord } from './mem-vmas.js';
+import { LazyMemory, mapData, unmapData, type MappedData, type Run } from './lazy.js';
+import { isFileBacked, isPrivateAnonymous, lazyCapable, type VmaRecord } from './vmas.js';
 
 /** Bytes moved per process_vm_writev or preadv batch at restore. */
 export const PAGE_BATCH = 16 << 20;

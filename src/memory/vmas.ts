@@ -20,12 +20,12 @@ import {
   unsupportedMessage,
   type DumpContext,
   type RestoreContext,
-} from './context.js';
-import { ghostKey, ghostRecord, heldGhost, heldMemfd, saveGhost, type GhostRecord } from './ghost.js';
-import { borrowCall, ferryPidfdCall, shmemKey } from './fd-shared.js';
+} from '../state/context.js';
+import { ghostKey, ghostRecord, heldGhost, heldMemfd, saveGhost, type GhostRecord } from '../state/ghost.js';
+import { borrowCall, ferryPidfdCall, shmemKey } from '../state/fd-shared.js';
 import { AT_FDCWD, O } from '../sys/fcntl.js';
 import { SHM_EXEC, SHM_RDONLY, SHM_REMAP } from '../sys/shm.js';
-import { isSysv } from './sysv.js';
+import { isSysv } from '../state/sysv.js';
 
 /** 'pages': its pages are in the page store; 'layout': outside --vmas, mapped fresh; 'kernel': vdso and kin. */
 export const VMA_CONTENTS = ['pages', 'layout', 'kernel', 'remote'] as const;

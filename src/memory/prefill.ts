@@ -4,21 +4,21 @@
 // region per anonymous VMA the source had then, at addresses no VMA of the process used. At the
 // restore (restore.ts), each VMA whose staging matches it moves into place with mremap, without a
 // copy, and only the pages that changed since their round are written, the dropped ones cleared.
-import { FerryError } from './errors.js';
-import { resolvePages, type PageLayer } from './image/page-layers.js';
-import type { PageIndex } from './image/page-index.js';
-import type { LayerVma } from './image/sink.js';
-import { readProcText } from './proc/files.js';
-import { parseMaps } from './proc/maps.js';
-import { readPagesInProcess, type LayerRange, type StagedRun } from './state/mem-pages.js';
-import { startRestoreStub, type RestoreStub } from './stub/restore-stub.js';
-import { STUB_SYSCALL_ADDRESS } from './stub/stub.js';
-import { MADV, MAP, MREMAP, PROT } from './sys/mman.js';
-import { NR } from './sys/nr.js';
-import { RemoteSyscalls, type RemoteCall } from './tracee/remote.js';
-import { findGap } from './vma/gaps.js';
-import { overlaySpans, pushSpan, type Span } from './vma/spans.js';
-import type { VmaKind } from './vma/vma.js';
+import { FerryError } from '../errors.js';
+import { resolvePages, type PageLayer } from '../image/page-layers.js';
+import type { PageIndex } from '../image/page-index.js';
+import type { LayerVma } from '../image/sink.js';
+import { readProcText } from '../proc/files.js';
+import { parseMaps } from '../proc/maps.js';
+import { readPagesInProcess, type LayerRange, type StagedRun } from './pages.js';
+import { startRestoreStub, type RestoreStub } from '../stub/restore-stub.js';
+import { STUB_SYSCALL_ADDRESS } from '../stub/stub.js';
+import { MADV, MAP, MREMAP, PROT } from '../sys/mman.js';
+import { NR } from '../sys/nr.js';
+import { RemoteSyscalls, type RemoteCall } from '../tracee/remote.js';
+import { findGap } from '../vma/gaps.js';
+import { overlaySpans, pushSpan, type Span } from '../vma/spans.js';
+import type { VmaKind } from '../vma/vma.js';
 
 /** Kinds whose VMAs are staged: private anonymous memory without a name or growth direction. */
 const STAGED_KINDS = new Set<VmaKind>(['anon', 'heap', 'bss']);

@@ -33,7 +33,7 @@ import { pageHash } from '../image/hash.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
 import { processVmReadv } from '../sys/process-vm.js';
 import { intersectSpans, mergeSpans, pushSpan, subtractSpans, type Span } from '../vma/spans.js';
-import { markEarlier, mergeRanges, pagesToDump, type PageRange } from './mem-pages.js';
+import { markEarlier, mergeRanges, pagesToDump, type PageRange } from './pages.js';
 import { userfaultfdIn } from './userfaultfd.js';
 import type { Vma, VmaKind } from '../vma/vma.js';
 import { now } from '../timings.js';

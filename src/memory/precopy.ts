@@ -2,14 +2,14 @@
 // the pages written since the round before, until what is left would fit the downtime budget or
 // stops shrinking. Each round's pages go out as an earlier page layer of the one image; the final
 // dump, frozen, then sends only what was written since the last round.
-import { PageStoreWriter, roomBytes } from './image/page-store.js';
-import type { LayerRecord } from './image/manifest.js';
-import type { ImageSink, PartSummary } from './image/sink.js';
-import { isFerryError } from './errors.js';
-import { readProcText } from './proc/files.js';
-import { userProcessStat } from './proc/process.js';
-import { parseSmaps } from './proc/smaps.js';
-import { parseStatus } from './proc/status.js';
+import { PageStoreWriter, roomBytes } from '../image/page-store.js';
+import type { LayerRecord } from '../image/manifest.js';
+import type { ImageSink, PartSummary } from '../image/sink.js';
+import { isFerryError } from '../errors.js';
+import { readProcText } from '../proc/files.js';
+import { userProcessStat } from '../proc/process.js';
+import { parseSmaps } from '../proc/smaps.js';
+import { parseStatus } from '../proc/status.js';
 import {
   DirtyTracker,
   findTracker,
@@ -19,17 +19,17 @@ import {
   trackedSpans,
   type Baseline,
   type WriteTracker,
-} from './state/mem-dirty.js';
-import { startTracker } from './state/mem-tracking.js';
-import { childrenOf } from './state/tree.js';
-import { copyPages, DUMP_BATCH, pagesToDump } from './state/mem-pages.js';
-import { RemoteSyscalls } from './tracee/remote.js';
-import { Tracee } from './tracee/tracee.js';
-import type { TraceeWatch } from './tracee/watch.js';
-import { classifyVmas } from './vma/classify.js';
-import { rangeSpans, spanBytes, unionSpans, type Span } from './vma/spans.js';
-import { SPECIAL_KINDS, type Vma } from './vma/vma.js';
-import { now } from './timings.js';
+} from './dirty.js';
+import { startTracker } from './tracking.js';
+import { childrenOf } from '../state/tree.js';
+import { copyPages, DUMP_BATCH, pagesToDump } from './pages.js';
+import { RemoteSyscalls } from '../tracee/remote.js';
+import { Tracee } from '../tracee/tracee.js';
+import type { TraceeWatch } from '../tracee/watch.js';
+import { classifyVmas } from '../vma/classify.js';
+import { rangeSpans, spanBytes, unionSpans, type Span } from '../vma/spans.js';
+import { SPECIAL_KINDS, type Vma } from '../vma/vma.js';
+import { now } from '../timings.js';
 
 /** How writes are tracked: the best this kernel has ('auto'), or one forced. */
 export type TrackingChoice = 'auto' | 'uffd-wp' | 'soft-dirty' | 'page-hashes';
