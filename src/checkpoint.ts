@@ -21,7 +21,14 @@ import type { Manifest, ProcessState } from './state/image.js';
 import { precopyForDump, type Precopy, type RoundReport } from './memory/precopy.js';
 import { pagesOverBaseline, type Baseline } from './memory/dirty.js';
 import { ProcessTracking, type TrackingPlan } from './memory/tracking.js';
-import { copyPages, DUMP_BATCH, pagesToDump, withSharedObjects, type PageRange } from './memory/pages.js';
+import {
+  copyPages,
+  DUMP_BATCH,
+  mergeRanges,
+  pagesToDump,
+  withSharedObjects,
+  type PageRange,
+} from './memory/pages.js';
 import { dumpVmas, type VmaRecord } from './memory/vmas.js';
 import { dumpMm } from './state/mm.js';
 import { dumpRlimits } from './state/rlimits.js';
@@ -43,7 +50,7 @@ import { withGuardian, type Guardian } from './guardian.js';
 import { smapsMarksGuards, type PageScanner } from './vma/pages.js';
 import { classifyVmas } from './vma/classify.js';
 import { parseVmaSelection, type VmaSelection } from './vma/select.js';
-import { intersectSpans, mergeSpans, rangeSpans, subtractSpans, type Span } from './vma/spans.js';
+import { intersectSpans, mergeSpans, rangeSpans } from './vma/spans.js';
 
 export interface DumpOptions {
   /** Directory to write the image into (created if missing; an older image there is replaced). */
@@ -113,10 +120,9 @@ export interface DumpOptions {
    * A post-copy migration: the pages of the process's anonymous memory (VMAs lazyCapable(), given
    * content `remote`) are not in the image. Once the sink's commit resolves (the copy runs on the
    * target), this sends them from the process, frozen still, and resolves when the target has them
-   * all; then the process is killed. After pre-copy rounds (`baseline`), those unchanged since are
-   * the rounds' and `later` lists the others. Should it fail, the migration is in doubt.
+   * all; then the process is killed. Should it fail, the migration is in doubt.
    */
-  postCopy?: (vmas: readonly VmaRecord[], later?: readonly Span[]) => Promise<void>;
+  postCopy?: (vmas: readonly VmaRecord[]) => Promise<void>;
 }
 
 export interface DumpResult {
@@ -183,11 +189,6 @@ interface Capture {
   /** The pages to copy, and the VMAs they come from. */
   ranges: PageRange[];
   stored: VmaRecord[];
-  /**
-   * Post-copy after pre-copy rounds: the pages of `remote` VMAs written since the last round, which
-   * the source sends once the process runs on the target (undefined: all of them).
-   */
-  later?: Span[];
 }
 
 /** The root process's part in an incremental dump or a pre-copy round. */
@@ -242,9 +243,13 @@ async function captureProcess(
 
   // Memory. The page tables of what pre-copy rounds tracked are walked on another thread meanwhile,
   // as smaps walks them here (nothing is mapped or unmapped now: that would wait for the walk).
+  // Not with post-copy: the walk protects what it finds written, and which pages of the `remote`
+  // VMAs were written since the rounds is asked only once the copy runs (memory/postcopy.ts).
   const baseline = tracking?.baseline;
-  const walk = baseline?.lastTracked && baseline.tracker.presentWalk?.(baseline.lastTracked);
-  const { vmas, shm, stored, ranges, later } = await captureMemory(
+  const walk = postCopy
+    ? undefined
+    : baseline?.lastTracked && baseline.tracker.presentWalk?.(baseline.lastTracked);
+  const { vmas, shm, stored, ranges } = await captureMemory(
     ctx,
     threads,
     writer,
@@ -277,7 +282,7 @@ async function captureProcess(
     pending,
     timers,
   };
-  return { pid, state, writer, ranges, stored, later };
+  return { pid, state, writer, ranges, stored };
 }
 
 /**
@@ -292,7 +297,7 @@ async function captureMemory(
   tracking: RootTracking | undefined,
   walk: Promise<PageScanner> | undefined,
   postCopy: boolean,
-): Promise<Pick<Capture, 'stored' | 'ranges' | 'later'> & { vmas: VmaRecord[]; shm: ProcessState['shm'] }> {
+): Promise<Pick<Capture, 'stored' | 'ranges'> & { vmas: VmaRecord[]; shm: ProcessState['shm'] }> {
   const { pid, remote } = ctx;
   const smaps = parseSmaps(readProcText(pid, 'smaps'), `/proc/${pid}/smaps`);
   const classified = classifyVmas(
@@ -306,69 +311,32 @@ async function captureMemory(
   remote.close();
   const stored = vmas.filter((v) => v.content === 'pages');
   const baseline = tracking?.baseline;
-  let later: Span[] | undefined;
-  let ranges: PageRange[];
-  if (baseline && postCopy) {
-    // After the rounds: the pages of `remote` VMAs unchanged since are recorded as the rounds'
-    // (their layers hold them), the others the source sends later, but those the restore writes.
-    const all = vmas.filter((v) => v.content === 'pages' || v.content === 'remote');
-    ({ ranges, later } = leaveForLater(
-      pagesOverBaseline(pid, all, baseline, writer.maxRoom, await walk),
-      vmas.filter((v) => v.content === 'remote'),
-      pagesWrittenAtRestore(threads),
-    ));
-  } else if (baseline) {
-    ranges = pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk);
-  } else {
-    ranges = pagesToDump(pid, postCopy ? withWrittenAtRestore(vmas, threads) : stored, writer.maxRoom);
-  }
+  // Post-copy: of `remote` VMAs, only the pages the restore writes into are stored (after pre-copy
+  // rounds, the source tells the target which of the rounds' pages still hold once the copy runs).
+  const written = postCopy ? pagesToDump(pid, withWrittenAtRestore(vmas, threads), writer.maxRoom) : [];
+  const ranges = mergeRanges(
+    baseline
+      ? pagesOverBaseline(pid, stored, baseline, writer.maxRoom, await walk)
+      : pagesToDump(pid, stored, writer.maxRoom),
+    written,
+  );
   return {
     vmas,
     shm,
     stored,
     ranges: withSharedObjects(pid, stored, ranges, writer.maxRoom, ctx.sharedObjects),
-    later,
   };
 }
 
 /**
- * Of `ranges`, the pages in `remote` VMAs that are not `earlier` and not in `written` (those the
- * restore writes into) go `later`; the rest stay.
- */
-function leaveForLater(
-  ranges: readonly PageRange[],
-  remote: readonly Span[],
-  written: readonly Span[],
-): { ranges: PageRange[]; later: Span[] } {
-  const kept: PageRange[] = [];
-  const later: Span[] = [];
-  for (const r of ranges) {
-    const span = { start: r.addr, end: r.addr + BigInt(r.len) };
-    const piece = (s: Span): PageRange => ({ ...r, addr: s.start, len: Number(s.end - s.start) });
-    const inRemote = intersectSpans([span], remote);
-    kept.push(...subtractSpans([span], remote).map(piece));
-    if (r.earlier) {
-      kept.push(...inRemote.map(piece));
-      continue;
-    }
-    kept.push(...intersectSpans(inRemote, written).map(piece));
-    later.push(...subtractSpans(inRemote, written));
-  }
-  kept.sort((a, b) => (a.addr < b.addr ? -1 : 1));
-  return { ranges: kept, later };
-}
-
-/**
- * The VMAs whose pages are stored, with (post-copy) the pages of the others that the restore writes
- * into before the process runs (pagesWrittenAtRestore()): those cannot wait for the source.
+ * The parts of `remote` VMAs (post-copy) that the restore writes into before the process runs
+ * (pagesWrittenAtRestore()), as VMAs of their own: those pages cannot wait for the source.
  */
 function withWrittenAtRestore(vmas: readonly VmaRecord[], threads: readonly ThreadRecord[]): VmaRecord[] {
   const written = pagesWrittenAtRestore(threads);
-  return vmas.flatMap((v) => {
-    if (v.content === 'pages') return [v];
-    if (v.content !== 'remote') return [];
-    return intersectSpans([v], written).map((s) => ({ ...v, start: s.start, end: s.end }));
-  });
+  return vmas
+    .filter((v) => v.content === 'remote')
+    .flatMap((v) => intersectSpans([v], written).map((s) => ({ ...v, start: s.start, end: s.end })));
 }
 
 /** Why a dump takes one process only, or undefined when it takes the tree. */
@@ -601,11 +569,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     timings.mark('commit');
     if (options.postCopy) {
       try {
-        const root = captures[0]!;
-        await options.postCopy(
-          root.state.vmas.filter((v) => v.content === 'remote'),
-          root.later,
-        );
+        await options.postCopy(captures[0]!.state.vmas.filter((v) => v.content === 'remote'));
       } catch (err) {
         // The copy runs there without all of its pages: the process here must not run, nor go.
         throw new FerryError(

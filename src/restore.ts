@@ -350,10 +350,12 @@ async function restoreProcess(
   // staged memory, which is moved into place first).
   const occupied = [...stub.maps, stub.control, ...keep];
   const free = (v: VmaRecord): boolean => occupied.every((o) => o.end <= v.start || v.end <= o.start);
+  // Not memory whose pages come in as it runs (a lazy restore's, post-copy's): nothing may be
+  // copied into that before it is registered.
   const ready =
     keep.length > 0 || options.lazy
       ? []
-      : state.vmas.filter((v) => filled.has(v) && isPrivateAnonymous(v) && free(v));
+      : state.vmas.filter((v) => filled.has(v) && isPrivateAnonymous(v) && v.content !== 'remote' && free(v));
   if (ready.length > 0) mapVmas(ctx, ready, filled, new Map());
   const early = ready.length > 0 ? beginPageCopy(ctx, proc, state.vmas, ready) : undefined;
   const mapped = new Set(ready);

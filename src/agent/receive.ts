@@ -19,7 +19,8 @@ import {
   type TargetEvent,
 } from '../migrate/wire.js';
 import { Prefill } from '../memory/prefill.js';
-import { readImage } from '../read-image.js';
+import { readImage, type Image } from '../read-image.js';
+import { roundRuns } from '../memory/lazy.js';
 import { restore, type RestoreResult } from '../restore.js';
 import { openImageManifest } from '../state/image.js';
 import { macMatches, newNonce, streamKey } from '../image/mac.js';
@@ -145,6 +146,8 @@ export class Migrations {
     let text: string | undefined;
     /** Post-copy: the pages the process gets as it runs, from the source. */
     let lazy: RestoreResult['lazy'];
+    /** The image received, once restored (hybrid: its pre-copy rounds serve the pages kept). */
+    let image: Image | undefined;
     try {
       for await (const frame of readFrames(req)) {
         if (frame.type === FRAME.PART) {
@@ -165,8 +168,12 @@ export class Migrations {
           const notice = decodeLayerNotice(frame.payload);
           await close(notice.layer.pages);
           await close(notice.layer.index);
-          prefill = this.prefillLayer(prefill, notice, sink);
-          send({ event: 'layered', layer: notice.layer.pages, prefilled: prefill !== undefined });
+          // Hybrid: the round's pages come in as the process runs, from here or the source, as its
+          // faults ask: staged, they would have to be dropped wherever the process wrote since,
+          // while it is frozen.
+          const staging = req.headers['ferry-mode'] !== 'hybrid';
+          if (staging) prefill = this.prefillLayer(prefill, notice, sink);
+          send({ event: 'layered', layer: notice.layer.pages, prefilled: staging && prefill !== undefined });
         } else if (frame.type === FRAME.MANIFEST) {
           if (m.state !== 'receiving' || text !== undefined)
             throw new FerryError('FERRY_CONNECTION', 'a second manifest');
@@ -188,7 +195,7 @@ export class Migrations {
           // Each part was hashed as it arrived: the manifest is checked against those sums. The
           // image is restored where it was received, never made whole on disk: it goes once the
           // process runs (or dies).
-          const image = await readImage(sink.partial, Object.fromEntries(closed), manifest);
+          image = await readImage(sink.partial, Object.fromEntries(closed), manifest);
           // The image goes once the process runs (or dies): its pages are its to reuse meanwhile.
           const result = await restore(image, {
             stopped: true,
@@ -230,6 +237,17 @@ export class Migrations {
             throw new FerryError('FERRY_CONNECTION', 'pages out of place: not a post-copy running here');
           lazy!.server.arrive(frame.payload.readBigUInt64LE(0), frame.payload.subarray(8));
           m.bytes += frame.payload.length - 8;
+        } else if (frame.type === FRAME.KEEP) {
+          if (m.state !== 'copying' || frame.payload.length % 16 !== 0)
+            throw new FerryError('FERRY_CONNECTION', 'kept pages out of place: not a hybrid running here');
+          const spans = Array.from({ length: frame.payload.length / 16 }, (_, i) => ({
+            start: frame.payload.readBigUInt64LE(i * 16),
+            end: frame.payload.readBigUInt64LE(i * 16 + 8),
+          }));
+          if (spans.some((sp, i) => sp.start >= sp.end || (i > 0 && sp.start < spans[i - 1]!.end)))
+            throw new FerryError('FERRY_CONNECTION', 'kept pages out of order');
+          const { runs, data } = roundRuns(image!.processes[0]!, spans);
+          lazy!.server.keep(runs, data);
         } else if (frame.type === FRAME.PAGES_END) {
           if (m.state !== 'copying') throw new FerryError('FERRY_CONNECTION', 'an end of pages out of place');
           lazy!.server.end();

@@ -5,7 +5,7 @@
 // on the main thread, then copy a few chunks at once on libuv's threads. No copy is ever under way
 // while a message is read, so a range the process dropped or moved is never filled with stale
 // bytes.
-import { closeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { constants } from 'node:os';
 import { FerryError } from '../errors.js';
 import { PAGE_SIZE } from '../proc/pagemap.js';
@@ -27,6 +27,8 @@ import {
 } from '../sys/uffd.js';
 import { openPageScanner } from '../vma/pages.js';
 import type { Span } from '../vma/spans.js';
+import { resolvePages, type PageSource } from '../image/page-layers.js';
+import type { ProcessImage } from '../read-image.js';
 import { userfaultfdIn } from './userfaultfd.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
 
@@ -243,7 +245,7 @@ class Missing {
   }
 
   /** Bytes that arrived for [start, end) of the source's addresses, at `src` here. */
-  add(start: bigint, end: bigint, src: bigint, hold: Buffer): void {
+  add(start: bigint, end: bigint, src: bigint, hold?: Buffer): void {
     for (const p of this.place(start, end)) {
       const free: Span[] = [];
       outside(this.dropped, p.start + p.shift, p.end + p.shift, free);
@@ -383,6 +385,8 @@ export class PageServer {
   /** Blocks of FAULT_AROUND bytes asked of the source already. */
   private readonly asked = new Set<bigint>();
   private wake: (() => void) | undefined;
+  /** Data mapped for keep(). */
+  private readonly mapped: MappedData[] = [];
   private readonly buf = Buffer.alloc(32 * 128);
 
   constructor(
@@ -399,6 +403,16 @@ export class PageServer {
   arrive(addr: bigint, data: Buffer): void {
     const src = addressOf(data);
     for (const m of this.all) if (!m.gone) m.add(addr, addr + BigInt(data.length), src, data);
+    this.wake?.();
+  }
+
+  /**
+   * Hybrid: the source says the pre-copy rounds' pages in `runs` (bytes mapped here, in `data`,
+   * unmapped at the end) are as the process has them.
+   */
+  keep(runs: readonly Run[], data: readonly MappedData[]): void {
+    this.mapped.push(...data);
+    for (const r of runs) for (const m of this.all) if (!m.gone) m.add(r.start, r.end, r.src);
     this.wake?.();
   }
 
@@ -430,6 +444,7 @@ export class PageServer {
       await polling; // its descriptors stay open until it is over
       for (const m of this.all) closeSync(m.fd);
       for (const m of this.memories) m.unmap();
+      this.mapped.forEach(unmapData);
     }
     // Not before: what it does may touch a page the process never had, which only the kernel
     // fills now (ferry, doing it, could not serve the fault).
@@ -571,4 +586,62 @@ function pageError(call: string, addr: bigint, errno: number): FerryError {
     'FERRY_RESTORE_FAILED',
     `${call} at 0x${addr.toString(16)} failed: ${errnoName(errno)}`,
   );
+}
+
+/**
+ * Where the pages in `keep` are in the pre-copy rounds' layers of `image` (all but its last, the
+ * frozen copy's), mapped here: those the rounds hold as zeros have none. Refuses a compressed
+ * round (its pages cannot be copied from in place), rather than leave kept pages to be zeros.
+ */
+export function roundRuns(image: ProcessImage, keep: readonly Span[]): { runs: Run[]; data: MappedData[] } {
+  const rounds = image.layers.slice(0, -1);
+  const runs: Run[] = [];
+  const data: MappedData[] = [];
+  const bases = new Map<number, bigint>();
+  try {
+    for (const src of intersectSources(resolvePages(rounds), keep)) {
+      if (src.layer === null) continue;
+      const layer = rounds[src.layer]!;
+      if (layer.index.compressed)
+        throw new FerryError(
+          'FERRY_UNSUPPORTED',
+          `${layer.name} is compressed: post-copy reads the rounds in place`,
+        );
+      let base = bases.get(src.layer);
+      if (base === undefined) {
+        const fd = openSync(layer.file, 'r');
+        try {
+          data.push(mapData(fd, fstatSync(fd).size));
+        } finally {
+          closeSync(fd);
+        }
+        bases.set(src.layer, (base = data.at(-1)!.base));
+      }
+      runs.push({ start: src.start, end: src.end, src: base + BigInt(src.offset) });
+    }
+  } catch (err) {
+    data.forEach(unmapData);
+    throw err;
+  }
+  return { runs, data };
+}
+
+/** The parts of `sources` (sorted) inside `spans` (sorted), each with its offset moved along. */
+function intersectSources(sources: readonly PageSource[], spans: readonly Span[]): PageSource[] {
+  const out: PageSource[] = [];
+  let j = 0;
+  for (const src of sources) {
+    while (j < spans.length && spans[j]!.end <= src.start) j++;
+    for (let k = j; k < spans.length && spans[k]!.start < src.end; k++) {
+      const a = spans[k]!.start > src.start ? spans[k]!.start : src.start;
+      const b = spans[k]!.end < src.end ? spans[k]!.end : src.end;
+      out.push({
+        start: a,
+        end: b,
+        layer: src.layer,
+        offset: src.layer === null ? 0 : src.offset + Number(a - src.start),
+      });
+    }
+  }
+  return out;
 }

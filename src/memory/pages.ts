@@ -495,7 +495,15 @@ export function readPagesInProcess(
   try {
     const contiguous = (_: LayerRange, r: LayerRange, group: readonly LayerRange[]): boolean =>
       group.at(-1)!.offset + group.at(-1)!.len === r.offset;
-    const pending = [...groups(stored, PREADV_MAX, contiguous)];
+    // A range longer than one call may read (a VMA of more than 1 GiB) goes in pieces.
+    const pieces = stored.flatMap((r) =>
+      Array.from({ length: Math.ceil(r.len / PREADV_MAX) }, (_, k) => ({
+        addr: r.addr + BigInt(k * PREADV_MAX),
+        len: Math.min(PREADV_MAX, r.len - k * PREADV_MAX),
+        offset: r.offset + k * PREADV_MAX,
+      })),
+    );
+    const pending = [...groups(pieces, PREADV_MAX, contiguous)];
     while (pending.length > 0) {
       remote.withData(() => {
         const calls: RemoteCall[] = [];

@@ -8,7 +8,9 @@ import { PAGE_SIZE } from '../proc/pagemap.js';
 import { faultPoint } from '../sys/fault.js';
 import { processVmReadv } from '../sys/process-vm.js';
 import { openPageScanner } from '../vma/pages.js';
-import type { Span } from '../vma/spans.js';
+import { intersectSpans, subtractSpans, type Span } from '../vma/spans.js';
+import { trackedSpans, type Baseline } from './dirty.js';
+import type { VmaRecord } from './vmas.js';
 
 /** Bytes read and sent at a time in the background (a request waits for at most one). */
 const SEND_CHUNK = 1 << 20;
@@ -17,6 +19,8 @@ const IN_FLIGHT = 4;
 
 /** The target, as the pages go to it. */
 export interface PageChannel {
+  /** Tell it which pages of the pre-copy rounds' it has still hold: the process has them so. */
+  keep(spans: readonly Span[]): Promise<void>;
   /** Send the process's bytes of [addr, addr + data.length). */
   send(addr: bigint, data: Buffer): Promise<void>;
   /** Every page is sent: those never sent are zeros. */
@@ -55,19 +59,42 @@ function presentPages(pid: number, vmas: readonly Span[]): Span[] {
 }
 
 /**
+ * After pre-copy rounds: the present pages of `vmas` the rounds hold and the process has not written
+ * since, which the target has (`keep`), and the others (`later`), which it needs.
+ */
+function sinceRounds(
+  pid: number,
+  vmas: readonly VmaRecord[],
+  baseline: Baseline,
+): { keep: Span[]; later: Span[] } {
+  const present = presentPages(pid, vmas);
+  const tracked = trackedSpans(baseline.tracker, vmas);
+  const unwritten = subtractSpans(tracked, baseline.tracker.written(tracked, false));
+  const keep = intersectSpans(intersectSpans(present, unwritten), baseline.held);
+  return { keep, later: subtractSpans(present, keep) };
+}
+
+/**
  * Send the pages of `vmas` of frozen process `pid` through `channel` until the target has them all:
- * the present ones, or those of `only` (the target has the others). `onProgress` hears the bytes
- * sent so far.
+ * the present ones, or after pre-copy rounds (`baseline`), those the rounds do not hold as they are
+ * now (the target is told which of theirs hold first). `onProgress` hears the bytes sent so far.
  */
 export async function sendPages(
   pid: number,
-  vmas: readonly Span[],
+  vmas: readonly VmaRecord[],
   channel: PageChannel,
-  only?: readonly Span[],
+  baseline?: Baseline,
   onProgress?: (doneBytes: number, totalBytes: number) => void,
 ): Promise<PostCopyReport> {
   const started = performance.now();
-  const present = only ?? presentPages(pid, vmas);
+  let present: Span[];
+  if (baseline) {
+    const { keep, later } = sinceRounds(pid, vmas, baseline);
+    await channel.keep(keep);
+    present = later;
+  } else {
+    present = presentPages(pid, vmas);
+  }
   const totalBytes = present.reduce((n, s) => n + Number(s.end - s.start), 0);
   const asked: Span[] = [];
   channel.onRequest((addr, len) => {

@@ -102,6 +102,7 @@ async function migrateWatched(
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const target = describe(options.to);
   const migrationId = randomUUID();
+  const mode = options.mode ?? 'stop-copy';
   await initHashing();
   // The target answers (speaks what we speak, authenticates, has room for the stream) before
   // anything is frozen.
@@ -111,6 +112,7 @@ async function migrateWatched(
     'ferry-migration-id': migrationId,
     // The target may start the process's stub now, under this PID, while this side freezes it.
     'ferry-pid': String(pid),
+    'ferry-mode': mode,
     ...(options.job ? { [JOB_HEADER]: encodeJobHeader(options.job) } : {}),
   });
   req.on('socket', (socket) =>
@@ -131,7 +133,6 @@ async function migrateWatched(
     commitAgain: () => commitAgain(options.to, migrationId, timeoutMs),
     signal: options.signal,
   });
-  const mode = options.mode ?? 'stop-copy';
   let pre: Precopy | undefined;
   let post: PostCopyReport | undefined;
   let result: DumpResult;
@@ -164,8 +165,8 @@ async function migrateWatched(
       onWarning: options.onWarning,
       postCopy:
         mode === 'post-copy' || mode === 'hybrid'
-          ? async (vmas, later) => {
-              post = await sendPages(pid, vmas, sink.pageChannel(), later, (doneBytes, totalBytes) =>
+          ? async (vmas) => {
+              post = await sendPages(pid, vmas, sink.pageChannel(), pre?.baseline, (doneBytes, totalBytes) =>
                 options.onProgress?.({ round: -1, doneBytes, totalBytes }),
               );
             }

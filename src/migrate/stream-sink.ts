@@ -43,6 +43,9 @@ export interface StreamOutcome {
   restoreStages: Record<string, number>;
 }
 
+/** Spans in one KEEP frame (1 MiB). */
+const KEEP_SPANS = 65536;
+
 export class StreamSink implements ImageSink {
   /** Bytes handed to the connection so far. */
   bytesSent = 0;
@@ -169,6 +172,18 @@ export class StreamSink implements ImageSink {
         return this.send(FRAME.PAGES, '', data, at);
       },
       end: () => this.send(FRAME.PAGES_END, '', Buffer.alloc(0)),
+      keep: async (spans) => {
+        // As many frames as it takes: each span holds by itself.
+        for (let i = 0; i < spans.length; i += KEEP_SPANS) {
+          const part = spans.slice(i, i + KEEP_SPANS);
+          const payload = Buffer.alloc(part.length * 16);
+          part.forEach((span, k) => {
+            payload.writeBigUInt64LE(span.start, k * 16);
+            payload.writeBigUInt64LE(span.end, k * 16 + 8);
+          });
+          await this.send(FRAME.KEEP, '', payload);
+        }
+      },
       onRequest: (handler) => (this.onFault = handler),
       // As long as it takes, while the connection lives (its socket's own timeout ends a silent one).
       complete: () => this.next('complete', true, 2 ** 31 - 1).then(() => undefined),

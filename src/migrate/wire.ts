@@ -19,6 +19,11 @@ export const FRAME = {
   PAGES: 7,
   /** Post-copy: every page is sent. */
   PAGES_END: 8,
+  /**
+   * Hybrid, first after the commit: the pages of the pre-copy rounds that still hold, as (start, end)
+   * pairs of u64 LE; the target serves those from the rounds' layers.
+   */
+  KEEP: 9,
 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 

@@ -67,7 +67,7 @@ test("a PART frame's bytes come out as they arrive, never held until the frame i
 test('hostile or damaged streams are refused', async () => {
   const good = frame(FRAME.PART, 'pages.img', Buffer.alloc(16));
   const cases: [string, Buffer, RegExp][] = [
-    ['unknown type', Buffer.from([9, 0, 0, 0, 0, 0, 0, 0]), /unknown frame type 9/],
+    ['unknown type', Buffer.from([42, 0, 0, 0, 0, 0, 0, 0]), /unknown frame type 42/],
     ['reserved byte', Buffer.from([1, 1, 0, 0, 0, 0, 0, 0]), /reserved header byte/],
     ['path escape', frame(FRAME.PART, '../etc/passwd', Buffer.alloc(1)), /bad part name/],
     ['named manifest', frame(FRAME.MANIFEST, 'x.img', Buffer.alloc(1)), /carries a name/],
