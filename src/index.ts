@@ -37,7 +37,15 @@ export {
   type InspectResult,
   type VmaReport,
 } from './inspect.js';
-export { migrate, type MigrateMode, type MigrateOptions, type MigrateResult } from './migrate/migrate.js';
+export {
+  migrate,
+  MIGRATE_MODES,
+  type MigrateMode,
+  type MigrateOptions,
+  type MigrateResult,
+} from './migrate/migrate.js';
+export type { LazyTotals } from './memory/lazy.js';
+export type { PostCopyReport } from './memory/postcopy.js';
 export type { RoundReport } from './memory/precopy.js';
 export { dumpEvery, type EveryOptions, type EveryResult } from './periodic.js';
 export type { AgentEndpoint } from './migrate/client.js';

@@ -37,6 +37,7 @@ test('the entry point exports every function the README documents', () => {
   ] as const) {
     assert.equal(typeof ferry[name], 'function', name);
   }
+  assert.deepEqual(ferry.MIGRATE_MODES, ['stop-copy', 'pre-copy', 'post-copy', 'hybrid']);
 });
 
 test("README's library example is examples/library.ts, and it runs: dump, restore, agent, migrate", () => {
