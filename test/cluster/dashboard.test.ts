@@ -97,7 +97,11 @@ test('the dashboard shows hosts, load charts, jobs and migrations live, and drai
   assert.ok(points.split(' ').length >= 2, `load over time: ${points}`);
 
   // Drain from its button: every job moves off, the host says drained; undrain opens it again.
-  await page.click(`${card(a.address)} button.drain`);
+  // Clicked in the page, in one turn of its own: every state the page hears redraws the cards, and
+  // a button found by one call and clicked by the next may be gone in between.
+  const click = (selector: string): Promise<void> =>
+    inPage<void>(`document.querySelector(${JSON.stringify(selector)}).click()`);
+  await click(`${card(a.address)} button.drain`);
   await page.waitForSelector(`${card(a.address)} .badge.drained`);
   const drainState = `${card(a.address)} .drain-state`;
   await page.waitForFunction(
@@ -111,7 +115,7 @@ test('the dashboard shows hosts, load charts, jobs and migrations live, and drai
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(statSync(shot).size > 20_000, 'a screenshot of the page');
   if (process.env.FERRY_SCREENSHOT) copyFileSync(shot, process.env.FERRY_SCREENSHOT);
-  await page.click(`${card(a.address)} button.undrain`);
+  await click(`${card(a.address)} button.undrain`);
   await page.waitForSelector(`${card(a.address)} button.drain`);
   assert.equal((await load(a)).host.drained, false);
 });
