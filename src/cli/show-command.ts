@@ -17,6 +17,8 @@ const hex = (n: bigint): string => `0x${n.toString(16)}`;
 function stored(c: VmaContent): string {
   if (c.vma.content === 'kernel') return 'kernel';
   if (c.vma.content === 'layout') return 'layout only';
+  if (c.vma.content === 'remote')
+    return `sent once running (post-copy)${c.storedPages ? `, ${c.storedPages} pages here` : ''}`;
   return `${c.storedPages} pages${c.zeroPages ? ` + ${c.zeroPages} zero` : ''}`;
 }
 
