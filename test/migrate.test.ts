@@ -164,7 +164,7 @@ test("the agent's API dumps a process into its data directory and restores it fr
 
 let reference: string | undefined;
 
-for (const mode of ['stop-copy', 'pre-copy']) {
+for (const mode of ['stop-copy', 'pre-copy', 'post-copy', 'hybrid']) {
   test(`python3 migrated midway (${mode}) there and back finishes with the result of an uninterrupted run`, async () => {
     const rounds = 8_000_000;
     if (!reference) {
@@ -175,9 +175,10 @@ for (const mode of ['stop-copy', 'pre-copy']) {
     const run = compute(out, rounds, cleanup);
     await fileContent(`${out}.started`);
     const there = migrated(await migrateCli(lab.hosts[0]!, run.pid, lab.hosts[1]!, '--mode', mode));
-    assert.equal(there.rounds > 1, mode === 'pre-copy');
+    const precopied = mode === 'pre-copy' || mode === 'hybrid';
+    assert.equal(there.rounds > 1, precopied);
     const back = migrated(await migrateCli(lab.hosts[1]!, there.targetPid, lab.hosts[0]!, '--mode', mode));
-    assert.equal(back.rounds > 1, mode === 'pre-copy');
+    assert.equal(back.rounds > 1, precopied);
     await run.done;
     assert.equal(await fileContent(out, /^[0-9a-f]{64}$/), readFileSync(reference, 'utf8'));
   });
@@ -514,7 +515,7 @@ test("the target's data directory fills up: the source runs on intact, the targe
   await targetClean(agent);
 });
 
-test('redis-server with 100,000 keys migrates (pre-copy) there and back; every key reads back, writes work', async () => {
+test('redis-server with 100,000 keys migrates there (pre-copy) and back (post-copy); every key reads back, writes work', async () => {
   const port = 16379;
   const [a, b] = [lab.hosts[0]!, lab.hosts[1]!];
   const pid = await startLogged(
@@ -529,7 +530,7 @@ test('redis-server with 100,000 keys migrates (pre-copy) there and back; every k
   assert.equal(checkKeys(b.addr, port), '-1');
   assert.equal(redisCli(b.addr, port, 'SET', 'moved', 'once'), 'OK');
   await new Promise((r) => setTimeout(r, 100)); // redis closes its side of the connection
-  migrated(await migrateCli(b, there.targetPid, a, '--mode', 'pre-copy'));
+  migrated(await migrateCli(b, there.targetPid, a, '--mode', 'post-copy'));
   assert.equal(checkKeys(a.addr, port), '-1');
   assert.equal(redisCli(a.addr, port, 'GET', 'moved'), 'once');
   assert.equal(redisCli(a.addr, port, 'DBSIZE'), String(KEYS + 1));
