@@ -576,6 +576,13 @@ export async function restore(from: string | Image, options: RestoreOptions = {}
     );
   if (options.lazy && (options.stopped || options.prefill))
     throw new FerryError('FERRY_UNSUPPORTED', 'a lazy restore is not held for a migration yet');
+  // Once its pages are in, ferry clears the process's death signal inside it, which a stopped
+  // process cannot run.
+  if (options.lazy && options.leaveStopped)
+    throw new FerryError(
+      'FERRY_USAGE',
+      'a lazy restore lets the process run: --lazy does not go with --stopped',
+    );
   const remote = image.processes.some((p) => p.state.vmas.some((v) => v.content === 'remote'));
   if (remote && !options.remotePages)
     throw new FerryError(

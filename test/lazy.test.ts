@@ -95,6 +95,13 @@ test('ferry killed while pages are still coming in: the process dies with it, an
   assert.equal((await waitForLines(out, 2)).at(-1), 'CHECK ok');
 });
 
+test('--lazy with --stopped is refused before anything runs', async () => {
+  const { image } = await dumped(4);
+  const r = await runCli(['restore', '-D', image, '--lazy', '--stopped']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /--lazy does not go with --stopped/);
+});
+
 test('--lazy is refused, before anything runs, for a tree of processes', async () => {
   const tree = await startProcess('sh', ['-c', 'sleep 600 & echo READY; wait']);
   cleanup(() => tree.stop());
