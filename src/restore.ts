@@ -520,7 +520,11 @@ function serveLazily(
   const server = new PageServer(
     memories,
     () => {
-      if (running(pid)) clearDeathSignal(pid);
+      if (!running(pid)) return;
+      // Stopped meanwhile (SIGSTOP, a terminal's ^Z): continued for the while it takes, stopped again.
+      if (userProcessStat(pid).state !== 'T') return clearDeathSignal(pid);
+      letRun(pid);
+      kill(pid, SIG.SIGSTOP);
     },
     requests,
   );

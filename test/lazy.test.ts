@@ -95,6 +95,20 @@ test('ferry killed while pages are still coming in: the process dies with it, an
   assert.equal((await waitForLines(out, 2)).at(-1), 'CHECK ok');
 });
 
+test('a process stopped while its pages come in is still stopped, and alive, once they are in', async () => {
+  const { image, out } = await dumped(16);
+  const { ferry, pid, result } = await lazyRestore(image, 'lazy:STOP');
+  await until('ferry to stop', () => processState(ferry) === 'T');
+  process.kill(pid, 'SIGSTOP');
+  process.kill(ferry, 'SIGCONT');
+  assert.equal((await result).code, 0);
+  await new Promise((r) => setTimeout(r, 100)); // ferry gone: a death signal left would have fired
+  assert.equal(processState(pid), 'T');
+  process.kill(pid, 'SIGCONT');
+  process.kill(pid, 'SIGUSR1');
+  assert.equal((await waitForLines(out, 2)).at(-1), 'CHECK ok');
+});
+
 test('--lazy with --stopped is refused before anything runs', async () => {
   const { image } = await dumped(4);
   const r = await runCli(['restore', '-D', image, '--lazy', '--stopped']);
