@@ -18,7 +18,7 @@ import { restore } from '../restore.js';
 import { parseStat } from '../proc/stat.js';
 import { readProcText } from '../proc/files.js';
 import { killGroup, SIG } from '../sys/signal.js';
-import { pidfdOpen, pidfdSendSignal } from '../sys/pidfd.js';
+import { pidfdExited, pidfdOpen, pidfdSendSignal } from '../sys/pidfd.js';
 import type { ClusterStore, HostRecord, JobRecord, Registration } from '../cluster/etcd.js';
 import type { Jobs } from './jobs.js';
 import { restoredProcess, type ManagedProcess, type Registry } from './registry.js';
@@ -279,9 +279,13 @@ export class Member {
   }
 }
 
+/** How long a killed copy is waited for. */
+const KILL_WAIT_MS = 2000;
+
 /**
  * SIGKILL copy `pid` of a job (with its process group) if it is still the process that started at
- * `startTime` (through a pidfd: a PID reused meanwhile is left alone); whether it was.
+ * `startTime` (through a pidfd: a PID reused meanwhile is left alone), and wait until it is gone;
+ * whether it was.
  */
 function killCopy(pid: number, startTime: number): boolean {
   let pidfd: number;
@@ -295,6 +299,9 @@ function killCopy(pid: number, startTime: number): boolean {
     if (Number(stat.startTime) !== startTime) return false;
     if (stat.pgrp === pid) killGroup(pid, SIG.SIGKILL);
     pidfdSendSignal(pidfd, SIG.SIGKILL);
+    // Gone before the agent goes on (serves, or says the copy is struck off): a copy dying slowly
+    // on a busy host still ran for that while.
+    pidfdExited(pidfd, KILL_WAIT_MS);
     return true;
   } catch {
     return false; // ended meanwhile
