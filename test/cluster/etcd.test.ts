@@ -4,12 +4,15 @@
 // move the killed leader began.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import type { DecisionEvent } from '../../src/cluster/balancer.js';
 import { ClusterStore, type JobRecord } from '../../src/cluster/etcd.js';
 import { startLocalEtcd, type LocalEtcd } from '../../src/cluster/local-etcd.js';
+import { isErrno } from '../../src/sys/errno.js';
+import { pidfdOpen, pidfdSendSignal } from '../../src/sys/pidfd.js';
+import { SIG } from '../../src/sys/signal.js';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { runCli } from '../helpers/cli.js';
 import { clusterLab, load, run, SPIN, until, type ClusterLab, type TestAgent } from '../helpers/cluster.js';
@@ -100,6 +103,18 @@ async function counter(
     ],
     name,
   );
+  // Held from now on by a pidfd: orphaned by its agent (as tests here do), it is still killed at
+  // the end should a test fail before it is done with it, and never another process under its PID.
+  const pidfd = pidfdOpen(job.pid);
+  cleanup(() => {
+    try {
+      pidfdSendSignal(pidfd, SIG.SIGKILL);
+    } catch (err) {
+      if (!isErrno(err, 'ESRCH')) throw err;
+    } finally {
+      closeSync(pidfd);
+    }
+  });
   return { ...job, out, marker };
 }
 
