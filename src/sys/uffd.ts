@@ -1,8 +1,8 @@
 // userfaultfd(2): constants, the UFFDIO_API handshake, and the structs ferry passes to its ioctls.
 import { closeSync } from 'node:fs';
 import { constants } from 'node:os';
-import { isErrno, SysError } from './errno.js';
-import { ioctl, ioctlAsync, ior, iowr } from './ioctl.js';
+import { SysError } from './errno.js';
+import { ioctl, ior, iowr } from './ioctl.js';
 import { syscall } from './call.js';
 import { trySyscall, trySyscallAsync } from './libc.js';
 
@@ -104,19 +104,11 @@ export function uffdUnregister(fd: number, start: bigint, len: bigint): void {
  */
 export async function uffdCopyAsync(fd: number, dst: bigint, src: bigint, len: number): Promise<void> {
   for (let done = 0; done < len;) {
-    // struct uffdio_copy { u64 dst; u64 src; u64 len; u64 mode; s64 copy; }
-    const arg = Buffer.alloc(40);
-    arg.writeBigUInt64LE(dst + BigInt(done), 0);
-    arg.writeBigUInt64LE(src + BigInt(done), 8);
-    arg.writeBigUInt64LE(BigInt(len - done), 16);
-    try {
-      await ioctlAsync(fd, UFFDIO_COPY, 'UFFDIO_COPY', arg);
-      return;
-    } catch (err) {
-      const copied = Number(arg.readBigInt64LE(32));
-      if (!isErrno(err, 'EAGAIN')) throw err;
-      if (copied > 0) done += copied;
-    }
+    const out = await uffdTryCopyAsync(fd, dst + BigInt(done), src + BigInt(done), len - done);
+    if (out.errno === 0) return;
+    if (out.errno !== constants.errno.EAGAIN)
+      throw new SysError('ioctl', [String(fd), 'UFFDIO_COPY'], out.errno);
+    done += out.copied;
   }
 }
 
