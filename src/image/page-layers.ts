@@ -28,7 +28,7 @@ export interface PageSource {
 }
 
 /** `src` cut to [start, end), which lies inside it. */
-function clip(src: PageSource, start: bigint, end: bigint): PageSource {
+export function clipSource(src: PageSource, start: bigint, end: bigint): PageSource {
   const offset = src.layer === null ? 0 : src.offset + Number(start - src.start);
   return { start, end, layer: src.layer, offset };
 }
@@ -57,7 +57,7 @@ function layerSources(
       for (; at < end && j < older.length && older[j]!.start <= at;) {
         const src = older[j]!;
         const stop = src.end < end ? src.end : end;
-        out.push(clip(src, at, stop));
+        out.push(clipSource(src, at, stop));
         at = stop;
         if (src.end <= at) j++;
       }
@@ -81,7 +81,7 @@ export function resolvePages(layers: readonly PageLayer[]): PageSource[] {
   for (let i = 0; i < layers.length; i++) {
     const own = layerSources(layers[i]!.index, i, seen, layers[i]!.name);
     if (i === layers.length - 1) return own;
-    seen = overlaySpans(seen, own, clip);
+    seen = overlaySpans(seen, own, clipSource);
   }
   return [];
 }

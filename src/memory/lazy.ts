@@ -26,8 +26,8 @@ import {
   type UffdMessage,
 } from '../sys/uffd.js';
 import { openPageScanner } from '../vma/pages.js';
-import type { Span } from '../vma/spans.js';
-import { resolvePages, type PageSource } from '../image/page-layers.js';
+import { cutSpans, intersectSpans, spanAt, subtractSpans, unionSpans, type Span } from '../vma/spans.js';
+import { clipSource, resolvePages, type PageSource } from '../image/page-layers.js';
 import type { ProcessImage } from '../read-image.js';
 import { userfaultfdIn } from './userfaultfd.js';
 import type { RemoteSyscalls } from '../tracee/remote.js';
@@ -61,9 +61,18 @@ export interface MappedData {
   size: number;
 }
 
-/** Map a page file read-only (shared: the page cache's own memory, nothing copied). */
-export function mapData(fd: number, size: number): MappedData {
-  return { base: size > 0 ? mmap(0n, size, PROT.READ, MAP.SHARED, fd, 0) : 0n, size };
+/**
+ * Map page file `path` read-only (shared: the page cache's own memory, nothing copied): its first
+ * `size` bytes, all of it by default.
+ */
+export function mapFile(path: string, size?: number): MappedData {
+  const fd = openSync(path, 'r');
+  try {
+    const bytes = size ?? fstatSync(fd).size;
+    return { base: bytes > 0 ? mmap(0n, bytes, PROT.READ, MAP.SHARED, fd, 0) : 0n, size: bytes };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function unmapData(data: MappedData): void {
@@ -90,18 +99,6 @@ interface Move {
   from: bigint;
   to: bigint;
   len: bigint;
-}
-
-/** Append the parts of [start, end) outside sorted `spans` to `out`. */
-function outside(spans: readonly Span[], start: bigint, end: bigint, out: Span[]): void {
-  let at = start;
-  for (const s of spans) {
-    if (s.end <= at) continue;
-    if (s.start >= end) break;
-    if (s.start > at) out.push({ start: at, end: s.start });
-    at = s.end;
-  }
-  if (at < end) out.push({ start: at, end });
 }
 
 /** The missing pages of one address space (the restored process's, or a child's it forked). */
@@ -160,7 +157,7 @@ class Missing {
   }
 
   isDropped(addr: bigint): boolean {
-    return this.dropped.some((d) => d.start <= addr && addr < d.end);
+    return spanAt(this.dropped, addr) !== undefined;
   }
 
   /** Take [start, end) out of the runs: its pages are in, or no longer the image's. Returns what went. */
@@ -184,29 +181,19 @@ class Missing {
   /** The process dropped or unmapped [start, end). */
   drop(start: bigint, end: bigint): void {
     this.cut(start, end);
-    const kept: Span[] = [];
-    for (const d of this.dropped) outside([{ start, end }], d.start, d.end, kept);
-    kept.push({ start, end });
-    this.dropped = kept.sort((a, b) => (a.start < b.start ? -1 : 1));
+    this.dropped = unionSpans(this.dropped, [{ start, end }]);
   }
 
   /** mremap() moved [from, from + len) to `to`: so do the runs there, and the background starts over. */
   move(from: bigint, to: bigint, len: bigint): void {
     const shift = <T extends Span>(r: T): T => ({ ...r, start: r.start - from + to, end: r.end - from + to });
-    const moved = this.cut(from, from + len).map(shift);
+    const runs = this.cut(from, from + len).map(shift);
     this.cut(to, to + len); // the old mapping there is gone
-    for (const r of moved) this.runs.splice(this.after(r.start), 0, r);
-    const inside: Span[] = [];
-    const rest: Span[] = [];
-    for (const d of this.dropped) {
-      outside([{ start: from, end: from + len }], d.start, d.end, rest);
-      const a = d.start > from ? d.start : from;
-      const b = d.end < from + len ? d.end : from + len;
-      if (a < b) inside.push(shift({ start: a, end: b }));
-    }
-    const kept: Span[] = [];
-    for (const d of rest) outside([{ start: to, end: to + len }], d.start, d.end, kept);
-    this.dropped = [...kept, ...inside].sort((a, b) => (a.start < b.start ? -1 : 1));
+    for (const r of runs) this.runs.splice(this.after(r.start), 0, r);
+    const source = [{ start: from, end: from + len }];
+    const moved = intersectSpans(this.dropped, source).map(shift);
+    const stayed = subtractSpans(subtractSpans(this.dropped, source), [{ start: to, end: to + len }]);
+    this.dropped = unionSpans(stayed, moved);
     this.moves.push({ from, to, len });
     this.next = 0n;
   }
@@ -247,9 +234,7 @@ class Missing {
   /** Bytes that arrived for [start, end) of the source's addresses, at `src` here. */
   add(start: bigint, end: bigint, src: bigint, hold?: Buffer): void {
     for (const p of this.place(start, end)) {
-      const free: Span[] = [];
-      outside(this.dropped, p.start + p.shift, p.end + p.shift, free);
-      for (const f of free) {
+      for (const f of subtractSpans([{ start: p.start + p.shift, end: p.end + p.shift }], this.dropped)) {
         this.cut(f.start, f.end);
         const run: Run = { start: f.start, end: f.end, src: src + (f.start - p.shift - start), hold };
         this.runs.splice(this.after(f.start), 0, run);
@@ -609,12 +594,7 @@ export function roundRuns(image: ProcessImage, keep: readonly Span[]): { runs: R
         );
       let base = bases.get(src.layer);
       if (base === undefined) {
-        const fd = openSync(layer.file, 'r');
-        try {
-          data.push(mapData(fd, fstatSync(fd).size));
-        } finally {
-          closeSync(fd);
-        }
+        data.push(mapFile(layer.file));
         bases.set(src.layer, (base = data.at(-1)!.base));
       }
       runs.push({ start: src.start, end: src.end, src: base + BigInt(src.offset) });
@@ -628,20 +608,7 @@ export function roundRuns(image: ProcessImage, keep: readonly Span[]): { runs: R
 
 /** The parts of `sources` (sorted) inside `spans` (sorted), each with its offset moved along. */
 function intersectSources(sources: readonly PageSource[], spans: readonly Span[]): PageSource[] {
-  const out: PageSource[] = [];
-  let j = 0;
-  for (const src of sources) {
-    while (j < spans.length && spans[j]!.end <= src.start) j++;
-    for (let k = j; k < spans.length && spans[k]!.start < src.end; k++) {
-      const a = spans[k]!.start > src.start ? spans[k]!.start : src.start;
-      const b = spans[k]!.end < src.end ? spans[k]!.end : src.end;
-      out.push({
-        start: a,
-        end: b,
-        layer: src.layer,
-        offset: src.layer === null ? 0 : src.offset + Number(a - src.start),
-      });
-    }
-  }
-  return out;
+  if (sources.length === 0) return [];
+  const hull = { start: sources[0]!.start, end: sources.at(-1)!.end };
+  return cutSpans(sources, subtractSpans([hull], spans), clipSource);
 }

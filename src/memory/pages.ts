@@ -31,7 +31,7 @@ import type { Vma } from '../vma/vma.js';
 import { dumpsPage } from '../vma/usage.js';
 import type { RestoreContext } from '../state/context.js';
 import { userfaultfdIn } from './userfaultfd.js';
-import { LazyMemory, mapData, unmapData, type MappedData, type Run } from './lazy.js';
+import { LazyMemory, mapFile, unmapData, type MappedData, type Run } from './lazy.js';
 import { isFileBacked, isPrivateAnonymous, lazyCapable, type VmaRecord } from './vmas.js';
 
 /** Bytes moved per process_vm_writev or preadv batch at restore. */
@@ -831,17 +831,12 @@ function takeLazy(
       }
       if (taken.length === 0) continue;
       writes.stored.set(layer, kept);
-      const fd = openSync(image.layers[layer]!.file, 'r');
-      try {
-        data.push(
-          mapData(
-            fd,
-            taken.reduce((n, r) => Math.max(n, r.offset + r.len), 0),
-          ),
-        );
-      } finally {
-        closeSync(fd);
-      }
+      data.push(
+        mapFile(
+          image.layers[layer]!.file,
+          taken.reduce((n, r) => Math.max(n, r.offset + r.len), 0),
+        ),
+      );
       const base = data.at(-1)!.base;
       for (const r of taken)
         runs.push({ start: r.addr, end: r.addr + BigInt(r.len), src: base + BigInt(r.offset) });
