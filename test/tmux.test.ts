@@ -15,13 +15,26 @@ const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-tmux', cleanup);
 before(becomeSubreaper);
 
-/** Of each session leader under `root` (the panes' shells): its controlling tty and foreground group. */
+/** The fields of /proc/PID/stat after the command, or none once the process is gone. */
+function statFields(pid: number): string[] | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Of each session leader under `root` (the panes' shells): its controlling tty and foreground group.
+ * The counting pane's `sleep 0.05`s come and go meanwhile: one gone is no session leader.
+ */
 function terminals(root: number): string[] {
   return treeOf(root)
     .slice(1)
-    .map((pid) => ({ pid, f: readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ') }))
-    .filter(({ pid, f }) => Number(f[3]) === pid)
-    .map(({ f }) => `${f[4]} ${f[5]}`);
+    .flatMap((pid) => {
+      const f = statFields(pid);
+      return f && Number(f[3]) === pid ? [`${f[4]} ${f[5]}`] : [];
+    });
 }
 
 const COUNTER = 'i=0; while :; do i=$((i+1)); echo n=$i; sleep 0.05; done';
