@@ -372,6 +372,23 @@ test('pre-copy of writes scattered at random: every page right, the staged round
   killAndReap(r.targetPid); // the fault tests below want nothing running at the target
 });
 
+test('pre-copy of memory whose VMA keeps shrinking: the pages placed in staging that cannot move into place come back from it', async () => {
+  // The target puts each round's pages straight into staging, never on its disk. The writable
+  // VMA's end moves between the last round and the freeze: its staging does not move into place,
+  // and the restore must find those pages in the round's part all the same (given back).
+  const d = await startSelfChecking(dir(), 'shrink', ['64'], cleanup);
+  const r = migrated(
+    await migrateCli(lab.hosts[0]!, d.pid, lab.hosts[1]!, '--mode', 'pre-copy', '--max-downtime', '100'),
+  ) as Migrated & { precopyRounds: { bytes: number; prefilled: boolean }[] };
+  assert.ok(r.precopyRounds[0]!.bytes >= 64 << 20, 'the first round copies the memory');
+  assert.ok(
+    r.precopyRounds.every((round) => round.prefilled),
+    'every round was prefilled',
+  );
+  assert.match(await d.check(r.targetPid), /^CHECK ok \d+$/);
+  killAndReap(r.targetPid); // the fault tests below want nothing running at the target
+});
+
 interface PostCopied extends Migrated {
   mode: string;
   postCopy: { pages: number; requests: number; bytes: number; ms: number };

@@ -14,6 +14,7 @@ import {
   eventLine,
   FRAME,
   readFrames,
+  decodePlacement,
   type LayerNotice,
   type Migration,
   type TargetEvent,
@@ -163,6 +164,25 @@ export class Migrations {
           writes.push(written);
           if (writes.length > WRITES_IN_FLIGHT) await writes.shift();
           m.bytes += frame.payload.length;
+        } else if (frame.type === FRAME.ROUND) {
+          if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a round after the manifest');
+          const notice = decodeLayerNotice(frame.payload);
+          if (parts.has(notice.layer.pages) || closed.has(notice.layer.pages))
+            throw new FerryError('FERRY_CONNECTION', `round part ${notice.layer.pages} begun twice`);
+          // Hybrid's rounds are not staged (below).
+          if (req.headers['ferry-mode'] !== 'hybrid') {
+            prefill = this.beginRound(prefill, notice);
+            if (prefill)
+              parts.set(
+                notice.layer.pages,
+                prefill.placePart(notice.layer.pages, sink.openPart(notice.layer.pages)),
+              );
+          }
+        } else if (frame.type === FRAME.PLACE) {
+          if (m.state !== 'receiving')
+            throw new FerryError('FERRY_CONNECTION', 'a placement after the manifest');
+          // Parts not placed (the prefill gave up, or hybrid) are written whole.
+          parts.get(frame.name)?.place?.(decodePlacement(frame.payload));
         } else if (frame.type === FRAME.LAYER) {
           if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a layer after the manifest');
           const notice = decodeLayerNotice(frame.payload);
@@ -305,27 +325,45 @@ export class Migrations {
   }
 
   /**
-   * Start or go on restoring from a pre-copy round (memory/prefill.ts). Only an optimization: if it fails,
-   * the restore at the manifest starts afresh.
+   * A pre-copy round begins: make room in the prefill's stub for its pages, which go in as they
+   * come (memory/prefill.ts).
    */
+  private beginRound(prefill: Prefill | undefined, notice: LayerNotice): Prefill | undefined {
+    return this.prefillStep(prefill, notice, (p) => p.beginRound(notice.vmas));
+  }
+
+  /** A pre-copy round's layer is in: its pages not placed yet go into the prefill's stub. */
   private prefillLayer(
     prefill: Prefill | undefined,
     notice: LayerNotice,
     sink: DirSink,
   ): Prefill | undefined {
-    try {
+    return this.prefillStep(prefill, notice, (p) => {
       const index = decodePageIndex(readFileSync(sink.partPath(notice.layer.index)));
-      const p = prefill ?? Prefill.start(notice.pid);
-      try {
-        p.addLayer(notice.layer.pages, sink.partPath(notice.layer.pages), index, notice.vmas);
-      } catch (err) {
-        p.abort();
-        throw err;
-      }
+      p.addLayer(notice.layer.pages, sink.partPath(notice.layer.pages), index, notice.vmas);
+    });
+  }
+
+  /**
+   * Take one step of restoring from the pre-copy rounds (its stub started first if need be). Only an
+   * optimization while the stub holds no pages alone: if it fails, a warning, and the restore at the
+   * manifest starts afresh. Once pages were placed there alone, its failure fails the migration.
+   */
+  private prefillStep(
+    prefill: Prefill | undefined,
+    notice: LayerNotice,
+    step: (p: Prefill) => void,
+  ): Prefill | undefined {
+    let p = prefill;
+    try {
+      p ??= Prefill.start(notice.pid);
+      step(p);
       return p;
     } catch (err) {
-      prefill?.abort();
-      this.warn(`prefill from ${notice.layer.pages} failed, the restore will do it all: ${String(err)}`);
+      p?.abort();
+      const why = `prefill from ${notice.layer.pages} failed`;
+      if (p?.holds) throw new FerryError('FERRY_RESTORE_FAILED', `${why}: ${String(err)}`, { cause: err });
+      this.warn(`${why}, the restore will do it all: ${String(err)}`);
       return undefined;
     }
   }

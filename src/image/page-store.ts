@@ -9,7 +9,7 @@ import {
   type PageIndex,
   type PageKind,
 } from './page-index.js';
-import type { PartReader, PartSummary, PartWriter } from './sink.js';
+import type { PartReader, PartSummary, PartWriter, Placement } from './sink.js';
 import { zstdNapi } from '../sys/packages.js';
 
 export const FRAME_SIZE = 1 << 20;
@@ -106,6 +106,8 @@ export class PageStoreWriter {
     this.current = undefined;
     let kept = 0;
     let off = 0;
+    /** Where the bytes kept go, for a target that places them as they come. */
+    const placed: Placement[] = [];
     for (const r of ranges) {
       if (r.earlier) {
         this.addEntry(r.addr, r.len / PAGE, 'earlier');
@@ -124,6 +126,7 @@ export class PageStoreWriter {
             if (this.frame) this.addToFrames(room.subarray(from, from + bytes));
             else if (from !== kept) room.copy(room, kept, from, from + bytes);
             kept += bytes;
+            placed.push({ addr: r.addr + BigInt(runStart * PAGE), len: bytes });
           }
           runStart = i;
           runZero = zero;
@@ -131,7 +134,10 @@ export class PageStoreWriter {
       }
       off += r.len;
     }
-    if (!this.frame && kept > 0) this.writing[this.currentIndex] = this.write(room.subarray(0, kept));
+    if (!this.frame && kept > 0) {
+      this.pages.place?.(placed);
+      this.writing[this.currentIndex] = this.write(room.subarray(0, kept));
+    }
   }
 
   private write(data: Buffer): Promise<void> {

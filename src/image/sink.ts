@@ -41,6 +41,12 @@ export interface PartSummary {
   checksum: string;
 }
 
+/** Where bytes of a pages part belong in the process: `len` bytes at `addr`. */
+export interface Placement {
+  addr: bigint;
+  len: number;
+}
+
 /** One part being written. */
 export interface PartWriter {
   /**
@@ -50,8 +56,21 @@ export interface PartWriter {
   write(data: Uint8Array): Promise<void>;
   /** Set aside room for `bytes` more bytes now, so that a full disk shows before any work is done. */
   reserve(bytes: number): void;
+  /**
+   * A pages part: the next bytes written are the pages of `runs`, in order (a migration's target may
+   * put them into the process it restores as they come).
+   */
+  place?(runs: readonly Placement[]): void;
   /** Wait for every write; the part's size and checksum. */
   close(): Promise<PartSummary>;
+}
+
+/** A part written to a file, which may leave holes where bytes are kept elsewhere. */
+export interface FilePartWriter extends PartWriter {
+  /** The file. */
+  readonly path: string;
+  /** Hash `data` as the part's next bytes, but leave a hole in the file where they would go. */
+  skip(data: Uint8Array): void;
 }
 
 export interface ImageSink {
@@ -65,6 +84,11 @@ export interface ImageSink {
    * here again should ferry die (a migration's COMMIT): it puts up Tracee.fence().
    */
   commit(manifest: string, fence?: () => void): Promise<void>;
+  /**
+   * A pre-copy round begins: its pages go into `layer`; `vmas` are the process's VMAs as it starts.
+   * A target may make room for the pages in the process it restores.
+   */
+  layerStart?(pid: number, layer: LayerRecord, vmas: readonly LayerVma[]): Promise<void>;
   /**
    * A pre-copy round's layer is written in full (its parts closed); `vmas` are the process's VMAs
    * during the round. A target may start restoring from it: resolves true when it did.
@@ -173,13 +197,13 @@ export class DirSink implements ImageSink {
     return join(this.partial, name);
   }
 
-  openPart(name: string): PartWriter {
+  openPart(name: string): FilePartWriter {
     if (!PART_NAME.test(name)) throw new FerryError('FERRY_INTERNAL', `bad image part name ${name}`);
     this.written.push(name);
     return this.createFile(name);
   }
 
-  private createFile(name: string): PartWriter {
+  private createFile(name: string): FilePartWriter {
     const path = join(this.partial, name);
     let fd: number;
     try {
@@ -193,6 +217,8 @@ export class DirSink implements ImageSink {
     let size = 0;
     /** Bytes of the file allocated by reserve(). */
     let allocated = 0;
+    /** Whether skip() left a hole (maybe at the end, which only a truncate makes part of the file). */
+    let holes = false;
     const release = (): void => closeSync(fd);
     this.open.add(release);
     const allocate = (end: number): void => {
@@ -207,6 +233,12 @@ export class DirSink implements ImageSink {
       allocated = end;
     };
     return {
+      path,
+      skip: (data) => {
+        hasher.update(data);
+        size += data.length;
+        holes = true;
+      },
       write: (data) => {
         hasher.update(data);
         const done = writeAt(fd, data, size).catch((err: unknown) => {
@@ -232,7 +264,7 @@ export class DirSink implements ImageSink {
         try {
           await Promise.all(writes);
           // Room allocated but not used goes.
-          if (allocated > size) ftruncateSync(fd, size);
+          if (allocated > size || holes) ftruncateSync(fd, size);
           if (this.sync) fsyncSync(fd);
         } catch (err) {
           throw writeError(path, err);

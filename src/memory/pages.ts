@@ -2,7 +2,7 @@
 // process_vm_readv in large batches (/proc/PID/mem where a VMA is not readable), hand them on in
 // address order. Restore: ferry writes them in straight from the mapped page file on every CPU,
 // with UFFDIO_COPY into the long runs of anonymous memory and process_vm_writev elsewhere, or
-// decompressed through a buffer; a migration's prefill has the stub read them itself (preadv).
+// decompressed through a buffer; a migration's prefill places them as they arrive (prefill.ts).
 import { closeSync, openSync, readSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { LayerReader, type PageSource } from '../image/page-layers.js';
@@ -19,7 +19,7 @@ import { MADV, MAP, mmap, munmap, PROT } from '../sys/mman.js';
 import {
   encodeIovecs,
   IOV_MAX,
-  processVmReadv,
+  processVmReadvAsync,
   processVmWritev,
   processVmWritevAsync,
   type RemoteRange,
@@ -219,9 +219,9 @@ function readViaMem(pid: number, ranges: readonly PageRange[], buf: Buffer): voi
   }
 }
 
-function readWithVm(pid: number, buf: Buffer, batch: PageRange[]): number {
+async function readWithVm(pid: number, buf: Buffer, batch: PageRange[]): Promise<number> {
   try {
-    return processVmReadv(pid, buf, batch);
+    return await processVmReadvAsync(pid, buf, batch);
   } catch (err) {
     if (isErrno(err, 'EFAULT', 'ENOSYS', 'EPERM')) return 0;
     throw err;
@@ -288,7 +288,8 @@ export async function copyPages(
     const room = await writer.room(bytes);
     // What process_vm_readv cannot read (it stops at the first such range; fails with EFAULT when
     // that is the first of the batch; is missing or forbidden on some systems) goes through /proc/PID/mem.
-    const got = batch[0]!.readable && data.length > 0 ? readWithVm(pid, room, data) : 0;
+    // On one of libuv's threads: meanwhile the batch before goes out.
+    const got = batch[0]!.readable && data.length > 0 ? await readWithVm(pid, room, data) : 0;
     if (got < bytes && options.running) {
       // Whole ranges only: process_vm_readv never splits one.
       const read = head(data, got);

@@ -140,6 +140,8 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       const ranges = pagesToDump(pid, tracked, DUMP_BATCH, tracker.scanner(true));
       const totalBytes = roomBytes(ranges);
       const names = { pages: `pages-${round}.img`, index: `pagemap-${round}.img` };
+      const layerVmas = vmas.map(({ start, end, perms, kind, name }) => ({ start, end, perms, kind, name }));
+      await sink.layerStart?.(pid, names, layerVmas);
       const writer = new PageStoreWriter(
         sink.openPart(names.pages),
         sink.openPart(names.index),
@@ -157,11 +159,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       layers.push(names);
       // The copy's own time, for the rate: what follows is the target taking the layer in.
       const copyMs = now() - started;
-      const prefilled = await sink.layerDone?.(
-        pid,
-        names,
-        vmas.map(({ start, end, perms, kind, name }) => ({ start, end, perms, kind, name })),
-      );
+      const prefilled = await sink.layerDone?.(pid, names, layerVmas);
       const copied = rangeSpans(stored);
       held = unionSpans(held, copied);
       const ms = now() - started;

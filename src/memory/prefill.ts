@@ -1,23 +1,27 @@
 // Prefill: the target's restore begun while a pre-copy migration's rounds arrive, so that its
-// downtime no longer grows with the process's size. A restore stub is started at the first round;
-// each round's pages are read (preadv, by the stub itself) into staging memory of the stub, one
-// region per anonymous VMA the source had then, at addresses no VMA of the process used. At the
-// restore (restore.ts), each VMA whose staging matches it moves into place with mremap, without a
-// copy, and only the pages that changed since their round are written, the dropped ones cleared.
+// downtime no longer grows with the process's size. A restore stub holds staging memory, one
+// region per anonymous VMA the source had as each round began, at addresses no VMA of the process
+// used. The round's pages go into the staging as they arrive (the source says where: PLACE), never
+// to disk; what is not placed is read from the received part (preadv, by the stub) when the round
+// ends. At the restore (restore.ts), each VMA whose staging matches it moves into place with
+// mremap, without a copy, and only the pages that changed since their round are written, the
+// dropped ones cleared; staging that cannot move first gives its bytes back to the parts' holes.
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { FerryError } from '../errors.js';
 import { resolvePages, type PageLayer } from '../image/page-layers.js';
 import type { PageIndex } from '../image/page-index.js';
-import type { LayerVma } from '../image/sink.js';
+import type { FilePartWriter, LayerVma, PartSummary, PartWriter, Placement } from '../image/sink.js';
 import { readProcText } from '../proc/files.js';
 import { parseMaps } from '../proc/maps.js';
-import { readPagesInProcess, type LayerRange, type StagedRun } from './pages.js';
+import { readPagesInProcess, type StagedRun } from './pages.js';
+import { IOV_MAX, processVmReadv, processVmWriteBuffersAsync } from '../sys/process-vm.js';
 import { startRestoreStub, type RestoreStub } from '../stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from '../stub/stub.js';
 import { MADV, MAP, MREMAP, PROT } from '../sys/mman.js';
 import { NR } from '../sys/nr.js';
 import { RemoteSyscalls, type RemoteCall } from '../tracee/remote.js';
 import { findGap } from '../vma/gaps.js';
-import { overlaySpans, pushSpan, type Span } from '../vma/spans.js';
+import { cutSpans, overlaySpans, pushSpan, spanAt, subtractSpans, type Span } from '../vma/spans.js';
 import type { VmaKind } from '../vma/vma.js';
 
 /** Kinds whose VMAs are staged: private anonymous memory without a name or growth direction. */
@@ -52,9 +56,27 @@ function stagingGap(occupied: readonly Span[], start: bigint, len: bigint): bigi
 }
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
 
+/**
+ * Bytes of a round's pages part that went straight into staging (placed) instead of into the
+ * part's file, which has a hole there: `len` bytes for process address `addr`, at `offset` of `file`.
+ */
+interface Hole {
+  file: string;
+  addr: bigint;
+  len: number;
+  offset: number;
+}
+
 export class Prefill {
   /** Staging by the VMA's start address. */
   readonly staged = new Map<bigint, Staged>();
+  /** Per round's pages part, the process addresses placed in staging as they came (sorted). */
+  private readonly placed = new Map<string, Span[]>();
+  /**
+   * What only staging holds. Staging that does not move into place gives its bytes back to the
+   * files first; should the prefill fail, the restore cannot do without it.
+   */
+  private readonly holes: Hole[] = [];
   private done = false;
 
   private constructor(readonly stub: RestoreStub) {}
@@ -68,14 +90,35 @@ export class Prefill {
     return new Prefill(stub);
   }
 
+  /** Whether pages of the image are held here alone: the restore cannot do without this prefill. */
+  get holds(): boolean {
+    return this.holes.length > 0;
+  }
+
+  /** A round begins: make (or resize) the staging of the VMAs in `vmas`, for its pages to come. */
+  beginRound(vmas: readonly LayerVma[]): void {
+    this.checkOpen();
+    this.withRemote((remote) => this.stage(remote, vmas.filter(isStageable)));
+  }
+
+  /**
+   * The round's pages part `part`, written to `file` but for the bytes the source placed (place())
+   * in staging: those go straight in there as they come, on libuv's threads.
+   */
+  placePart(part: string, file: FilePartWriter): PartWriter {
+    const placed = this.placed.get(part) ?? [];
+    this.placed.set(part, placed);
+    const staging = [...this.staged.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
+    return new PlacedPart(this.stub.pid, part, file, staging, placed, this.holes);
+  }
+
   /**
    * Read one round's pages (`index` of the layer in image part `part`, now in `file`) into staging
-   * for the VMAs in `vmas`.
+   * for the VMAs in `vmas`, but those placed there as they came.
    */
   addLayer(part: string, file: string, index: PageIndex, vmas: readonly LayerVma[]): void {
-    if (this.done) throw new FerryError('FERRY_INTERNAL', 'prefill used after its restore');
-    const remote = RemoteSyscalls.open(this.stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
-    try {
+    this.checkOpen();
+    this.withRemote((remote) => {
       remote.installScratch({ size: SCRATCH });
       this.stage(remote, vmas.filter(isStageable));
       const layer: PageLayer = {
@@ -85,7 +128,8 @@ export class Prefill {
         part,
         open: () => fail('a prefill reads in place'),
       };
-      const reads: LayerRange[] = [];
+      /** Data for staging, by process address: what was not placed is read from the file. */
+      const wanted: (Span & { at: bigint; offset: number })[] = [];
       const clears: RemoteCall[] = [];
       const written = new Map<Staged, StagedRun[]>();
       const list = [...this.staged.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
@@ -102,7 +146,7 @@ export class Prefill {
           if (src.layer === null) {
             clears.push({ name: `madvise(${hex(at)})`, nr: NR.madvise, args: [at, len, MADV.DONTNEED] });
           } else {
-            reads.push({ addr: at, len, offset: src.offset + Number(from - src.start) });
+            wanted.push({ start: from, end: to, at, offset: src.offset + Number(from - src.start) });
           }
           const runs = written.get(s) ?? [];
           runs.push({ start: from, end: to, part: src.layer === null ? null : part });
@@ -110,14 +154,73 @@ export class Prefill {
           a = to;
         }
       }
+      const placed = this.placed.get(part) ?? [];
+      if (subtractSpans(placed, wanted).length > 0)
+        throw new FerryError('FERRY_IMAGE_CORRUPT', `${part}: pages placed where its index has none`);
+      const reads = cutSpans(wanted, placed, (w, start, end) => ({
+        start,
+        end,
+        at: w.at + (start - w.start),
+        offset: w.offset + Number(start - w.start),
+      })).map((w) => ({ addr: w.at, len: Number(w.end - w.start), offset: w.offset }));
       remote.batch(clears);
       readPagesInProcess(remote, file, reads);
       for (const [s, runs] of written)
         s.runs = overlaySpans(s.runs, runs, (r, start, end) => ({ start, end, part: r.part }));
       remote.removeScratch();
+    });
+  }
+
+  private checkOpen(): void {
+    if (this.done) throw new FerryError('FERRY_INTERNAL', 'prefill used after its restore');
+  }
+
+  private withRemote(work: (remote: RemoteSyscalls) => void): void {
+    const remote = RemoteSyscalls.open(this.stub.tracee, { insn: STUB_SYSCALL_ADDRESS });
+    try {
+      work(remote);
     } finally {
       remote.close();
     }
+  }
+
+  /**
+   * Give the bytes only staging `s` holds for process addresses [from, to) back to their files, from
+   * where the staging is now: before that part of the staging goes.
+   */
+  private giveBack(s: Staged, from = s.start, to = s.end): void {
+    const fds = new Map<string, number>();
+    const kept: Hole[] = [];
+    try {
+      for (const h of this.holes) {
+        const end = h.addr + BigInt(h.len);
+        const start = h.addr > from ? h.addr : from;
+        const stop = end < to ? end : to;
+        if (start >= stop) {
+          kept.push(h);
+          continue;
+        }
+        const len = Number(stop - start);
+        const bytes = Buffer.allocUnsafe(len);
+        const at = s.at + (start - s.start);
+        const got = processVmReadv(this.stub.pid, bytes, [{ addr: at, len }]);
+        if (got !== len)
+          throw new FerryError(
+            'FERRY_RESTORE_FAILED',
+            `read back ${got} of ${len} staged bytes at ${hex(at)}`,
+          );
+        let fd = fds.get(h.file);
+        if (fd === undefined) fds.set(h.file, (fd = openSync(h.file, 'r+')));
+        writeSync(fd, bytes, 0, len, h.offset + Number(start - h.addr));
+        // What lies outside [from, to) is staging's alone still.
+        if (h.addr < start) kept.push({ ...h, len: Number(start - h.addr) });
+        if (end > stop)
+          kept.push({ ...h, addr: stop, len: Number(end - stop), offset: h.offset + Number(stop - h.addr) });
+      }
+    } finally {
+      for (const fd of fds.values()) closeSync(fd);
+    }
+    this.holes.splice(0, this.holes.length, ...kept);
   }
 
   /** Make or resize the staging region of every stageable VMA. */
@@ -135,6 +238,8 @@ export class Prefill {
       if (at === undefined) continue; // left to the restore
       if (s) {
         const old = s.end - s.start;
+        // Pages past its new end may be the process's still, in a VMA of their own now (mprotect).
+        if (v.end < s.end) this.giveBack(s, v.end, s.end);
         remote.check('mremap', NR.mremap, s.at, old, len, MREMAP.MAYMOVE | MREMAP.FIXED, at);
         s.at = at;
         s.end = v.end;
@@ -183,6 +288,7 @@ export class Prefill {
       const len = s.end - s.start;
       const at = stagingGap(occupied(), s.start, len);
       if (at === undefined) {
+        this.giveBack(s);
         remote.check('munmap(staging)', NR.munmap, s.at, len);
         this.staged.delete(s.start);
         continue;
@@ -202,8 +308,10 @@ export class Prefill {
       moved.set(v, s.runs);
       this.staged.delete(v.start);
     }
-    for (const s of this.staged.values())
+    for (const s of this.staged.values()) {
+      this.giveBack(s);
       calls.push({ name: 'munmap(staging)', nr: NR.munmap, args: [s.at, s.end - s.start] });
+    }
     this.staged.clear();
     remote.batch(calls);
     return moved;
@@ -224,4 +332,122 @@ export class Prefill {
 
 function fail(why: string): never {
   throw new FerryError('FERRY_INTERNAL', why);
+}
+
+/** Bytes placed in staging at most per process_vm_writev. */
+const PLACE_BATCH = 1 << 20;
+
+/**
+ * A round's pages part as it arrives (Prefill.placePart()). Pieces of one run of staging gather up to
+ * 1 MiB per call: a call per piece as the socket gives them (64 KiB) took twice as long.
+ */
+class PlacedPart implements PartWriter {
+  /** Where the bytes to come go, in order (place()). */
+  private readonly queue: Placement[] = [];
+  private readonly calls: Promise<void>[] = [];
+  /** Bytes of the part so far. */
+  private offset = 0;
+  /** Pieces gathered for one call: to staging address `at` on. */
+  private batch: { at: bigint; pieces: Buffer[]; len: number } | undefined;
+
+  constructor(
+    private readonly pid: number,
+    private readonly part: string,
+    private readonly file: FilePartWriter,
+    /** The staging regions, in address order. */
+    private readonly staging: readonly Staged[],
+    /** The process addresses placed, which this part adds to. */
+    private readonly placed: Span[],
+    private readonly holes: Hole[],
+  ) {}
+
+  place(runs: readonly Placement[]): void {
+    this.queue.push(...runs.map((r) => ({ ...r })));
+  }
+
+  reserve(bytes: number): void {
+    this.file.reserve(bytes);
+  }
+
+  /** Resolves when what it started is over (bytes gathered for a call to come are not waited for). */
+  write(data: Uint8Array): Promise<void> {
+    const writes: Promise<void>[] = [];
+    for (let off = 0; off < data.length;) {
+      const run = this.queue[0];
+      // Bytes no placement speaks for go to the file.
+      const n = Math.min(run?.len ?? Infinity, data.length - off);
+      const s = run && spanAt(this.staging, run.addr);
+      const len = s ? Math.min(n, Number(s.end - run.addr)) : n;
+      const piece = Buffer.from(data.buffer, data.byteOffset + off, len);
+      if (s) {
+        this.file.skip(piece);
+        this.hole(run.addr, len);
+        const call = this.gather(s.at + (run.addr - s.start), piece);
+        if (call) writes.push(call);
+      } else {
+        writes.push(this.file.write(piece));
+      }
+      if (run) {
+        run.addr += BigInt(len);
+        run.len -= len;
+        if (run.len === 0) this.queue.shift();
+      }
+      this.offset += len;
+      off += len;
+    }
+    return Promise.all(writes).then(() => {});
+  }
+
+  async close(): Promise<PartSummary> {
+    void this.flush();
+    await Promise.all(this.calls);
+    if (this.queue.length > 0)
+      throw new FerryError('FERRY_IMAGE_CORRUPT', `${this.part}: placed beyond its bytes`);
+    return this.file.close();
+  }
+
+  /** Note `len` bytes for `addr` kept in staging alone, at the part's current offset. */
+  private hole(addr: bigint, len: number): void {
+    pushSpan(this.placed, addr, addr + BigInt(len));
+    const last = this.holes.at(-1);
+    if (
+      last?.file === this.file.path &&
+      last.addr + BigInt(last.len) === addr &&
+      last.offset + last.len === this.offset
+    )
+      last.len += len;
+    else this.holes.push({ file: this.file.path, addr, len, offset: this.offset });
+  }
+
+  /** Add `piece` for staging address `at`; the call started (its end) if one had to be. */
+  private gather(at: bigint, piece: Buffer): Promise<void> | undefined {
+    const b = this.batch;
+    if (
+      b &&
+      b.at + BigInt(b.len) === at &&
+      b.len + piece.length <= PLACE_BATCH &&
+      b.pieces.length < IOV_MAX
+    ) {
+      b.pieces.push(piece);
+      b.len += piece.length;
+      return b.len === PLACE_BATCH ? this.flush() : undefined;
+    }
+    const started = this.flush();
+    this.batch = { at, pieces: [piece], len: piece.length };
+    return started;
+  }
+
+  /** Start the call for the pieces gathered. */
+  private flush(): Promise<void> | undefined {
+    const b = this.batch;
+    if (!b) return undefined;
+    this.batch = undefined;
+    const call = processVmWriteBuffersAsync(this.pid, b.pieces, [{ addr: b.at, len: b.len }]).then((got) => {
+      if (got !== b.len)
+        throw new FerryError('FERRY_RESTORE_FAILED', `placed ${got} of ${b.len} bytes at ${hex(b.at)}`);
+    });
+    call.catch(() => {}); // awaited by close() too
+    this.calls.push(call);
+    return call;
+  }
 }

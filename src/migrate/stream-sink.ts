@@ -12,6 +12,7 @@ import type { ImageSink, LayerVma, PartWriter } from '../image/sink.js';
 import type { PageChannel } from '../memory/postcopy.js';
 import {
   encodeLayerNotice,
+  encodePlacement,
   FRAME,
   frameHeader,
   MAX_PAYLOAD,
@@ -58,6 +59,8 @@ export class StreamSink implements ImageSink {
    * let the command end as if it were done.
    */
   private readonly writing = new Set<(err: Error) => void>();
+  /** The pre-copy rounds' pages parts: each batch of them goes with its PLACE frame. */
+  private readonly placing = new Set<string>();
   /** Post-copy: hears the target's requests for pages. */
   private onFault: ((addr: bigint, len: number) => void) | undefined;
 
@@ -193,7 +196,12 @@ export class StreamSink implements ImageSink {
   openPart(name: string): PartWriter {
     const hasher = createHasher();
     let size = 0;
+    const placing = this.placing.has(name);
     return {
+      // Sent in order with the part's frames, so no wait: the connection's failure fails those.
+      place: (runs) => {
+        if (placing) void this.send(FRAME.PLACE, name, encodePlacement(runs)).catch(() => {});
+      },
       write: (data) => {
         hasher.update(data);
         size += data.length;
@@ -206,6 +214,12 @@ export class StreamSink implements ImageSink {
         return { size, checksum: hasher.digest() };
       },
     };
+  }
+
+  /** Send the ROUND frame: the round's pages part is placed as it goes (PLACE frames). */
+  layerStart(pid: number, layer: LayerRecord, vmas: readonly LayerVma[]): Promise<void> {
+    this.placing.add(layer.pages);
+    return this.send(FRAME.ROUND, '', encodeLayerNotice({ pid, layer, vmas: [...vmas] }));
   }
 
   /** Send the LAYER frame and wait until the target has taken the layer in (it may prefill from it). */

@@ -5,7 +5,8 @@ import { FerryError } from '../errors.js';
 import { serialize } from '../image/json.js';
 import { layerRecord } from '../image/manifest.js';
 import { array, hex64, integer, object, oneOf, string, type Infer } from '../image/schema.js';
-import { PART_NAME } from '../image/sink.js';
+import { PART_NAME, type Placement } from '../image/sink.js';
+import { encodeIovecs } from '../sys/process-vm.js';
 import { VMA_KINDS } from '../vma/vma.js';
 
 export const FRAME = {
@@ -24,6 +25,16 @@ export const FRAME = {
    * pairs of u64 LE; the target serves those from the rounds' layers.
    */
   KEEP: 9,
+  /**
+   * Pre-copy, before a round's pages: the round's layer and the VMAs it copies (a LAYER notice's
+   * payload); the target may make room for the pages in the process it restores.
+   */
+  ROUND: 10,
+  /**
+   * Pre-copy: where the next bytes of the round's pages part (named) go, as (address, length) pairs
+   * of u64 LE, in the order of the bytes.
+   */
+  PLACE: 11,
 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
@@ -69,7 +80,7 @@ export function decodeLayerNotice(payload: Buffer): LayerNotice {
 
 export interface Frame {
   type: FrameType;
-  /** The part a PART frame adds to; empty for the others. */
+  /** The part a PART frame adds to, or a PLACE frame places; empty for the others. */
   name: string;
   payload: Buffer;
 }
@@ -99,9 +110,28 @@ function checkHeader(type: number, nameLength: number, length: number): FrameTyp
   return type as FrameType;
 }
 
+/** Frames that name a part. */
+const NAMED: readonly FrameType[] = [FRAME.PART, FRAME.PLACE];
+
 function checkName(type: FrameType, name: string): void {
-  if (type === FRAME.PART && !PART_NAME.test(name)) throw corrupt(`bad part name ${JSON.stringify(name)}`);
-  if (type !== FRAME.PART && name !== '') throw corrupt(`frame type ${type} carries a name`);
+  if (NAMED.includes(type) && !PART_NAME.test(name)) throw corrupt(`bad part name ${JSON.stringify(name)}`);
+  if (!NAMED.includes(type) && name !== '') throw corrupt(`frame type ${type} carries a name`);
+}
+
+/** A PLACE frame's payload: where the bytes go, in their order (struct iovec's layout). */
+export const encodePlacement = (runs: readonly Placement[]): Buffer => encodeIovecs(runs);
+
+export function decodePlacement(payload: Buffer): Placement[] {
+  if (payload.length % 16 !== 0) throw corrupt(`a PLACE frame of ${payload.length} bytes`);
+  const runs: Placement[] = [];
+  for (let off = 0; off < payload.length; off += 16) {
+    const addr = payload.readBigUInt64LE(off);
+    const len = payload.readBigUInt64LE(off + 8);
+    if (addr % 4096n !== 0n || len === 0n || len % 4096n !== 0n || len > BigInt(MAX_PAYLOAD))
+      throw corrupt(`a PLACE frame with a run of ${len} bytes at 0x${addr.toString(16)}`);
+    runs.push({ addr, len: Number(len) });
+  }
+  return runs;
 }
 
 /**

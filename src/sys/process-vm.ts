@@ -22,6 +22,24 @@ export function encodeIovecs(ranges: readonly RemoteRange[]): Buffer {
   return iov;
 }
 
+/** The arguments of a transfer between `local` here and `ranges` of process `pid`. */
+function transferArgs(
+  name: string,
+  pid: number,
+  local: Buffer,
+  ranges: readonly RemoteRange[],
+): [() => string[], number, Buffer, number, Buffer, number, number] {
+  if (ranges.length > IOV_MAX) throw new RangeError(`${name}: at most ${IOV_MAX} ranges per call`);
+  const localIov = encodeIovecs([{ addr: addressOf(local), len: local.length }]);
+  const first = ranges[0];
+  const describe = (): string[] => [
+    String(pid),
+    first ? `0x${first.addr.toString(16)}` : '-',
+    `${ranges.length} ranges`,
+  ];
+  return [describe, pid, localIov, 1, encodeIovecs(ranges), ranges.length, 0];
+}
+
 function transfer(
   nr: number,
   name: string,
@@ -29,23 +47,7 @@ function transfer(
   local: Buffer,
   ranges: readonly RemoteRange[],
 ): number {
-  if (ranges.length > IOV_MAX) throw new RangeError(`${name}: at most ${IOV_MAX} ranges per call`);
-  const localIov = Buffer.alloc(16);
-  localIov.writeBigUInt64LE(addressOf(local), 0);
-  localIov.writeBigUInt64LE(BigInt(local.length), 8);
-  const remote = encodeIovecs(ranges);
-  const first = ranges[0];
-  return syscall(
-    nr,
-    name,
-    () => [String(pid), first ? `0x${first.addr.toString(16)}` : '-', `${ranges.length} ranges`],
-    pid,
-    localIov,
-    1,
-    remote,
-    ranges.length,
-    0,
-  );
+  return syscall(nr, name, ...transferArgs(name, pid, local, ranges));
 }
 
 /**
@@ -54,6 +56,19 @@ function transfer(
  */
 export function processVmReadv(pid: number, local: Buffer, ranges: readonly RemoteRange[]): number {
   return transfer(NR.process_vm_readv, 'process_vm_readv', pid, local, ranges);
+}
+
+/** processVmReadv() on one of libuv's threads; `local` is the caller's to keep until it settles. */
+export function processVmReadvAsync(
+  pid: number,
+  local: Buffer,
+  ranges: readonly RemoteRange[],
+): Promise<number> {
+  return syscallAsync(
+    NR.process_vm_readv,
+    'process_vm_readv',
+    ...transferArgs('process_vm_readv', pid, local, ranges),
+  );
 }
 
 /** Write `local`, in order, over the ranges; returns the bytes written. */
@@ -86,5 +101,18 @@ export function processVmWritevAsync(
     remoteIov,
     remote.length,
     0,
+  );
+}
+
+/** processVmWritevAsync of `local`, buffers here, which the caller keeps until the promise settles. */
+export function processVmWriteBuffersAsync(
+  pid: number,
+  local: readonly Buffer[],
+  remote: readonly RemoteRange[],
+): Promise<number> {
+  return processVmWritevAsync(
+    pid,
+    local.map((b) => ({ addr: addressOf(b), len: b.length })),
+    remote,
   );
 }

@@ -20,7 +20,7 @@ export interface SelfChecking {
 /** Start fixture `name` with `args`, its report in `home`/out; `cleanup` kills and reaps it. */
 export async function startSelfChecking(
   home: string,
-  name: 'memload' | 'dirty' | 'lazy',
+  name: 'memload' | 'dirty' | 'lazy' | 'shrink',
   args: string[],
   cleanup: (step: () => Promise<void>) => void,
 ): Promise<SelfChecking> {
