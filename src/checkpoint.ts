@@ -6,7 +6,7 @@ import { FerryError, isFerryError } from './errors.js';
 import { initHashing } from './image/hash.js';
 import { IMAGE_VERSION, pageParts, sealManifest } from './image/manifest.js';
 import { PageStoreWriter, roomBytes } from './image/page-store.js';
-import { DirSink, type ImageSink, type PartSummary } from './image/sink.js';
+import { DirSink, layerVmas, type ImageSink, type PartSummary } from './image/sink.js';
 import { readProcBytes, readProcText } from './proc/files.js';
 import { userProcessStat } from './proc/process.js';
 import { parseSmaps } from './proc/smaps.js';
@@ -407,7 +407,7 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     }));
   const preCopy = precopyChoice(options);
   // Made once the options hold: a refused command line leaves no directory behind.
-  const sink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
+  const sink: ImageSink = options.sink ?? new DirSink(imageDir(options), options.sync ?? false);
   // Should ferry die before the commit, its guardian removes the image it had begun.
   const partial = sink instanceof DirSink ? sink.partial : undefined;
   if (partial) guardian.partial(partial);
@@ -515,6 +515,10 @@ async function dumpWatched(pid: number, options: DumpOptions, guardian: Guardian
     captures.forEach((c, i) => c.writer.reserve(sizes[i]!)); // a full disk shows now, before any page is copied
     timings.mark('scan');
     options.signal?.throwIfAborted();
+    // A migration's target may put the frozen pages straight into the process it restores, as it
+    // did a pre-copy round's (not post-copy's: its anonymous memory comes once the copy runs).
+    if (options.postCopy === undefined)
+      await sink.layerStart?.(pid, pageParts(), layerVmas(captures[0]!.state.vmas));
     const copying = baseline?.tracker ?? plan.tracker;
     let before = 0;
     for (const [i, c] of captures.entries()) {

@@ -22,7 +22,7 @@ import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { setLink } from './helpers/netns.js';
 import { traceState } from './helpers/processes.js';
-import { killAndReap } from './helpers/reaper.js';
+import { childrenOf, killAndReap } from './helpers/reaper.js';
 import { assertUntracked, startSelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
@@ -121,6 +121,37 @@ test('the target lost after the fence: in doubt, the source stopped; `ferry reso
   runsFree(f.pid);
   assert.match(await f.verify(), /^PASS /);
   await targetClean(agents[1]!);
+});
+
+test("the target's staging killed while a pre-copy round goes into it: the migration fails, the source runs on", async () => {
+  // The round's pages go straight into the stub's staging, never to the target's disk: once the
+  // stub holds some, losing it must fail the migration, not restore the process without them. The
+  // target's agent (one of its own) stops itself at its fourth placement, when the stub is killed.
+  const agent = await startAgentOn(lab, lab.hosts[1]!, lab.dir(), {
+    port: PORT + 1,
+    env: { FERRY_FAULT: 'place@4:STOP' },
+  });
+  const d = await startSelfChecking(lab.dir(), 'dirty', ['64', '0'], cleanup);
+  const to = `${lab.hosts[1]!.addr}:${PORT + 1}`;
+  const migrating = migrateCli(lab, lab.hosts[0]!, d.pid, to, ['--mode', 'pre-copy']);
+  const at = agent.process.pid;
+  for (let i = 0; i < 1000 && traceState(at).state !== 'T'; i++) await sleep(10);
+  assert.equal(traceState(at).state, 'T', 'the agent stopped at its fourth placement');
+  const stubs = childrenOf(at);
+  assert.equal(stubs.length, 1, `the agent's children: ${stubs.join(' ')}`);
+  killAndReap(stubs[0]!);
+  kill(at, SIG.SIGCONT);
+  const r = await migrating;
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, 'FERRY_MIGRATION_FAILED');
+  assert.match(error.message, /the process runs on here$/);
+  runsFree(d.pid);
+  assertUntracked(d.pid);
+  assert.match(await d.check(d.pid), /^CHECK ok \d+$/);
+  await targetClean(agent);
+  assert.deepEqual(childrenOf(at), [], 'nothing held at the target');
+  await agent.process.stop();
 });
 
 test('packets to the target dropped at the source during pre-copy: the migration fails, the source runs on', async () => {

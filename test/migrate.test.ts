@@ -517,19 +517,24 @@ test('over TLS: the agent presents its certificate, the source trusts it with --
   assert.match(await f.verify(moved.targetPid), /^PASS 2 /);
 });
 
-test("the target's data directory fills up: the source runs on intact, the target cleans up", async () => {
+test("the target's data directory fills up: the source runs on intact, the target cleans up; pages put straight into the process never fill it", async () => {
   const small = `${lab.work}/small`;
   mkdirSync(small);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small]);
   cleanup(() => void execFileSync('umount', ['-l', small]));
   const agent = await startAgentOn(lab.hosts[2]!, small);
   const m = await memload(16);
-  const r = await migrateCli(lab.hosts[0]!, m.pid, lab.hosts[2]!);
+  // Hybrid's round goes to the target's disk (its pages are served from there): 16 MiB in 4.
+  const r = await migrateCli(lab.hosts[0]!, m.pid, lab.hosts[2]!, '--mode', 'hybrid');
   assert.equal(r.code, 1, r.stdout);
   assert.match(r.stdout, /no space left on device/);
   runsFree(m.pid);
   assert.equal(await m.check(), 'CHECK ok');
   await targetClean(agent);
+  // Stop-copy's pages go straight into the process the target restores: the same process moves.
+  const moved = migrated(await migrateCli(lab.hosts[0]!, m.pid, lab.hosts[2]!));
+  assert.equal(await m.check(moved.targetPid), 'CHECK ok');
+  killAndReap(moved.targetPid);
 });
 
 test('redis-server with 100,000 keys migrates there (pre-copy) and back (post-copy); every key reads back, writes work', async () => {

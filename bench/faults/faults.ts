@@ -236,9 +236,9 @@ const CLASSES: FaultClass[] = [
   linkCut('link-cut-target', 'target'),
   {
     name: 'target-disk-full',
-    what: 'a migration to an agent whose data directory (a 4 MiB tmpfs) fills up',
+    what: 'a hybrid migration (its round goes to disk) to an agent whose data directory (a 4 MiB tmpfs) fills up',
     moves: true,
-    run: (t) => migrateWith(t, [], { to: `${target.addr}:${PORT + 1}` }),
+    run: (t) => migrateWith(t, ['--mode', 'hybrid'], { to: `${target.addr}:${PORT + 1}` }),
   },
   {
     name: 'flipped-byte',

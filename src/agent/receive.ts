@@ -131,6 +131,8 @@ export class Migrations {
     // The stub the process will be restored in, started now while the source freezes and reads
     // it (its PID taken as the source names it, when free here): not within the downtime.
     let prefill = this.earlyStub(req.headers['ferry-pid']);
+    /** Layers begun (ROUND) and staged, not ended by LAYER: the frozen copy's, at the manifest. */
+    const begun = new Map<string, LayerNotice>();
     /** Writes of received frames still going on, oldest first. */
     const writes: Promise<void>[] = [];
     res.writeHead(200, {
@@ -171,6 +173,7 @@ export class Migrations {
             throw new FerryError('FERRY_CONNECTION', `round part ${notice.layer.pages} begun twice`);
           // Hybrid's rounds are not staged (below).
           if (req.headers['ferry-mode'] !== 'hybrid') {
+            begun.set(notice.layer.pages, notice);
             prefill = this.beginRound(prefill, notice);
             if (prefill)
               parts.set(
@@ -186,6 +189,7 @@ export class Migrations {
         } else if (frame.type === FRAME.LAYER) {
           if (m.state !== 'receiving') throw new FerryError('FERRY_CONNECTION', 'a layer after the manifest');
           const notice = decodeLayerNotice(frame.payload);
+          begun.delete(notice.layer.pages);
           await close(notice.layer.pages);
           await close(notice.layer.index);
           // Hybrid: the round's pages come in as the process runs, from here or the source, as its
@@ -211,6 +215,8 @@ export class Migrations {
           const state = manifest.state;
           checkLeastPrivilege(caller, manifest);
           await Promise.all([...parts.keys()].map(close));
+          // The frozen copy's pages placed as they came: the rest of them go in now.
+          for (const notice of begun.values()) prefill = this.prefillLayer(prefill, notice, sink);
           m.state = 'restoring';
           // Each part was hashed as it arrived: the manifest is checked against those sums. The
           // image is restored where it was received, never made whole on disk: it goes once the

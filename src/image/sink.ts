@@ -36,6 +36,10 @@ export interface LayerVma {
   name: string;
 }
 
+/** The fields of `vmas` a round's notice carries. */
+export const layerVmas = (vmas: readonly LayerVma[]): LayerVma[] =>
+  vmas.map(({ start, end, perms, kind, name }) => ({ start, end, perms, kind, name }));
+
 export interface PartSummary {
   size: number;
   checksum: string;
@@ -85,8 +89,9 @@ export interface ImageSink {
    */
   commit(manifest: string, fence?: () => void): Promise<void>;
   /**
-   * A pre-copy round begins: its pages go into `layer`; `vmas` are the process's VMAs as it starts.
-   * A target may make room for the pages in the process it restores.
+   * A pre-copy round, or the frozen copy of a migration, begins: its pages go into `layer`; `vmas`
+   * are the process's VMAs as it starts. A target may make room for the pages in the process it
+   * restores.
    */
   layerStart?(pid: number, layer: LayerRecord, vmas: readonly LayerVma[]): Promise<void>;
   /**

@@ -4,7 +4,7 @@
 // dump, frozen, then sends only what was written since the last round.
 import { PageStoreWriter, roomBytes } from '../image/page-store.js';
 import type { LayerRecord } from '../image/manifest.js';
-import type { ImageSink, PartSummary } from '../image/sink.js';
+import { layerVmas, type ImageSink, type PartSummary } from '../image/sink.js';
 import { isFerryError } from '../errors.js';
 import { readProcText } from '../proc/files.js';
 import { userProcessStat } from '../proc/process.js';
@@ -140,8 +140,8 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       const ranges = pagesToDump(pid, tracked, DUMP_BATCH, tracker.scanner(true));
       const totalBytes = roomBytes(ranges);
       const names = { pages: `pages-${round}.img`, index: `pagemap-${round}.img` };
-      const layerVmas = vmas.map(({ start, end, perms, kind, name }) => ({ start, end, perms, kind, name }));
-      await sink.layerStart?.(pid, names, layerVmas);
+      const notice = layerVmas(vmas);
+      await sink.layerStart?.(pid, names, notice);
       const writer = new PageStoreWriter(
         sink.openPart(names.pages),
         sink.openPart(names.index),
@@ -159,7 +159,7 @@ export async function precopy(pid: number, sink: ImageSink, options: PrecopyOpti
       layers.push(names);
       // The copy's own time, for the rate: what follows is the target taking the layer in.
       const copyMs = now() - started;
-      const prefilled = await sink.layerDone?.(pid, names, layerVmas);
+      const prefilled = await sink.layerDone?.(pid, names, notice);
       const copied = rangeSpans(stored);
       held = unionSpans(held, copied);
       const ms = now() - started;

@@ -18,6 +18,7 @@ import { IOV_MAX, processVmReadv, processVmWriteBuffersAsync } from '../sys/proc
 import { startRestoreStub, type RestoreStub } from '../stub/restore-stub.js';
 import { STUB_SYSCALL_ADDRESS } from '../stub/stub.js';
 import { MADV, MAP, MREMAP, PROT } from '../sys/mman.js';
+import { faultPoint } from '../sys/fault.js';
 import { NR } from '../sys/nr.js';
 import { RemoteSyscalls, type RemoteCall } from '../tracee/remote.js';
 import { findGap } from '../vma/gaps.js';
@@ -70,6 +71,8 @@ interface Hole {
 export class Prefill {
   /** Staging by the VMA's start address. */
   readonly staged = new Map<bigint, Staged>();
+  /** The layers added so far, oldest first. */
+  private readonly layers: PageLayer[] = [];
   /** Per round's pages part, the process addresses placed in staging as they came (sorted). */
   private readonly placed = new Map<string, Span[]>();
   /**
@@ -121,20 +124,17 @@ export class Prefill {
     this.withRemote((remote) => {
       remote.installScratch({ size: SCRATCH });
       this.stage(remote, vmas.filter(isStageable));
-      const layer: PageLayer = {
-        name: file,
-        index,
-        file,
-        part,
-        open: () => fail('a prefill reads in place'),
-      };
+      this.layers.push({ name: file, index, file, part, open: () => fail('a prefill reads in place') });
+      const own = this.layers.length - 1;
       /** Data for staging, by process address: what was not placed is read from the file. */
       const wanted: (Span & { at: bigint; offset: number })[] = [];
       const clears: RemoteCall[] = [];
       const written = new Map<Staged, StagedRun[]>();
       const list = [...this.staged.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
       let i = 0;
-      for (const src of resolvePages([layer])) {
+      for (const src of resolvePages(this.layers)) {
+        // Pages unchanged since an earlier round (the frozen copy's) are staged already.
+        if (src.layer !== null && src.layer !== own) continue;
         for (let a = src.start; a < src.end;) {
           while (i < list.length && list[i]!.end <= a) i++;
           const s = list[i];
@@ -442,6 +442,7 @@ class PlacedPart implements PartWriter {
     const b = this.batch;
     if (!b) return undefined;
     this.batch = undefined;
+    faultPoint('place');
     const call = processVmWriteBuffersAsync(this.pid, b.pieces, [{ addr: b.at, len: b.len }]).then((got) => {
       if (got !== b.len)
         throw new FerryError('FERRY_RESTORE_FAILED', `placed ${got} of ${b.len} bytes at ${hex(b.at)}`);

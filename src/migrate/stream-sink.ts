@@ -196,11 +196,10 @@ export class StreamSink implements ImageSink {
   openPart(name: string): PartWriter {
     const hasher = createHasher();
     let size = 0;
-    const placing = this.placing.has(name);
     return {
       // Sent in order with the part's frames, so no wait: the connection's failure fails those.
       place: (runs) => {
-        if (placing) void this.send(FRAME.PLACE, name, encodePlacement(runs)).catch(() => {});
+        if (this.placing.has(name)) void this.send(FRAME.PLACE, name, encodePlacement(runs)).catch(() => {});
       },
       write: (data) => {
         hasher.update(data);
@@ -216,7 +215,7 @@ export class StreamSink implements ImageSink {
     };
   }
 
-  /** Send the ROUND frame: the round's pages part is placed as it goes (PLACE frames). */
+  /** Send the ROUND frame: the round's pages part is placed as it goes (PLACE frames), from now. */
   layerStart(pid: number, layer: LayerRecord, vmas: readonly LayerVma[]): Promise<void> {
     this.placing.add(layer.pages);
     return this.send(FRAME.ROUND, '', encodeLayerNotice({ pid, layer, vmas: [...vmas] }));

@@ -3,11 +3,12 @@
 // act while ferry stands still) the n-th time (1st unless said) it passes <point>. Points: `resume`
 // (every ptrace resume of a thread ferry works in), `frozen` (a process is frozen, nothing read
 // yet), `fence` (a migration's source is fenced, COMMIT not sent yet), `commit` (COMMIT sent),
-// `lazy` (a lazy restore's process runs, its pages coming in: each chunk the background copies) and
-// `postcopy` (a post-copy migration's copy runs on the target: each chunk of pages the source sends).
+// `lazy` (a lazy restore's process runs, its pages coming in: each chunk the background copies),
+// `postcopy` (a post-copy migration's copy runs on the target: each chunk of pages the source sends)
+// and `place` (a migration's target puts received pages into the process it restores: each call).
 // Unset, a point costs one comparison.
 
-export type FaultPoint = 'resume' | 'frozen' | 'fence' | 'commit' | 'lazy' | 'postcopy';
+export type FaultPoint = 'resume' | 'frozen' | 'fence' | 'commit' | 'lazy' | 'postcopy' | 'place';
 
 const SIGNALS = new Set(['KILL', 'INT', 'TERM', 'HUP', 'STOP']);
 

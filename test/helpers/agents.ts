@@ -74,10 +74,12 @@ export async function startAgentOn(
   lab: Lab,
   host: Host,
   dataDir = lab.dir(),
-  options: { port?: number; extra?: string[] } = {},
+  options: { port?: number; extra?: string[]; env?: Record<string, string> } = {},
 ): Promise<AgentProc> {
+  // env(1) execs the agent in turn: the PID is the agent's.
+  const env = Object.entries(options.env ?? {}).map(([k, v]) => `${k}=${v}`);
   const p = await startProcess('ip', [
-    ...['netns', 'exec', host.ns, CLI, 'agent'],
+    ...['netns', 'exec', host.ns, ...(env.length > 0 ? ['env', ...env] : []), CLI, 'agent'],
     ...[
       '--listen',
       `${host.addr}:${options.port ?? PORT}`,
