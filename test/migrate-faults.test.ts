@@ -17,13 +17,14 @@ import {
   startAgentOn,
   targetClean,
   type AgentProc,
+  type CliResult,
 } from './helpers/agents.js';
 import { cleanupAfterAll } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
 import { setLink } from './helpers/netns.js';
 import { traceState } from './helpers/processes.js';
 import { childrenOf, killAndReap } from './helpers/reaper.js';
-import { assertUntracked, startSelfChecking } from './helpers/self-check.js';
+import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
 
 const cleanup = cleanupAfterAll();
@@ -123,6 +124,17 @@ test('the target lost after the fence: in doubt, the source stopped; `ferry reso
   await targetClean(agents[1]!);
 });
 
+/** The migration failed before the fence: the source runs on, untracked, every page right. */
+async function failedAndRunsOn(r: CliResult, d: SelfChecking): Promise<void> {
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, 'FERRY_MIGRATION_FAILED');
+  assert.match(error.message, /the process runs on here$/);
+  runsFree(d.pid);
+  assertUntracked(d.pid);
+  assert.match(await d.check(d.pid), /^CHECK ok \d+$/);
+}
+
 test("the target's staging killed while a pre-copy round goes into it: the migration fails, the source runs on", async () => {
   // The round's pages go straight into the stub's staging, never to the target's disk: once the
   // stub holds some, losing it must fail the migration, not restore the process without them. The
@@ -142,13 +154,7 @@ test("the target's staging killed while a pre-copy round goes into it: the migra
   killAndReap(stubs[0]!);
   kill(at, SIG.SIGCONT);
   const r = await migrating;
-  assert.equal(r.code, 1, r.stdout + r.stderr);
-  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
-  assert.equal(error.code, 'FERRY_MIGRATION_FAILED');
-  assert.match(error.message, /the process runs on here$/);
-  runsFree(d.pid);
-  assertUntracked(d.pid);
-  assert.match(await d.check(d.pid), /^CHECK ok \d+$/);
+  await failedAndRunsOn(r, d);
   await targetClean(agent);
   assert.deepEqual(childrenOf(at), [], 'nothing held at the target');
   await agent.process.stop();
@@ -177,12 +183,6 @@ test('packets to the target dropped at the source during pre-copy: the migration
   cleanup(lift);
   const r = await migrating;
   lift();
-  assert.equal(r.code, 1, r.stdout + r.stderr);
-  const error = (JSON.parse(r.stdout) as { error: { code: string; message: string } }).error;
-  assert.equal(error.code, 'FERRY_MIGRATION_FAILED');
-  assert.match(error.message, /the process runs on here$/);
-  runsFree(d.pid);
-  assertUntracked(d.pid);
-  assert.match(await d.check(d.pid), /^CHECK ok \d+$/);
+  await failedAndRunsOn(r, d);
   await targetClean(agents[1]!);
 });
