@@ -24,7 +24,7 @@ import { fileContent } from './helpers/compute.js';
 import { fixture } from './helpers/fixtures.js';
 import { CLI, PYTHON } from './helpers/paths.js';
 import { startLogged as startProcessLogged, traceState } from './helpers/processes.js';
-import { becomeSubreaper, childrenOf, killAndReap } from './helpers/reaper.js';
+import { becomeSubreaper, childNamed, childrenOf, killAndReap } from './helpers/reaper.js';
 import { checkKeys, freePort, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/redis.js';
 
 const cleanup = cleanupAfterAll();
@@ -92,10 +92,7 @@ test('bc reading a pipe whose writer (echo) has exited: dumped mid-computation, 
     /^/,
     cleanup,
   );
-  let bc: number | undefined;
-  for (const until = Date.now() + 10_000; bc === undefined && Date.now() < until; await sleep(20))
-    bc = childrenOf(sh).find((pid) => readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === 'bc');
-  assert.ok(bc, 'bc started');
+  const bc = await childNamed(sh, 'bc');
   cleanup(() => killAndReap(bc));
   // echo has written its line and exited: nobody holds the pipe's write end.
   while (childrenOf(sh).length > 1) await sleep(10);
@@ -160,17 +157,6 @@ while True:
     print(i, flush=True)
     time.sleep(0.02)
 `;
-
-/** The child of `parent` whose name is `comm`, once it has one. */
-async function childNamed(parent: number, comm: string): Promise<number> {
-  for (const until = Date.now() + 10_000; Date.now() < until; await sleep(20)) {
-    const found = childrenOf(parent).find(
-      (pid) => readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === comm,
-    );
-    if (found) return found;
-  }
-  throw new Error(`no ${comm} under ${parent}`);
-}
 
 test('a job whose stdout is a pipe to logger: dumped as external, restored with --inherit-fd, logger carries on', async () => {
   const work = dir();

@@ -9,7 +9,7 @@ import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { cliOk, restoreCli } from './helpers/cli.js';
-import { becomeSubreaper, childrenOf, killTree, reapOrphans, treeOf } from './helpers/reaper.js';
+import { becomeSubreaper, childNamed, killTree, reapOrphans, treeOf } from './helpers/reaper.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-tmux', cleanup);
@@ -59,11 +59,7 @@ test('a tmux server with two panes: dump, restore; its panes carry on, on the sa
   // is the pane's, as its shell's is.
   tmux('send-keys', '-t', 't.0', 'sleep 600 &', 'Enter');
   const shell = Number(panes().split('\n')[0]!.split(' ')[1]);
-  let job: number | undefined;
-  while (job === undefined) {
-    job = childrenOf(shell).find((pid) => readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === 'sleep');
-    await sleep(20);
-  }
+  const job = await childNamed(shell, 'sleep');
   const ttyOf = (pid: number): string =>
     readFileSync(`/proc/${pid}/stat`, 'latin1').split(') ')[1]!.split(' ')[4]!;
   assert.equal(ttyOf(job), ttyOf(shell));

@@ -336,7 +336,12 @@ test('an agent stopped (SIGTERM) hands its checkpointed job over: checkpointed o
   const exited = new Promise((resolve) => a.process.child.once('exit', resolve));
   a.process.child.kill('SIGTERM');
   await exited;
-  assert.ok(['Z', undefined].includes(processState(job.pid)), 'the job ended with its agent');
+  // Killed as its agent went (its parent-death signal): gone a moment after it.
+  await until(
+    'the job ended with its agent',
+    () => (['Z', undefined].includes(processState(job.pid)) ? true : undefined),
+    3000,
+  );
   const before = counts(job.out).at(-1)!;
   await until(
     'the job restored on b',

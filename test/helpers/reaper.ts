@@ -85,6 +85,24 @@ export function childrenOf(pid: number): number[] {
   }
 }
 
+/** The name of process `pid`, or undefined once it is gone. */
+function commOf(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'latin1').trim();
+  } catch {
+    return undefined; // exited between the listing and the reading
+  }
+}
+
+/** The child of `parent` whose name is `comm`, once it has one (within 10 s). */
+export async function childNamed(parent: number, comm: string): Promise<number> {
+  for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+    const found = childrenOf(parent).find((pid) => commOf(pid) === comm);
+    if (found) return found;
+  }
+  throw new Error(`no ${comm} under ${parent}`);
+}
+
 /** `pid` and its descendants, parents first. */
 export function treeOf(pid: number): number[] {
   const all = [pid];
