@@ -372,6 +372,22 @@ test('pre-copy of writes scattered at random: every page right, the staged round
   killAndReap(r.targetPid); // the fault tests below want nothing running at the target
 });
 
+test('pre-copy of a process whose 16 threads write at random: every thread frozen and moved, every page right', async () => {
+  const d = await startSelfChecking(dir(), 'dirty', ['64', '20', 'random', '16'], cleanup);
+  assert.equal(readdirSync(`/proc/${d.pid}/task`).length, 17);
+  const r = migrated(
+    await migrateCli(lab.hosts[0]!, d.pid, lab.hosts[1]!, '--mode', 'pre-copy', '--max-downtime', '50'),
+  );
+  assert.equal(readdirSync(`/proc/${r.targetPid}/task`).length, 17, 'every thread came');
+  const line = await d.check(r.targetPid);
+  assert.match(line, /^CHECK ok \d+$/);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const later = await d.check(r.targetPid);
+  assert.match(later, /^CHECK ok \d+$/);
+  assert.ok(Number(later.split(' ')[2]) > Number(line.split(' ')[2]), 'its threads write on there');
+  killAndReap(r.targetPid); // the fault tests below want nothing running at the target
+});
+
 test('pre-copy of memory whose VMA keeps shrinking: the pages placed in staging that cannot move into place come back from it', async () => {
   // The target puts each round's pages straight into staging, never on its disk. The writable
   // VMA's end moves between the last round and the freeze: its staging does not move into place,

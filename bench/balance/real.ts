@@ -9,7 +9,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { formatMs, renderTable } from '../../src/cli/format.js';
 import { POLICIES } from '../../src/cluster/policy.js';
 import {
@@ -20,21 +19,19 @@ import {
   type BatchResult,
 } from '../../src/cluster/local.js';
 import { startLocalEtcd } from '../../src/cluster/local-etcd.js';
-import { median } from '../stats.js';
+import { benchArgs, median } from '../stats.js';
 import { random } from './simulate.js';
 
-const { values } = parseArgs({
-  options: {
-    hosts: { type: 'string', default: '3' },
-    cpus: { type: 'string', default: '0.4' },
-    jobs: { type: 'string', default: '6' },
-    'cpu-seconds': { type: 'string', default: '4' },
-    heavy: { type: 'boolean', default: false },
-    seed: { type: 'string', default: '1' },
-    policy: { type: 'string', default: 'default' },
-    etcd: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-  },
+const { values } = benchArgs({
+  hosts: { type: 'string', default: '3' },
+  cpus: { type: 'string', default: '0.4' },
+  jobs: { type: 'string', default: '6' },
+  'cpu-seconds': { type: 'string', default: '4' },
+  heavy: { type: 'boolean', default: false },
+  seed: { type: 'string', default: '1' },
+  policy: { type: 'string', default: 'default' },
+  etcd: { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
 });
 
 const hosts = Number(values.hosts);

@@ -5,7 +5,6 @@
 //                                [--trace FILE.jsonl] [--json]
 // A recorded trace is one JSON object per line: {arrival, host, cpuSeconds, rssBytes, dirtyBytesPerSecond}.
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { formatBytes, renderTable } from '../../src/cli/format.js';
 import {
   idealBound,
@@ -15,17 +14,16 @@ import {
   type Strategy,
   type TraceJob,
 } from './simulate.js';
+import { benchArgs } from '../stats.js';
 
-const { values } = parseArgs({
-  options: {
-    hosts: { type: 'string', default: '10,100,1000' },
-    load: { type: 'string', default: '0.7' },
-    alpha: { type: 'string', default: '1.1' },
-    span: { type: 'string', default: '600' },
-    seed: { type: 'string', default: '1' },
-    trace: { type: 'string' },
-    json: { type: 'boolean', default: false },
-  },
+const { values } = benchArgs({
+  hosts: { type: 'string', default: '10,100,1000' },
+  load: { type: 'string', default: '0.7' },
+  alpha: { type: 'string', default: '1.1' },
+  span: { type: 'string', default: '600' },
+  seed: { type: 'string', default: '1' },
+  trace: { type: 'string' },
+  json: { type: 'boolean', default: false },
 });
 
 const STRATEGIES: Strategy[] = ['none', 'placement', 'balance', 'placement+balance'];

@@ -15,10 +15,9 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
-import { median } from '../stats.js';
+import { benchArgs, refuse, median } from '../stats.js';
 import { redisProgram, threadsProgram, type Program, type Running } from './programs.js';
 import {
   agentDump,
@@ -36,17 +35,15 @@ import {
   type BenchAgent,
 } from '../workload.js';
 
-const { values } = parseArgs({
-  options: {
-    sizes: { type: 'string', default: '64,512,2048' },
-    kinds: { type: 'string', default: 'random,zero,half' },
-    runs: { type: 'string', default: '5' },
-    mode: { type: 'string', default: 'kill' },
-    programs: { type: 'string', default: 'threads,redis' },
-    'redis-mib': { type: 'string', default: '1024' },
-    compress: { type: 'boolean', default: false },
-    'no-criu': { type: 'boolean', default: false },
-  },
+const { values } = benchArgs({
+  sizes: { type: 'string', default: '64,512,2048' },
+  kinds: { type: 'string', default: 'random,zero,half' },
+  runs: { type: 'string', default: '5' },
+  mode: { type: 'string', default: 'kill' },
+  programs: { type: 'string', default: 'threads,redis' },
+  'redis-mib': { type: 'string', default: '1024' },
+  compress: { type: 'boolean', default: false },
+  'no-criu': { type: 'boolean', default: false },
 });
 
 interface Sample {
@@ -133,7 +130,7 @@ const cases = [
   ...list(values.sizes).flatMap((mib) => list(values.kinds).map((kind) => memload(Number(mib), kind))),
   ...list(values.programs).map((name) => {
     const program = programs[name];
-    if (!program) throw new Error(`no program ${name} (there are ${Object.keys(programs).join(', ')})`);
+    if (!program) refuse(`no program ${name} (there are ${Object.keys(programs).join(', ')})`);
     return program;
   }),
 ];

@@ -13,7 +13,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
 import { kill, SIG } from '../../src/sys/signal.js';
 import {
@@ -29,12 +28,11 @@ import { runCli, type CliResult } from '../../test/helpers/cli.js';
 import { setLink } from '../../test/helpers/netns.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { startSelfChecking, type SelfChecking } from '../../test/helpers/self-check.js';
+import { benchArgs } from '../stats.js';
 
-const { values } = parseArgs({
-  options: {
-    trials: { type: 'string', default: '100' },
-    classes: { type: 'string', default: '' },
-  },
+const { values } = benchArgs({
+  trials: { type: 'string', default: '100' },
+  classes: { type: 'string', default: '' },
 });
 
 type Outcome = 'clean' | 'in doubt' | 'lost' | 'duplicated' | 'corrupt';

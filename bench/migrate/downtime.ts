@@ -2,9 +2,11 @@
 // stop-copy, pre-copy and post-copy, to an agent on this host (loopback), and, when criu >= 4.1 is
 // on PATH, CRIU's dump + restore of the same workload side by side (CRIU has no migration of its own).
 //   npm run bench:migrate -- [--sizes 64,1024] [--rates 0,10,100] [--runs 3] [--max-downtime 300]
-//                            [--pattern sequential|random] [--modes stop-copy,pre-copy,post-copy] [--no-criu]
+//                            [--pattern sequential|random] [--threads 1] [--modes stop-copy,pre-copy,post-copy,hybrid]
+//                            [--no-criu]
 // --pattern random: each write goes to a page drawn at random (scattered dirty pages, as heaps and
-// databases make), not round-robin.
+// databases make), not round-robin; --threads <n> (random only): n threads share the writing, as a
+// JVM's or a server's do (every thread of the process is frozen, read and restored).
 // Reports medians: downtime (frozen time, until the process runs at the target; post-copy's pages
 // come after), total time (post-copy: until the target has every page), bytes sent, rounds; every
 // migrated process must pass its own check of every page ("CHECK ok").
@@ -13,13 +15,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { renderTable } from '../../src/cli/format.js';
 import { MIGRATE_MODES, type MigrateMode } from '../../src/migrate/migrate.js';
 import { CLI } from '../../test/helpers/paths.js';
 import { becomeSubreaper, killAndReap } from '../../test/helpers/reaper.js';
 import { waitForLines } from '../../test/helpers/report.js';
-import { median } from '../stats.js';
+import { benchArgs, median, refuse } from '../stats.js';
 import {
   criuVersion,
   startBenchAgent,
@@ -29,16 +30,15 @@ import {
   type Workload,
 } from '../workload.js';
 
-const { values } = parseArgs({
-  options: {
-    sizes: { type: 'string', default: '64,1024' },
-    rates: { type: 'string', default: '0,10,100' },
-    runs: { type: 'string', default: '3' },
-    'max-downtime': { type: 'string', default: '300' },
-    'no-criu': { type: 'boolean', default: false },
-    pattern: { type: 'string', default: 'sequential' },
-    modes: { type: 'string', default: MIGRATE_MODES.join(',') },
-  },
+const { values } = benchArgs({
+  sizes: { type: 'string', default: '64,1024' },
+  rates: { type: 'string', default: '0,10,100' },
+  runs: { type: 'string', default: '3' },
+  'max-downtime': { type: 'string', default: '300' },
+  'no-criu': { type: 'boolean', default: false },
+  pattern: { type: 'string', default: 'sequential' },
+  threads: { type: 'string', default: '1' },
+  modes: { type: 'string', default: MIGRATE_MODES.join(',') },
 });
 
 type Tool = MigrateMode | 'criu';
@@ -95,7 +95,7 @@ async function sample(tool: Tool, mib: number, rate: number, agent: BenchAgent):
     workload = await startWorkload(work, 'dirty', [
       String(mib),
       String(rate),
-      ...(values.pattern === 'random' ? ['random'] : []),
+      ...(values.pattern === 'random' ? ['random', String(threads)] : []),
     ]);
     await new Promise((r) => setTimeout(r, 1000)); // writing at its rate
     const s =
@@ -115,10 +115,12 @@ async function sample(tool: Tool, mib: number, rate: number, agent: BenchAgent):
 }
 
 if (values.pattern !== 'sequential' && values.pattern !== 'random')
-  throw new Error('--pattern is sequential or random');
+  refuse('--pattern is sequential or random');
+const threads = Number(values.threads);
+if (!Number.isInteger(threads) || threads < 1 || threads > 256) refuse('--threads is a number from 1 to 256');
+if (threads > 1 && values.pattern !== 'random') refuse('--threads goes with --pattern random');
 const modes = values.modes.split(',') as MigrateMode[];
-if (!modes.every((m) => MIGRATE_MODES.includes(m)))
-  throw new Error(`--modes are of ${MIGRATE_MODES.join(', ')}`);
+if (!modes.every((m) => MIGRATE_MODES.includes(m))) refuse(`--modes are of ${MIGRATE_MODES.join(', ')}`);
 becomeSubreaper();
 const criu = values['no-criu'] ? null : criuVersion();
 const tools: Tool[] = criu ? [...modes, 'criu'] : modes;
@@ -128,7 +130,7 @@ const rows: string[][] = [];
 const ratios: string[][] = [];
 const f1 = (n: number): string => n.toFixed(n < 10 ? 1 : 0);
 process.stdout.write(
-  `migration on loopback, ${values.pattern} writes, pre-copy --max-downtime ${values['max-downtime']} ms; median of ${runs} runs after one ` +
+  `migration on loopback, ${values.pattern} writes${threads > 1 ? ` by ${threads} threads` : ''}, pre-copy --max-downtime ${values['max-downtime']} ms; median of ${runs} runs after one ` +
     `warm-up; ${criu ? `CRIU ${criu} dump + restore` : 'no CRIU >= 4.1 on PATH'}\n\n`,
 );
 const failures: string[] = [];
