@@ -25,8 +25,14 @@ import { findGap } from '../vma/gaps.js';
 import { cutSpans, overlaySpans, pushSpan, spanAt, subtractSpans, type Span } from '../vma/spans.js';
 import type { VmaKind } from '../vma/vma.js';
 
-/** Kinds whose VMAs are staged: private anonymous memory without a name or growth direction. */
-const STAGED_KINDS = new Set<VmaKind>(['anon', 'heap', 'bss']);
+/**
+ * Kinds whose VMAs are staged: private anonymous memory without a name or growth direction. A
+ * thread's stack is anonymous memory too ('stack' once a frozen thread's stack pointer is seen in
+ * it, 'anon' while the process runs), and so may be the VMA it merged with.
+ */
+const STAGED_KINDS = new Set<VmaKind>(['anon', 'heap', 'bss', 'stack']);
+/** VmFlags that only mmap() gives (grows down, MAP_NORESERVE, MAP_DROPPABLE): staging has none. */
+const MMAP_FLAGS = ['gd', 'nr', 'dp'];
 
 export function isStageable(v: Pick<LayerVma, 'perms' | 'kind' | 'name'>): boolean {
   return v.perms[3] === 'p' && STAGED_KINDS.has(v.kind) && (v.name === '' || v.name === '[heap]');
@@ -266,7 +272,7 @@ export class Prefill {
    * others. Staging in the way of any VMA first moves aside. `reserved` is the restore's own
    * region. Returns what each moved VMA holds.
    */
-  moveIntoPlace<V extends LayerVma>(
+  moveIntoPlace<V extends LayerVma & { vmFlags: readonly string[] }>(
     remote: RemoteSyscalls,
     vmas: readonly V[],
     reserved: Span,
@@ -298,7 +304,7 @@ export class Prefill {
     }
     for (const v of vmas) {
       const s = this.staged.get(v.start);
-      if (!s || s.end !== v.end || !isStageable(v)) continue;
+      if (!s || s.end !== v.end || !isStageable(v) || v.vmFlags.some((f) => MMAP_FLAGS.includes(f))) continue;
       const len = v.end - v.start;
       calls.push({
         name: `mremap(${hex(s.at)} to ${hex(v.start)})`,
