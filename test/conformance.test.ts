@@ -2,59 +2,20 @@
 // fixture, checkpointed, the fixture killed, restored, and checked by the restored fixture itself
 // (the shape of CRIU's ZDTM). docs/STATE.md lists every kind and where it is tested.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
 import { before, test } from 'node:test';
 import { cleanupAfterAll, workDirs } from './helpers/cleanup.js';
 import { runCli } from './helpers/cli.js';
-import { fixture } from './helpers/fixtures.js';
+import { startConforming, type Conforming } from './helpers/conformance.js';
+import { reportLines, waitForLines } from './helpers/report.js';
 import { processState } from './helpers/processes.js';
 import { becomeSubreaper, killAndReap, treeOf } from './helpers/reaper.js';
-import { reportLines, waitForLines } from './helpers/report.js';
 
 const cleanup = cleanupAfterAll();
 const { dir } = workDirs('ferry-conformance', cleanup);
 before(becomeSubreaper);
 
-interface Conforming {
-  pid: number;
-  report: string;
-  work: string;
-  /** SIGUSR1 to `pid` (the fixture or its restored copy); its verdict line. */
-  check(pid?: number): Promise<string>;
-}
-
-/** Start conformance fixture `name`, its report and work files in a fresh directory. */
-async function start(name: string): Promise<Conforming> {
-  const work = dir();
-  const report = `${work}/report`;
-  // Its complaints go to a file: a descriptor of the test runner's could not be checkpointed.
-  const stderr = openSync(`${work}/stderr`, 'w');
-  const child = spawn(fixture(`conformance/${name}`), [report, work], {
-    stdio: ['ignore', 'ignore', stderr],
-  });
-  closeSync(stderr);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  cleanup(async () => {
-    const descendants = treeOf(child.pid!).slice(1);
-    child.kill('SIGKILL');
-    await exited;
-    descendants.forEach(killAndReap); // orphaned to this process (a subreaper)
-  });
-  const [ready] = await waitForLines(report, 1);
-  const pid = Number(/^READY (\d+)$/.exec(ready!)?.[1]);
-  assert.equal(pid, child.pid, ready);
-  return {
-    pid,
-    report,
-    work,
-    async check(at = pid) {
-      const seen = reportLines(report).length;
-      process.kill(at, 'SIGUSR1');
-      return (await waitForLines(report, seen + 1)).at(-1)!;
-    },
-  };
-}
+/** Start conformance fixture `name` in a fresh directory. */
+const start = (name: string): Promise<Conforming> => startConforming(dir(), name, cleanup);
 
 /** Dump the fixture (killing it), restore it; the restored PID, with what both commands said. */
 async function moveThroughImage(f: Conforming): Promise<{ pid: number; said: string }> {

@@ -34,6 +34,7 @@ import { checkKeys, KEYS, loadKeys, REDIS_OPTIONS, redisCli } from './helpers/re
 import { killAndReap } from './helpers/reaper.js';
 import { assertUntracked, startSelfChecking, type SelfChecking } from './helpers/self-check.js';
 import { startStateFixture, type StateFixture } from './helpers/state-fixture.js';
+import { startConforming } from './helpers/conformance.js';
 
 const cleanup = cleanupAfterAll();
 const lab = setUpLab(3, 'ferry-mig', cleanup);
@@ -387,6 +388,17 @@ test('pre-copy of a process whose 16 threads write at random: every thread froze
   assert.ok(Number(later.split(' ')[2]) > Number(line.split(' ')[2]), 'its threads write on there');
   killAndReap(r.targetPid); // the fault tests below want nothing running at the target
 });
+
+for (const mode of ['stop-copy', 'pre-copy']) {
+  test(`${mode}: memory mapped MAP_NORESERVE or MAP_DROPPABLE, or advised, keeps it though its pages went straight into staging`, async () => {
+    // Staging is plain anonymous memory: what only mmap() gives a VMA must keep it from moving
+    // into place (the restore maps it so, and writes its pages).
+    const f = await startConforming(dir(), 'memory', cleanup);
+    const r = migrated(await migrateCli(lab.hosts[0]!, f.pid, lab.hosts[1]!, '--mode', mode));
+    assert.equal(await f.check(r.targetPid), 'PASS');
+    killAndReap(r.targetPid);
+  });
+}
 
 test('pre-copy of memory whose VMA keeps shrinking: the pages placed in staging that cannot move into place come back from it', async () => {
   // The target puts each round's pages straight into staging, never on its disk. The writable
