@@ -141,7 +141,9 @@ try {
       try {
         for (let run = 0; run <= runs; run++) {
           for (const tool of run % 2 ? [...tools].reverse() : tools) {
-            const s = await sample(tool, mib, rate, agent);
+            const s = await sample(tool, mib, rate, agent).catch((err: unknown) => {
+              throw new Error(`${tool}: ${err instanceof Error ? err.message : String(err)}`);
+            });
             if (run > 0) samples.get(tool)!.push(s);
           }
         }
