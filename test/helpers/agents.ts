@@ -10,7 +10,7 @@ import { runCli, type CliResult } from './cli.js';
 import { makeHosts, type Host } from './netns.js';
 import { CLI } from './paths.js';
 import { startProcess, traceState, type Started } from './processes.js';
-import { becomeSubreaper } from './reaper.js';
+import { becomeSubreaper, killAndReap, treeOf } from './reaper.js';
 
 export const TOKEN = 'test-token-0123456789abcdef';
 /** A token that acts only for uid 4242's processes and images. */
@@ -92,7 +92,12 @@ export async function startAgentOn(
     ...['--idle-timeout', '2000', ...(options.extra?.includes('--tls-cert') ? [] : ['--insecure'])],
     ...(options.extra ?? []),
   ]);
-  lab.cleanup(() => p.stop());
+  // What it runs (migrated processes, restored jobs, stubs) goes first, by PID, even where a test
+  // failed before killing it: once let run, a migrated process would outlive its agent.
+  lab.cleanup(async () => {
+    treeOf(p.pid).slice(1).reverse().forEach(killAndReap);
+    await p.stop();
+  });
   assert.match(p.readyLine, /^ferry agent listening on /);
   return { host, dataDir, process: p };
 }
