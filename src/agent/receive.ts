@@ -15,6 +15,7 @@ import {
   FRAME,
   readFrames,
   decodePlacement,
+  readPairs,
   type LayerNotice,
   type Migration,
   type TargetEvent,
@@ -131,6 +132,10 @@ export class Migrations {
     // The stub the process will be restored in, started now while the source freezes and reads
     // it (its PID taken as the source names it, when free here): not within the downtime.
     let prefill = this.earlyStub(req.headers['ferry-pid']);
+    // Hybrid: the rounds' pages come in as the process runs, from here or the source, as its faults
+    // ask: staged, they would have to be dropped wherever the process wrote since, while it is
+    // frozen. The other modes' rounds (and frozen copy) go into the process as they come.
+    const staging = req.headers['ferry-mode'] !== 'hybrid';
     /** Layers begun (ROUND) and staged, not ended by LAYER: the frozen copy's, at the manifest. */
     const begun = new Map<string, LayerNotice>();
     /** Writes of received frames still going on, oldest first. */
@@ -171,8 +176,7 @@ export class Migrations {
           const notice = decodeLayerNotice(frame.payload);
           if (parts.has(notice.layer.pages) || closed.has(notice.layer.pages))
             throw new FerryError('FERRY_CONNECTION', `round part ${notice.layer.pages} begun twice`);
-          // Hybrid's rounds are not staged (below).
-          if (req.headers['ferry-mode'] !== 'hybrid') {
+          if (staging) {
             begun.set(notice.layer.pages, notice);
             prefill = this.beginRound(prefill, notice);
             if (prefill)
@@ -192,10 +196,6 @@ export class Migrations {
           begun.delete(notice.layer.pages);
           await close(notice.layer.pages);
           await close(notice.layer.index);
-          // Hybrid: the round's pages come in as the process runs, from here or the source, as its
-          // faults ask: staged, they would have to be dropped wherever the process wrote since,
-          // while it is frozen.
-          const staging = req.headers['ferry-mode'] !== 'hybrid';
           if (staging) prefill = this.prefillLayer(prefill, notice, sink);
           send({ event: 'layered', layer: notice.layer.pages, prefilled: staging && prefill !== undefined });
         } else if (frame.type === FRAME.MANIFEST) {
@@ -266,10 +266,7 @@ export class Migrations {
         } else if (frame.type === FRAME.KEEP) {
           if (m.state !== 'copying' || frame.payload.length % 16 !== 0)
             throw new FerryError('FERRY_CONNECTION', 'kept pages out of place: not a hybrid running here');
-          const spans = Array.from({ length: frame.payload.length / 16 }, (_, i) => ({
-            start: frame.payload.readBigUInt64LE(i * 16),
-            end: frame.payload.readBigUInt64LE(i * 16 + 8),
-          }));
+          const spans = readPairs(frame.payload).map(([start, end]) => ({ start, end }));
           if (spans.some((sp, i) => sp.start >= sp.end || (i > 0 && sp.start < spans[i - 1]!.end)))
             throw new FerryError('FERRY_CONNECTION', 'kept pages out of order');
           const { runs, data } = roundRuns(image!.processes[0]!, spans);

@@ -117,8 +117,7 @@ export class Prefill {
   placePart(part: string, file: FilePartWriter): PartWriter {
     const placed = this.placed.get(part) ?? [];
     this.placed.set(part, placed);
-    const staging = [...this.staged.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
-    return new PlacedPart(this.stub.pid, part, file, staging, placed, this.holes);
+    return new PlacedPart(this.stub.pid, part, file, this.byStart(), placed, this.holes);
   }
 
   /**
@@ -136,7 +135,7 @@ export class Prefill {
       const wanted: (Span & { at: bigint; offset: number })[] = [];
       const clears: RemoteCall[] = [];
       const written = new Map<Staged, StagedRun[]>();
-      const list = [...this.staged.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
+      const list = this.byStart();
       let i = 0;
       for (const src of resolvePages(this.layers)) {
         // Pages unchanged since an earlier round (the frozen copy's) are staged already.
@@ -175,6 +174,11 @@ export class Prefill {
         s.runs = overlaySpans(s.runs, runs, (r, start, end) => ({ start, end, part: r.part }));
       remote.removeScratch();
     });
+  }
+
+  /** The staging regions, in the order of the VMAs they stage. */
+  private byStart(): Staged[] {
+    return [...this.staged.values()].sort((a, b) => (a.start < b.start ? -1 : 1));
   }
 
   private checkOpen(): void {

@@ -59,7 +59,7 @@ export class StreamSink implements ImageSink {
    * let the command end as if it were done.
    */
   private readonly writing = new Set<(err: Error) => void>();
-  /** The pre-copy rounds' pages parts: each batch of them goes with its PLACE frame. */
+  /** The pages parts a ROUND began (pre-copy rounds', the frozen copy's): each batch goes with its PLACE. */
   private readonly placing = new Set<string>();
   /** Post-copy: hears the target's requests for pages. */
   private onFault: ((addr: bigint, len: number) => void) | undefined;

@@ -26,13 +26,14 @@ export const FRAME = {
    */
   KEEP: 9,
   /**
-   * Pre-copy, before a round's pages: the round's layer and the VMAs it copies (a LAYER notice's
-   * payload); the target may make room for the pages in the process it restores.
+   * Before a pre-copy round's pages, or the frozen copy's (not post-copy's): its layer and the VMAs
+   * it copies (a LAYER notice's payload); the target may make room for the pages in the process it
+   * restores.
    */
   ROUND: 10,
   /**
-   * Pre-copy: where the next bytes of the round's pages part (named) go, as (address, length) pairs
-   * of u64 LE, in the order of the bytes.
+   * Where the next bytes of a pages part a ROUND began (named) go, as (address, length) pairs of
+   * u64 LE, in the order of the bytes.
    */
   PLACE: 11,
 } as const;
@@ -121,17 +122,21 @@ function checkName(type: FrameType, name: string): void {
 /** A PLACE frame's payload: where the bytes go, in their order (struct iovec's layout). */
 export const encodePlacement = (runs: readonly Placement[]): Buffer => encodeIovecs(runs);
 
+/** The u64 LE pairs a KEEP or PLACE payload holds (a whole number of them, or none). */
+export function readPairs(payload: Buffer): [bigint, bigint][] {
+  return Array.from({ length: payload.length / 16 }, (_, i) => [
+    payload.readBigUInt64LE(i * 16),
+    payload.readBigUInt64LE(i * 16 + 8),
+  ]);
+}
+
 export function decodePlacement(payload: Buffer): Placement[] {
   if (payload.length % 16 !== 0) throw corrupt(`a PLACE frame of ${payload.length} bytes`);
-  const runs: Placement[] = [];
-  for (let off = 0; off < payload.length; off += 16) {
-    const addr = payload.readBigUInt64LE(off);
-    const len = payload.readBigUInt64LE(off + 8);
+  return readPairs(payload).map(([addr, len]) => {
     if (addr % 4096n !== 0n || len === 0n || len % 4096n !== 0n || len > BigInt(MAX_PAYLOAD))
       throw corrupt(`a PLACE frame with a run of ${len} bytes at 0x${addr.toString(16)}`);
-    runs.push({ addr, len: Number(len) });
-  }
-  return runs;
+    return { addr, len: Number(len) };
+  });
 }
 
 /**
